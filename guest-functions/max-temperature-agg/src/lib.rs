@@ -1,0 +1,94 @@
+//! MaxTemperature as an incremental aggregate: the same results as the
+//! `max-temperature` window function, but the host keeps only a 16-byte
+//! accumulator per key and window pane instead of the window's events.
+
+wit_bindgen::generate!({ world: "aggregate-function", path: "../../wit" });
+
+use exports::weir::functions::{aggregate, plugin};
+use weir::functions::types::{
+    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, Rows, Value, Window,
+};
+
+/// The accumulator: the maximum so far and the number of readings, as
+/// 16 little-endian bytes.
+#[derive(Clone, Copy)]
+struct Acc {
+    max: f64,
+    count: i64,
+}
+
+impl Acc {
+    const EMPTY: Acc = Acc { max: f64::NEG_INFINITY, count: 0 };
+
+    fn decode(bytes: &[u8]) -> Result<Acc, String> {
+        let (max, count) = bytes
+            .split_first_chunk::<8>()
+            .and_then(|(m, rest)| Some((m, rest.first_chunk::<8>()?)))
+            .ok_or_else(|| format!("accumulator must be 16 bytes, got {}", bytes.len()))?;
+        Ok(Acc { max: f64::from_le_bytes(*max), count: i64::from_le_bytes(*count) })
+    }
+
+    fn encode(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        out.extend_from_slice(&self.max.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out
+    }
+}
+
+struct MaxTemperatureAgg;
+
+impl plugin::Guest for MaxTemperatureAgg {
+    fn describe() -> Descriptor {
+        Descriptor {
+            name: "max-temperature-agg".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            kind: FunctionKind::Aggregate,
+            description: "Maximum temperature and reading count per window, incrementally".into(),
+            inputs: vec![Field { name: "temperature".into(), ty: FieldType::F64 }],
+            outputs: vec![
+                Field { name: "max_temperature".into(), ty: FieldType::F64 },
+                Field { name: "count".into(), ty: FieldType::I64 },
+            ],
+            params: vec![],
+        }
+    }
+
+    fn configure(params: Vec<Param>) -> Result<(), String> {
+        match params.first() {
+            Some(p) => Err(format!("max-temperature-agg takes no parameters, got '{}'", p.name)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl aggregate::Guest for MaxTemperatureAgg {
+    fn create_accumulator() -> Vec<u8> {
+        Acc::EMPTY.encode()
+    }
+
+    fn add(accumulator: Vec<u8>, events: Events) -> Result<Vec<u8>, String> {
+        let mut acc = Acc::decode(&accumulator)?;
+        let Some(Column::F64(temps)) = events.columns.first() else {
+            return Err("expected one f64 column 'temperature'".into());
+        };
+        acc.max = temps.iter().copied().fold(acc.max, f64::max);
+        acc.count += temps.len() as i64;
+        Ok(acc.encode())
+    }
+
+    fn merge(a: Vec<u8>, b: Vec<u8>) -> Result<Vec<u8>, String> {
+        let (a, b) = (Acc::decode(&a)?, Acc::decode(&b)?);
+        Ok(Acc { max: a.max.max(b.max), count: a.count + b.count }.encode())
+    }
+
+    fn get_result(accumulator: Vec<u8>, _key: Value, _window: Window) -> Result<Rows, String> {
+        let acc = Acc::decode(&accumulator)?;
+        if acc.count == 0 {
+            return Ok(Rows { len: 0, columns: vec![Column::F64(vec![]), Column::I64(vec![])] });
+        }
+        Ok(Rows { len: 1, columns: vec![Column::F64(vec![acc.max]), Column::I64(vec![acc.count])] })
+    }
+}
+
+export!(MaxTemperatureAgg);

@@ -1,0 +1,6 @@
+//! weir: a stream processor whose user functions are WebAssembly components.
+//!
+//! See `docs/ARCHITECTURE.md` for how the modules fit together.
+
+pub mod duration;
+pub mod plugin;

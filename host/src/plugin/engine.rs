@@ -1,0 +1,186 @@
+//! The one wasmtime engine shared by every plugin: pooling allocation, epoch
+//! interruption for CPU deadlines, and the component cache.
+
+use super::builtin::{builtin, builtin_names};
+use super::cache::{ComponentCache, default_cache_dir, sha256_hex};
+use super::error::LoadError;
+use super::load::Plugin;
+use super::store::StoreState;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of CPU deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The most linear memory any plugin can be given; per-job limits are
+/// checked against it.
+pub const MAX_PLUGIN_MEMORY: usize = 1 << 30;
+
+/// Settings for the shared engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How many plugin instances may be alive at once (pool slots).
+    pub max_instances: u32,
+    /// Where compiled components are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_instances: 256,
+            cache_dir: default_cache_dir(),
+        }
+    }
+}
+
+/// The engine could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the WebAssembly engine: {0}")]
+pub struct EngineError(String);
+
+/// The shared plugin engine. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    cache: Option<ComponentCache>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginEngine {
+    /// Builds the engine and starts its epoch ticker thread.
+    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        let n = config.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        // A Rust component is a handful of core instances (the program and
+        // small adapter shims) with one memory and a few tables.
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(8))
+            .max_memory_size(MAX_PLUGIN_MEMORY);
+
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| EngineError(e.to_string()))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| EngineError(e.to_string()))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        let ticking = engine.clone();
+        std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| EngineError(format!("cannot start the epoch thread: {e}")))?;
+
+        let cache = config
+            .cache_dir
+            .map(|dir| ComponentCache::new(&engine, dir));
+        Ok(PluginEngine {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache,
+                ticker_stop,
+            }),
+        })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<StoreState> {
+        &self.inner.linker
+    }
+
+    /// Loads a component from bytes; `origin` names it in messages.
+    pub fn load(&self, bytes: &[u8], origin: &str) -> Result<Plugin, LoadError> {
+        check_magic(bytes, origin)?;
+        let sha256 = sha256_hex(bytes);
+        let compiled = match &self.inner.cache {
+            Some(cache) => cache.load_or_compile(&self.inner.engine, bytes, &sha256),
+            None => wasmtime::component::Component::new(&self.inner.engine, bytes),
+        };
+        let component = compiled.map_err(|e| LoadError::Compile {
+            origin: origin.to_string(),
+            message: format!("{e:#}"),
+        })?;
+        Plugin::from_component(
+            self.clone(),
+            component,
+            origin.to_string(),
+            sha256,
+            bytes.len(),
+        )
+    }
+
+    /// Loads a component from a file.
+    pub fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load(&bytes, &path.display().to_string())
+    }
+
+    /// Loads what a job file's `plugin = "…"` names: a bundled function's
+    /// name, or a path to a `.wasm` component.
+    pub fn load_ref(&self, reference: &str) -> Result<Plugin, LoadError> {
+        if let Some(bytes) = builtin(reference) {
+            return self.load(bytes, &format!("built-in '{reference}'"));
+        }
+        let path = Path::new(reference);
+        if path.extension().is_some_and(|e| e == "wasm") || path.exists() {
+            return self.load_file(path);
+        }
+        Err(LoadError::UnknownBuiltin {
+            name: reference.to_string(),
+            builtins: builtin_names(),
+        })
+    }
+}
+
+/// Tells a component from a core module or a file that is not wasm at all,
+/// before wasmtime gives a vaguer message.
+fn check_magic(bytes: &[u8], origin: &str) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
+    if !bytes.starts_with(MAGIC) {
+        return Err(LoadError::NotWasm {
+            origin: origin.to_string(),
+        });
+    }
+    if bytes.get(4..8) == Some(&CORE_VERSION[..]) {
+        return Err(LoadError::CoreModule {
+            origin: origin.to_string(),
+        });
+    }
+    Ok(())
+}

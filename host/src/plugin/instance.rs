@@ -1,0 +1,536 @@
+//! A live plugin instance and the calls into it, each held to the job's
+//! limits. A trap kills a wasm instance, so after one the next call first
+//! instantiates afresh from the pre-linked component (a few microseconds)
+//! and configures it again.
+
+use super::bindings::{aggregate, map, window};
+use super::engine::{EPOCH_TICK, MAX_PLUGIN_MEMORY};
+use super::error::{CallSite, Failure, LoadError, PluginError};
+use super::limits::PluginLimits;
+use super::load::{Plugin, WorldPre};
+use super::log::{CallLog, CappedLog};
+use super::signatures;
+use super::store::StoreState;
+use super::types::{
+    Column, Descriptor, Events, FieldType, FunctionKind, Param, Rows, Value, Window,
+};
+use crate::plugin::bindings::map::exports::weir::functions::map::Mapped;
+use wasmtime::{Store, Trap};
+
+/// The bindings of a live instance.
+enum Live {
+    Window(window::WindowFunction),
+    Aggregate(aggregate::AggregateFunction),
+    Map(map::MapFunction),
+}
+
+/// Receives what a guest wrote to stdout and stderr during a call.
+pub type LogSink = Box<dyn FnMut(&str, &CallLog) + Send>;
+
+/// Counters for one instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstanceStats {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that failed.
+    pub failures: u64,
+    /// Fresh instances made after a trap.
+    pub reinstantiations: u64,
+    /// Log bytes dropped over the cap.
+    pub log_dropped_bytes: u64,
+}
+
+/// A live, configured plugin instance. Calls take `&mut self`: an instance
+/// serves one thread, and a job runs one instance per worker.
+///
+/// Calls block. The WASI bindings are synchronous, so they must not run on
+/// a tokio runtime thread: call them from a plain thread or `spawn_blocking`.
+pub struct PluginInstance {
+    plugin: Plugin,
+    params: Vec<Param>,
+    limits: PluginLimits,
+    deadline_ticks: u64,
+    store: Store<StoreState>,
+    live: Option<Live>,
+    log: CappedLog,
+    log_sink: LogSink,
+    stats: InstanceStats,
+}
+
+/// The default log sink: each line to the host log.
+fn tracing_sink(plugin: String) -> LogSink {
+    Box::new(move |_, log: &CallLog| {
+        for line in log.text.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!(target: "weir::plugin", plugin = %plugin, "{line}");
+        }
+        if log.dropped_bytes > 0 {
+            tracing::warn!(target: "weir::plugin", plugin = %plugin, "dropped {} bytes of output over the log limit", log.dropped_bytes);
+        }
+    })
+}
+
+fn new_store(plugin: &Plugin, limits: &PluginLimits, log: &CappedLog) -> Store<StoreState> {
+    let mut store = Store::new(
+        plugin.engine().engine(),
+        StoreState::new(limits.memory, log),
+    );
+    store.limiter(|state| &mut state.limiter);
+    store.epoch_deadline_trap();
+    store
+}
+
+fn instantiate(pre: &WorldPre, store: &mut Store<StoreState>) -> wasmtime::Result<Live> {
+    Ok(match pre {
+        WorldPre::Window(p) => Live::Window(p.instantiate(store)?),
+        WorldPre::Aggregate(p) => Live::Aggregate(p.instantiate(store)?),
+        WorldPre::Map(p) => Live::Map(p.instantiate(store)?),
+    })
+}
+
+impl PluginInstance {
+    /// At load: checks every export of the plugin's world against the
+    /// contract's signature (wasmtime would only do so at the first call of
+    /// each), then calls `describe` on a throwaway instance.
+    pub(crate) fn describe(
+        engine: &super::PluginEngine,
+        pre: &WorldPre,
+        origin: &str,
+        kind: FunctionKind,
+    ) -> Result<Descriptor, LoadError> {
+        let limits = PluginLimits::default();
+        let log = CappedLog::new(limits.log);
+        let mut store = Store::new(engine.engine(), StoreState::new(limits.memory, &log));
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(limits.deadline));
+        let failed = |e: wasmtime::Error| LoadError::Descriptor {
+            origin: origin.to_string(),
+            problem: format!("{e:#}"),
+        };
+        let instance_pre = match pre {
+            WorldPre::Window(p) => p.instance_pre(),
+            WorldPre::Aggregate(p) => p.instance_pre(),
+            WorldPre::Map(p) => p.instance_pre(),
+        };
+        let instance = instance_pre.instantiate(&mut store).map_err(failed)?;
+        signatures::check_world(&mut store, &instance, kind).map_err(|detail| {
+            LoadError::WorldMismatch {
+                origin: origin.to_string(),
+                world: kind,
+                detail,
+            }
+        })?;
+        let descriptor = match pre {
+            WorldPre::Window(_) => window::WindowFunction::new(&mut store, &instance)
+                .and_then(|b| b.weir_functions_plugin().call_describe(&mut store)),
+            WorldPre::Aggregate(_) => aggregate::AggregateFunction::new(&mut store, &instance)
+                .and_then(|b| b.weir_functions_plugin().call_describe(&mut store)),
+            WorldPre::Map(_) => map::MapFunction::new(&mut store, &instance)
+                .and_then(|b| b.weir_functions_plugin().call_describe(&mut store)),
+        };
+        descriptor.map_err(failed)
+    }
+
+    pub(crate) fn new(
+        plugin: Plugin,
+        params: Vec<Param>,
+        limits: PluginLimits,
+    ) -> Result<Self, PluginError> {
+        let log = CappedLog::new(limits.log);
+        let store = new_store(&plugin, &limits, &log);
+        let sink = tracing_sink(plugin.name().to_string());
+        let mut instance = PluginInstance {
+            deadline_ticks: ticks(limits.deadline),
+            plugin,
+            params,
+            limits,
+            store,
+            live: None,
+            log,
+            log_sink: sink,
+            stats: InstanceStats::default(),
+        };
+        if instance.limits.memory > MAX_PLUGIN_MEMORY {
+            return Err(instance.error(
+                site("instantiate"),
+                Failure::Instantiate(format!(
+                    "its memory limit of {} bytes is over weir's maximum of {MAX_PLUGIN_MEMORY}",
+                    instance.limits.memory
+                )),
+            ));
+        }
+        instance.ensure_live()?;
+        Ok(instance)
+    }
+
+    /// The plugin this is an instance of.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// The limits it runs under.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> InstanceStats {
+        self.stats
+    }
+
+    /// Sends the guest's stdout and stderr somewhere other than the host log.
+    pub fn set_log_sink(&mut self, sink: LogSink) {
+        self.log_sink = sink;
+    }
+
+    fn error(&self, call: CallSite, failure: Failure) -> PluginError {
+        PluginError {
+            plugin: self.plugin.name().to_string(),
+            call,
+            failure,
+        }
+    }
+
+    /// Makes sure there is a live, configured instance: after a trap, a
+    /// fresh store and instance replace the dead ones.
+    fn ensure_live(&mut self) -> Result<(), PluginError> {
+        if self.live.is_some() {
+            return Ok(());
+        }
+        if self.stats.calls > 0 {
+            self.stats.reinstantiations += 1;
+            self.store = new_store(&self.plugin, &self.limits, &self.log);
+        }
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let live = instantiate(self.plugin.pre(), &mut self.store)
+            .map_err(|e| self.error(site("instantiate"), Failure::Instantiate(format!("{e:#}"))))?;
+        let configured = match &live {
+            Live::Window(b) => b
+                .weir_functions_plugin()
+                .call_configure(&mut self.store, &self.params),
+            Live::Aggregate(b) => b
+                .weir_functions_plugin()
+                .call_configure(&mut self.store, &self.params),
+            Live::Map(b) => b
+                .weir_functions_plugin()
+                .call_configure(&mut self.store, &self.params),
+        };
+        self.flush_log();
+        match configured {
+            Ok(Ok(())) => {
+                self.live = Some(live);
+                Ok(())
+            }
+            Ok(Err(message)) => Err(self.error(site("configure"), Failure::Configure(message))),
+            Err(e) => {
+                let failure = self.classify(e);
+                Err(self.error(site("configure"), failure))
+            }
+        }
+    }
+
+    fn flush_log(&mut self) {
+        let log = self.log.drain();
+        if !log.text.is_empty() || log.dropped_bytes > 0 {
+            self.stats.log_dropped_bytes += log.dropped_bytes;
+            (self.log_sink)(self.plugin.name(), &log);
+        }
+    }
+
+    /// Turns a wasmtime error into what went wrong, in the user's terms.
+    fn classify(&self, e: wasmtime::Error) -> Failure {
+        if let Some(requested) = self.store.data().limiter.refused {
+            return Failure::Memory {
+                limit: self.limits.memory,
+                requested,
+            };
+        }
+        if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            return Failure::Deadline(self.limits.deadline);
+        }
+        let trap = e
+            .downcast_ref::<Trap>()
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| e.to_string());
+        Failure::Trap(trap)
+    }
+
+    /// Runs one call with the deadline set, the log drained, and a trap
+    /// turned into a typed error. `call_site` is only built on failure.
+    fn call<R>(
+        &mut self,
+        call_site: impl FnOnce() -> CallSite,
+        f: impl FnOnce(&mut Store<StoreState>, &Live) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, PluginError> {
+        self.ensure_live()?;
+        let Some(live) = &self.live else {
+            return Err(self.error(call_site(), Failure::Instantiate("no live instance".into())));
+        };
+        self.stats.calls += 1;
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.data_mut().limiter.refused = None;
+        let result = f(&mut self.store, live);
+        match result {
+            Ok(Ok(value)) => {
+                self.flush_log();
+                Ok(value)
+            }
+            Ok(Err(message)) => {
+                self.flush_log();
+                self.stats.failures += 1;
+                Err(self.error(call_site(), Failure::Returned(message)))
+            }
+            Err(e) => {
+                // The instance is dead after a trap: drop it, keep the log's
+                // last words for the message, and start afresh next call.
+                self.live = None;
+                self.stats.failures += 1;
+                let last_words = self.log.drain();
+                let mut failure = self.classify(e);
+                if let (Failure::Trap(msg), Some(words)) =
+                    (&mut failure, last_lines(&last_words.text))
+                {
+                    msg.push_str(&format!(" (the plugin's last output: {words})"));
+                }
+                self.stats.log_dropped_bytes += last_words.dropped_bytes;
+                (self.log_sink)(self.plugin.name(), &last_words);
+                Err(self.error(call_site(), failure))
+            }
+        }
+    }
+
+    fn check_rows(
+        &self,
+        rows: &Rows,
+        call_site: impl FnOnce() -> CallSite,
+    ) -> Result<(), PluginError> {
+        let outputs = &self.plugin.descriptor().outputs;
+        let size: usize = rows.columns.iter().map(Column::data_size).sum();
+        if size > self.limits.output {
+            return Err(self.error(
+                call_site(),
+                Failure::OutputTooLarge {
+                    size,
+                    limit: self.limits.output,
+                },
+            ));
+        }
+        if let Some(problem) = check_columns(
+            &rows.columns,
+            outputs.iter().map(|f| (f.name.as_str(), f.ty)),
+            rows.len as usize,
+        ) {
+            return Err(self.error(call_site(), Failure::BadOutput(problem)));
+        }
+        Ok(())
+    }
+
+    /// `window.apply`: the output rows for one window of one key.
+    pub fn apply(
+        &mut self,
+        key: &Value,
+        window: Window,
+        events: &Events,
+    ) -> Result<Rows, PluginError> {
+        let call_site = || CallSite {
+            function: "apply",
+            key: Some(key.to_string()),
+            window: Some(window),
+        };
+        let rows = self.call(call_site, |store, live| match live {
+            Live::Window(b) => b
+                .weir_functions_window()
+                .call_apply(store, key, window, events),
+            _ => Ok(Err("not a window-function".into())),
+        })?;
+        self.check_rows(&rows, call_site)?;
+        Ok(rows)
+    }
+
+    /// `aggregate.create-accumulator`.
+    pub fn create_accumulator(&mut self) -> Result<Vec<u8>, PluginError> {
+        self.call(
+            || site("create-accumulator"),
+            |store, live| match live {
+                Live::Aggregate(b) => b
+                    .weir_functions_aggregate()
+                    .call_create_accumulator(store)
+                    .map(Ok),
+                _ => Ok(Err("not an aggregate-function".into())),
+            },
+        )
+    }
+
+    /// `aggregate.add`: folds a batch of one key's events into `accumulator`.
+    pub fn add(
+        &mut self,
+        key: &Value,
+        accumulator: &[u8],
+        events: &Events,
+    ) -> Result<Vec<u8>, PluginError> {
+        let call_site = || CallSite {
+            function: "add",
+            key: Some(key.to_string()),
+            window: None,
+        };
+        let acc = self.call(call_site, |store, live| match live {
+            Live::Aggregate(b) => b
+                .weir_functions_aggregate()
+                .call_add(store, accumulator, events),
+            _ => Ok(Err("not an aggregate-function".into())),
+        })?;
+        self.check_accumulator(acc, call_site)
+    }
+
+    /// `aggregate.merge`: one accumulator from two of the same key.
+    pub fn merge(&mut self, key: &Value, a: &[u8], b: &[u8]) -> Result<Vec<u8>, PluginError> {
+        let call_site = || CallSite {
+            function: "merge",
+            key: Some(key.to_string()),
+            window: None,
+        };
+        let acc = self.call(call_site, |store, live| match live {
+            Live::Aggregate(bind) => bind.weir_functions_aggregate().call_merge(store, a, b),
+            _ => Ok(Err("not an aggregate-function".into())),
+        })?;
+        self.check_accumulator(acc, call_site)
+    }
+
+    /// `aggregate.get-result`: the output rows of a window from its
+    /// accumulator.
+    pub fn get_result(
+        &mut self,
+        key: &Value,
+        window: Window,
+        accumulator: &[u8],
+    ) -> Result<Rows, PluginError> {
+        let call_site = || CallSite {
+            function: "get-result",
+            key: Some(key.to_string()),
+            window: Some(window),
+        };
+        let rows = self.call(call_site, |store, live| match live {
+            Live::Aggregate(b) => {
+                b.weir_functions_aggregate()
+                    .call_get_result(store, accumulator, key, window)
+            }
+            _ => Ok(Err("not an aggregate-function".into())),
+        })?;
+        self.check_rows(&rows, call_site)?;
+        Ok(rows)
+    }
+
+    /// `map.map`: the mapped (or filtered) batch.
+    pub fn map(&mut self, events: &Events) -> Result<Mapped, PluginError> {
+        let call_site = || site("map");
+        let mapped = self.call(call_site, |store, live| match live {
+            Live::Map(b) => b.weir_functions_map().call_map(store, events),
+            _ => Ok(Err("not a map-function".into())),
+        })?;
+        let size: usize =
+            mapped.columns.iter().map(Column::data_size).sum::<usize>() + mapped.rows.len() * 4;
+        if size > self.limits.output {
+            return Err(self.error(
+                call_site(),
+                Failure::OutputTooLarge {
+                    size,
+                    limit: self.limits.output,
+                },
+            ));
+        }
+        let n = events.timestamps.len();
+        if let Some(bad) = mapped.rows.iter().find(|&&r| r as usize >= n) {
+            return Err(self.error(
+                call_site(),
+                Failure::BadOutput(format!(
+                    "row index {bad} is out of range for a batch of {n}"
+                )),
+            ));
+        }
+        let outputs = &self.plugin.descriptor().outputs;
+        if let Some(problem) = check_columns(
+            &mapped.columns,
+            outputs.iter().map(|f| (f.name.as_str(), f.ty)),
+            mapped.rows.len(),
+        ) {
+            return Err(self.error(call_site(), Failure::BadOutput(problem)));
+        }
+        Ok(mapped)
+    }
+
+    fn check_accumulator(
+        &self,
+        acc: Vec<u8>,
+        call_site: impl FnOnce() -> CallSite,
+    ) -> Result<Vec<u8>, PluginError> {
+        if acc.len() > self.limits.output {
+            return Err(self.error(
+                call_site(),
+                Failure::OutputTooLarge {
+                    size: acc.len(),
+                    limit: self.limits.output,
+                },
+            ));
+        }
+        Ok(acc)
+    }
+}
+
+/// The last two meaningful lines a guest wrote: for a Rust panic, the
+/// "panicked at" line and its message, without the backtrace hint.
+fn last_lines(text: &str) -> Option<String> {
+    let mut lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with"))
+        .collect();
+    let keep = lines.len().saturating_sub(2);
+    lines.drain(..keep);
+    (!lines.is_empty()).then(|| lines.join(" "))
+}
+
+fn site(function: &'static str) -> CallSite {
+    CallSite {
+        function,
+        key: None,
+        window: None,
+    }
+}
+
+/// Epoch ticks for a deadline: rounded up, plus one because the current
+/// tick is already partly gone.
+fn ticks(deadline: std::time::Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos().max(1);
+    (deadline.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+}
+
+/// Checks that columns match the declared outputs in number, type and
+/// length; returns the problem, if any.
+fn check_columns<'a>(
+    columns: &[Column],
+    declared: impl ExactSizeIterator<Item = (&'a str, FieldType)>,
+    len: usize,
+) -> Option<String> {
+    if columns.len() != declared.len() {
+        return Some(format!(
+            "{} columns, but it declares {} outputs",
+            columns.len(),
+            declared.len()
+        ));
+    }
+    for (column, (name, ty)) in columns.iter().zip(declared) {
+        if column.ty() != ty {
+            return Some(format!(
+                "output '{name}' should be {ty}, got {}",
+                column.ty()
+            ));
+        }
+        if column.len() != len {
+            return Some(format!(
+                "output '{name}' has {} values for {len} rows",
+                column.len()
+            ));
+        }
+    }
+    None
+}
