@@ -11,14 +11,8 @@ mod toolchain;
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let root = manifest_dir
-        .parent()
-        .unwrap_or(Path::new(".."))
-        .to_path_buf();
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("guest-functions").display()
-    );
+    let root = manifest_dir.parent().unwrap_or(Path::new("..")).to_path_buf();
+    println!("cargo:rerun-if-changed={}", root.join("guest-functions").display());
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 

@@ -14,13 +14,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     if trimmed == "0" {
         return Ok(Duration::ZERO);
     }
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| DurationError(text.to_string()))?;
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| DurationError(text.to_string()))?;
     let (number, unit) = trimmed.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| DurationError(text.to_string()))?;
+    let n: u64 = number.parse().map_err(|_| DurationError(text.to_string()))?;
     let millis_per_unit = match unit.trim() {
         "ms" => 1,
         "s" => 1_000,
@@ -28,9 +24,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         "h" => 3_600_000,
         _ => return Err(DurationError(text.to_string())),
     };
-    n.checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| DurationError(text.to_string()))
+    n.checked_mul(millis_per_unit).map(Duration::from_millis).ok_or_else(|| DurationError(text.to_string()))
 }
 
 /// Formats a duration the way [`parse_duration`] reads it.

@@ -19,19 +19,12 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
 
 /// The component of the bundled function `name`.
 pub fn builtin(name: &str) -> Option<&'static [u8]> {
-    BUILTINS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, bytes)| *bytes)
+    BUILTINS.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
 }
 
 /// The names of the bundled functions, for error messages.
 pub fn builtin_names() -> String {
-    BUILTINS
-        .iter()
-        .map(|(n, _)| *n)
-        .collect::<Vec<_>>()
-        .join(", ")
+    BUILTINS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }
 
 /// The folder where the build put every guest component, the hostile test

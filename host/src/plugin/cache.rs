@@ -38,10 +38,7 @@ impl ComponentCache {
         // settings and version: fold that into the file name.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        ComponentCache {
-            dir,
-            engine_tag: format!("{:016x}", hasher.finish()),
-        }
+        ComponentCache { dir, engine_tag: format!("{:016x}", hasher.finish()) }
     }
 
     fn path(&self, sha256: &str) -> PathBuf {
@@ -64,18 +61,12 @@ impl ComponentCache {
             // weir; wasmtime checks its header before using it.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(
-                    "ignoring unreadable cached component {}: {e}",
-                    path.display()
-                ),
+                Err(e) => tracing::warn!("ignoring unreadable cached component {}: {e}", path.display()),
             }
         }
         let component = Component::new(engine, bytes)?;
         if let Err(e) = self.store(&path, &component) {
-            tracing::warn!(
-                "cannot cache compiled component in {}: {e}",
-                self.dir.display()
-            );
+            tracing::warn!("cannot cache compiled component in {}: {e}", self.dir.display());
         }
         Ok(component)
     }
@@ -96,9 +87,6 @@ mod tests {
 
     #[test]
     fn sha256_matches_known_vector() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

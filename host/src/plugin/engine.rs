@@ -27,6 +27,12 @@ pub struct EngineConfig {
     pub max_instances: u32,
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// Use the pooling allocator (fast instantiation). Off only to measure
+    /// what it saves.
+    pub pooling: bool,
+    /// Enforce CPU deadlines with epoch interruption. Off only to measure
+    /// what the checks cost: without it an infinite loop hangs its thread.
+    pub epoch_interruption: bool,
 }
 
 impl Default for EngineConfig {
@@ -34,6 +40,8 @@ impl Default for EngineConfig {
         EngineConfig {
             max_instances: 256,
             cache_dir: default_cache_dir(),
+            pooling: true,
+            epoch_interruption: true,
         }
     }
 }
@@ -54,6 +62,7 @@ struct Inner {
     linker: Linker<StoreState>,
     cache: Option<ComponentCache>,
     ticker_stop: Arc<AtomicBool>,
+    epochs: bool,
 }
 
 impl Drop for Inner {
@@ -77,14 +86,15 @@ impl PluginEngine {
 
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
-            .epoch_interruption(true)
-            .cranelift_opt_level(OptLevel::Speed)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .epoch_interruption(config.epoch_interruption)
+            .cranelift_opt_level(OptLevel::Speed);
+        if config.pooling {
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = Engine::new(&wasm).map_err(|e| EngineError(e.to_string()))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| EngineError(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| EngineError(e.to_string()))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let stop = ticker_stop.clone();
@@ -99,21 +109,19 @@ impl PluginEngine {
             })
             .map_err(|e| EngineError(format!("cannot start the epoch thread: {e}")))?;
 
-        let cache = config
-            .cache_dir
-            .map(|dir| ComponentCache::new(&engine, dir));
+        let cache = config.cache_dir.map(|dir| ComponentCache::new(&engine, dir));
         Ok(PluginEngine {
-            inner: Arc::new(Inner {
-                engine,
-                linker,
-                cache,
-                ticker_stop,
-            }),
+            inner: Arc::new(Inner { engine, linker, cache, ticker_stop, epochs: config.epoch_interruption }),
         })
     }
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Whether CPU deadlines are enforced.
+    pub(crate) fn epochs(&self) -> bool {
+        self.inner.epochs
     }
 
     pub(crate) fn linker(&self) -> &Linker<StoreState> {
@@ -128,25 +136,15 @@ impl PluginEngine {
             Some(cache) => cache.load_or_compile(&self.inner.engine, bytes, &sha256),
             None => wasmtime::component::Component::new(&self.inner.engine, bytes),
         };
-        let component = compiled.map_err(|e| LoadError::Compile {
-            origin: origin.to_string(),
-            message: format!("{e:#}"),
-        })?;
-        Plugin::from_component(
-            self.clone(),
-            component,
-            origin.to_string(),
-            sha256,
-            bytes.len(),
-        )
+        let component = compiled
+            .map_err(|e| LoadError::Compile { origin: origin.to_string(), message: format!("{e:#}") })?;
+        Plugin::from_component(self.clone(), component, origin.to_string(), sha256, bytes.len())
     }
 
     /// Loads a component from a file.
     pub fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes =
+            std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
         self.load(&bytes, &path.display().to_string())
     }
 
@@ -160,10 +158,7 @@ impl PluginEngine {
         if path.extension().is_some_and(|e| e == "wasm") || path.exists() {
             return self.load_file(path);
         }
-        Err(LoadError::UnknownBuiltin {
-            name: reference.to_string(),
-            builtins: builtin_names(),
-        })
+        Err(LoadError::UnknownBuiltin { name: reference.to_string(), builtins: builtin_names() })
     }
 }
 
@@ -173,14 +168,10 @@ fn check_magic(bytes: &[u8], origin: &str) -> Result<(), LoadError> {
     const MAGIC: &[u8] = b"\0asm";
     const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
     if !bytes.starts_with(MAGIC) {
-        return Err(LoadError::NotWasm {
-            origin: origin.to_string(),
-        });
+        return Err(LoadError::NotWasm { origin: origin.to_string() });
     }
     if bytes.get(4..8) == Some(&CORE_VERSION[..]) {
-        return Err(LoadError::CoreModule {
-            origin: origin.to_string(),
-        });
+        return Err(LoadError::CoreModule { origin: origin.to_string() });
     }
     Ok(())
 }

@@ -77,9 +77,7 @@ pub enum LoadError {
         expected: &'static str,
     },
     /// It exports more than one world's interface.
-    #[error(
-        "{origin} exports more than one weir world ({worlds}); a plugin implements exactly one"
-    )]
+    #[error("{origin} exports more than one weir world ({worlds}); a plugin implements exactly one")]
     Ambiguous {
         /// Which plugin.
         origin: String,

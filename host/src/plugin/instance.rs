@@ -11,9 +11,7 @@ use super::load::{Plugin, WorldPre};
 use super::log::{CallLog, CappedLog};
 use super::signatures;
 use super::store::StoreState;
-use super::types::{
-    Column, Descriptor, Events, FieldType, FunctionKind, Param, Rows, Value, Window,
-};
+use super::types::{Column, Descriptor, Events, FieldType, FunctionKind, Param, Rows, Value, Window};
 use crate::plugin::bindings::map::exports::weir::functions::map::Mapped;
 use wasmtime::{Store, Trap};
 
@@ -70,10 +68,7 @@ fn tracing_sink(plugin: String) -> LogSink {
 }
 
 fn new_store(plugin: &Plugin, limits: &PluginLimits, log: &CappedLog) -> Store<StoreState> {
-    let mut store = Store::new(
-        plugin.engine().engine(),
-        StoreState::new(limits.memory, log),
-    );
+    let mut store = Store::new(plugin.engine().engine(), StoreState::new(limits.memory, log));
     store.limiter(|state| &mut state.limiter);
     store.epoch_deadline_trap();
     store
@@ -101,8 +96,10 @@ impl PluginInstance {
         let log = CappedLog::new(limits.log);
         let mut store = Store::new(engine.engine(), StoreState::new(limits.memory, &log));
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks(limits.deadline));
+        if engine.epochs() {
+            store.epoch_deadline_trap();
+            store.set_epoch_deadline(ticks(limits.deadline));
+        }
         let failed = |e: wasmtime::Error| LoadError::Descriptor {
             origin: origin.to_string(),
             problem: format!("{e:#}"),
@@ -113,12 +110,10 @@ impl PluginInstance {
             WorldPre::Map(p) => p.instance_pre(),
         };
         let instance = instance_pre.instantiate(&mut store).map_err(failed)?;
-        signatures::check_world(&mut store, &instance, kind).map_err(|detail| {
-            LoadError::WorldMismatch {
-                origin: origin.to_string(),
-                world: kind,
-                detail,
-            }
+        signatures::check_world(&mut store, &instance, kind).map_err(|detail| LoadError::WorldMismatch {
+            origin: origin.to_string(),
+            world: kind,
+            detail,
         })?;
         let descriptor = match pre {
             WorldPre::Window(_) => window::WindowFunction::new(&mut store, &instance)
@@ -131,11 +126,7 @@ impl PluginInstance {
         descriptor.map_err(failed)
     }
 
-    pub(crate) fn new(
-        plugin: Plugin,
-        params: Vec<Param>,
-        limits: PluginLimits,
-    ) -> Result<Self, PluginError> {
+    pub(crate) fn new(plugin: Plugin, params: Vec<Param>, limits: PluginLimits) -> Result<Self, PluginError> {
         let log = CappedLog::new(limits.log);
         let store = new_store(&plugin, &limits, &log);
         let sink = tracing_sink(plugin.name().to_string());
@@ -184,11 +175,7 @@ impl PluginInstance {
     }
 
     fn error(&self, call: CallSite, failure: Failure) -> PluginError {
-        PluginError {
-            plugin: self.plugin.name().to_string(),
-            call,
-            failure,
-        }
+        PluginError { plugin: self.plugin.name().to_string(), call, failure }
     }
 
     /// Makes sure there is a live, configured instance: after a trap, a
@@ -201,19 +188,13 @@ impl PluginInstance {
             self.stats.reinstantiations += 1;
             self.store = new_store(&self.plugin, &self.limits, &self.log);
         }
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.arm_deadline();
         let live = instantiate(self.plugin.pre(), &mut self.store)
             .map_err(|e| self.error(site("instantiate"), Failure::Instantiate(format!("{e:#}"))))?;
         let configured = match &live {
-            Live::Window(b) => b
-                .weir_functions_plugin()
-                .call_configure(&mut self.store, &self.params),
-            Live::Aggregate(b) => b
-                .weir_functions_plugin()
-                .call_configure(&mut self.store, &self.params),
-            Live::Map(b) => b
-                .weir_functions_plugin()
-                .call_configure(&mut self.store, &self.params),
+            Live::Window(b) => b.weir_functions_plugin().call_configure(&mut self.store, &self.params),
+            Live::Aggregate(b) => b.weir_functions_plugin().call_configure(&mut self.store, &self.params),
+            Live::Map(b) => b.weir_functions_plugin().call_configure(&mut self.store, &self.params),
         };
         self.flush_log();
         match configured {
@@ -229,6 +210,23 @@ impl PluginInstance {
         }
     }
 
+    fn arm_deadline(&mut self) {
+        if self.plugin.engine().epochs() {
+            self.store.set_epoch_deadline(self.deadline_ticks);
+        }
+    }
+
+    /// Instantiates the component anew through the linker, without the
+    /// pre-linked instance: only for measuring what `InstancePre` saves.
+    #[doc(hidden)]
+    pub fn instantiate_unlinked(plugin: &Plugin) -> wasmtime::Result<()> {
+        let log = CappedLog::new(1024);
+        let mut store = new_store(plugin, &PluginLimits::default(), &log);
+        store.set_epoch_deadline(u64::MAX / 2);
+        plugin.engine().linker().instantiate(&mut store, plugin.component())?;
+        Ok(())
+    }
+
     fn flush_log(&mut self) {
         let log = self.log.drain();
         if !log.text.is_empty() || log.dropped_bytes > 0 {
@@ -240,18 +238,12 @@ impl PluginInstance {
     /// Turns a wasmtime error into what went wrong, in the user's terms.
     fn classify(&self, e: wasmtime::Error) -> Failure {
         if let Some(requested) = self.store.data().limiter.refused {
-            return Failure::Memory {
-                limit: self.limits.memory,
-                requested,
-            };
+            return Failure::Memory { limit: self.limits.memory, requested };
         }
         if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             return Failure::Deadline(self.limits.deadline);
         }
-        let trap = e
-            .downcast_ref::<Trap>()
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| e.to_string());
+        let trap = e.downcast_ref::<Trap>().map(|t| t.to_string()).unwrap_or_else(|| e.to_string());
         Failure::Trap(trap)
     }
 
@@ -267,7 +259,9 @@ impl PluginInstance {
             return Err(self.error(call_site(), Failure::Instantiate("no live instance".into())));
         };
         self.stats.calls += 1;
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        if self.plugin.engine().epochs() {
+            self.store.set_epoch_deadline(self.deadline_ticks);
+        }
         self.store.data_mut().limiter.refused = None;
         let result = f(&mut self.store, live);
         match result {
@@ -287,9 +281,7 @@ impl PluginInstance {
                 self.stats.failures += 1;
                 let last_words = self.log.drain();
                 let mut failure = self.classify(e);
-                if let (Failure::Trap(msg), Some(words)) =
-                    (&mut failure, last_lines(&last_words.text))
-                {
+                if let (Failure::Trap(msg), Some(words)) = (&mut failure, last_lines(&last_words.text)) {
                     msg.push_str(&format!(" (the plugin's last output: {words})"));
                 }
                 self.stats.log_dropped_bytes += last_words.dropped_bytes;
@@ -299,48 +291,25 @@ impl PluginInstance {
         }
     }
 
-    fn check_rows(
-        &self,
-        rows: &Rows,
-        call_site: impl FnOnce() -> CallSite,
-    ) -> Result<(), PluginError> {
+    fn check_rows(&self, rows: &Rows, call_site: impl FnOnce() -> CallSite) -> Result<(), PluginError> {
         let outputs = &self.plugin.descriptor().outputs;
         let size: usize = rows.columns.iter().map(Column::data_size).sum();
         if size > self.limits.output {
-            return Err(self.error(
-                call_site(),
-                Failure::OutputTooLarge {
-                    size,
-                    limit: self.limits.output,
-                },
-            ));
+            return Err(self.error(call_site(), Failure::OutputTooLarge { size, limit: self.limits.output }));
         }
-        if let Some(problem) = check_columns(
-            &rows.columns,
-            outputs.iter().map(|f| (f.name.as_str(), f.ty)),
-            rows.len as usize,
-        ) {
+        if let Some(problem) =
+            check_columns(&rows.columns, outputs.iter().map(|f| (f.name.as_str(), f.ty)), rows.len as usize)
+        {
             return Err(self.error(call_site(), Failure::BadOutput(problem)));
         }
         Ok(())
     }
 
     /// `window.apply`: the output rows for one window of one key.
-    pub fn apply(
-        &mut self,
-        key: &Value,
-        window: Window,
-        events: &Events,
-    ) -> Result<Rows, PluginError> {
-        let call_site = || CallSite {
-            function: "apply",
-            key: Some(key.to_string()),
-            window: Some(window),
-        };
+    pub fn apply(&mut self, key: &Value, window: Window, events: &Events) -> Result<Rows, PluginError> {
+        let call_site = || CallSite { function: "apply", key: Some(key.to_string()), window: Some(window) };
         let rows = self.call(call_site, |store, live| match live {
-            Live::Window(b) => b
-                .weir_functions_window()
-                .call_apply(store, key, window, events),
+            Live::Window(b) => b.weir_functions_window().call_apply(store, key, window, events),
             _ => Ok(Err("not a window-function".into())),
         })?;
         self.check_rows(&rows, call_site)?;
@@ -352,31 +321,17 @@ impl PluginInstance {
         self.call(
             || site("create-accumulator"),
             |store, live| match live {
-                Live::Aggregate(b) => b
-                    .weir_functions_aggregate()
-                    .call_create_accumulator(store)
-                    .map(Ok),
+                Live::Aggregate(b) => b.weir_functions_aggregate().call_create_accumulator(store).map(Ok),
                 _ => Ok(Err("not an aggregate-function".into())),
             },
         )
     }
 
     /// `aggregate.add`: folds a batch of one key's events into `accumulator`.
-    pub fn add(
-        &mut self,
-        key: &Value,
-        accumulator: &[u8],
-        events: &Events,
-    ) -> Result<Vec<u8>, PluginError> {
-        let call_site = || CallSite {
-            function: "add",
-            key: Some(key.to_string()),
-            window: None,
-        };
+    pub fn add(&mut self, key: &Value, accumulator: &[u8], events: &Events) -> Result<Vec<u8>, PluginError> {
+        let call_site = || CallSite { function: "add", key: Some(key.to_string()), window: None };
         let acc = self.call(call_site, |store, live| match live {
-            Live::Aggregate(b) => b
-                .weir_functions_aggregate()
-                .call_add(store, accumulator, events),
+            Live::Aggregate(b) => b.weir_functions_aggregate().call_add(store, accumulator, events),
             _ => Ok(Err("not an aggregate-function".into())),
         })?;
         self.check_accumulator(acc, call_site)
@@ -384,11 +339,7 @@ impl PluginInstance {
 
     /// `aggregate.merge`: one accumulator from two of the same key.
     pub fn merge(&mut self, key: &Value, a: &[u8], b: &[u8]) -> Result<Vec<u8>, PluginError> {
-        let call_site = || CallSite {
-            function: "merge",
-            key: Some(key.to_string()),
-            window: None,
-        };
+        let call_site = || CallSite { function: "merge", key: Some(key.to_string()), window: None };
         let acc = self.call(call_site, |store, live| match live {
             Live::Aggregate(bind) => bind.weir_functions_aggregate().call_merge(store, a, b),
             _ => Ok(Err("not an aggregate-function".into())),
@@ -404,15 +355,11 @@ impl PluginInstance {
         window: Window,
         accumulator: &[u8],
     ) -> Result<Rows, PluginError> {
-        let call_site = || CallSite {
-            function: "get-result",
-            key: Some(key.to_string()),
-            window: Some(window),
-        };
+        let call_site =
+            || CallSite { function: "get-result", key: Some(key.to_string()), window: Some(window) };
         let rows = self.call(call_site, |store, live| match live {
             Live::Aggregate(b) => {
-                b.weir_functions_aggregate()
-                    .call_get_result(store, accumulator, key, window)
+                b.weir_functions_aggregate().call_get_result(store, accumulator, key, window)
             }
             _ => Ok(Err("not an aggregate-function".into())),
         })?;
@@ -427,32 +374,21 @@ impl PluginInstance {
             Live::Map(b) => b.weir_functions_map().call_map(store, events),
             _ => Ok(Err("not a map-function".into())),
         })?;
-        let size: usize =
-            mapped.columns.iter().map(Column::data_size).sum::<usize>() + mapped.rows.len() * 4;
+        let size: usize = mapped.columns.iter().map(Column::data_size).sum::<usize>() + mapped.rows.len() * 4;
         if size > self.limits.output {
-            return Err(self.error(
-                call_site(),
-                Failure::OutputTooLarge {
-                    size,
-                    limit: self.limits.output,
-                },
-            ));
+            return Err(self.error(call_site(), Failure::OutputTooLarge { size, limit: self.limits.output }));
         }
         let n = events.timestamps.len();
         if let Some(bad) = mapped.rows.iter().find(|&&r| r as usize >= n) {
             return Err(self.error(
                 call_site(),
-                Failure::BadOutput(format!(
-                    "row index {bad} is out of range for a batch of {n}"
-                )),
+                Failure::BadOutput(format!("row index {bad} is out of range for a batch of {n}")),
             ));
         }
         let outputs = &self.plugin.descriptor().outputs;
-        if let Some(problem) = check_columns(
-            &mapped.columns,
-            outputs.iter().map(|f| (f.name.as_str(), f.ty)),
-            mapped.rows.len(),
-        ) {
+        if let Some(problem) =
+            check_columns(&mapped.columns, outputs.iter().map(|f| (f.name.as_str(), f.ty)), mapped.rows.len())
+        {
             return Err(self.error(call_site(), Failure::BadOutput(problem)));
         }
         Ok(mapped)
@@ -464,13 +400,8 @@ impl PluginInstance {
         call_site: impl FnOnce() -> CallSite,
     ) -> Result<Vec<u8>, PluginError> {
         if acc.len() > self.limits.output {
-            return Err(self.error(
-                call_site(),
-                Failure::OutputTooLarge {
-                    size: acc.len(),
-                    limit: self.limits.output,
-                },
-            ));
+            return Err(self
+                .error(call_site(), Failure::OutputTooLarge { size: acc.len(), limit: self.limits.output }));
         }
         Ok(acc)
     }
@@ -479,22 +410,15 @@ impl PluginInstance {
 /// The last two meaningful lines a guest wrote: for a Rust panic, the
 /// "panicked at" line and its message, without the backtrace hint.
 fn last_lines(text: &str) -> Option<String> {
-    let mut lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("note: run with"))
-        .collect();
+    let mut lines: Vec<&str> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("note: run with")).collect();
     let keep = lines.len().saturating_sub(2);
     lines.drain(..keep);
     (!lines.is_empty()).then(|| lines.join(" "))
 }
 
 fn site(function: &'static str) -> CallSite {
-    CallSite {
-        function,
-        key: None,
-        window: None,
-    }
+    CallSite { function, key: None, window: None }
 }
 
 /// Epoch ticks for a deadline: rounded up, plus one because the current
@@ -512,24 +436,14 @@ fn check_columns<'a>(
     len: usize,
 ) -> Option<String> {
     if columns.len() != declared.len() {
-        return Some(format!(
-            "{} columns, but it declares {} outputs",
-            columns.len(),
-            declared.len()
-        ));
+        return Some(format!("{} columns, but it declares {} outputs", columns.len(), declared.len()));
     }
     for (column, (name, ty)) in columns.iter().zip(declared) {
         if column.ty() != ty {
-            return Some(format!(
-                "output '{name}' should be {ty}, got {}",
-                column.ty()
-            ));
+            return Some(format!("output '{name}' should be {ty}, got {}", column.ty()));
         }
         if column.len() != len {
-            return Some(format!(
-                "output '{name}' has {} values for {len} rows",
-                column.len()
-            ));
+            return Some(format!("output '{name}' has {} values for {len} rows", column.len()));
         }
     }
     None

@@ -32,12 +32,7 @@ pub struct PluginLimits {
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        PluginLimits {
-            deadline: Duration::from_secs(1),
-            memory: 64 << 20,
-            output: 16 << 20,
-            log: 16 << 10,
-        }
+        PluginLimits { deadline: Duration::from_secs(1), memory: 64 << 20, output: 16 << 20, log: 16 << 10 }
     }
 }
 
@@ -61,16 +56,14 @@ mod byte_size {
             Raw::Number(n) => Some(n),
             Raw::Text(text) => parse(&text),
         };
-        bytes.and_then(|b| usize::try_from(b).ok()).ok_or_else(|| {
-            serde::de::Error::custom("expected a size like 64MiB, 512KiB or 1048576")
-        })
+        bytes
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| serde::de::Error::custom("expected a size like 64MiB, 512KiB or 1048576"))
     }
 
     fn parse(text: &str) -> Option<u64> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
         let n: u64 = number.parse().ok()?;
         let shift = match unit.trim() {
@@ -90,8 +83,7 @@ mod tests {
 
     #[test]
     fn reads_partial_limits_with_defaults() {
-        let limits: PluginLimits =
-            toml::from_str("deadline = \"200ms\"\nmemory = \"32MiB\"").unwrap();
+        let limits: PluginLimits = toml::from_str("deadline = \"200ms\"\nmemory = \"32MiB\"").unwrap();
         assert_eq!(limits.deadline, Duration::from_millis(200));
         assert_eq!(limits.memory, 32 << 20);
         assert_eq!(limits.output, PluginLimits::default().output);

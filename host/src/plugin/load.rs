@@ -25,6 +25,7 @@ struct Inner {
     size: usize,
     descriptor: Descriptor,
     pre: WorldPre,
+    component: Component,
 }
 
 /// A pre-linked instance of each world: instantiating from it costs a few
@@ -51,18 +52,12 @@ impl Plugin {
         size: usize,
     ) -> Result<Plugin, LoadError> {
         let kind = detect_world(&engine, &component, &origin)?;
-        let mismatch = |detail: String| LoadError::WorldMismatch {
-            origin: origin.clone(),
-            world: kind,
-            detail,
-        };
+        let mismatch =
+            |detail: String| LoadError::WorldMismatch { origin: origin.clone(), world: kind, detail };
 
         // Name a missing export plainly, before wasmtime's type check.
-        let exports: HashSet<String> = component
-            .component_type()
-            .exports(engine.engine())
-            .map(|(n, _)| n.to_string())
-            .collect();
+        let exports: HashSet<String> =
+            component.component_type().exports(engine.engine()).map(|(n, _)| n.to_string()).collect();
         for interface in ["plugin", kind.interface()] {
             let name = export_name(interface);
             if !exports.contains(&name) {
@@ -73,48 +68,29 @@ impl Plugin {
         let instance_pre: InstancePre<StoreState> = engine
             .linker()
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Imports {
-                origin: origin.clone(),
-                detail: format!("{e:#}"),
-            })?;
+            .map_err(|e| LoadError::Imports { origin: origin.clone(), detail: format!("{e:#}") })?;
         let typed = |e: wasmtime::Error| mismatch(format!("an export has the wrong type: {e:#}"));
         let pre = match kind {
             FunctionKind::Window => {
                 WorldPre::Window(window::WindowFunctionPre::new(instance_pre).map_err(typed)?)
             }
-            FunctionKind::Aggregate => WorldPre::Aggregate(
-                aggregate::AggregateFunctionPre::new(instance_pre).map_err(typed)?,
-            ),
-            FunctionKind::Map => {
-                WorldPre::Map(map::MapFunctionPre::new(instance_pre).map_err(typed)?)
+            FunctionKind::Aggregate => {
+                WorldPre::Aggregate(aggregate::AggregateFunctionPre::new(instance_pre).map_err(typed)?)
             }
+            FunctionKind::Map => WorldPre::Map(map::MapFunctionPre::new(instance_pre).map_err(typed)?),
         };
 
         let descriptor = PluginInstance::describe(&engine, &pre, &origin, kind)?;
         if descriptor.kind != kind {
             return Err(LoadError::Descriptor {
                 origin,
-                problem: format!(
-                    "it says it is a {} but exports the {} world",
-                    descriptor.kind, kind
-                ),
+                problem: format!("it says it is a {} but exports the {} world", descriptor.kind, kind),
             });
         }
-        check_descriptor(&descriptor).map_err(|problem| LoadError::Descriptor {
-            origin: origin.clone(),
-            problem,
-        })?;
+        check_descriptor(&descriptor)
+            .map_err(|problem| LoadError::Descriptor { origin: origin.clone(), problem })?;
 
-        Ok(Plugin {
-            inner: Arc::new(Inner {
-                engine,
-                origin,
-                sha256,
-                size,
-                descriptor,
-                pre,
-            }),
-        })
+        Ok(Plugin { inner: Arc::new(Inner { engine, origin, sha256, size, descriptor, pre, component }) })
     }
 
     /// What the plugin says it is.
@@ -151,6 +127,10 @@ impl Plugin {
         &self.inner.engine
     }
 
+    pub(crate) fn component(&self) -> &Component {
+        &self.inner.component
+    }
+
     pub(crate) fn pre(&self) -> &WorldPre {
         &self.inner.pre
     }
@@ -172,19 +152,12 @@ fn detect_world(
     component: &Component,
     origin: &str,
 ) -> Result<FunctionKind, LoadError> {
-    let names: Vec<String> = component
-        .component_type()
-        .exports(engine.engine())
-        .map(|(n, _)| n.to_string())
+    let names: Vec<String> =
+        component.component_type().exports(engine.engine()).map(|(n, _)| n.to_string()).collect();
+    let found: Vec<FunctionKind> = [FunctionKind::Window, FunctionKind::Aggregate, FunctionKind::Map]
+        .into_iter()
+        .filter(|k| names.contains(&export_name(k.interface())))
         .collect();
-    let found: Vec<FunctionKind> = [
-        FunctionKind::Window,
-        FunctionKind::Aggregate,
-        FunctionKind::Map,
-    ]
-    .into_iter()
-    .filter(|k| names.contains(&export_name(k.interface())))
-    .collect();
     match found.as_slice() {
         [kind] => Ok(*kind),
         [] => {
@@ -201,21 +174,13 @@ fn detect_world(
                 None => Err(LoadError::UnknownWorld {
                     origin: origin.to_string(),
                     version: CONTRACT_VERSION,
-                    exports: if names.is_empty() {
-                        "none".into()
-                    } else {
-                        names.join(", ")
-                    },
+                    exports: if names.is_empty() { "none".into() } else { names.join(", ") },
                 }),
             }
         }
         many => Err(LoadError::Ambiguous {
             origin: origin.to_string(),
-            worlds: many
-                .iter()
-                .map(|k| k.world())
-                .collect::<Vec<_>>()
-                .join(", "),
+            worlds: many.iter().map(|k| k.world()).collect::<Vec<_>>().join(", "),
         }),
     }
 }
@@ -226,14 +191,8 @@ fn check_descriptor(d: &Descriptor) -> Result<(), String> {
         return Err("the name is empty".into());
     }
     let lists = [
-        (
-            "inputs",
-            d.inputs.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
-        ),
-        (
-            "outputs",
-            d.outputs.iter().map(|f| f.name.as_str()).collect(),
-        ),
+        ("inputs", d.inputs.iter().map(|f| f.name.as_str()).collect::<Vec<_>>()),
+        ("outputs", d.outputs.iter().map(|f| f.name.as_str()).collect()),
         ("params", d.params.iter().map(|p| p.name.as_str()).collect()),
     ];
     for (what, names) in lists {
@@ -250,9 +209,7 @@ fn check_descriptor(d: &Descriptor) -> Result<(), String> {
     if d.kind == FunctionKind::Window || d.kind == FunctionKind::Aggregate {
         for reserved in ["window_start", "window_end"] {
             if d.outputs.iter().any(|f| f.name == reserved) {
-                return Err(format!(
-                    "output '{reserved}' is reserved for the window's bounds"
-                ));
+                return Err(format!("output '{reserved}' is reserved for the window's bounds"));
             }
         }
     }

@@ -30,11 +30,7 @@ pub struct CallLog {
 
 impl CappedLog {
     pub(crate) fn new(cap: usize) -> Self {
-        CappedLog(Arc::new(Mutex::new(LogBuffer {
-            text: Vec::new(),
-            cap,
-            dropped: 0,
-        })))
+        CappedLog(Arc::new(Mutex::new(LogBuffer { text: Vec::new(), cap, dropped: 0 })))
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -50,10 +46,7 @@ impl CappedLog {
         let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let text = String::from_utf8_lossy(&buf.text).into_owned();
         buf.text.clear();
-        CallLog {
-            text,
-            dropped_bytes: std::mem::take(&mut buf.dropped),
-        }
+        CallLog { text, dropped_bytes: std::mem::take(&mut buf.dropped) }
     }
 }
 
@@ -95,11 +88,7 @@ impl Pollable for CappedLog {
 }
 
 impl tokio::io::AsyncWrite for CappedLog {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -126,12 +115,6 @@ mod tests {
         assert_eq!(first.text, "hello wo");
         assert_eq!(first.dropped_bytes, 4);
         log.push(b"again");
-        assert_eq!(
-            log.drain(),
-            CallLog {
-                text: "again".into(),
-                dropped_bytes: 0
-            }
-        );
+        assert_eq!(log.drain(), CallLog { text: "again".into(), dropped_bytes: 0 });
     }
 }

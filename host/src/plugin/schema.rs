@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchemaError {
     /// A parameter the plugin does not take.
-    #[error(
-        "function.params.{name}: plugin '{plugin}' takes no parameter '{name}' (it takes: {known})"
-    )]
+    #[error("function.params.{name}: plugin '{plugin}' takes no parameter '{name}' (it takes: {known})")]
     UnknownParam {
         /// The plugin.
         plugin: String,
@@ -20,9 +18,7 @@ pub enum SchemaError {
         known: String,
     },
     /// A required parameter left out.
-    #[error(
-        "function.params.{name}: plugin '{plugin}' requires this parameter ({ty}): {description}"
-    )]
+    #[error("function.params.{name}: plugin '{plugin}' requires this parameter ({ty}): {description}")]
     MissingParam {
         /// The plugin.
         plugin: String,
@@ -73,9 +69,7 @@ pub enum SchemaError {
         got: FieldType,
     },
     /// A binding for an input the plugin does not have.
-    #[error(
-        "function.bind.{input}: plugin '{plugin}' has no input '{input}' (its inputs: {known})"
-    )]
+    #[error("function.bind.{input}: plugin '{plugin}' has no input '{input}' (its inputs: {known})")]
     UnknownBinding {
         /// The plugin.
         plugin: String,
@@ -88,11 +82,7 @@ pub enum SchemaError {
 
 fn names<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let list: Vec<&str> = items.collect();
-    if list.is_empty() {
-        "none".into()
-    } else {
-        list.join(", ")
-    }
+    if list.is_empty() { "none".into() } else { list.join(", ") }
 }
 
 /// Reads a JSON value as a parameter of type `ty`.
@@ -101,11 +91,7 @@ fn param_value(name: &str, ty: FieldType, value: &serde_json::Value) -> Result<V
         serde_json::Value::String(s) => format!("the string {s:?}"),
         other => format!("{other}"),
     };
-    let mismatch = || SchemaError::ParamType {
-        name: name.to_string(),
-        expected: ty,
-        got: got(),
-    };
+    let mismatch = || SchemaError::ParamType { name: name.to_string(), expected: ty, got: got() };
     Ok(match ty {
         FieldType::F64 => Value::F64(value.as_f64().ok_or_else(mismatch)?),
         FieldType::I64 => Value::I64(value.as_i64().ok_or_else(mismatch)?),
@@ -123,24 +109,14 @@ pub fn resolve_params(
 ) -> Result<Vec<Param>, SchemaError> {
     let mut params = Vec::with_capacity(given.len());
     for (name, value) in given {
-        let spec =
-            specs
-                .iter()
-                .find(|s| &s.name == name)
-                .ok_or_else(|| SchemaError::UnknownParam {
-                    plugin: plugin.to_string(),
-                    name: name.clone(),
-                    known: names(specs.iter().map(|s| s.name.as_str())),
-                })?;
-        params.push(Param {
+        let spec = specs.iter().find(|s| &s.name == name).ok_or_else(|| SchemaError::UnknownParam {
+            plugin: plugin.to_string(),
             name: name.clone(),
-            value: param_value(name, spec.ty, value)?,
-        });
+            known: names(specs.iter().map(|s| s.name.as_str())),
+        })?;
+        params.push(Param { name: name.clone(), value: param_value(name, spec.ty, value)? });
     }
-    if let Some(spec) = specs
-        .iter()
-        .find(|s| s.required && !given.contains_key(&s.name))
-    {
+    if let Some(spec) = specs.iter().find(|s| s.required && !given.contains_key(&s.name)) {
         return Err(SchemaError::MissingParam {
             plugin: plugin.to_string(),
             name: spec.name.clone(),
@@ -170,14 +146,13 @@ pub fn bind_inputs(
         .iter()
         .map(|input| {
             let field_name = bind.get(&input.name).unwrap_or(&input.name);
-            let index = fields
-                .iter()
-                .position(|f| &f.name == field_name)
-                .ok_or_else(|| SchemaError::MissingInput {
+            let index = fields.iter().position(|f| &f.name == field_name).ok_or_else(|| {
+                SchemaError::MissingInput {
                     plugin: plugin.to_string(),
                     input: input.name.clone(),
                     ty: input.ty,
-                })?;
+                }
+            })?;
             let field = &fields[index];
             if field.ty != input.ty {
                 return Err(SchemaError::InputType {
@@ -198,10 +173,7 @@ mod tests {
     use super::*;
 
     fn field(name: &str, ty: FieldType) -> Field {
-        Field {
-            name: name.into(),
-            ty,
-        }
+        Field { name: name.into(), ty }
     }
 
     fn p_spec(required: bool) -> ParamSpec {
@@ -218,27 +190,17 @@ mod tests {
     fn params_are_typed_and_checked() {
         let given = BTreeMap::from([("p".to_string(), serde_json::json!(0.5))]);
         let params = resolve_params("pct", &[p_spec(false)], &given).unwrap();
-        assert_eq!(
-            params,
-            vec![Param {
-                name: "p".into(),
-                value: Value::F64(0.5)
-            }]
-        );
+        assert_eq!(params, vec![Param { name: "p".into(), value: Value::F64(0.5) }]);
 
         let wrong = BTreeMap::from([("p".to_string(), serde_json::json!("high"))]);
         let err = resolve_params("pct", &[p_spec(false)], &wrong).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "function.params.p: expected f64, got the string \"high\""
-        );
+        assert_eq!(err.to_string(), "function.params.p: expected f64, got the string \"high\"");
 
         let unknown = BTreeMap::from([("q".to_string(), serde_json::json!(1))]);
         let err = resolve_params("pct", &[p_spec(false)], &unknown).unwrap_err();
         assert!(
-            err.to_string().starts_with(
-                "function.params.q: plugin 'pct' takes no parameter 'q' (it takes: p)"
-            )
+            err.to_string()
+                .starts_with("function.params.q: plugin 'pct' takes no parameter 'q' (it takes: p)")
         );
 
         let err = resolve_params("pct", &[p_spec(true)], &BTreeMap::new()).unwrap_err();
@@ -247,37 +209,19 @@ mod tests {
 
     #[test]
     fn inputs_bind_by_name_or_binding() {
-        let fields = [
-            field("device_id", FieldType::I64),
-            field("temperature", FieldType::F64),
-        ];
+        let fields = [field("device_id", FieldType::I64), field("temperature", FieldType::F64)];
         let temp = [field("temperature", FieldType::F64)];
-        assert_eq!(
-            bind_inputs("max", &temp, &fields, &BTreeMap::new()).unwrap(),
-            vec![1]
-        );
+        assert_eq!(bind_inputs("max", &temp, &fields, &BTreeMap::new()).unwrap(), vec![1]);
 
         let value = [field("value", FieldType::F64)];
         let err = bind_inputs("pct", &value, &fields, &BTreeMap::new()).unwrap_err();
-        assert!(
-            err.to_string().contains("reads input 'value' (f64)"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("reads input 'value' (f64)"), "{err}");
         let bind = BTreeMap::from([("value".to_string(), "temperature".to_string())]);
         assert_eq!(bind_inputs("pct", &value, &fields, &bind).unwrap(), vec![1]);
 
         let ints = [field("temperature", FieldType::I64)];
         let err = bind_inputs("x", &ints, &fields, &BTreeMap::new()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                SchemaError::InputType {
-                    got: FieldType::F64,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, SchemaError::InputType { got: FieldType::F64, .. }), "{err}");
 
         let bad_bind = BTreeMap::from([("nope".to_string(), "temperature".to_string())]);
         let err = bind_inputs("max", &temp, &fields, &bad_bind).unwrap_err();

@@ -41,23 +41,13 @@ pub(crate) fn check_world(
     check::<(), (Descriptor,)>(store, instance, "plugin", "describe")?;
     check::<(&[Param],), (Result<(), String>,)>(store, instance, "plugin", "configure")?;
     match kind {
-        FunctionKind::Window => check::<(&Value, Window, &Events), (Result<Rows, String>,)>(
-            store, instance, "window", "apply",
-        ),
+        FunctionKind::Window => {
+            check::<(&Value, Window, &Events), (Result<Rows, String>,)>(store, instance, "window", "apply")
+        }
         FunctionKind::Aggregate => {
             check::<(), (Vec<u8>,)>(store, instance, "aggregate", "create-accumulator")?;
-            check::<(&[u8], &Events), (Result<Vec<u8>, String>,)>(
-                store,
-                instance,
-                "aggregate",
-                "add",
-            )?;
-            check::<(&[u8], &[u8]), (Result<Vec<u8>, String>,)>(
-                store,
-                instance,
-                "aggregate",
-                "merge",
-            )?;
+            check::<(&[u8], &Events), (Result<Vec<u8>, String>,)>(store, instance, "aggregate", "add")?;
+            check::<(&[u8], &[u8]), (Result<Vec<u8>, String>,)>(store, instance, "aggregate", "merge")?;
             check::<(&[u8], &Value, Window), (Result<Rows, String>,)>(
                 store,
                 instance,
@@ -65,8 +55,6 @@ pub(crate) fn check_world(
                 "get-result",
             )
         }
-        FunctionKind::Map => {
-            check::<(&Events,), (Result<Mapped, String>,)>(store, instance, "map", "map")
-        }
+        FunctionKind::Map => check::<(&Events,), (Result<Mapped, String>,)>(store, instance, "map", "map"),
     }
 }

@@ -19,27 +19,18 @@ impl StoreState {
     /// import `wasi:cli` and `wasi:io` through std even when they are pure
     /// compute, so the imports exist, but they reach nothing of the host.
     pub(crate) fn new(memory_limit: usize, log: &CappedLog) -> Self {
-        let wasi = WasiCtx::builder()
-            .stdout(log.clone())
-            .stderr(log.clone())
-            .build();
+        let wasi = WasiCtx::builder().stdout(log.clone()).stderr(log.clone()).build();
         StoreState {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                limit: memory_limit,
-                refused: None,
-            },
+            limiter: MemoryLimiter { limit: memory_limit, refused: None },
         }
     }
 }
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 

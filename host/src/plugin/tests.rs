@@ -13,24 +13,17 @@ use std::time::{Duration, Instant};
 fn engine() -> &'static PluginEngine {
     static ENGINE: OnceLock<PluginEngine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        PluginEngine::new(EngineConfig {
-            max_instances: 64,
-            cache_dir: None,
-        })
-        .expect("engine")
+        PluginEngine::new(EngineConfig { max_instances: 64, cache_dir: None, ..EngineConfig::default() })
+            .expect("engine")
     })
 }
 
 fn guest(file: &str) -> Plugin {
-    engine()
-        .load_file(&guests_dir().join(file))
-        .unwrap_or_else(|e| panic!("loading {file}: {e}"))
+    engine().load_file(&guests_dir().join(file)).unwrap_or_else(|e| panic!("loading {file}: {e}"))
 }
 
 fn instance(file: &str, limits: PluginLimits) -> PluginInstance {
-    guest(file)
-        .instantiate(vec![], limits)
-        .expect("instantiate")
+    guest(file).instantiate(vec![], limits).expect("instantiate")
 }
 
 /// Deterministic temperatures in [333, 383), as the homework's producer.
@@ -38,9 +31,7 @@ fn temperatures(n: usize, seed: u64) -> Vec<f64> {
     let mut x = seed;
     (0..n)
         .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             333.0 + 50.0 * ((x >> 11) as f64 / (1u64 << 53) as f64)
         })
         .collect()
@@ -54,10 +45,7 @@ fn events(temps: &[f64]) -> Events {
 }
 
 const KEY: Value = Value::I64(7);
-const WINDOW: Window = Window {
-    start: 1_000,
-    end: 2_000,
-};
+const WINDOW: Window = Window { start: 1_000, end: 2_000 };
 
 /// The expected max and count, computed the plain way.
 fn expected_max(temps: &[f64]) -> Rows {
@@ -67,13 +55,7 @@ fn expected_max(temps: &[f64]) -> Rows {
             max = t;
         }
     }
-    Rows {
-        len: 1,
-        columns: vec![
-            Column::F64(vec![max]),
-            Column::I64(vec![temps.len() as i64]),
-        ],
-    }
+    Rows { len: 1, columns: vec![Column::F64(vec![max]), Column::I64(vec![temps.len() as i64])] }
 }
 
 /// The error of a call that must fail, without printing a huge success.
@@ -88,9 +70,7 @@ fn expect_err<T>(result: Result<T, PluginError>) -> PluginError {
 fn capture(instance: &mut PluginInstance) -> Arc<Mutex<Vec<CallLog>>> {
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = logs.clone();
-    instance.set_log_sink(Box::new(move |_, log| {
-        sink.lock().unwrap().push(log.clone())
-    }));
+    instance.set_log_sink(Box::new(move |_, log| sink.lock().unwrap().push(log.clone())));
     logs
 }
 
@@ -111,11 +91,7 @@ fn max_temperature_agg_gives_the_same_result_incrementally() {
     let temps = temperatures(1_000, 4);
     let (first, second) = temps.split_at(300);
     let empty = agg.create_accumulator().unwrap();
-    assert_eq!(
-        agg.get_result(&KEY, WINDOW, &empty).unwrap().len,
-        0,
-        "no rows for an empty window"
-    );
+    assert_eq!(agg.get_result(&KEY, WINDOW, &empty).unwrap().len, 0, "no rows for an empty window");
 
     // Two panes, built in batches, then merged: as a sliding window does.
     let mut a = agg.create_accumulator().unwrap();
@@ -124,23 +100,11 @@ fn max_temperature_agg_gives_the_same_result_incrementally() {
     }
     let b = agg.add(&KEY, &empty, &events(second)).unwrap();
     let merged = agg.merge(&KEY, &a, &b).unwrap();
-    assert_eq!(
-        agg.get_result(&KEY, WINDOW, &merged).unwrap(),
-        expected_max(&temps)
-    );
-    assert_eq!(
-        agg.get_result(&KEY, WINDOW, &a).unwrap(),
-        expected_max(first)
-    );
+    assert_eq!(agg.get_result(&KEY, WINDOW, &merged).unwrap(), expected_max(&temps));
+    assert_eq!(agg.get_result(&KEY, WINDOW, &a).unwrap(), expected_max(first));
 
-    let err = agg
-        .add(&KEY, b"short", &events(first))
-        .map(|_| ())
-        .unwrap_err();
-    assert!(
-        matches!(err.failure, Failure::Returned(ref m) if m.contains("16 bytes")),
-        "{err}"
-    );
+    let err = agg.add(&KEY, b"short", &events(first)).map(|_| ()).unwrap_err();
+    assert!(matches!(err.failure, Failure::Returned(ref m) if m.contains("16 bytes")), "{err}");
 }
 
 #[test]
@@ -149,9 +113,7 @@ fn kelvin_to_celsius_maps_every_record() {
     let kelvin = [0.0, 273.15, 300.0, 373.15, 351.2];
     let mapped = k2c.map(&events(&kelvin)).unwrap();
     assert_eq!(mapped.rows, vec![0, 1, 2, 3, 4]);
-    let Column::F64(celsius) = &mapped.columns[0] else {
-        panic!("not f64: {:?}", mapped.columns)
-    };
+    let Column::F64(celsius) = &mapped.columns[0] else { panic!("not f64: {:?}", mapped.columns) };
     let expected = [-273.15, 0.0, 26.85, 100.0, 78.05];
     for (got, want) in celsius.iter().zip(expected) {
         assert!((got - want).abs() < 1e-9, "{got} vs {want}");
@@ -163,13 +125,7 @@ fn percentile_uses_nearest_rank_and_its_parameter() {
     let plugin = engine().load_ref("percentile").unwrap();
     assert_eq!(plugin.descriptor().params[0].name, "p");
     let mut p50 = plugin
-        .instantiate(
-            vec![Param {
-                name: "p".into(),
-                value: Value::F64(0.5),
-            }],
-            PluginLimits::default(),
-        )
+        .instantiate(vec![Param { name: "p".into(), value: Value::F64(0.5) }], PluginLimits::default())
         .unwrap();
     let temps = temperatures(101, 5);
     let mut sorted = temps.clone();
@@ -178,18 +134,10 @@ fn percentile_uses_nearest_rank_and_its_parameter() {
     // Nearest rank of p = 0.5 over 101 values is the 51st smallest.
     assert_eq!(rows.columns[0], Column::F64(vec![sorted[50]]));
 
-    let bad = plugin.instantiate(
-        vec![Param {
-            name: "p".into(),
-            value: Value::F64(2.0),
-        }],
-        PluginLimits::default(),
-    );
+    let bad =
+        plugin.instantiate(vec![Param { name: "p".into(), value: Value::F64(2.0) }], PluginLimits::default());
     let err = bad.err().expect("p = 2 must be refused");
-    assert!(
-        matches!(err.failure, Failure::Configure(ref m) if m.contains("p must be in (0, 1]")),
-        "{err}"
-    );
+    assert!(matches!(err.failure, Failure::Configure(ref m) if m.contains("p must be in (0, 1]")), "{err}");
 }
 
 #[test]
@@ -204,35 +152,19 @@ fn every_builtin_loads_with_its_world() {
         let plugin = engine().load_ref(name).unwrap();
         assert_eq!((plugin.name(), plugin.kind()), (name, kind));
     }
-    let err = engine()
-        .load_ref("min-temperature")
-        .err()
-        .expect("unknown built-in");
-    assert!(
-        err.to_string()
-            .contains("max-temperature, max-temperature-agg"),
-        "{err}"
-    );
+    let err = engine().load_ref("min-temperature").err().expect("unknown built-in");
+    assert!(err.to_string().contains("max-temperature, max-temperature-agg"), "{err}");
 }
 
 #[test]
 fn an_infinite_loop_is_stopped_at_its_deadline_and_the_host_recovers() {
-    let limits = PluginLimits {
-        deadline: Duration::from_millis(100),
-        ..PluginLimits::default()
-    };
+    let limits = PluginLimits { deadline: Duration::from_millis(100), ..PluginLimits::default() };
     let mut spin = instance("spin.wasm", limits);
     let started = Instant::now();
-    let err = spin
-        .apply(&KEY, WINDOW, &events(&[1.0, 2.0]))
-        .map(|_| ())
-        .unwrap_err();
+    let err = spin.apply(&KEY, WINDOW, &events(&[1.0, 2.0])).map(|_| ()).unwrap_err();
     let took = started.elapsed();
     assert_eq!(err.failure, Failure::Deadline(Duration::from_millis(100)));
-    assert!(
-        took >= Duration::from_millis(100) && took < Duration::from_secs(2),
-        "stopped after {took:?}"
-    );
+    assert!(took >= Duration::from_millis(100) && took < Duration::from_secs(2), "stopped after {took:?}");
     assert_eq!(
         err.to_string(),
         "plugin 'spin' failed in apply (key 7, window [1000, 2000)): ran past its CPU deadline of 100ms and was stopped"
@@ -245,15 +177,9 @@ fn an_infinite_loop_is_stopped_at_its_deadline_and_the_host_recovers() {
 
 #[test]
 fn a_memory_bomb_is_refused_at_its_cap_and_the_host_recovers() {
-    let limits = PluginLimits {
-        memory: 16 << 20,
-        ..PluginLimits::default()
-    };
+    let limits = PluginLimits { memory: 16 << 20, ..PluginLimits::default() };
     let mut bomb = instance("memory_bomb.wasm", limits);
-    let err = bomb
-        .apply(&KEY, WINDOW, &events(&[1.0, 2.0]))
-        .map(|_| ())
-        .unwrap_err();
+    let err = bomb.apply(&KEY, WINDOW, &events(&[1.0, 2.0])).map(|_| ()).unwrap_err();
     match err.failure {
         Failure::Memory { limit, requested } => {
             assert_eq!(limit, 16 << 20);
@@ -261,11 +187,7 @@ fn a_memory_bomb_is_refused_at_its_cap_and_the_host_recovers() {
         }
         ref other => panic!("expected a memory failure, got {other:?} ({err})"),
     }
-    assert!(
-        err.to_string()
-            .contains("exceeded its memory limit of 16777216 bytes"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("exceeded its memory limit of 16777216 bytes"), "{err}");
     assert_eq!(bomb.apply(&KEY, WINDOW, &events(&[1.0])).unwrap().len, 1);
 }
 
@@ -274,68 +196,33 @@ fn a_trap_is_reported_with_its_context_and_the_host_recovers() {
     let mut trap = instance("trap.wasm", PluginLimits::default());
     let logs = capture(&mut trap);
     let key = Value::String("sensor-9".into());
-    let err = trap
-        .apply(
-            &key,
-            Window {
-                start: 0,
-                end: 1_000,
-            },
-            &events(&[1.0, 2.0]),
-        )
-        .map(|_| ())
-        .unwrap_err();
+    let err =
+        trap.apply(&key, Window { start: 0, end: 1_000 }, &events(&[1.0, 2.0])).map(|_| ()).unwrap_err();
     assert_eq!(err.plugin, "trap");
     assert_eq!(
         err.call,
         CallSite {
             function: "apply",
             key: Some("\"sensor-9\"".into()),
-            window: Some(Window {
-                start: 0,
-                end: 1_000
-            })
+            window: Some(Window { start: 0, end: 1_000 })
         }
     );
-    let Failure::Trap(message) = &err.failure else {
-        panic!("expected a trap, got {err}")
-    };
+    let Failure::Trap(message) = &err.failure else { panic!("expected a trap, got {err}") };
     assert!(message.contains("unreachable"), "{message}");
-    assert!(
-        message.contains("panicked on purpose"),
-        "the guest's panic message is kept: {message}"
-    );
-    let text: String = logs
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| l.text.clone())
-        .collect();
-    assert!(
-        text.contains("hostile trap guest: about to panic"),
-        "stderr reaches the log: {text}"
-    );
+    assert!(message.contains("panicked on purpose"), "the guest's panic message is kept: {message}");
+    let text: String = logs.lock().unwrap().iter().map(|l| l.text.clone()).collect();
+    assert!(text.contains("hostile trap guest: about to panic"), "stderr reaches the log: {text}");
     assert_eq!(trap.apply(&key, WINDOW, &events(&[1.0])).unwrap().len, 1);
 }
 
 #[test]
 fn huge_output_and_log_floods_are_capped() {
-    let limits = PluginLimits {
-        log: 4 << 10,
-        output: 1 << 20,
-        ..PluginLimits::default()
-    };
+    let limits = PluginLimits { log: 4 << 10, output: 1 << 20, ..PluginLimits::default() };
     let mut huge = instance("huge_output.wasm", limits);
     let logs = capture(&mut huge);
     let err = expect_err(huge.apply(&KEY, WINDOW, &events(&[1.0])));
     let expected_size = (1_000_000 + 1) * 8;
-    assert_eq!(
-        err.failure,
-        Failure::OutputTooLarge {
-            size: expected_size,
-            limit: 1 << 20
-        }
-    );
+    assert_eq!(err.failure, Failure::OutputTooLarge { size: expected_size, limit: 1 << 20 });
     let logs = logs.lock().unwrap();
     let kept: usize = logs.iter().map(|l| l.text.len()).sum();
     let dropped: u64 = logs.iter().map(|l| l.dropped_bytes).sum();
@@ -348,13 +235,8 @@ fn huge_output_and_log_floods_are_capped() {
 #[test]
 fn a_guest_cannot_reach_host_files_environment_or_network() {
     let mut snoop = instance("snoop.wasm", PluginLimits::default());
-    let err = snoop
-        .apply(&KEY, WINDOW, &events(&[1.0]))
-        .map(|_| ())
-        .unwrap_err();
-    let Failure::Returned(report) = &err.failure else {
-        panic!("expected the guest's report, got {err}")
-    };
+    let err = snoop.apply(&KEY, WINDOW, &events(&[1.0])).map(|_| ()).unwrap_err();
+    let Failure::Returned(report) = &err.failure else { panic!("expected the guest's report, got {err}") };
     for denied in [
         "denied /etc/passwd",
         "denied /etc/hostname",
@@ -366,52 +248,29 @@ fn a_guest_cannot_reach_host_files_environment_or_network() {
         assert!(report.contains(denied), "expected '{denied}' in: {report}");
     }
     for leak in ["READ", "LISTED", "ENV", "CONNECTED"] {
-        assert!(
-            !report.contains(leak),
-            "the guest got through ({leak}): {report}"
-        );
+        assert!(!report.contains(leak), "the guest got through ({leak}): {report}");
     }
 }
 
 #[test]
 fn a_guest_with_mistyped_exports_is_rejected_naming_them() {
-    let err = engine()
-        .load_file(&guests_dir().join("wrong_world.wasm"))
-        .err()
-        .expect("must be rejected");
+    let err = engine().load_file(&guests_dir().join("wrong_world.wasm")).err().expect("must be rejected");
     let LoadError::WorldMismatch { world, detail, .. } = &err else {
         panic!("expected a world mismatch, got {err}")
     };
     assert_eq!(*world, FunctionKind::Window);
-    assert!(
-        detail.contains("describe"),
-        "names the mistyped export: {err}"
-    );
-    assert!(
-        err.to_string()
-            .contains("does not match the window-function world"),
-        "{err}"
-    );
+    assert!(detail.contains("describe"), "names the mistyped export: {err}");
+    assert!(err.to_string().contains("does not match the window-function world"), "{err}");
 }
 
 #[test]
 fn files_that_are_not_components_are_rejected_naming_the_problem() {
     let core_module = b"\0asm\x01\0\0\0";
-    let err = engine()
-        .load(core_module, "core.wasm")
-        .err()
-        .expect("core module");
+    let err = engine().load(core_module, "core.wasm").err().expect("core module");
     assert!(matches!(err, LoadError::CoreModule { .. }), "{err}");
-    assert!(
-        err.to_string()
-            .contains("core.wasm is a core WebAssembly module, not a component"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("core.wasm is a core WebAssembly module, not a component"), "{err}");
 
-    let err = engine()
-        .load(b"fn main() {}", "main.rs")
-        .err()
-        .expect("text file");
+    let err = engine().load(b"fn main() {}", "main.rs").err().expect("text file");
     assert_eq!(
         err.to_string(),
         "main.rs is not a WebAssembly file (it does not start with the \\0asm magic bytes)"
@@ -419,33 +278,20 @@ fn files_that_are_not_components_are_rejected_naming_the_problem() {
 
     let mut truncated = std::fs::read(guests_dir().join("max_temperature.wasm")).unwrap();
     truncated.truncate(truncated.len() / 2);
-    let err = engine()
-        .load(&truncated, "half.wasm")
-        .err()
-        .expect("truncated component");
+    let err = engine().load(&truncated, "half.wasm").err().expect("truncated component");
     assert!(matches!(err, LoadError::Compile { .. }), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.wasm");
     let err = engine().load_file(&missing).err().expect("missing file");
-    assert!(
-        err.to_string()
-            .starts_with(&format!("cannot read plugin {}", missing.display())),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("cannot read plugin {}", missing.display())), "{err}");
 }
 
 #[test]
 fn a_mismatched_world_call_is_an_error_not_a_panic() {
     let mut k2c = instance("kelvin_to_celsius.wasm", PluginLimits::default());
-    let err = k2c
-        .apply(&KEY, WINDOW, &events(&[1.0]))
-        .map(|_| ())
-        .unwrap_err();
-    assert!(
-        matches!(err.failure, Failure::Returned(ref m) if m == "not a window-function"),
-        "{err}"
-    );
+    let err = k2c.apply(&KEY, WINDOW, &events(&[1.0])).map(|_| ()).unwrap_err();
+    assert!(matches!(err.failure, Failure::Returned(ref m) if m == "not a window-function"), "{err}");
 }
 
 #[test]
@@ -454,6 +300,7 @@ fn compiled_components_are_cached_on_disk_by_sha256() {
     let cached = PluginEngine::new(EngineConfig {
         max_instances: 4,
         cache_dir: Some(dir.path().to_path_buf()),
+        ..EngineConfig::default()
     })
     .unwrap();
     let first = cached.load_ref("max-temperature").unwrap();
@@ -462,10 +309,7 @@ fn compiled_components_are_cached_on_disk_by_sha256() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
-    assert!(
-        files[0].starts_with(first.sha256()) && files[0].ends_with(".cwasm"),
-        "{files:?}"
-    );
+    assert!(files[0].starts_with(first.sha256()) && files[0].ends_with(".cwasm"), "{files:?}");
     // The second load comes from the cache and works the same.
     let second = cached.load_ref("max-temperature").unwrap();
     let temps = temperatures(50, 9);
@@ -479,16 +323,7 @@ fn compiled_components_are_cached_on_disk_by_sha256() {
 
 #[test]
 fn memory_limits_over_the_engine_maximum_are_refused() {
-    let limits = PluginLimits {
-        memory: MAX_PLUGIN_MEMORY + 1,
-        ..PluginLimits::default()
-    };
-    let err = guest("max_temperature.wasm")
-        .instantiate(vec![], limits)
-        .err()
-        .expect("refused");
-    assert!(
-        matches!(err.failure, Failure::Instantiate(ref m) if m.contains("over weir's maximum")),
-        "{err}"
-    );
+    let limits = PluginLimits { memory: MAX_PLUGIN_MEMORY + 1, ..PluginLimits::default() };
+    let err = guest("max_temperature.wasm").instantiate(vec![], limits).err().expect("refused");
+    assert!(matches!(err.failure, Failure::Instantiate(ref m) if m.contains("over weir's maximum")), "{err}");
 }

@@ -65,16 +65,15 @@ pub fn ensure_guest_target(dir: &Path) -> Result<(), ToolchainError> {
     if target_installed(dir)? {
         return Ok(());
     }
-    let status = Command::new("rustup")
-        .args(["target", "add", GUEST_TARGET])
-        .current_dir(dir)
-        .status()
-        .map_err(|e| {
-            ToolchainError(format!(
-                "the {GUEST_TARGET} target is missing and rustup could not be run ({e}); \
+    let status =
+        Command::new("rustup").args(["target", "add", GUEST_TARGET]).current_dir(dir).status().map_err(
+            |e| {
+                ToolchainError(format!(
+                    "the {GUEST_TARGET} target is missing and rustup could not be run ({e}); \
                  install it with `rustup target add {GUEST_TARGET}`"
-            ))
-        })?;
+                ))
+            },
+        )?;
     if !status.success() || !target_installed(dir)? {
         return Err(ToolchainError(format!(
             "`rustup target add {GUEST_TARGET}` failed; run it by hand and try again"
@@ -98,10 +97,7 @@ pub fn guest_build_command(manifest: &Path, target_dir: &Path) -> Command {
             || key.starts_with("CARGO_HTTP_")
             || key.starts_with("CARGO_REGISTR");
         let scrub = (key.starts_with("CARGO_") && !keep)
-            || matches!(
-                key,
-                "RUSTFLAGS" | "RUSTC_WORKSPACE_WRAPPER" | "RUSTDOCFLAGS"
-            );
+            || matches!(key, "RUSTFLAGS" | "RUSTC_WORKSPACE_WRAPPER" | "RUSTDOCFLAGS");
         if scrub {
             cmd.env_remove(key);
         }
