@@ -3,4 +3,7 @@
 //! See `docs/ARCHITECTURE.md` for how the modules fit together.
 
 pub mod duration;
+pub mod encode;
 pub mod plugin;
+pub mod record;
+pub mod window;

@@ -41,8 +41,9 @@ pub enum SchemaError {
     },
     /// An input the job does not provide.
     #[error(
-        "plugin '{plugin}' reads input '{input}' ({ty}), but the job has no such field: \
-         declare it in [format] fields, or bind it to a field with [function.bind] {input} = \"<field>\""
+        "plugin '{plugin}' reads input '{input}' ({ty}), but the job has no such field: declare it, \
+         or bind the input to a field (job file: [function.bind] {input} = \"<field>\"; \
+         weir plugin test: --bind {input}=<field>)"
     )]
     MissingInput {
         /// The plugin.

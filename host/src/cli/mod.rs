@@ -1,0 +1,76 @@
+//! Command-line parsing and dispatch; the binary edge, where errors become
+//! messages and exit codes.
+
+mod plugin_build;
+mod plugin_inspect;
+mod plugin_test;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// weir: a stream processor with WebAssembly window functions.
+#[derive(Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, inspect and try out plugins (WebAssembly components).
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Compile a guest crate into a component (cargo build for wasm32-wasip2).
+    Build(plugin_build::Args),
+    /// Show a plugin's world, name, version, fields, parameters and size.
+    Inspect(plugin_inspect::Args),
+    /// Run a plugin over a JSON-lines file and print its output records.
+    Test(plugin_test::Args),
+}
+
+/// Runs the command line; errors print as `error: …` with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Plugin(PluginCommand::Build(args)) => plugin_build::run(args),
+        Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect::run(args),
+        Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`weir … | head`) is the reader's choice, not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` picks the level (default: info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// The plugin engine for a one-shot command.
+fn engine() -> anyhow::Result<weir::plugin::PluginEngine> {
+    Ok(weir::plugin::PluginEngine::new(weir::plugin::EngineConfig::default())?)
+}
