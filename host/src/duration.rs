@@ -57,6 +57,28 @@ pub mod serde_text {
     }
 }
 
+/// `#[serde(default, with = "crate::duration::serde_text_opt")]` for
+/// `Option<Duration>` fields.
+pub mod serde_text_opt {
+    use super::{format_duration, parse_duration};
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Writes the duration as text such as `1s`.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads text such as `1s`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,13 @@
 //!
 //! See `docs/ARCHITECTURE.md` for how the modules fit together.
 
+pub mod decode;
 pub mod duration;
 pub mod encode;
+pub mod job;
 pub mod plugin;
 pub mod record;
+pub mod sink;
+pub mod source;
+pub mod time;
 pub mod window;

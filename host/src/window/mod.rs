@@ -6,7 +6,15 @@
 //! - Session: per key, a window closes after `gap` with no events; sessions
 //!   whose spans overlap merge (a session ends at its last event + `gap`).
 
+mod operator;
 mod spec;
+mod state;
+
+pub use operator::{OperatorStats, Output, WindowOperator};
+pub use state::Reduce;
+
+#[cfg(test)]
+mod tests;
 
 pub use spec::{WindowSpec, WindowSpecError};
 
@@ -53,7 +61,7 @@ pub fn merge_sessions(windows: &mut Vec<Window>) {
 }
 
 #[cfg(test)]
-mod tests {
+mod assign_tests {
     use super::*;
 
     fn windows(spec: WindowSpec, ts: i64) -> Vec<(i64, i64)> {

@@ -1,0 +1,47 @@
+//! A batch of decoded records in columns, reused across polls so the hot
+//! path does not allocate per event.
+
+use crate::plugin::types::{Column, Field};
+use crate::record::Key;
+
+/// Decoded records: for row `i`, `partitions[i]`, `keys[i]`, `timestamps[i]`
+/// and `columns[c][i]` for each declared field `c` (the job's field order).
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Source partition of each record.
+    pub partitions: Vec<i32>,
+    /// Source offset of each record.
+    pub offsets: Vec<i64>,
+    /// The record key (`None` for jobs without a key: a map job).
+    pub keys: Vec<Option<Key>>,
+    /// Event time (or processing time) in ms.
+    pub timestamps: Vec<i64>,
+    /// One column per declared field.
+    pub columns: Vec<Column>,
+}
+
+impl Batch {
+    /// An empty batch for the given fields.
+    pub fn new(fields: &[Field]) -> Batch {
+        Batch { columns: fields.iter().map(|f| Column::empty(f.ty)).collect(), ..Batch::default() }
+    }
+
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.timestamps.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.timestamps.is_empty()
+    }
+
+    /// Empties the batch, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.partitions.clear();
+        self.offsets.clear();
+        self.keys.clear();
+        self.timestamps.clear();
+        self.columns.iter_mut().for_each(Column::clear);
+    }
+}

@@ -1,0 +1,457 @@
+//! JSON records to columns, in one pass with serde and no intermediate
+//! document: each field of the object is matched against the schema and
+//! written straight into the batch's columns; other fields are skipped.
+
+use super::Batch;
+use crate::plugin::types::{Column, Field, FieldType};
+use crate::record::Key;
+use serde::Deserializer as _;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use std::fmt;
+
+/// Which fields to read from each JSON record.
+#[derive(Debug, Clone)]
+pub struct RecordSchema {
+    /// The key field, if the job keys its records.
+    pub key: Option<String>,
+    /// The event-time field (integer ms); `None` for processing time.
+    pub timestamp: Option<String>,
+    /// The declared fields, in column order.
+    pub fields: Vec<Field>,
+    /// Records larger than this are rejected.
+    pub max_record_bytes: usize,
+}
+
+/// Why a record could not be decoded; it goes to the dead-letter output
+/// with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Larger than the limit.
+    #[error("record of {size} bytes is over the {limit}-byte limit")]
+    Oversized {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not UTF-8.
+    #[error("record is not valid UTF-8")]
+    NotUtf8,
+    /// Not JSON, or not an object.
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    /// The key field is missing.
+    #[error("missing key field '{0}'")]
+    MissingKey(String),
+    /// The timestamp field is missing.
+    #[error("missing timestamp field '{0}'")]
+    MissingTimestamp(String),
+    /// A declared field is missing.
+    #[error("missing field '{0}'")]
+    MissingField(String),
+    /// A field of the wrong type (including the key and the timestamp).
+    #[error("field '{field}': expected {expected}, got {got}")]
+    WrongType {
+        /// The field.
+        field: String,
+        /// What the schema wants.
+        expected: String,
+        /// What the record has.
+        got: String,
+    },
+}
+
+/// Decodes JSON records into a [`Batch`].
+pub struct JsonDecoder {
+    schema: RecordSchema,
+    /// Scratch for the row being decoded, so a bad record leaves the batch
+    /// untouched.
+    row: Row,
+}
+
+#[derive(Default)]
+struct Row {
+    key: Option<Key>,
+    ts: Option<i64>,
+    values: Vec<Option<Scalar>>,
+}
+
+#[derive(Debug, Clone)]
+enum Scalar {
+    F64(f64),
+    I64(i64),
+    Str(String),
+    Bool(bool),
+}
+
+/// Which schema slot a JSON key names.
+enum Slot {
+    Key,
+    Timestamp,
+    Field(usize),
+    Other,
+}
+
+impl JsonDecoder {
+    /// A decoder for `schema`.
+    pub fn new(schema: RecordSchema) -> JsonDecoder {
+        let n = schema.fields.len();
+        JsonDecoder { schema, row: Row { key: None, ts: None, values: vec![None; n] } }
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &RecordSchema {
+        &self.schema
+    }
+
+    /// Decodes one record and appends it to `batch` (stamped with `now` when
+    /// the job uses processing time). On error the batch is unchanged.
+    pub fn decode_into(
+        &mut self,
+        payload: &[u8],
+        partition: i32,
+        offset: i64,
+        now: i64,
+        batch: &mut Batch,
+    ) -> Result<(), DecodeError> {
+        if payload.len() > self.schema.max_record_bytes {
+            return Err(DecodeError::Oversized { size: payload.len(), limit: self.schema.max_record_bytes });
+        }
+        let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
+        self.row.key = None;
+        self.row.ts = None;
+        self.row.values.iter_mut().for_each(|v| *v = None);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let visited = de.deserialize_map(RowVisitor { schema: &self.schema, row: &mut self.row });
+        match visited {
+            Ok(()) => de.end().map_err(|e| DecodeError::Malformed(e.to_string()))?,
+            Err(e) => return Err(classify(e)),
+        }
+        let key = match &self.schema.key {
+            Some(name) => Some(self.row.key.take().ok_or_else(|| DecodeError::MissingKey(name.clone()))?),
+            None => None,
+        };
+        let ts = match &self.schema.timestamp {
+            Some(name) => self.row.ts.ok_or_else(|| DecodeError::MissingTimestamp(name.clone()))?,
+            None => now,
+        };
+        if let Some(i) = self.row.values.iter().position(Option::is_none) {
+            return Err(DecodeError::MissingField(self.schema.fields[i].name.clone()));
+        }
+        for (column, value) in batch.columns.iter_mut().zip(self.row.values.iter_mut()) {
+            match (column, value.take()) {
+                (Column::F64(c), Some(Scalar::F64(x))) => c.push(x),
+                (Column::I64(c), Some(Scalar::I64(x))) => c.push(x),
+                (Column::String(c), Some(Scalar::Str(x))) => c.push(x),
+                (Column::Bool(c), Some(Scalar::Bool(x))) => c.push(x),
+                // The visitor only stores scalars of the column's type.
+                _ => return Err(DecodeError::Malformed("internal: column type mismatch".into())),
+            }
+        }
+        batch.partitions.push(partition);
+        batch.offsets.push(offset);
+        batch.keys.push(key);
+        batch.timestamps.push(ts);
+        Ok(())
+    }
+}
+
+/// Our own errors travel through serde as custom messages with a marker, so
+/// they come back out typed.
+const MARK: &str = "\u{1}weir:";
+
+fn classify(e: serde_json::Error) -> DecodeError {
+    let text = e.to_string();
+    if let Some(rest) = text.strip_prefix(MARK) {
+        // The message is "<field>\u{2}<expected>\u{2}<got>", then serde's
+        // position suffix.
+        let mut parts = rest.splitn(3, '\u{2}');
+        let field = parts.next().unwrap_or_default().to_string();
+        let expected = parts.next().unwrap_or_default().to_string();
+        let got = parts.next().unwrap_or_default();
+        let got = got.split(" at line ").next().unwrap_or(got).to_string();
+        return DecodeError::WrongType { field, expected, got };
+    }
+    if text.starts_with("invalid type: ") && text.contains("expected a JSON object") {
+        return DecodeError::Malformed("not a JSON object".into());
+    }
+    DecodeError::Malformed(text)
+}
+
+fn wrong_type<E: de::Error>(field: &str, expected: &str, got: impl fmt::Display) -> E {
+    E::custom(format_args!("{MARK}{field}\u{2}{expected}\u{2}{got}"))
+}
+
+struct RowVisitor<'a> {
+    schema: &'a RecordSchema,
+    row: &'a mut Row,
+}
+
+impl<'de> Visitor<'de> for RowVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let slot = if self.schema.key.as_deref() == Some(&*name) {
+                Slot::Key
+            } else if self.schema.timestamp.as_deref() == Some(&*name) {
+                Slot::Timestamp
+            } else if let Some(i) = self.schema.fields.iter().position(|f| f.name == *name) {
+                Slot::Field(i)
+            } else {
+                Slot::Other
+            };
+            match slot {
+                Slot::Key => self.row.key = Some(map.next_value_seed(KeySeed(&name))?),
+                Slot::Timestamp => self.row.ts = Some(map.next_value_seed(TimestampSeed(&name))?),
+                Slot::Field(i) => {
+                    let ty = self.schema.fields[i].ty;
+                    self.row.values[i] = Some(map.next_value_seed(ScalarSeed { name: &name, ty })?);
+                }
+                Slot::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a JSON value looked like, for messages.
+struct Got<'a>(de::Unexpected<'a>);
+
+impl fmt::Display for Got<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.0 {
+            de::Unexpected::Str(s) => write!(f, "the string {s:?}"),
+            de::Unexpected::Float(x) => write!(f, "{x}"),
+            de::Unexpected::Signed(x) => write!(f, "{x}"),
+            de::Unexpected::Unsigned(x) => write!(f, "{x}"),
+            de::Unexpected::Bool(b) => write!(f, "{b}"),
+            de::Unexpected::Unit => f.write_str("null"),
+            de::Unexpected::Seq => f.write_str("an array"),
+            de::Unexpected::Map => f.write_str("an object"),
+            ref other => write!(f, "{other}"),
+        }
+    }
+}
+
+/// Implements the visitor methods for JSON's scalar kinds by turning each
+/// into an `Unexpected` that `$accept` may take or refuse.
+macro_rules! scalar_visitor {
+    ($visitor:ty, $value:ty, $expected:expr, |$self_:ident, $got:ident| $accept:expr) => {
+        impl<'de> Visitor<'de> for $visitor {
+            type Value = $value;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str($expected(self))
+            }
+
+            fn visit_i64<E: de::Error>($self_, v: i64) -> Result<$value, E> {
+                let $got = de::Unexpected::Signed(v);
+                $accept
+            }
+
+            fn visit_u64<E: de::Error>($self_, v: u64) -> Result<$value, E> {
+                let $got = de::Unexpected::Unsigned(v);
+                $accept
+            }
+
+            fn visit_f64<E: de::Error>($self_, v: f64) -> Result<$value, E> {
+                let $got = de::Unexpected::Float(v);
+                $accept
+            }
+
+            fn visit_str<E: de::Error>($self_, v: &str) -> Result<$value, E> {
+                let $got = de::Unexpected::Str(v);
+                $accept
+            }
+
+            fn visit_bool<E: de::Error>($self_, v: bool) -> Result<$value, E> {
+                let $got = de::Unexpected::Bool(v);
+                $accept
+            }
+
+            fn visit_unit<E: de::Error>($self_) -> Result<$value, E> {
+                let $got = de::Unexpected::Unit;
+                $accept
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>($self_, _: A) -> Result<$value, A::Error> {
+                let $got = de::Unexpected::Seq;
+                $accept
+            }
+
+            fn visit_map<A: MapAccess<'de>>($self_, _: A) -> Result<$value, A::Error> {
+                let $got = de::Unexpected::Map;
+                $accept
+            }
+        }
+
+        impl<'de> DeserializeSeed<'de> for $visitor {
+            type Value = $value;
+
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<$value, D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+    };
+}
+
+struct KeySeed<'a>(&'a str);
+
+scalar_visitor!(KeySeed<'_>, Key, |_: &KeySeed| "an integer or string key", |self, got| match got {
+    de::Unexpected::Signed(v) => Ok(Key::Int(v)),
+    de::Unexpected::Unsigned(v) if v <= i64::MAX as u64 => Ok(Key::Int(v as i64)),
+    de::Unexpected::Str(s) => Ok(Key::Str(s.to_string())),
+    other => Err(wrong_type(self.0, "an integer or a string", Got(other))),
+});
+
+struct TimestampSeed<'a>(&'a str);
+
+scalar_visitor!(TimestampSeed<'_>, i64, |_: &TimestampSeed| "integer milliseconds", |self, got| match got {
+    de::Unexpected::Signed(v) => Ok(v),
+    de::Unexpected::Unsigned(v) if v <= i64::MAX as u64 => Ok(v as i64),
+    other => Err(wrong_type(self.0, "an integer of milliseconds", Got(other))),
+});
+
+struct ScalarSeed<'a> {
+    name: &'a str,
+    ty: FieldType,
+}
+
+scalar_visitor!(ScalarSeed<'_>, Scalar, |_: &ScalarSeed| "a scalar", |self, got| match (self.ty, got) {
+    (FieldType::F64, de::Unexpected::Float(v)) => Ok(Scalar::F64(v)),
+    (FieldType::F64, de::Unexpected::Signed(v)) => Ok(Scalar::F64(v as f64)),
+    (FieldType::F64, de::Unexpected::Unsigned(v)) => Ok(Scalar::F64(v as f64)),
+    (FieldType::I64, de::Unexpected::Signed(v)) => Ok(Scalar::I64(v)),
+    (FieldType::I64, de::Unexpected::Unsigned(v)) if v <= i64::MAX as u64 => Ok(Scalar::I64(v as i64)),
+    (FieldType::String, de::Unexpected::Str(s)) => Ok(Scalar::Str(s.to_string())),
+    (FieldType::Bool, de::Unexpected::Bool(b)) => Ok(Scalar::Bool(b)),
+    (ty, other) => Err(wrong_type(self.name, ty.name(), Got(other))),
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder() -> JsonDecoder {
+        JsonDecoder::new(RecordSchema {
+            key: Some("device_id".into()),
+            timestamp: Some("execution_time".into()),
+            fields: vec![Field { name: "temperature".into(), ty: FieldType::F64 }],
+            max_record_bytes: 256,
+        })
+    }
+
+    fn decode(line: &str) -> Result<Batch, DecodeError> {
+        let mut d = decoder();
+        let mut batch = Batch::new(&d.schema().fields.clone());
+        d.decode_into(line.as_bytes(), 3, 42, 0, &mut batch).map(|()| batch)
+    }
+
+    #[test]
+    fn decodes_into_columns_and_skips_other_fields() {
+        let b =
+            decode(r#"{"device_id": 7, "extra": {"a": [1, 2]}, "temperature": 351.2, "execution_time": 35}"#)
+                .unwrap();
+        assert_eq!((b.partitions[0], b.offsets[0], b.timestamps[0]), (3, 42, 35));
+        assert_eq!(b.keys, vec![Some(Key::Int(7))]);
+        assert_eq!(b.columns, vec![Column::F64(vec![351.2])]);
+        let b = decode(r#"{"device_id": "d-7", "temperature": 300, "execution_time": 1}"#).unwrap();
+        assert_eq!(b.keys, vec![Some(Key::Str("d-7".into()))]);
+        assert_eq!(b.columns, vec![Column::F64(vec![300.0])], "integers widen to f64");
+    }
+
+    #[test]
+    fn every_kind_of_bad_record_has_its_reason() {
+        let cases: [(&str, DecodeError); 8] = [
+            ("{nope", DecodeError::Malformed("key must be a string at line 1 column 2".into())),
+            ("[1, 2]", DecodeError::Malformed("not a JSON object".into())),
+            (r#"{"temperature": 1.0, "execution_time": 1}"#, DecodeError::MissingKey("device_id".into())),
+            (
+                r#"{"device_id": 1, "temperature": 1.0}"#,
+                DecodeError::MissingTimestamp("execution_time".into()),
+            ),
+            (r#"{"device_id": 1, "execution_time": 1}"#, DecodeError::MissingField("temperature".into())),
+            (
+                r#"{"device_id": 1.5, "temperature": 1.0, "execution_time": 1}"#,
+                DecodeError::WrongType {
+                    field: "device_id".into(),
+                    expected: "an integer or a string".into(),
+                    got: "1.5".into(),
+                },
+            ),
+            (
+                r#"{"device_id": 1, "temperature": "hot", "execution_time": 1}"#,
+                DecodeError::WrongType {
+                    field: "temperature".into(),
+                    expected: "f64".into(),
+                    got: "the string \"hot\"".into(),
+                },
+            ),
+            (
+                r#"{"device_id": 1, "temperature": null, "execution_time": "noon"}"#,
+                DecodeError::WrongType {
+                    field: "temperature".into(),
+                    expected: "f64".into(),
+                    got: "null".into(),
+                },
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(decode(line).unwrap_err(), expected, "{line}");
+        }
+        assert_eq!(
+            decode(&format!("{{\"x\": \"{}\"}}", "a".repeat(300))).unwrap_err(),
+            DecodeError::Oversized { size: 311, limit: 256 }
+        );
+        let mut d = decoder();
+        let mut batch = Batch::new(&d.schema().fields.clone());
+        assert_eq!(d.decode_into(b"{\"device_id\": \xff}", 0, 0, 0, &mut batch), Err(DecodeError::NotUtf8));
+        // Numbers too large for f64 are refused by the parser: no infinities.
+        assert!(matches!(
+            decode(r#"{"device_id": 1, "temperature": 1e999, "execution_time": 1}"#),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(r#"{"device_id": 1, "temperature": 1.0, "execution_time": 1} trailing"#),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_bad_record_leaves_the_batch_unchanged() {
+        let mut d = decoder();
+        let mut batch = Batch::new(&d.schema().fields.clone());
+        d.decode_into(br#"{"device_id": 1, "temperature": 1.0, "execution_time": 1}"#, 0, 0, 0, &mut batch)
+            .unwrap();
+        let before = format!("{batch:?}");
+        let _ = d.decode_into(
+            br#"{"device_id": 2, "temperature": "x", "execution_time": 1}"#,
+            0,
+            1,
+            0,
+            &mut batch,
+        );
+        let _ = d.decode_into(br#"{"device_id": 2, "temperature": 3.0}"#, 0, 2, 0, &mut batch);
+        assert_eq!(format!("{batch:?}"), before);
+    }
+
+    #[test]
+    fn processing_time_stamps_records_with_now() {
+        let mut d = JsonDecoder::new(RecordSchema {
+            key: None,
+            timestamp: None,
+            fields: vec![Field { name: "temperature".into(), ty: FieldType::F64 }],
+            max_record_bytes: 1024,
+        });
+        let mut batch = Batch::new(&d.schema().fields.clone());
+        d.decode_into(br#"{"temperature": 300.0}"#, 0, 0, 1234, &mut batch).unwrap();
+        assert_eq!((batch.timestamps[0], batch.keys[0].clone()), (1234, None));
+    }
+}

@@ -1,0 +1,218 @@
+//! The job file (TOML): what to read, how to window it, which function to
+//! run, and where results go. Every field is documented here; see
+//! `examples/*.toml` for complete jobs.
+
+use crate::plugin::PluginLimits;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// The job's name, shown in logs and used for the default consumer group.
+    pub name: String,
+    /// Where records come from.
+    pub source: SourceConfig,
+    /// How records are decoded.
+    pub format: FormatConfig,
+    /// Event time: watermarks, idleness and lateness.
+    #[serde(default)]
+    pub time: TimeConfig,
+    /// The window; required for window and aggregate functions, absent for
+    /// map functions.
+    #[serde(default)]
+    pub window: Option<WindowConfig>,
+    /// The user function.
+    pub function: FunctionConfig,
+    /// Where results go.
+    pub sink: SinkConfig,
+}
+
+/// `[source]`: `type = "kafka"` (with `topic`) or `type = "file"` (with
+/// `path`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `kafka` or `file`.
+    #[serde(rename = "type")]
+    pub kind: SourceKind,
+    /// Kafka: `"embedded"` (the default) for the in-process broker, or
+    /// `"host:port,…"`.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Kafka: the topic to read.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Kafka: the consumer group; by default `weir-<job name>`.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Kafka: where to start.
+    #[serde(default)]
+    pub start: StartOffset,
+    /// Kafka: partitions to create the topic with on the embedded broker.
+    #[serde(default)]
+    pub partitions: Option<i32>,
+    /// File: the JSON-lines file (relative to the job file).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// A source's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A Kafka topic.
+    Kafka,
+    /// A JSON-lines file (bounded).
+    File,
+}
+
+/// Where a Kafka source starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartOffset {
+    /// The oldest retained record.
+    #[default]
+    Earliest,
+    /// Only records produced from now on.
+    Latest,
+    /// The consumer group's committed offsets (earliest where none).
+    Committed,
+}
+
+/// `[format]`: JSON records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatConfig {
+    /// The field to key by (required for windows).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The event-time field, integer milliseconds; omit for processing time.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// The fields to read, as `name = "type"` (f64, i64, string, bool).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// Records larger than this go to the dead-letter output.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+fn default_max_record_bytes() -> usize {
+    1 << 20
+}
+
+/// `[time]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeConfig {
+    /// How far out of order events may arrive (the watermark's bound).
+    #[serde(with = "crate::duration::serde_text")]
+    pub max_out_of_orderness: Duration,
+    /// A partition with no events for this long stops holding the
+    /// watermark back.
+    #[serde(with = "crate::duration::serde_text")]
+    pub idle_timeout: Duration,
+    /// How long after a window fires late events still update it.
+    #[serde(with = "crate::duration::serde_text")]
+    pub allowed_lateness: Duration,
+    /// Where events too late for any window go: a topic, or a path for
+    /// file sinks. Without it they are counted and logged only.
+    pub late_output: Option<String>,
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        TimeConfig {
+            max_out_of_orderness: Duration::ZERO,
+            idle_timeout: Duration::from_secs(5),
+            allowed_lateness: Duration::ZERO,
+            late_output: None,
+        }
+    }
+}
+
+/// `[window]`: `type = "tumbling"` with `size`, `"sliding"` with `size`
+/// and `slide`, or `"session"` with `gap`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// `tumbling`, `sliding` or `session`.
+    #[serde(rename = "type")]
+    pub kind: WindowKind,
+    /// Tumbling and sliding: the window length.
+    #[serde(default, with = "crate::duration::serde_text_opt")]
+    pub size: Option<Duration>,
+    /// Sliding: how often a window starts.
+    #[serde(default, with = "crate::duration::serde_text_opt")]
+    pub slide: Option<Duration>,
+    /// Session: the inactivity gap that closes a session.
+    #[serde(default, with = "crate::duration::serde_text_opt")]
+    pub gap: Option<Duration>,
+}
+
+/// A window's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowKind {
+    /// Fixed, non-overlapping windows.
+    Tumbling,
+    /// Overlapping windows.
+    Sliding,
+    /// Per-key activity sessions.
+    Session,
+}
+
+/// `[function]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// A built-in function's name, or a path to a `.wasm` component
+    /// (relative to the job file).
+    pub plugin: String,
+    /// Parameters, checked against what the plugin declares.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Plugin inputs fed from job fields of another name: `input = "field"`.
+    #[serde(default)]
+    pub bind: BTreeMap<String, String>,
+    /// Limits on the plugin: deadline, memory, output, log.
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+/// `[sink]`: `type = "kafka"` (with `topic`) or `type = "file"` (with
+/// `path`). For Kafka the message key is the record key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// `kafka` or `file`.
+    #[serde(rename = "type")]
+    pub kind: SinkKind,
+    /// Kafka: brokers; by default the source's.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Kafka: the topic to write.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// File: the JSON-lines file (relative to the job file).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Where undecodable records go, with their reason: a topic for Kafka
+    /// sinks, a path for file sinks.
+    #[serde(default)]
+    pub dead_letter: Option<String>,
+}
+
+/// A sink's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// A Kafka topic.
+    Kafka,
+    /// A JSON-lines file.
+    File,
+}
