@@ -36,6 +36,22 @@ impl Batch {
         self.timestamps.is_empty()
     }
 
+    /// Keeps the first `len` records, dropping the rest.
+    pub fn truncate(&mut self, len: usize) {
+        self.partitions.truncate(len);
+        self.offsets.truncate(len);
+        self.keys.truncate(len);
+        self.timestamps.truncate(len);
+        for column in &mut self.columns {
+            match column {
+                Column::F64(v) => v.truncate(len),
+                Column::I64(v) => v.truncate(len),
+                Column::String(v) => v.truncate(len),
+                Column::Bool(v) => v.truncate(len),
+            }
+        }
+    }
+
     /// Empties the batch, keeping its allocations.
     pub fn clear(&mut self) {
         self.partitions.clear();

@@ -11,7 +11,7 @@ mod spec;
 mod state;
 
 pub use operator::{OperatorStats, Output, WindowOperator};
-pub use state::Reduce;
+pub use state::{Reduce, empty_events};
 
 #[cfg(test)]
 mod tests;

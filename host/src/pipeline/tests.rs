@@ -1,0 +1,433 @@
+//! Whole jobs over files: job file → pipeline → output files, compared with
+//! results computed here by brute force.
+
+use super::*;
+use crate::plugin::EngineConfig;
+use crate::sink::file::FileSink;
+use crate::source::file::FileSource;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+fn engine() -> &'static PluginEngine {
+    static ENGINE: OnceLock<PluginEngine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        PluginEngine::new(EngineConfig { max_instances: 16, cache_dir: None, ..EngineConfig::default() })
+            .expect("engine")
+    })
+}
+
+/// A reading: device, event time, kelvin.
+type Reading = (i64, i64, f64);
+
+/// Readings with event times jittered by up to `jitter` ms out of order.
+fn readings(n: usize, jitter: i64, seed: u64) -> Vec<Reading> {
+    let mut x = seed;
+    let mut next = || {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x >> 33
+    };
+    (0..n as i64)
+        .map(|i| {
+            let device = 1 + (next() % 10) as i64;
+            let ts = 1_700_000_000_000 + 5 * i - (next() % (jitter as u64 + 1)) as i64;
+            (device, ts, 333.0 + (next() % 5000) as f64 / 100.0)
+        })
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
+    let text: String = lines.into_iter().map(|l| l + "\n").collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn reading_line(r: &Reading) -> String {
+    format!(
+        r#"{{"device_id": {}, "temperature": {}, "execution_time": {}, "site": "plant-{}"}}"#,
+        r.0,
+        r.2,
+        r.1,
+        r.0 % 3
+    )
+}
+
+fn read_json(path: &Path) -> Vec<Value> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+        Err(_) => vec![],
+    }
+}
+
+struct Run {
+    summary: RunSummary,
+    output: Vec<Value>,
+    dead: Vec<Value>,
+    late: Vec<Value>,
+}
+
+/// Writes `job` (TOML, with {dir} for the temp folder) and runs it.
+fn run_job(dir: &Path, job: &str) -> Result<Run, PipelineError> {
+    let text = job.replace("{dir}", &dir.display().to_string());
+    let job = Job::parse(&text, "test.toml", dir)?;
+    let (input, output, dead, late) = match (&job.source, &job.sink) {
+        (
+            crate::job::SourceSpec::File { path },
+            crate::job::SinkSpec::File { path: out, dead_letter, late_output },
+        ) => (path.clone(), out.clone(), dead_letter.clone(), late_output.clone()),
+        _ => panic!("file jobs only"),
+    };
+    let mut pipeline = Pipeline::build(job, engine())?;
+    let mut source = FileSource::open(&input)?;
+    let open = |p: &Option<PathBuf>| -> Option<Box<dyn Sink>> {
+        p.as_ref().map(|p| Box::new(FileSink::create(p).unwrap()) as Box<dyn Sink>)
+    };
+    let mut sinks =
+        Sinks { output: Box::new(FileSink::create(&output)?), dead_letter: open(&dead), late: open(&late) };
+    let summary = pipeline.run(&mut source, &mut sinks, &RunOptions::default(), &mut |_| {})?;
+    drop(sinks);
+    Ok(Run {
+        summary,
+        output: read_json(&output),
+        dead: dead.map(|p| read_json(&p)).unwrap_or_default(),
+        late: late.map(|p| read_json(&p)).unwrap_or_default(),
+    })
+}
+
+fn window_job(window: &str, plugin: &str, extra_time: &str) -> String {
+    format!(
+        r#"
+name = "test"
+[source]
+type = "file"
+path = "{{dir}}/in.jsonl"
+[format]
+key = "device_id"
+timestamp = "execution_time"
+fields = {{ temperature = "f64" }}
+[time]
+max_out_of_orderness = "500ms"
+late_output = "{{dir}}/late.jsonl"
+{extra_time}
+[window]
+{window}
+[function]
+plugin = "{plugin}"
+[sink]
+type = "file"
+path = "{{dir}}/out.jsonl"
+dead_letter = "{{dir}}/dead.jsonl"
+"#
+    )
+}
+
+/// (device, start, end) → (max, count).
+type Results = BTreeMap<(i64, i64, i64), (f64, i64)>;
+
+fn results(output: &[Value]) -> Results {
+    output
+        .iter()
+        .map(|r| {
+            let key = (
+                r["device_id"].as_i64().unwrap(),
+                r["window_start"].as_i64().unwrap(),
+                r["window_end"].as_i64().unwrap(),
+            );
+            (key, (r["max_temperature"].as_f64().unwrap(), r["count"].as_i64().unwrap()))
+        })
+        .collect()
+}
+
+/// Brute force: for each reading, every window (start multiple of slide,
+/// covering it) gets it.
+fn expected_sliding(input: &[Reading], size: i64, slide: i64) -> Results {
+    let mut out = Results::new();
+    for &(d, ts, t) in input {
+        let mut s = ts - ts.rem_euclid(slide);
+        while s + size > ts {
+            let e = out.entry((d, s, s + size)).or_insert((f64::MIN, 0));
+            e.0 = e.0.max(t);
+            e.1 += 1;
+            s -= slide;
+        }
+    }
+    out
+}
+
+#[test]
+fn tumbling_and_sliding_jobs_match_brute_force_with_out_of_order_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = readings(5_000, 400, 1);
+    write_lines(&dir.path().join("in.jsonl"), input.iter().map(reading_line));
+    let cases = [
+        ("type = \"tumbling\"\nsize = \"1s\"", "max-temperature", 1000, 1000),
+        ("type = \"tumbling\"\nsize = \"1s\"", "max-temperature-agg", 1000, 1000),
+        ("type = \"sliding\"\nsize = \"2s\"\nslide = \"500ms\"", "max-temperature", 2000, 500),
+        ("type = \"sliding\"\nsize = \"1s\"\nslide = \"100ms\"", "max-temperature-agg", 1000, 100),
+    ];
+    for (window, plugin, size, slide) in cases {
+        let run = run_job(dir.path(), &window_job(window, plugin, "")).unwrap();
+        assert_eq!(run.summary.late, 0, "{window}: jitter is within the bound");
+        assert_eq!(run.summary.records, 5_000);
+        assert_eq!(results(&run.output), expected_sliding(&input, size, slide), "{window} {plugin}");
+        assert_eq!(run.output.len() as u64, run.summary.windows, "one record per window and key");
+        // Windows fire in watermark order: ends never go back by more than
+        // the bound allows (they are per key, interleaved).
+        assert!(run.dead.is_empty() && run.late.is_empty());
+    }
+}
+
+#[test]
+fn session_jobs_match_brute_force() {
+    let dir = tempfile::tempdir().unwrap();
+    // Bursts: each device is quiet for a while, now and then.
+    let input: Vec<Reading> =
+        readings(4_000, 0, 2).into_iter().filter(|r| (r.1 / 700 + r.0) % 4 != 0).collect();
+    write_lines(&dir.path().join("in.jsonl"), input.iter().map(reading_line));
+    let gap = 300;
+    let mut by_device: BTreeMap<i64, Vec<Reading>> = BTreeMap::new();
+    for r in &input {
+        by_device.entry(r.0).or_default().push(*r);
+    }
+    let mut expected = Results::new();
+    for (d, mut rs) in by_device {
+        rs.sort_by_key(|r| r.1);
+        let mut start = rs[0].1;
+        let mut last = rs[0].1;
+        let mut acc = (f64::MIN, 0);
+        for r in rs {
+            if r.1 >= last + gap {
+                expected.insert((d, start, last + gap), acc);
+                start = r.1;
+                acc = (f64::MIN, 0);
+            }
+            last = r.1;
+            acc = (acc.0.max(r.2), acc.1 + 1);
+        }
+        expected.insert((d, start, last + gap), acc);
+    }
+    for plugin in ["max-temperature", "max-temperature-agg"] {
+        let run =
+            run_job(dir.path(), &window_job("type = \"session\"\ngap = \"300ms\"", plugin, "")).unwrap();
+        assert_eq!(results(&run.output), expected, "{plugin}");
+    }
+}
+
+#[test]
+fn late_events_refire_within_lateness_and_go_to_late_output_beyond() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = 1_700_000_000_000i64;
+    let line = |d: i64, ts: i64, t: f64| reading_line(&(d, ts, t));
+    let mut lines = vec![line(1, t0 + 100, 340.0), line(1, t0 + 900, 341.0)];
+    // Watermark passes t0 + 999: window [t0, t0+1000) fires with max 341.
+    lines.push(line(1, t0 + 1_600, 342.0));
+    // 1.5 s late for the first window: within 1 s of lateness? No: the
+    // watermark is t0+1099, the window closes for good at t0+999+1000.
+    lines.push(line(1, t0 + 500, 350.0)); // re-fires [t0, t0+1000) with 350
+    lines.push(line(1, t0 + 3_600, 343.0)); // watermark t0+3099: first window expired
+    lines.push(line(1, t0 + 200, 360.0)); // too late: to the late output
+    // Batches are up to 1,000 records, so make each line its own batch by
+    // the watermark only moving between batches: use one line per batch.
+    write_lines(&dir.path().join("in.jsonl"), lines);
+    let job =
+        window_job("type = \"tumbling\"\nsize = \"1s\"", "max-temperature", "allowed_lateness = \"1s\"");
+    // One record per poll, so the watermark moves between records.
+    let text = job.replace("{dir}", &dir.path().display().to_string());
+    let job = Job::parse(&text, "test.toml", dir.path()).unwrap();
+    let mut pipeline = Pipeline::build(job, engine()).unwrap();
+    let mut source = OneAtATime(FileSource::open(&dir.path().join("in.jsonl")).unwrap());
+    let mut sinks = Sinks {
+        output: Box::new(FileSink::create(&dir.path().join("out.jsonl")).unwrap()),
+        dead_letter: None,
+        late: Some(Box::new(FileSink::create(&dir.path().join("late.jsonl")).unwrap())),
+    };
+    let mut refires = vec![];
+    let summary = pipeline
+        .run(&mut source, &mut sinks, &RunOptions::default(), &mut |e| refires.push(e.refire))
+        .unwrap();
+    drop(sinks);
+    let out = read_json(&dir.path().join("out.jsonl"));
+    let first: Vec<(f64, i64)> = out
+        .iter()
+        .filter(|r| r["window_start"] == t0)
+        .map(|r| (r["max_temperature"].as_f64().unwrap(), r["count"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(first, vec![(341.0, 2), (350.0, 3)], "fired, then re-fired with the late event");
+    assert_eq!(summary.refired, 1);
+    assert_eq!(refires.iter().filter(|r| **r).count(), 1);
+    let late = read_json(&dir.path().join("late.jsonl"));
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0]["event_time"], t0 + 200);
+    assert!(late[0]["reason"].as_str().unwrap().starts_with("late: every window of event time"));
+    assert!(late[0]["payload"].as_str().unwrap().contains("360"));
+    assert_eq!(summary.late, 1);
+}
+
+/// Hands over one record per poll.
+struct OneAtATime(FileSource);
+
+impl Source for OneAtATime {
+    fn partitions(&self) -> Vec<i32> {
+        self.0.partitions()
+    }
+    fn poll(
+        &mut self,
+        _max: usize,
+        wait: Duration,
+        each: &mut dyn FnMut(crate::source::RawRecord<'_>),
+    ) -> Result<Poll, SourceError> {
+        self.0.poll(1, wait, each)
+    }
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+}
+
+#[test]
+fn a_bad_input_corpus_lands_in_the_dead_letters_and_changes_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = readings(2_000, 0, 3);
+    let bad: Vec<(&str, &str)> = vec![
+        ("{not json", "malformed JSON"),
+        (r#"{"temperature": 340.0, "execution_time": 1700000000000}"#, "missing key field 'device_id'"),
+        (r#"{"device_id": 3, "temperature": 340.0}"#, "missing timestamp field 'execution_time'"),
+        (r#"{"device_id": 3, "execution_time": 1700000000000}"#, "missing field 'temperature'"),
+        (
+            r#"{"device_id": 3, "temperature": "warm", "execution_time": 1700000000000}"#,
+            "field 'temperature': expected f64",
+        ),
+        (
+            r#"{"device_id": [3], "temperature": 340.0, "execution_time": 1700000000000}"#,
+            "field 'device_id': expected an integer or a string",
+        ),
+        (r#"{"device_id": 3, "temperature": 1e400, "execution_time": 1700000000000}"#, "malformed JSON"),
+        (r#"{"device_id": 3, "temperature": NaN, "execution_time": 1700000000000}"#, "malformed JSON"),
+        ("[340.0]", "malformed JSON: not a JSON object"),
+    ];
+    let oversized = format!(
+        r#"{{"device_id": 3, "pad": "{}", "temperature": 340.0, "execution_time": 1700000000000}}"#,
+        "x".repeat(2_000)
+    );
+    let mut lines: Vec<Vec<u8>> = input.iter().map(|r| reading_line(r).into_bytes()).collect();
+    for (i, (text, _)) in bad.iter().enumerate() {
+        lines.insert(100 * i + 7, text.as_bytes().to_vec());
+    }
+    lines.insert(50, oversized.into_bytes());
+    lines.insert(60, b"{\"device_id\": 3, \"site\": \"\xff\xfe\"}".to_vec());
+    let mut bytes = vec![];
+    for l in &lines {
+        bytes.extend_from_slice(l);
+        bytes.push(b'\n');
+    }
+    std::fs::write(dir.path().join("in.jsonl"), bytes).unwrap();
+    let job = window_job("type = \"tumbling\"\nsize = \"1s\"", "max-temperature", "").replace(
+        "fields = { temperature = \"f64\" }",
+        "fields = { temperature = \"f64\" }\nmax_record_bytes = 1024",
+    );
+    let run = run_job(dir.path(), &job).unwrap();
+    assert_eq!(run.dead.len(), bad.len() + 2, "every bad record is kept");
+    assert_eq!(run.summary.dead_letters, bad.len() as u64 + 2);
+    for (text, reason) in &bad {
+        let letter = run
+            .dead
+            .iter()
+            .find(|d| d["payload"] == *text)
+            .unwrap_or_else(|| panic!("{text} not in dead letters"));
+        assert!(letter["reason"].as_str().unwrap().contains(reason), "{letter}");
+        assert!(letter["offset"].as_i64().is_some() && letter["partition"] == 0);
+    }
+    assert!(run.dead.iter().any(|d| d["reason"].as_str().unwrap().contains("over the 1024-byte limit")));
+    assert!(
+        run.dead.iter().any(|d| d["reason"] == "record is not valid UTF-8" && d["payload_utf8"] == false)
+    );
+    // The offset is the line number: the source can be replayed from it.
+    let first_bad = run.dead.iter().find(|d| d["payload"] == "{not json").unwrap();
+    assert_eq!(first_bad["offset"], 7);
+    assert_eq!(results(&run.output), expected_sliding(&input, 1000, 1000), "output unchanged by bad records");
+}
+
+#[test]
+fn kelvin_to_celsius_maps_every_record_keeping_other_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = readings(2_500, 0, 4);
+    write_lines(&dir.path().join("in.jsonl"), input.iter().map(reading_line));
+    let job = r#"
+name = "kelvin-to-celsius"
+[source]
+type = "file"
+path = "{dir}/in.jsonl"
+[format]
+fields = { temperature = "f64" }
+[function]
+plugin = "kelvin-to-celsius"
+[sink]
+type = "file"
+path = "{dir}/out.jsonl"
+"#;
+    let run = run_job(dir.path(), job).unwrap();
+    assert_eq!(run.output.len(), input.len());
+    for (out, (d, ts, k)) in run.output.iter().zip(&input) {
+        assert_eq!(out["device_id"], *d);
+        assert_eq!(out["execution_time"], *ts);
+        assert_eq!(out["site"], format!("plant-{}", d % 3));
+        assert_eq!(out["temperature"].as_f64(), Some(k - 273.15));
+    }
+}
+
+#[test]
+fn processing_time_windows_count_every_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = readings(3_000, 0, 5);
+    write_lines(&dir.path().join("in.jsonl"), input.iter().map(reading_line));
+    let job = window_job("type = \"tumbling\"\nsize = \"50ms\"", "max-temperature-agg", "")
+        .replace("timestamp = \"execution_time\"\n", "");
+    let run = run_job(dir.path(), &job).unwrap();
+    // Windows come from the wall clock, so check what must hold: aligned
+    // 50 ms windows, and per device every event counted once, with the
+    // overall max right.
+    let mut counts: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut maxes: BTreeMap<i64, f64> = BTreeMap::new();
+    for r in &run.output {
+        let (s, e) = (r["window_start"].as_i64().unwrap(), r["window_end"].as_i64().unwrap());
+        assert_eq!((s % 50, e - s), (0, 50));
+        let d = r["device_id"].as_i64().unwrap();
+        *counts.entry(d).or_default() += r["count"].as_i64().unwrap();
+        let m = maxes.entry(d).or_insert(f64::MIN);
+        *m = m.max(r["max_temperature"].as_f64().unwrap());
+    }
+    let mut expected_counts: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut expected_maxes: BTreeMap<i64, f64> = BTreeMap::new();
+    for (d, _, t) in &input {
+        *expected_counts.entry(*d).or_default() += 1;
+        let m = expected_maxes.entry(*d).or_insert(f64::MIN);
+        *m = m.max(*t);
+    }
+    assert_eq!(counts, expected_counts);
+    assert_eq!(maxes, expected_maxes);
+}
+
+#[test]
+fn jobs_that_do_not_fit_their_plugin_are_refused_before_any_data() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), "").unwrap();
+    let cases = [
+        (
+            window_job("type = \"tumbling\"\nsize = \"1s\"", "kelvin-to-celsius", ""),
+            "test.toml: window: kelvin-to-celsius is a map-function: remove [window]",
+        ),
+        (
+            window_job("type = \"tumbling\"\nsize = \"1s\"", "percentile", ""),
+            "reads input 'value' (f64), but the job has no such field",
+        ),
+        (
+            window_job("type = \"tumbling\"\nsize = \"1s\"", "max-temperature", "")
+                .replace("temperature = \"f64\"", "temperature = \"i64\""),
+            "reads input 'temperature' as f64, but the job declares field 'temperature' as i64",
+        ),
+        (window_job("type = \"tumbling\"\nsize = \"1s\"", "nope.wasm", ""), "cannot read plugin"),
+    ];
+    for (job, message) in cases {
+        let err = run_job(dir.path(), &job).err().expect("must be refused").to_string();
+        assert!(err.contains(message), "expected '{message}' in: {err}");
+    }
+}
