@@ -408,7 +408,7 @@ mod tests {
         }
         assert_eq!(
             decode(&format!("{{\"x\": \"{}\"}}", "a".repeat(300))).unwrap_err(),
-            DecodeError::Oversized { size: 311, limit: 256 }
+            DecodeError::Oversized { size: 309, limit: 256 }
         );
         let mut d = decoder();
         let mut batch = Batch::new(&d.schema().fields.clone());

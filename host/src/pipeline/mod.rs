@@ -181,7 +181,7 @@ impl Pipeline {
     }
 
     /// Runs the job over `source` into `sinks` until the input ends (with
-    /// `until_end`, or a bounded source) or `stop` is set. `on_emit` sees
+    /// a bounded source) or `stop` is set. `on_emit` sees
     /// every output record as it is written.
     pub fn run(
         &mut self,
