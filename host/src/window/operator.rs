@@ -17,7 +17,8 @@ use crate::decode::Batch;
 use crate::plugin::types::{Events, FieldType, Rows, Window};
 use crate::plugin::{PluginError, PluginInstance};
 use crate::record::Key;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the operator hands back as windows fire.
 pub enum Output<'a> {
@@ -74,7 +75,7 @@ impl KeyState {
 /// snapshot, and a later scale-out move, one partition at a time.
 #[derive(Default)]
 struct PartitionState {
-    keys: HashMap<Key, KeyState>,
+    keys: FxHashMap<Key, KeyState>,
     /// Windows to fire, by end: fire at `end - 1`.
     timers: BTreeSet<(i64, Key)>,
     /// When to drop a key's expired panes or sessions.
@@ -97,7 +98,13 @@ pub struct WindowOperator {
     scratch: Events,
     windows: Vec<Window>,
     stats: OperatorStats,
+    /// Emptied contents of expired panes and sessions, reused for new ones
+    /// so that steady-state windowing does not allocate.
+    pool: Vec<Contents>,
 }
+
+/// How many emptied contents to keep for reuse.
+const POOL_LIMIT: usize = 4096;
 
 fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
@@ -130,6 +137,7 @@ impl WindowOperator {
             watermark: i64::MIN,
             windows: Vec::new(),
             stats: OperatorStats::default(),
+            pool: Vec::new(),
         }
     }
 
@@ -194,23 +202,39 @@ impl WindowOperator {
 
     /// Adds a batch's events (none of them late) to their windows.
     pub fn process(&mut self, batch: &Batch, plugin: &mut PluginInstance, out: &mut dyn FnMut(Output<'_>)) {
-        for row in 0..batch.len() {
-            let Some(key) = &batch.keys[row] else { continue };
-            let (partition, ts) = (batch.partitions[row], batch.timestamps[row]);
-            self.stats.events += 1;
-            match self.spec {
-                WindowSpec::Session { gap } => {
-                    self.add_to_session(partition, key, ts, gap, batch, row, plugin, out)
+        let n = batch.len();
+        let mut row = 0;
+        while row < n {
+            // Rows of a poll come in runs of one partition: look its state
+            // up once per run.
+            let partition = batch.partitions[row];
+            let mut state = self.partitions.remove(&partition).unwrap_or_default();
+            while row < n && batch.partitions[row] == partition {
+                if let Some(key) = &batch.keys[row] {
+                    self.stats.events += 1;
+                    let ts = batch.timestamps[row];
+                    match self.spec {
+                        WindowSpec::Session { gap } => {
+                            self.add_to_session(&mut state, key, ts, gap, batch, row, plugin, out)
+                        }
+                        _ => self.add_to_pane(&mut state, key, ts, batch, row, plugin, out),
+                    }
                 }
-                _ => self.add_to_pane(partition, key, ts, batch, row, plugin, out),
+                row += 1;
             }
+            self.partitions.insert(partition, state);
         }
+    }
+
+    /// Empty contents: reused from the pool when there are some.
+    fn fresh_contents(&mut self) -> Contents {
+        self.pool.pop().unwrap_or_else(|| Contents::new(&self.types))
     }
 
     #[allow(clippy::too_many_arguments)]
     fn add_to_pane(
         &mut self,
-        partition: i32,
+        state: &mut PartitionState,
         key: &Key,
         ts: i64,
         batch: &Batch,
@@ -222,14 +246,17 @@ impl WindowOperator {
         let first_end = self.first_window_end(pane_start);
         let cleanup = self.last_window_end(pane_start).saturating_sub(1).saturating_add(self.lateness);
         let (watermark, lateness) = (self.watermark, self.lateness);
-        let state = self.partitions.entry(partition).or_default();
         // Look up first: the key is cloned only for a new key.
         if !state.keys.contains_key(key) {
             state.keys.insert(key.clone(), KeyState::default());
         }
         let Some(key_state) = state.keys.get_mut(key) else { return };
         let new_pane = !key_state.panes.contains_key(&pane_start);
-        let contents = key_state.panes.entry(pane_start).or_insert_with(|| Contents::new(&self.types));
+        if new_pane {
+            let fresh = self.pool.pop().unwrap_or_else(|| Contents::new(&self.types));
+            key_state.panes.insert(pane_start, fresh);
+        }
+        let Some(contents) = key_state.panes.get_mut(&pane_start) else { return };
         push_row(&mut contents.events, ts, &batch.columns, &self.inputs, row);
         if let Reduce::Aggregate { flush_at } = self.reduce
             && contents.events.timestamps.len() >= flush_at
@@ -275,7 +302,7 @@ impl WindowOperator {
     #[allow(clippy::too_many_arguments)]
     fn add_to_session(
         &mut self,
-        partition: i32,
+        state: &mut PartitionState,
         key: &Key,
         ts: i64,
         gap: i64,
@@ -284,10 +311,10 @@ impl WindowOperator {
         plugin: &mut PluginInstance,
         out: &mut dyn FnMut(Output<'_>),
     ) {
-        let state = self.partitions.entry(partition).or_default();
         if !state.keys.contains_key(key) {
             state.keys.insert(key.clone(), KeyState::default());
         }
+        let fresh = self.fresh_contents();
         let Some(key_state) = state.keys.get_mut(key) else { return };
         let sessions = &mut key_state.sessions;
         let own = Window { start: ts, end: ts + gap };
@@ -300,8 +327,9 @@ impl WindowOperator {
         }
         let mut failure = None;
         if first == last {
-            sessions.insert(first, (own, Contents::new(&self.types)));
+            sessions.insert(first, (own, fresh));
         } else {
+            self.pool.push(fresh);
             // Merge into the first overlapping session, in place. The
             // merged span cannot reach the session after `last`: it only
             // grows to spans that were already disjoint from it.
@@ -345,22 +373,27 @@ impl WindowOperator {
         self.watermark = self.watermark.max(watermark);
         let wm = self.watermark;
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
-        for partition in partitions {
-            // Late changes to already-fired windows first, then new windows,
-            // both in end order.
+        // Late changes to windows that already fired come first.
+        for &partition in &partitions {
             let refires = std::mem::take(&mut self.partition(partition).refires);
             for (end, key) in refires {
                 self.fire(partition, &key, end, true, plugin, out);
             }
-            loop {
-                let state = self.partition(partition);
-                let Some(first) = state.timers.first() else { break };
-                if first.0.saturating_sub(1) > wm {
-                    break;
-                }
-                let Some((end, key)) = state.timers.pop_first() else { break };
-                self.fire(partition, &key, end, false, plugin, out);
-            }
+        }
+        // Then the windows the watermark completes, in end order across
+        // partitions, so output reads in time order.
+        loop {
+            let next = self
+                .partitions
+                .iter()
+                .filter_map(|(p, s)| s.timers.first().map(|(end, _)| (*end, *p)))
+                .filter(|(end, _)| end.saturating_sub(1) <= wm)
+                .min();
+            let Some((_, partition)) = next else { break };
+            let Some((end, key)) = self.partition(partition).timers.pop_first() else { break };
+            self.fire(partition, &key, end, false, plugin, out);
+        }
+        for partition in partitions {
             loop {
                 let state = self.partition(partition);
                 let Some(first) = state.cleanups.first() else { break };
@@ -377,7 +410,9 @@ impl WindowOperator {
         self.partitions.entry(partition).or_default()
     }
 
-    /// Drops a key's panes or sessions whose windows are all past lateness.
+    /// Drops a key's panes or sessions whose windows are all past lateness,
+    /// keeping their emptied contents for reuse. Both are kept in start
+    /// order, and expire in that order.
     fn clean(&mut self, partition: i32, key: &Key) {
         let wm = self.watermark;
         let lateness = self.lateness;
@@ -385,15 +420,28 @@ impl WindowOperator {
         let spec = self.spec;
         let Some(state) = self.partitions.get_mut(&partition) else { return };
         let Some(key_state) = state.keys.get_mut(key) else { return };
-        key_state.panes.retain(|&start, _| {
+        let mut recycle = |mut contents: Contents| {
+            if self.pool.len() < POOL_LIMIT {
+                contents.reset();
+                self.pool.push(contents);
+            }
+        };
+        while let Some(entry) = key_state.panes.first_entry() {
+            let start = *entry.key();
             let last_end = match spec {
                 WindowSpec::Sliding { size, slide } => start - start.rem_euclid(slide) + size,
                 WindowSpec::Tumbling { size } => start + size,
                 WindowSpec::Session { gap } => start + gap,
             };
-            !expired(last_end)
-        });
-        key_state.sessions.retain(|(w, _)| !expired(w.end));
+            if !expired(last_end) {
+                break;
+            }
+            recycle(entry.remove());
+        }
+        while key_state.sessions.first().is_some_and(|(w, _)| expired(w.end)) {
+            let (_, contents) = key_state.sessions.remove(0);
+            recycle(contents);
+        }
         if key_state.is_empty() {
             state.keys.remove(key);
         }

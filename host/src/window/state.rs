@@ -111,6 +111,12 @@ impl Contents {
         Ok(())
     }
 
+    /// Empties the contents for reuse, keeping the allocations.
+    pub fn reset(&mut self) {
+        clear_events(&mut self.events);
+        self.acc = None;
+    }
+
     /// Bytes held, roughly: for memory accounting.
     pub fn size(&self) -> usize {
         self.events.timestamps.capacity() * 8
