@@ -17,8 +17,12 @@ use crate::decode::Batch;
 use crate::plugin::types::{Events, FieldType, Rows, Window};
 use crate::plugin::{PluginError, PluginInstance};
 use crate::record::Key;
-use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, BTreeSet};
+use rustc_hash::FxBuildHasher;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Keyed state: FxHash (keys are small and trusted to be spread well
+/// enough), and `entry_ref` so a key is cloned only when it is new.
+type KeyMap = hashbrown::HashMap<Key, KeyState, FxBuildHasher>;
 
 /// What the operator hands back as windows fire.
 pub enum Output<'a> {
@@ -57,10 +61,18 @@ pub struct OperatorStats {
     pub failed: u64,
 }
 
+struct Pane {
+    start: i64,
+    first_end: i64,
+    contents: Contents,
+}
+
 #[derive(Default)]
 struct KeyState {
-    /// Tumbling and sliding: panes by start.
-    panes: BTreeMap<i64, Contents>,
+    /// Tumbling and sliding: the open panes in start order, each with its
+    /// first window's end. Few are open per key, and events mostly land in
+    /// the newest, which is checked first.
+    panes: VecDeque<Pane>,
     /// Sessions: sorted by start, never overlapping.
     sessions: Vec<(Window, Contents)>,
 }
@@ -75,7 +87,7 @@ impl KeyState {
 /// snapshot, and a later scale-out move, one partition at a time.
 #[derive(Default)]
 struct PartitionState {
-    keys: FxHashMap<Key, KeyState>,
+    keys: KeyMap,
     /// Windows to fire, by end: fire at `end - 1`.
     timers: BTreeSet<(i64, Key)>,
     /// When to drop a key's expired panes or sessions.
@@ -158,7 +170,7 @@ impl WindowOperator {
         for p in self.partitions.values() {
             for k in p.keys.values() {
                 entries += k.panes.len() + k.sessions.len();
-                bytes += k.panes.values().map(Contents::size).sum::<usize>();
+                bytes += k.panes.iter().map(|p| p.contents.size()).sum::<usize>();
                 bytes += k.sessions.iter().map(|(_, c)| c.size()).sum::<usize>();
             }
         }
@@ -242,21 +254,29 @@ impl WindowOperator {
         plugin: &mut PluginInstance,
         out: &mut dyn FnMut(Output<'_>),
     ) {
-        let pane_start = ts - ts.rem_euclid(self.pane);
-        let first_end = self.first_window_end(pane_start);
-        let cleanup = self.last_window_end(pane_start).saturating_sub(1).saturating_add(self.lateness);
-        let (watermark, lateness) = (self.watermark, self.lateness);
-        // Look up first: the key is cloned only for a new key.
-        if !state.keys.contains_key(key) {
-            state.keys.insert(key.clone(), KeyState::default());
-        }
-        let Some(key_state) = state.keys.get_mut(key) else { return };
-        let new_pane = !key_state.panes.contains_key(&pane_start);
-        if new_pane {
-            let fresh = self.pool.pop().unwrap_or_else(|| Contents::new(&self.types));
-            key_state.panes.insert(pane_start, fresh);
-        }
-        let Some(contents) = key_state.panes.get_mut(&pane_start) else { return };
+        let (watermark, lateness, pane) = (self.watermark, self.lateness, self.pane);
+        let key_state = state.keys.entry_ref(key).or_default();
+        // Fast path: the event falls in the key's newest pane (no division).
+        let newest = key_state
+            .panes
+            .back()
+            .filter(|p| p.start <= ts && ts < p.start + pane)
+            .map(|p| (p.start, p.first_end));
+        let (pane_start, first_end, new_pane, index) = match newest {
+            Some((start, first_end)) => (start, first_end, false, key_state.panes.len() - 1),
+            None => {
+                let start = ts - ts.rem_euclid(pane);
+                let i = key_state.panes.partition_point(|p| p.start < start);
+                let found = key_state.panes.get(i).is_some_and(|p| p.start == start);
+                let first_end = self.first_window_end(start);
+                if !found {
+                    let contents = self.pool.pop().unwrap_or_else(|| Contents::new(&self.types));
+                    key_state.panes.insert(i, Pane { start, first_end, contents });
+                }
+                (start, first_end, !found, i)
+            }
+        };
+        let Some(Pane { contents, .. }) = key_state.panes.get_mut(index) else { return };
         push_row(&mut contents.events, ts, &batch.columns, &self.inputs, row);
         if let Reduce::Aggregate { flush_at } = self.reduce
             && contents.events.timestamps.len() >= flush_at
@@ -284,6 +304,7 @@ impl WindowOperator {
             }
         }
         if new_pane {
+            let cleanup = self.last_window_end(pane_start).saturating_sub(1).saturating_add(lateness);
             state.cleanups.insert((cleanup, key.clone()));
         }
     }
@@ -311,11 +332,8 @@ impl WindowOperator {
         plugin: &mut PluginInstance,
         out: &mut dyn FnMut(Output<'_>),
     ) {
-        if !state.keys.contains_key(key) {
-            state.keys.insert(key.clone(), KeyState::default());
-        }
         let fresh = self.fresh_contents();
-        let Some(key_state) = state.keys.get_mut(key) else { return };
+        let key_state = state.keys.entry_ref(key).or_default();
         let sessions = &mut key_state.sessions;
         let own = Window { start: ts, end: ts + gap };
         // Sessions are sorted and disjoint, so those that overlap the
@@ -426,8 +444,8 @@ impl WindowOperator {
                 self.pool.push(contents);
             }
         };
-        while let Some(entry) = key_state.panes.first_entry() {
-            let start = *entry.key();
+        while let Some(front) = key_state.panes.front() {
+            let start = front.start;
             let last_end = match spec {
                 WindowSpec::Sliding { size, slide } => start - start.rem_euclid(slide) + size,
                 WindowSpec::Tumbling { size } => start + size,
@@ -436,7 +454,9 @@ impl WindowOperator {
             if !expired(last_end) {
                 break;
             }
-            recycle(entry.remove());
+            if let Some(pane) = key_state.panes.pop_front() {
+                recycle(pane.contents);
+            }
         }
         while key_state.sessions.first().is_some_and(|(w, _)| expired(w.end)) {
             let (_, contents) = key_state.sessions.remove(0);
@@ -472,7 +492,12 @@ impl WindowOperator {
             }
             WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
                 let window = Window { start: end - size, end };
-                let mut panes = key_state.panes.range_mut(window.start..window.end).map(|(_, c)| c);
+                let first = key_state.panes.partition_point(|p| p.start < window.start);
+                let mut panes = key_state
+                    .panes
+                    .range_mut(first..)
+                    .take_while(|p| p.start < window.end)
+                    .map(|p| &mut p.contents);
                 let result = match (panes.next(), panes.next()) {
                     (None, _) => return,
                     (Some(only), None) => reduce_one(only, self.reduce, plugin, key, window),
