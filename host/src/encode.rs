@@ -1,7 +1,8 @@
 //! Output records as JSON.
 
-use crate::plugin::types::{Field, Rows, Window};
+use crate::plugin::types::{Field, Window};
 use crate::record::Key;
+use crate::window::RowsRef;
 use serde_json::{Map, Value};
 
 /// The JSON records of one fired window:
@@ -12,15 +13,15 @@ pub fn window_records(
     key: &Key,
     window: Window,
     outputs: &[Field],
-    rows: &Rows,
+    rows: RowsRef<'_>,
 ) -> Vec<Value> {
-    (0..rows.len as usize)
+    (rows.start..rows.start + rows.len)
         .map(|row| {
             let mut record = Map::with_capacity(3 + outputs.len());
             record.insert(key_field.to_string(), key.to_json());
             record.insert("window_start".into(), Value::from(window.start));
             record.insert("window_end".into(), Value::from(window.end));
-            for (field, column) in outputs.iter().zip(&rows.columns) {
+            for (field, column) in outputs.iter().zip(rows.columns) {
                 let value = column.get(row).map(|v| v.to_json()).unwrap_or(Value::Null);
                 record.insert(field.name.clone(), value);
             }
@@ -32,7 +33,7 @@ pub fn window_records(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::types::{Column, FieldType};
+    use crate::plugin::types::{Column, FieldType, Rows};
 
     #[test]
     fn window_records_put_key_and_bounds_first() {
@@ -41,7 +42,13 @@ mod tests {
             Field { name: "count".into(), ty: FieldType::I64 },
         ];
         let rows = Rows { len: 1, columns: vec![Column::F64(vec![351.5]), Column::I64(vec![3])] };
-        let out = window_records("device_id", &Key::Int(7), Window { start: 0, end: 1000 }, &outputs, &rows);
+        let out = window_records(
+            "device_id",
+            &Key::Int(7),
+            Window { start: 0, end: 1000 },
+            &outputs,
+            RowsRef::all(&rows),
+        );
         assert_eq!(
             serde_json::to_string(&out[0]).unwrap(),
             r#"{"device_id":7,"window_start":0,"window_end":1000,"max_temperature":351.5,"count":3}"#

@@ -6,7 +6,8 @@ wit_bindgen::generate!({ world: "aggregate-function", path: "../../wit" });
 
 use exports::weir::functions::{aggregate, plugin};
 use weir::functions::types::{
-    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, Rows, Value, Window,
+    Accumulators, Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, Rows, RowsMany, Value,
+    Window,
 };
 
 /// The accumulator: the maximum so far and the number of readings, as
@@ -26,6 +27,14 @@ impl Acc {
             .and_then(|(m, rest)| Some((m, rest.first_chunk::<8>()?)))
             .ok_or_else(|| format!("accumulator must be 16 bytes, got {}", bytes.len()))?;
         Ok(Acc { max: f64::from_le_bytes(*max), count: i64::from_le_bytes(*count) })
+    }
+
+    /// The window's output: none for an empty window.
+    fn rows(self) -> Rows {
+        if self.count == 0 {
+            return Rows { len: 0, columns: vec![Column::F64(vec![]), Column::I64(vec![])] };
+        }
+        Rows { len: 1, columns: vec![Column::F64(vec![self.max]), Column::I64(vec![self.count])] }
     }
 
     fn encode(self) -> Vec<u8> {
@@ -83,11 +92,61 @@ impl aggregate::Guest for MaxTemperatureAgg {
     }
 
     fn get_result(accumulator: Vec<u8>, _key: Value, _window: Window) -> Result<Rows, String> {
-        let acc = Acc::decode(&accumulator)?;
-        if acc.count == 0 {
-            return Ok(Rows { len: 0, columns: vec![Column::F64(vec![]), Column::I64(vec![])] });
+        Ok(Acc::decode(&accumulator)?.rows())
+    }
+
+    fn add_many(accumulators: Accumulators, ends: Vec<u32>, events: Events) -> Result<Accumulators, String> {
+        let Some(Column::F64(temps)) = events.columns.first() else {
+            return Err("expected one f64 column 'temperature'".into());
+        };
+        if accumulators.ends.len() != ends.len() {
+            return Err("one end per accumulator".into());
         }
-        Ok(Rows { len: 1, columns: vec![Column::F64(vec![acc.max]), Column::I64(vec![acc.count])] })
+        let mut out =
+            Accumulators { bytes: Vec::with_capacity(16 * ends.len()), ends: Vec::with_capacity(ends.len()) };
+        let (mut start, mut acc_start) = (0usize, 0usize);
+        for (&end, &acc_end) in ends.iter().zip(&accumulators.ends) {
+            let bytes = accumulators.bytes.get(acc_start..acc_end as usize).ok_or("bad accumulator ends")?;
+            acc_start = acc_end as usize;
+            let mut acc = Acc::decode(bytes)?;
+            let slice = temps.get(start..end as usize).ok_or("ends do not fit the batch")?;
+            start = end as usize;
+            acc.max = slice.iter().copied().fold(acc.max, f64::max);
+            acc.count += slice.len() as i64;
+            out.bytes.extend_from_slice(&acc.encode());
+            out.ends.push(out.bytes.len() as u32);
+        }
+        Ok(out)
+    }
+
+    fn get_results(
+        keys: Vec<Value>,
+        _windows: Vec<Window>,
+        ends: Vec<u32>,
+        accumulators: Accumulators,
+    ) -> Result<RowsMany, String> {
+        let (mut maxes, mut counts) = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
+        let mut row_ends = Vec::with_capacity(keys.len());
+        let mut acc_index = 0usize;
+        let mut byte_start = 0usize;
+        for &end in &ends {
+            let mut merged = Acc::EMPTY;
+            while acc_index < end as usize {
+                let acc_end =
+                    *accumulators.ends.get(acc_index).ok_or("ends do not fit the accumulators")? as usize;
+                let bytes = accumulators.bytes.get(byte_start..acc_end).ok_or("bad accumulator ends")?;
+                byte_start = acc_end;
+                acc_index += 1;
+                let acc = Acc::decode(bytes)?;
+                merged = Acc { max: merged.max.max(acc.max), count: merged.count + acc.count };
+            }
+            if merged.count > 0 {
+                maxes.push(merged.max);
+                counts.push(merged.count);
+            }
+            row_ends.push(maxes.len() as u32);
+        }
+        Ok(RowsMany { ends: row_ends, columns: vec![Column::F64(maxes), Column::I64(counts)] })
     }
 }
 

@@ -6,7 +6,7 @@ wit_bindgen::generate!({ world: "window-function", path: "../../wit" });
 
 use exports::weir::functions::{plugin, window};
 use weir::functions::types::{
-    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, Rows, Value, Window,
+    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, Rows, RowsMany, Value, Window,
 };
 
 struct MaxTemperature;
@@ -43,13 +43,37 @@ impl window::Guest for MaxTemperature {
         if temps.is_empty() {
             return Ok(Rows { len: 0, columns: vec![Column::F64(vec![]), Column::I64(vec![])] });
         }
-        // A plain fold: the compiler vectorises it with simd128.
-        let max = temps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        Ok(Rows {
-            len: 1,
-            columns: vec![Column::F64(vec![max]), Column::I64(vec![temps.len() as i64])],
-        })
+        Ok(max_rows(temps))
     }
+
+    fn apply_many(
+        keys: Vec<Value>,
+        _windows: Vec<Window>,
+        ends: Vec<u32>,
+        events: Events,
+    ) -> Result<RowsMany, String> {
+        let Some(Column::F64(temps)) = events.columns.first() else {
+            return Err("expected one f64 column 'temperature'".into());
+        };
+        let (mut maxes, mut counts) = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
+        let mut start = 0usize;
+        for &end in &ends {
+            let slice = temps.get(start..end as usize).ok_or("ends do not fit the batch")?;
+            start = end as usize;
+            maxes.push(slice.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+            counts.push(slice.len() as i64);
+        }
+        // One row per window.
+        let row_ends = (1..=ends.len() as u32).collect();
+        Ok(RowsMany { ends: row_ends, columns: vec![Column::F64(maxes), Column::I64(counts)] })
+    }
+}
+
+/// The max and count of one window's temperatures (never empty).
+fn max_rows(temps: &[f64]) -> Rows {
+    // A plain fold: the compiler vectorises it with simd128.
+    let max = temps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Rows { len: 1, columns: vec![Column::F64(vec![max]), Column::I64(vec![temps.len() as i64])] }
 }
 
 export!(MaxTemperature);

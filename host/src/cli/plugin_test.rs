@@ -122,7 +122,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             windows += 1;
             let events = events_of(members.iter().map(|&i| &records[i]), &input_fields, &inputs, &fields)?;
             let rows = fire(&mut instance, &key, window, &events)?;
-            for record in window_records(key_field, &key, window, &descriptor.outputs, &rows) {
+            let rows = weir::window::RowsRef::all(&rows);
+            for record in window_records(key_field, &key, window, &descriptor.outputs, rows) {
                 writeln!(out, "{record}")?;
                 emitted += 1;
             }

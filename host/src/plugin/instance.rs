@@ -11,7 +11,9 @@ use super::load::{Plugin, WorldPre};
 use super::log::{CallLog, CappedLog};
 use super::signatures;
 use super::store::StoreState;
-use super::types::{Column, Descriptor, Events, FieldType, FunctionKind, Param, Rows, Value, Window};
+use super::types::{
+    Accumulators, Column, Descriptor, Events, FieldType, FunctionKind, Param, Rows, RowsMany, Value, Window,
+};
 use crate::plugin::bindings::map::exports::weir::functions::map::Mapped;
 use wasmtime::{Store, Trap};
 
@@ -316,6 +318,92 @@ impl PluginInstance {
         Ok(rows)
     }
 
+    /// `window.apply-many`: several windows in one call. Window `i` is
+    /// `keys[i]`, `windows[i]` and the events at rows
+    /// `[ends[i - 1], ends[i])`. Any failure fails the whole call.
+    pub fn apply_many(
+        &mut self,
+        keys: &[Value],
+        windows: &[Window],
+        ends: &[u32],
+        events: &Events,
+    ) -> Result<RowsMany, PluginError> {
+        let call_site = || site("apply-many");
+        let rows = self.call(call_site, |store, live| match live {
+            Live::Window(b) => b.weir_functions_window().call_apply_many(store, keys, windows, ends, events),
+            _ => Ok(Err("not a window-function".into())),
+        })?;
+        self.check_many(&rows, keys.len(), call_site)?;
+        Ok(rows)
+    }
+
+    /// `aggregate.add-many`: accumulator `i` gets the events at rows
+    /// `[ends[i - 1], ends[i])`.
+    pub fn add_many(
+        &mut self,
+        accumulators: &Accumulators,
+        ends: &[u32],
+        events: &Events,
+    ) -> Result<Accumulators, PluginError> {
+        let call_site = || site("add-many");
+        let accs = self.call(call_site, |store, live| match live {
+            Live::Aggregate(b) => {
+                b.weir_functions_aggregate().call_add_many(store, accumulators, ends, events)
+            }
+            _ => Ok(Err("not an aggregate-function".into())),
+        })?;
+        if accs.bytes.len() > self.limits.output {
+            let size = accs.bytes.len();
+            return Err(self.error(call_site(), Failure::OutputTooLarge { size, limit: self.limits.output }));
+        }
+        if let Some(problem) = check_ends(&accs.ends, accumulators.ends.len(), accs.bytes.len()) {
+            return Err(self.error(call_site(), Failure::BadOutput(format!("accumulators: {problem}"))));
+        }
+        Ok(accs)
+    }
+
+    /// `aggregate.get-results`: window `i` merges accumulators
+    /// `[ends[i - 1], ends[i])`.
+    pub fn get_results(
+        &mut self,
+        keys: &[Value],
+        windows: &[Window],
+        ends: &[u32],
+        accumulators: &Accumulators,
+    ) -> Result<RowsMany, PluginError> {
+        let call_site = || site("get-results");
+        let rows = self.call(call_site, |store, live| match live {
+            Live::Aggregate(b) => {
+                b.weir_functions_aggregate().call_get_results(store, keys, windows, ends, accumulators)
+            }
+            _ => Ok(Err("not an aggregate-function".into())),
+        })?;
+        self.check_many(&rows, keys.len(), call_site)?;
+        Ok(rows)
+    }
+
+    /// Checks a batched call's rows: one end per window, ends that fit the
+    /// columns, columns as declared, all within the output limit.
+    fn check_many(
+        &self,
+        rows: &RowsMany,
+        windows: usize,
+        call_site: impl Fn() -> CallSite,
+    ) -> Result<(), PluginError> {
+        let size: usize = rows.columns.iter().map(Column::data_size).sum();
+        if size > self.limits.output {
+            return Err(self.error(call_site(), Failure::OutputTooLarge { size, limit: self.limits.output }));
+        }
+        let len = rows.ends.last().copied().unwrap_or(0) as usize;
+        let outputs = &self.plugin.descriptor().outputs;
+        let problem = check_ends(&rows.ends, windows, len)
+            .or_else(|| check_columns(&rows.columns, outputs.iter().map(|f| (f.name.as_str(), f.ty)), len));
+        match problem {
+            Some(problem) => Err(self.error(call_site(), Failure::BadOutput(problem))),
+            None => Ok(()),
+        }
+    }
+
     /// `aggregate.create-accumulator`.
     pub fn create_accumulator(&mut self) -> Result<Vec<u8>, PluginError> {
         self.call(
@@ -426,6 +514,23 @@ fn site(function: &'static str) -> CallSite {
 fn ticks(deadline: std::time::Duration) -> u64 {
     let tick = EPOCH_TICK.as_nanos().max(1);
     (deadline.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+}
+
+/// Checks the `ends` of a batched result: `count` of them, never going
+/// back, the last at `len`.
+fn check_ends(ends: &[u32], count: usize, len: usize) -> Option<String> {
+    if ends.len() != count {
+        return Some(format!("{} ends for {count} windows", ends.len()));
+    }
+    if ends.windows(2).any(|w| w[1] < w[0]) {
+        return Some("ends go back".into());
+    }
+    match ends.last() {
+        Some(&last) if last as usize != len => {
+            Some(format!("the last end is {last}, but there are {len} rows"))
+        }
+        _ => None,
+    }
 }
 
 /// Checks that columns match the declared outputs in number, type and

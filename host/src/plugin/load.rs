@@ -69,7 +69,7 @@ impl Plugin {
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Imports { origin: origin.clone(), detail: format!("{e:#}") })?;
-        let typed = |e: wasmtime::Error| mismatch(format!("an export has the wrong type: {e:#}"));
+        let typed = |e: wasmtime::Error| mismatch(format!("{e:#}"));
         let pre = match kind {
             FunctionKind::Window => {
                 WorldPre::Window(window::WindowFunctionPre::new(instance_pre).map_err(typed)?)

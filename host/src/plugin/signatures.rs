@@ -4,7 +4,7 @@
 use super::bindings::map::exports::weir::functions::map::Mapped;
 use super::bindings::{CONTRACT_VERSION, types};
 use super::store::StoreState;
-use types::{Descriptor, Events, FunctionKind, Param, Rows, Value, Window};
+use types::{Accumulators, Descriptor, Events, FunctionKind, Param, Rows, RowsMany, Value, Window};
 use wasmtime::Store;
 use wasmtime::component::{ComponentNamedList, Instance, Lift, Lower};
 
@@ -42,7 +42,9 @@ pub(crate) fn check_world(
     check::<(&[Param],), (Result<(), String>,)>(store, instance, "plugin", "configure")?;
     match kind {
         FunctionKind::Window => {
-            check::<(&Value, Window, &Events), (Result<Rows, String>,)>(store, instance, "window", "apply")
+            check::<(&Value, Window, &Events), (Result<Rows, String>,)>(store, instance, "window", "apply")?;
+            type ApplyMany<'a> = (&'a [Value], &'a [Window], &'a [u32], &'a Events);
+            check::<ApplyMany, (Result<RowsMany, String>,)>(store, instance, "window", "apply-many")
         }
         FunctionKind::Aggregate => {
             check::<(), (Vec<u8>,)>(store, instance, "aggregate", "create-accumulator")?;
@@ -53,7 +55,11 @@ pub(crate) fn check_world(
                 instance,
                 "aggregate",
                 "get-result",
-            )
+            )?;
+            type AddMany<'a> = (&'a Accumulators, &'a [u32], &'a Events);
+            check::<AddMany, (Result<Accumulators, String>,)>(store, instance, "aggregate", "add-many")?;
+            type GetResults<'a> = (&'a [Value], &'a [Window], &'a [u32], &'a Accumulators);
+            check::<GetResults, (Result<RowsMany, String>,)>(store, instance, "aggregate", "get-results")
         }
         FunctionKind::Map => check::<(&Events,), (Result<Mapped, String>,)>(store, instance, "map", "map"),
     }

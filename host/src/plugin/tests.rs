@@ -3,7 +3,7 @@
 //! computed here, and the hostile guests, each contained.
 
 use super::builtin::guests_dir;
-use super::types::{Column, Events, FunctionKind, Param, Rows, Value, Window};
+use super::types::{Accumulators, Column, Events, FunctionKind, Param, Rows, Value, Window};
 use super::*;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -326,4 +326,69 @@ fn memory_limits_over_the_engine_maximum_are_refused() {
     let limits = PluginLimits { memory: MAX_PLUGIN_MEMORY + 1, ..PluginLimits::default() };
     let err = guest("max_temperature.wasm").instantiate(vec![], limits).err().expect("refused");
     assert!(matches!(err.failure, Failure::Instantiate(ref m) if m.contains("over weir's maximum")), "{err}");
+}
+
+#[test]
+fn batched_calls_match_one_call_per_window() {
+    let temps = [temperatures(7, 21), temperatures(200, 22), temperatures(1, 23)];
+    let mut all = vec![];
+    let mut ends = vec![];
+    for t in &temps {
+        all.extend_from_slice(t);
+        ends.push(all.len() as u32);
+    }
+    let keys = [Value::I64(1), Value::I64(2), Value::String("x".into())];
+    let windows = [WINDOW, Window { start: 2_000, end: 3_000 }, WINDOW];
+    let mut max = instance("max_temperature.wasm", PluginLimits::default());
+    let many = max.apply_many(&keys, &windows, &ends, &events(&all)).unwrap();
+    // One row per window, in order, each as `apply` gives it.
+    assert_eq!(many.ends, vec![1, 2, 3]);
+    for (i, t) in temps.iter().enumerate() {
+        let single = max.apply(&keys[i], windows[i], &events(t)).unwrap();
+        let row: Vec<Column> = many
+            .columns
+            .iter()
+            .map(|c| match c {
+                Column::F64(v) => Column::F64(vec![v[i]]),
+                Column::I64(v) => Column::I64(vec![v[i]]),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(row, single.columns);
+        assert_eq!(single, expected_max(t));
+    }
+    // Ends that do not fit the batch are the function's error.
+    let err = expect_err(max.apply_many(&keys[..1], &windows[..1], &[999], &events(&all)));
+    assert!(matches!(&err.failure, Failure::Returned(m) if m.contains("ends do not fit")), "{err}");
+
+    let mut agg = instance("max_temperature_agg.wasm", PluginLimits::default());
+    let empty = agg.create_accumulator().unwrap();
+    let three_empty =
+        Accumulators { bytes: [empty.clone(), empty.clone(), empty].concat(), ends: vec![16, 32, 48] };
+    let accs = agg.add_many(&three_empty, &ends, &events(&all)).unwrap();
+    assert_eq!(accs.ends, vec![16, 32, 48]);
+    // Window 0 merges accumulators 0 and 1; window 1 is accumulator 2.
+    let many = agg.get_results(&keys[..2], &windows[..2], &[2, 3], &accs).unwrap();
+    let first_two: Vec<f64> = temps[0].iter().chain(&temps[1]).copied().collect();
+    let (a, b) = (expected_max(&first_two), expected_max(&temps[2]));
+    assert_eq!(many.ends, vec![1, 2]);
+    assert_eq!(many.columns[0], Column::F64(vec![column_f64(&a), column_f64(&b)]));
+}
+
+fn column_f64(rows: &Rows) -> f64 {
+    match &rows.columns[0] {
+        Column::F64(v) => v[0],
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_trap_inside_a_batched_call_is_contained() {
+    let mut trap = instance("trap.wasm", PluginLimits::default());
+    let err = expect_err(trap.apply_many(&[KEY, KEY], &[WINDOW, WINDOW], &[1, 3], &events(&[1.0, 2.0, 3.0])));
+    assert_eq!(err.call.function, "apply-many");
+    assert!(matches!(err.failure, Failure::Trap(_)), "{err}");
+    // The next batched call works on a fresh instance.
+    let ok = trap.apply_many(&[KEY], &[WINDOW], &[1], &events(&[1.0])).unwrap();
+    assert_eq!(ok.ends, vec![1]);
 }

@@ -10,7 +10,7 @@ mod operator;
 mod spec;
 mod state;
 
-pub use operator::{OperatorStats, Output, WindowOperator};
+pub use operator::{OperatorStats, Output, RowsRef, WindowOperator};
 pub use state::{Reduce, empty_events};
 
 #[cfg(test)]

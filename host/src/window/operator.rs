@@ -14,7 +14,7 @@
 use super::WindowSpec;
 use super::state::{Contents, Reduce, append_events, clear_events, empty_events, push_row};
 use crate::decode::Batch;
-use crate::plugin::types::{Events, FieldType, Rows, Window};
+use crate::plugin::types::{Accumulators, Column, Events, FieldType, Rows, RowsMany, Window};
 use crate::plugin::{PluginError, PluginInstance};
 use crate::record::Key;
 use rustc_hash::FxBuildHasher;
@@ -33,7 +33,7 @@ pub enum Output<'a> {
         /// The window.
         window: Window,
         /// The function's rows for it.
-        rows: &'a Rows,
+        rows: RowsRef<'a>,
         /// True when a late event made it fire again.
         refire: bool,
     },
@@ -46,6 +46,25 @@ pub enum Output<'a> {
         /// What went wrong.
         error: &'a PluginError,
     },
+}
+
+/// A window's output rows: rows `[start, start + len)` of `columns`
+/// (a batched call returns many windows' rows in the same columns).
+#[derive(Debug, Clone, Copy)]
+pub struct RowsRef<'a> {
+    /// The columns, in the function's declared output order.
+    pub columns: &'a [Column],
+    /// The window's first row.
+    pub start: usize,
+    /// How many rows the window has.
+    pub len: usize,
+}
+
+impl<'a> RowsRef<'a> {
+    /// All of `rows`.
+    pub fn all(rows: &'a Rows) -> RowsRef<'a> {
+        RowsRef { columns: &rows.columns, start: 0, len: rows.len as usize }
+    }
 }
 
 /// Counters.
@@ -75,11 +94,16 @@ struct KeyState {
     panes: VecDeque<Pane>,
     /// Sessions: sorted by start, never overlapping.
     sessions: Vec<(Window, Contents)>,
+    /// When this key's next cleanup is scheduled: one at a time per key,
+    /// rescheduled as panes and sessions expire.
+    cleanup_at: Option<i64>,
 }
 
-impl KeyState {
-    fn is_empty(&self) -> bool {
-        self.panes.is_empty() && self.sessions.is_empty()
+/// Schedules a cleanup of `key` at `at`, unless one comes sooner.
+fn schedule_cleanup(cleanups: &mut BTreeSet<(i64, Key)>, key_state: &mut KeyState, key: &Key, at: i64) {
+    if key_state.cleanup_at.is_none_or(|c| at < c) {
+        cleanups.insert((at, key.clone()));
+        key_state.cleanup_at = Some(at);
     }
 }
 
@@ -113,7 +137,56 @@ pub struct WindowOperator {
     /// Emptied contents of expired panes and sessions, reused for new ones
     /// so that steady-state windowing does not allocate.
     pool: Vec<Contents>,
+    /// The windows due in the current round of firing.
+    due: Vec<Due>,
+    /// Reused buffers for batched plugin calls.
+    calls: CallBuffers,
 }
+
+/// A window due to fire.
+struct Due {
+    partition: i32,
+    key: Key,
+    end: i64,
+    refire: bool,
+}
+
+/// Where a pane or session lives, to write an accumulator back.
+#[derive(Clone, Copy)]
+enum Slot {
+    Pane(i64),
+    Session(i64),
+}
+
+/// The arguments of one batched call, reused from round to round.
+struct CallBuffers {
+    keys: Vec<crate::plugin::types::Value>,
+    windows: Vec<Window>,
+    ends: Vec<u32>,
+    accs: Accumulators,
+    /// Index into `due` of each window in the call.
+    members: Vec<usize>,
+    /// For `add-many`: where each accumulator goes back.
+    slots: Vec<(i32, Key, Slot)>,
+}
+
+impl Default for CallBuffers {
+    fn default() -> Self {
+        CallBuffers {
+            keys: Vec::new(),
+            windows: Vec::new(),
+            ends: Vec::new(),
+            accs: Accumulators { bytes: Vec::new(), ends: Vec::new() },
+            members: Vec::new(),
+            slots: Vec::new(),
+        }
+    }
+}
+
+/// A batched call covers at most this many events or windows, so its
+/// arguments stay well within a plugin's memory.
+const MAX_CALL_EVENTS: usize = 1 << 16;
+const MAX_CALL_WINDOWS: usize = 4096;
 
 /// How many emptied contents to keep for reuse.
 const POOL_LIMIT: usize = 4096;
@@ -150,6 +223,8 @@ impl WindowOperator {
             windows: Vec::new(),
             stats: OperatorStats::default(),
             pool: Vec::new(),
+            due: Vec::new(),
+            calls: CallBuffers::default(),
         }
     }
 
@@ -262,6 +337,11 @@ impl WindowOperator {
             .back()
             .filter(|p| p.start <= ts && ts < p.start + pane)
             .map(|p| (p.start, p.first_end));
+        // Windows that also hold the new pane's neighbours already have
+        // timers (those neighbours registered them): only windows ending
+        // after the previous pane's last window and before the next pane's
+        // first one are new. In order, that is one window per pane.
+        let mut covered = (i64::MIN, i64::MAX);
         let (pane_start, first_end, new_pane, index) = match newest {
             Some((start, first_end)) => (start, first_end, false, key_state.panes.len() - 1),
             None => {
@@ -270,6 +350,12 @@ impl WindowOperator {
                 let found = key_state.panes.get(i).is_some_and(|p| p.start == start);
                 let first_end = self.first_window_end(start);
                 if !found {
+                    if let Some(prev) = i.checked_sub(1).and_then(|j| key_state.panes.get(j)) {
+                        covered.0 = self.last_window_end(prev.start);
+                    }
+                    if let Some(next) = key_state.panes.get(i) {
+                        covered.1 = next.first_end;
+                    }
                     let contents = self.pool.pop().unwrap_or_else(|| Contents::new(&self.types));
                     key_state.panes.insert(i, Pane { start, first_end, contents });
                 }
@@ -299,13 +385,15 @@ impl WindowOperator {
             }
             if w.end - 1 <= watermark {
                 state.refires.insert((w.end, key.clone()));
-            } else if new_pane {
+            } else if new_pane && covered.0 < w.end && w.end < covered.1 {
                 state.timers.insert((w.end, key.clone()));
             }
         }
         if new_pane {
             let cleanup = self.last_window_end(pane_start).saturating_sub(1).saturating_add(lateness);
-            state.cleanups.insert((cleanup, key.clone()));
+            if let Some(key_state) = state.keys.get_mut(key) {
+                schedule_cleanup(&mut state.cleanups, key_state, key, cleanup);
+            }
         }
     }
 
@@ -344,6 +432,7 @@ impl WindowOperator {
             last += 1;
         }
         let mut failure = None;
+        let previous_end = sessions[first..last].iter().map(|(w, _)| w.end).max().unwrap_or(i64::MIN);
         if first == last {
             sessions.insert(first, (own, fresh));
         } else {
@@ -376,12 +465,20 @@ impl WindowOperator {
             self.stats.failed += 1;
             out(Output::Failed { key, window, error: &error });
         }
+        // A session's timer is set when it starts; when the session grows,
+        // the timer re-arms itself at the new end as it comes due (see
+        // `advance`), so growing costs nothing here.
         if window.end - 1 <= self.watermark {
             state.refires.insert((window.end, key.clone()));
-        } else {
+        } else if first == last || previous_end.saturating_sub(1) <= self.watermark {
+            // A new session, or one whose timer already fired: it needs a
+            // timer at its new end. Otherwise its pending timer re-arms.
             state.timers.insert((window.end, key.clone()));
         }
-        state.cleanups.insert((window.end.saturating_sub(1).saturating_add(self.lateness), key.clone()));
+        let cleanup = window.end.saturating_sub(1).saturating_add(self.lateness);
+        if let Some(key_state) = state.keys.get_mut(key) {
+            schedule_cleanup(&mut state.cleanups, key_state, key, cleanup);
+        }
     }
 
     /// Advances the watermark to `watermark` (it never goes back): fires the
@@ -391,11 +488,12 @@ impl WindowOperator {
         self.watermark = self.watermark.max(watermark);
         let wm = self.watermark;
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
         // Late changes to windows that already fired come first.
         for &partition in &partitions {
-            let refires = std::mem::take(&mut self.partition(partition).refires);
-            for (end, key) in refires {
-                self.fire(partition, &key, end, true, plugin, out);
+            for (end, key) in std::mem::take(&mut self.partition(partition).refires) {
+                due.push(Due { partition, key, end, refire: true });
             }
         }
         // Then the windows the watermark completes, in end order across
@@ -409,8 +507,33 @@ impl WindowOperator {
                 .min();
             let Some((_, partition)) = next else { break };
             let Some((end, key)) = self.partition(partition).timers.pop_first() else { break };
-            self.fire(partition, &key, end, false, plugin, out);
+            if let WindowSpec::Session { .. } = self.spec {
+                // The session this timer was set for may have grown (or
+                // merged into one that did): re-arm at its current end.
+                let grown = self
+                    .partitions
+                    .get(&partition)
+                    .and_then(|s| s.keys.get(&key))
+                    .and_then(|k| k.sessions.iter().find(|(w, _)| w.start < end && end <= w.end))
+                    .map(|(w, _)| w.end);
+                match grown {
+                    Some(current) if current != end => {
+                        // Into the set (which dedupes the timers of merged
+                        // sessions); this loop pops it when it is due.
+                        self.partition(partition).timers.insert((current, key));
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => continue,
+                }
+            }
+            due.push(Due { partition, key, end, refire: false });
         }
+        match self.reduce {
+            Reduce::Window => self.fire_windows(&due, plugin, out),
+            Reduce::Aggregate { .. } => self.fire_aggregates(&due, plugin, out),
+        }
+        self.due = due;
         for partition in partitions {
             loop {
                 let state = self.partition(partition);
@@ -422,6 +545,260 @@ impl WindowOperator {
                 self.clean(partition, &key);
             }
         }
+    }
+
+    /// Appends the events of a due window to the call's batch; returns the
+    /// window's bounds, or `None` if it holds nothing (merged away, or
+    /// empty).
+    fn gather_events(&mut self, d: &Due) -> Option<Window> {
+        let state = self.partitions.get_mut(&d.partition)?;
+        let key_state = state.keys.get_mut(&d.key)?;
+        match self.spec {
+            WindowSpec::Session { .. } => {
+                let (window, contents) = key_state.sessions.iter().find(|(w, _)| w.end == d.end)?;
+                append_events(&mut self.scratch, &contents.events);
+                Some(*window)
+            }
+            WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
+                let window = Window { start: d.end - size, end: d.end };
+                let first = key_state.panes.partition_point(|p| p.start < window.start);
+                let before = self.scratch.timestamps.len();
+                for pane in key_state.panes.range(first..).take_while(|p| p.start < window.end) {
+                    append_events(&mut self.scratch, &pane.contents.events);
+                }
+                (self.scratch.timestamps.len() > before).then_some(window)
+            }
+        }
+    }
+
+    /// Reports a batched call's results; on a failed call, fires its
+    /// windows one by one so the failure is pinned on the right window.
+    fn report(
+        &mut self,
+        due: &[Due],
+        results: Result<RowsMany, PluginError>,
+        plugin: &mut PluginInstance,
+        out: &mut dyn FnMut(Output<'_>),
+    ) {
+        let members = std::mem::take(&mut self.calls.members);
+        match results {
+            Ok(many) => {
+                let mut start = 0usize;
+                for ((&m, &end), &window) in members.iter().zip(&many.ends).zip(&self.calls.windows) {
+                    let d = &due[m];
+                    let rows = RowsRef { columns: &many.columns, start, len: end as usize - start };
+                    start = end as usize;
+                    if d.refire {
+                        self.stats.refired += 1;
+                    } else {
+                        self.stats.fired += 1;
+                    }
+                    out(Output::Fired { key: &d.key, window, rows, refire: d.refire });
+                }
+            }
+            Err(error) => {
+                tracing::warn!("{error}; retrying its windows one by one");
+                for &m in &members {
+                    let d = &due[m];
+                    self.fire(d.partition, &d.key, d.end, d.refire, plugin, out);
+                }
+            }
+        }
+        self.calls.members = members;
+    }
+
+    /// Fires due windows of a window function, many per `apply-many` call.
+    fn fire_windows(&mut self, due: &[Due], plugin: &mut PluginInstance, out: &mut dyn FnMut(Output<'_>)) {
+        let mut next = 0;
+        while next < due.len() {
+            clear_events(&mut self.scratch);
+            let c = &mut self.calls;
+            c.keys.clear();
+            c.windows.clear();
+            c.ends.clear();
+            c.members.clear();
+            while next < due.len()
+                && self.scratch.timestamps.len() < MAX_CALL_EVENTS
+                && self.calls.members.len() < MAX_CALL_WINDOWS
+            {
+                let d = &due[next];
+                if let Some(window) = self.gather_events(d) {
+                    let c = &mut self.calls;
+                    c.keys.push(d.key.to_value());
+                    c.windows.push(window);
+                    c.ends.push(self.scratch.timestamps.len() as u32);
+                    c.members.push(next);
+                }
+                next += 1;
+            }
+            if self.calls.members.is_empty() {
+                continue;
+            }
+            let c = &self.calls;
+            let results = plugin.apply_many(&c.keys, &c.windows, &c.ends, &self.scratch);
+            self.report(due, results, plugin, out);
+        }
+    }
+
+    /// Fires due windows of an aggregate: first one `add-many` for every
+    /// pane or session with events not yet added, then `get-results` for
+    /// many windows per call.
+    fn fire_aggregates(&mut self, due: &[Due], plugin: &mut PluginInstance, out: &mut dyn FnMut(Output<'_>)) {
+        if due.is_empty() {
+            return;
+        }
+        if let Err(error) = self.flush_due(due, plugin) {
+            // The events of those panes could not be added: their windows
+            // are reported failed, with the reason.
+            for d in due {
+                self.stats.failed += 1;
+                let window = Window { start: d.end - self.pane, end: d.end };
+                out(Output::Failed { key: &d.key, window, error: &error });
+            }
+            return;
+        }
+        let mut next = 0;
+        while next < due.len() {
+            let c = &mut self.calls;
+            c.keys.clear();
+            c.windows.clear();
+            c.ends.clear();
+            c.accs.bytes.clear();
+            c.accs.ends.clear();
+            c.members.clear();
+            while next < due.len() && self.calls.members.len() < MAX_CALL_WINDOWS {
+                let d = &due[next];
+                next += 1;
+                let Some(state) = self.partitions.get(&d.partition) else { continue };
+                let Some(key_state) = state.keys.get(&d.key) else { continue };
+                let c = &mut self.calls;
+                let before = c.accs.ends.len();
+                let window = match self.spec {
+                    WindowSpec::Session { .. } => {
+                        let Some((w, contents)) = key_state.sessions.iter().find(|(w, _)| w.end == d.end)
+                        else {
+                            continue;
+                        };
+                        push_acc(&mut c.accs, contents.acc.as_deref());
+                        *w
+                    }
+                    WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
+                        let window = Window { start: d.end - size, end: d.end };
+                        let first = key_state.panes.partition_point(|p| p.start < window.start);
+                        for pane in key_state.panes.range(first..).take_while(|p| p.start < window.end) {
+                            push_acc(&mut c.accs, pane.contents.acc.as_deref());
+                        }
+                        window
+                    }
+                };
+                if c.accs.ends.len() == before {
+                    continue;
+                }
+                c.keys.push(d.key.to_value());
+                c.windows.push(window);
+                c.ends.push(c.accs.ends.len() as u32);
+                c.members.push(next - 1);
+            }
+            if self.calls.members.is_empty() {
+                continue;
+            }
+            let c = &self.calls;
+            let results = plugin.get_results(&c.keys, &c.windows, &c.ends, &c.accs);
+            self.report(due, results, plugin, out);
+        }
+    }
+
+    /// Adds the buffered events of every pane or session of the due windows
+    /// to their accumulators, in one `add-many` call per chunk.
+    fn flush_due(&mut self, due: &[Due], plugin: &mut PluginInstance) -> Result<(), PluginError> {
+        let mut empty: Option<Vec<u8>> = None;
+        let mut next = 0;
+        while next < due.len() {
+            clear_events(&mut self.scratch);
+            self.calls.accs.bytes.clear();
+            self.calls.accs.ends.clear();
+            self.calls.ends.clear();
+            self.calls.slots.clear();
+            while next < due.len() && self.scratch.timestamps.len() < MAX_CALL_EVENTS {
+                let d = &due[next];
+                next += 1;
+                let Some(state) = self.partitions.get_mut(&d.partition) else { continue };
+                let Some(key_state) = state.keys.get_mut(&d.key) else { continue };
+                let mut take =
+                    |contents: &mut Contents, slot: Slot, calls: &mut CallBuffers, scratch: &mut Events| {
+                        if contents.events.timestamps.is_empty() {
+                            return Ok(());
+                        }
+                        append_events(scratch, &contents.events);
+                        clear_events(&mut contents.events);
+                        let acc = match contents.acc.take() {
+                            Some(acc) => acc,
+                            None => match &empty {
+                                Some(e) => e.clone(),
+                                None => {
+                                    let e = plugin.create_accumulator()?;
+                                    empty = Some(e.clone());
+                                    e
+                                }
+                            },
+                        };
+                        push_acc(&mut calls.accs, Some(&acc));
+                        calls.ends.push(scratch.timestamps.len() as u32);
+                        calls.slots.push((d.partition, d.key.clone(), slot));
+                        Ok::<(), PluginError>(())
+                    };
+                match self.spec {
+                    WindowSpec::Session { .. } => {
+                        if let Some((w, contents)) =
+                            key_state.sessions.iter_mut().find(|(w, _)| w.end == d.end)
+                        {
+                            let slot = Slot::Session(w.end);
+                            take(contents, slot, &mut self.calls, &mut self.scratch)?;
+                        }
+                    }
+                    WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
+                        let start = d.end - size;
+                        let first = key_state.panes.partition_point(|p| p.start < start);
+                        for pane in key_state.panes.range_mut(first..).take_while(|p| p.start < d.end) {
+                            take(
+                                &mut pane.contents,
+                                Slot::Pane(pane.start),
+                                &mut self.calls,
+                                &mut self.scratch,
+                            )?;
+                        }
+                    }
+                }
+            }
+            if self.calls.accs.ends.is_empty() {
+                continue;
+            }
+            let accs = plugin.add_many(&self.calls.accs, &self.calls.ends, &self.scratch)?;
+            let mut start = 0usize;
+            let pieces = accs.ends.iter().map(|&end| {
+                let piece = accs.bytes[start..end as usize].to_vec();
+                start = end as usize;
+                piece
+            });
+            for ((partition, key, slot), acc) in self.calls.slots.drain(..).zip(pieces) {
+                let Some(key_state) = self.partitions.get_mut(&partition).and_then(|s| s.keys.get_mut(&key))
+                else {
+                    continue;
+                };
+                let contents = match slot {
+                    Slot::Pane(start) => {
+                        key_state.panes.iter_mut().find(|p| p.start == start).map(|p| &mut p.contents)
+                    }
+                    Slot::Session(end) => {
+                        key_state.sessions.iter_mut().find(|(w, _)| w.end == end).map(|(_, c)| c)
+                    }
+                };
+                if let Some(contents) = contents {
+                    contents.acc = Some(acc);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn partition(&mut self, partition: i32) -> &mut PartitionState {
@@ -462,8 +839,29 @@ impl WindowOperator {
             let (_, contents) = key_state.sessions.remove(0);
             recycle(contents);
         }
-        if key_state.is_empty() {
-            state.keys.remove(key);
+        // The next cleanup: when the oldest remaining pane or session
+        // expires.
+        key_state.cleanup_at = None;
+        let next = match (key_state.panes.front(), key_state.sessions.first()) {
+            (Some(pane), _) => {
+                let last_end = match spec {
+                    WindowSpec::Sliding { size, slide } => pane.start - pane.start.rem_euclid(slide) + size,
+                    WindowSpec::Tumbling { size } => pane.start + size,
+                    WindowSpec::Session { gap } => pane.start + gap,
+                };
+                Some(last_end)
+            }
+            (None, Some((w, _))) => Some(w.end),
+            (None, None) => None,
+        };
+        match next {
+            Some(end) => {
+                let at = end.saturating_sub(1).saturating_add(lateness);
+                schedule_cleanup(&mut state.cleanups, key_state, key, at);
+            }
+            None => {
+                state.keys.remove(key);
+            }
         }
     }
 
@@ -516,13 +914,21 @@ impl WindowOperator {
                 } else {
                     self.stats.fired += 1;
                 }
-                out(Output::Fired { key, window, rows: &rows, refire });
+                out(Output::Fired { key, window, rows: RowsRef::all(&rows), refire });
             }
             (window, Err(error)) => {
                 self.stats.failed += 1;
                 out(Output::Failed { key, window, error: &error });
             }
         }
+    }
+}
+
+/// Appends an accumulator (if there is one) to a batched call's buffer.
+fn push_acc(accs: &mut Accumulators, acc: Option<&[u8]>) {
+    if let Some(acc) = acc {
+        accs.bytes.extend_from_slice(acc);
+        accs.ends.push(accs.bytes.len() as u32);
     }
 }
 

@@ -186,7 +186,7 @@ fn run(
             let (Column::F64(m), Column::I64(c)) = (&rows.columns[0], &rows.columns[1]) else {
                 panic!("columns")
             };
-            out.push((*k, start, end, m[0].to_bits(), c[0]));
+            out.push((*k, start, end, m[rows.start].to_bits(), c[rows.start]));
         }
         Output::Fired { .. } => panic!("string key"),
         Output::Failed { error, .. } => panic!("{error}"),
@@ -337,7 +337,7 @@ fn a_late_event_refires_its_session_and_a_later_one_is_late() {
     let mut collect = |o: Output<'_>| {
         if let Output::Fired { window, rows, refire, .. } = o {
             let (Column::F64(m), Column::I64(c)) = (&rows.columns[0], &rows.columns[1]) else { panic!() };
-            out.push((window.start, window.end, m[0], c[0], refire));
+            out.push((window.start, window.end, m[rows.start], c[rows.start], refire));
         }
     };
     let feed = |op: &mut WindowOperator,

@@ -15,6 +15,7 @@ wit_bindgen::generate!({
         interface window {
             /// Not the contract's signature: takes and returns a number.
             apply: func(x: u32) -> u32;
+            apply-many: func(x: u32) -> u32;
         }
 
         world wrong-window {
@@ -39,6 +40,10 @@ impl exports::weir::functions::plugin::Guest for WrongWorld {
 
 impl exports::weir::functions::window::Guest for WrongWorld {
     fn apply(x: u32) -> u32 {
+        x
+    }
+
+    fn apply_many(x: u32) -> u32 {
         x
     }
 }
