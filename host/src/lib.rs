@@ -6,6 +6,7 @@ pub mod decode;
 pub mod duration;
 pub mod encode;
 pub mod job;
+pub mod kafka;
 pub mod pipeline;
 pub mod plugin;
 pub mod record;

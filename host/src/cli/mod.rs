@@ -1,9 +1,15 @@
 //! Command-line parsing and dispatch; the binary edge, where errors become
 //! messages and exit codes.
 
+mod consume;
+mod demo;
+mod dev_broker;
 mod plugin_build;
 mod plugin_inspect;
 mod plugin_test;
+mod produce;
+mod run;
+mod topic;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -18,9 +24,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The homework's job with no setup: embedded broker, readings, live windows.
+    Demo(demo::Args),
+    /// Run a job file in the foreground (Ctrl-C stops it).
+    Run(run::Args),
     /// Build, inspect and try out plugins (WebAssembly components).
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Run an in-memory Kafka broker on a fixed address, for several processes to share.
+    DevBroker(dev_broker::Args),
+    /// Send the homework's IoT readings to a Kafka topic.
+    Produce(produce::Args),
+    /// Print a Kafka topic's messages as JSON lines.
+    Consume(consume::Args),
+    /// Create, describe and list Kafka topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
 }
 
 #[derive(Subcommand)]
@@ -38,9 +57,15 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Run(args) => run::run(args),
         Command::Plugin(PluginCommand::Build(args)) => plugin_build::run(args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect::run(args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(args),
+        Command::DevBroker(args) => dev_broker::run(args),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Topic(command) => topic::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

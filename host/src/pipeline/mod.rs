@@ -9,6 +9,7 @@
 //! poll.
 
 mod dead_letter;
+pub mod io;
 #[cfg(test)]
 mod tests;
 

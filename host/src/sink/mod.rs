@@ -1,6 +1,7 @@
 //! Sinks: where output records, dead letters and late events go.
 
 pub mod file;
+pub mod kafka;
 
 /// A sink failed in a way that retrying will not fix.
 #[derive(Debug, thiserror::Error)]

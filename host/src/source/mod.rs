@@ -3,6 +3,7 @@
 //! engine decodes them.
 
 pub mod file;
+pub mod kafka;
 
 /// One raw record, borrowed from the source's buffer.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,277 @@
+//! Pipeline benchmark: events per second and peak memory of the
+//! max-temperature job, on the workload of the Flink anchor
+//! (`shared/bench/flink`): event i has execution_time
+//! 1_700_000_000_000 + 5·i ms, device_id 1 + splitmix64(i) mod 10 and
+//! temperature 333 + 50·u, u = (splitmix64(i ^ 0x5DEECE66D) >> 11)·2^-53.
+//!
+//! Modes:
+//! - `memory`: events built in memory, straight into the window operator
+//!   (no decoding), as Flink's DataGeneratorSource does;
+//! - `json`: the same events as JSON lines in a file, through the whole
+//!   pipeline (file source, decode, window, plugin, encode, file sink);
+//! - `kafka`: through the embedded broker (see `KAFKA` below).
+//!
+//! Each case runs in a child process so its peak RSS is its own.
+//!
+//! ```sh
+//! cargo bench -p weir-benches --bench pipeline                 # all cases, N = 10M
+//! cargo bench -p weir-benches --bench pipeline -- --n 1000000  # smaller
+//! cargo bench -p weir-benches --bench pipeline -- --case memory:tumbling:window
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+use weir::decode::Batch;
+use weir::pipeline::{Pipeline, RunOptions, Sinks};
+use weir::plugin::types::{Column, Field, FieldType};
+use weir::plugin::{EngineConfig, PluginEngine, PluginLimits};
+use weir::record::Key;
+use weir::window::{Output, Reduce, WindowOperator, WindowSpec};
+
+const T0: i64 = 1_700_000_000_000;
+const DEVICES: u64 = 10;
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Event i of the anchor's workload: (device, event time, kelvin).
+fn event(i: u64) -> (i64, i64, f64) {
+    let device = 1 + splitmix64(i) % DEVICES;
+    let u = (splitmix64(i ^ 0x5DEE_CE66D) >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+    (device as i64, T0 + 5 * i as i64, 333.0 + 50.0 * u)
+}
+
+/// The expected output of a tumbling 1 s max per device, computed from the
+/// generator: (records, sum of round(max·1000)), as the anchor checks.
+fn expected_tumbling(n: u64) -> (u64, i64) {
+    let mut max = std::collections::HashMap::<(i64, i64), f64>::new();
+    for i in 0..n {
+        let (d, ts, t) = event(i);
+        let m = max.entry((d, ts.div_euclid(1000))).or_insert(f64::MIN);
+        *m = m.max(t);
+    }
+    (max.len() as u64, max.values().map(|m| (m * 1000.0).round() as i64).sum())
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn window_spec(name: &str) -> WindowSpec {
+    match name {
+        "tumbling" => WindowSpec::Tumbling { size: 1000 },
+        "sliding" => WindowSpec::Sliding { size: 1000, slide: 100 },
+        "session" => WindowSpec::Session { gap: 100 },
+        other => panic!("unknown window {other}"),
+    }
+}
+
+fn plugin_for(reduce: &str) -> (&'static str, Reduce) {
+    match reduce {
+        "window" => ("max-temperature", Reduce::Window),
+        "agg" => ("max-temperature-agg", Reduce::Aggregate { flush_at: weir::pipeline::AGGREGATE_FLUSH }),
+        other => panic!("unknown function kind {other}"),
+    }
+}
+
+struct Measured {
+    events: u64,
+    seconds: f64,
+    outputs: u64,
+    checksum: i64,
+}
+
+/// Mode `memory`: batches of 1,000 events built in place, fed to the
+/// window operator, the watermark advanced after each batch (monotonous
+/// time, bound 0).
+fn run_memory(n: u64, window: &str, reduce: &str) -> Measured {
+    let engine =
+        PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
+    let (plugin, mode) = plugin_for(reduce);
+    let mut instance = engine
+        .load_ref(plugin)
+        .expect("plugin")
+        .instantiate(vec![], PluginLimits::default())
+        .expect("instance");
+    let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
+    let mut op = WindowOperator::new(window_spec(window), 0, mode, vec![FieldType::F64], vec![0]);
+    let mut batch = Batch::new(&fields);
+    let (mut outputs, mut checksum) = (0u64, 0i64);
+    let mut collect = |o: Output<'_>| {
+        if let Output::Fired { rows, .. } = o
+            && let Column::F64(m) = &rows.columns[0]
+        {
+            let mine = &m[rows.start..rows.start + rows.len];
+            outputs += mine.len() as u64;
+            checksum += mine.iter().map(|x| (x * 1000.0).round() as i64).sum::<i64>();
+        }
+    };
+    let keys: Vec<Key> = (0..=DEVICES as i64).map(Key::Int).collect();
+    let started = Instant::now();
+    let mut i = 0;
+    while i < n {
+        batch.clear();
+        let end = (i + 1000).min(n);
+        let Column::F64(temps) = &mut batch.columns[0] else { unreachable!() };
+        for j in i..end {
+            let (d, ts, t) = event(j);
+            batch.partitions.push(0);
+            batch.offsets.push(j as i64);
+            batch.keys.push(Some(keys[d as usize].clone()));
+            batch.timestamps.push(ts);
+            temps.push(t);
+        }
+        let watermark = batch.timestamps[batch.len() - 1] - 1;
+        op.process(&batch, &mut instance, &mut collect);
+        op.advance(watermark, &mut instance, &mut collect);
+        i = end;
+    }
+    op.advance(i64::MAX, &mut instance, &mut collect);
+    Measured { events: n, seconds: started.elapsed().as_secs_f64(), outputs, checksum }
+}
+
+/// Mode `json`: the events as JSON lines through the whole pipeline.
+fn run_json(n: u64, window: &str, reduce: &str, dir: &Path) -> Measured {
+    let input = dir.join(format!("readings-{n}.jsonl"));
+    if !input.exists() {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&input).expect("input file"));
+        for i in 0..n {
+            let (d, ts, t) = event(i);
+            writeln!(out, r#"{{"device_id": {d}, "temperature": {t}, "execution_time": {ts}}}"#)
+                .expect("write");
+        }
+        out.flush().expect("flush");
+    }
+    let (plugin, _) = plugin_for(reduce);
+    let window_toml = match window_spec(window) {
+        WindowSpec::Tumbling { size } => format!("type = \"tumbling\"\nsize = \"{size}ms\""),
+        WindowSpec::Sliding { size, slide } => {
+            format!("type = \"sliding\"\nsize = \"{size}ms\"\nslide = \"{slide}ms\"")
+        }
+        WindowSpec::Session { gap } => format!("type = \"session\"\ngap = \"{gap}ms\""),
+    };
+    let output = dir.join("out.jsonl");
+    let job = format!(
+        "name = \"bench\"\n[source]\ntype = \"file\"\npath = \"{}\"\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\n{window_toml}\n[function]\nplugin = \"{plugin}\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n",
+        input.display(),
+        output.display()
+    );
+    let job = weir::job::Job::parse(&job, "bench.toml", dir).expect("job");
+    let engine =
+        PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
+    let mut pipeline = Pipeline::build(job, &engine).expect("pipeline");
+    let mut source = weir::source::file::FileSource::open(&input).expect("source");
+    let mut sinks = Sinks {
+        output: Box::new(weir::sink::file::FileSink::create(&output).expect("sink")),
+        dead_letter: None,
+        late: None,
+    };
+    let mut checksum = 0i64;
+    let started = Instant::now();
+    let summary = pipeline
+        .run(&mut source, &mut sinks, &RunOptions::default(), &mut |e| {
+            if let Some(m) = e.record["max_temperature"].as_f64() {
+                checksum += (m * 1000.0).round() as i64;
+            }
+        })
+        .expect("run");
+    Measured {
+        events: summary.events,
+        seconds: started.elapsed().as_secs_f64(),
+        outputs: summary.outputs,
+        checksum,
+    }
+}
+
+fn child(case: &str, n: u64, dir: &Path) {
+    let parts: Vec<&str> = case.split(':').collect();
+    let [mode, window, reduce] = parts[..] else { panic!("case is mode:window:kind, got {case}") };
+    let m = match mode {
+        "memory" => run_memory(n, window, reduce),
+        "json" => run_json(n, window, reduce, dir),
+        other => panic!("unknown mode {other}"),
+    };
+    if window == "tumbling" {
+        let (records, checksum) = expected_tumbling(n);
+        assert_eq!(
+            (m.outputs, m.checksum),
+            (records, checksum),
+            "{case}: output differs from the generator's"
+        );
+    }
+    println!(
+        "RESULT {case} events={} seconds={:.3} events_per_s={:.0} outputs={} peak_rss_mb={:.1}",
+        m.events,
+        m.seconds,
+        m.events as f64 / m.seconds,
+        m.outputs,
+        peak_rss_mb()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let n: u64 = value("--n").map_or(10_000_000, |v| v.parse().expect("--n takes a number"));
+    let dir = value("--dir").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("weir-bench"));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    if let Some(case) = value("--case") {
+        child(&case, n, &dir);
+        return;
+    }
+    let cases = [
+        "memory:tumbling:window",
+        "memory:tumbling:agg",
+        "memory:sliding:window",
+        "memory:sliding:agg",
+        "memory:session:window",
+        "memory:session:agg",
+        "json:tumbling:window",
+        "json:tumbling:agg",
+        "json:sliding:agg",
+    ];
+    println!("| case | events | seconds | events/s | outputs | peak RSS (MB) |");
+    println!("|---|---|---|---|---|---|");
+    let exe = std::env::current_exe().expect("exe");
+    for case in cases {
+        let out = Command::new(&exe)
+            .args(["--case", case, "--n", &n.to_string(), "--dir", &dir.display().to_string()])
+            .output()
+            .expect("run case");
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+            Some(line) => {
+                let field = |k: &str| {
+                    line.split_whitespace()
+                        .find_map(|p| p.strip_prefix(&format!("{k}=")))
+                        .unwrap_or("?")
+                        .to_string()
+                };
+                let eps: f64 = field("events_per_s").parse().unwrap_or(0.0);
+                println!(
+                    "| {case} | {} | {} | {:.2} M | {} | {} |",
+                    field("events"),
+                    field("seconds"),
+                    eps / 1e6,
+                    field("outputs"),
+                    field("peak_rss_mb")
+                );
+            }
+            None => println!(
+                "| {case} | failed: {} |",
+                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            ),
+        }
+    }
+}

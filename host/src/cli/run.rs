@@ -1,0 +1,76 @@
+//! `weir run`: a job file in the foreground until its input ends (with
+//! `--until-end`) or Ctrl-C.
+
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use weir::job::Job;
+use weir::pipeline::{Pipeline, RunOptions, RunSummary, io};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The job file (TOML).
+    job: PathBuf,
+    /// Stop at the end of the input, firing every open window: a file's
+    /// end, or for Kafka the end offsets seen at start.
+    #[arg(long)]
+    until_end: bool,
+    /// Also print every output record on stdout.
+    #[arg(long)]
+    print: bool,
+}
+
+/// A stop flag set by Ctrl-C (and SIGTERM).
+pub fn stop_on_ctrl_c() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("cannot handle Ctrl-C")?;
+    Ok(stop)
+}
+
+/// The end-of-run lines.
+pub fn summary_lines(s: &RunSummary) -> String {
+    let secs = (s.elapsed_ms as f64 / 1000.0).max(1e-3);
+    format!(
+        "{} records read, {} events processed, {} windows fired ({} re-fired for late events), {} output records\n\
+         {} late events, {} dead letters, {} failed plugin calls\n\
+         {:.1} s, {:.0} events/s",
+        s.records,
+        s.events,
+        s.windows,
+        s.refired,
+        s.outputs,
+        s.late,
+        s.dead_letters,
+        s.failed,
+        secs,
+        s.events as f64 / secs
+    )
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let job = Job::load(&args.job)?;
+    let engine = super::engine()?;
+    let mut pipeline = Pipeline::build(job, &engine)?;
+    let mut io = io::open(pipeline.job(), args.until_end, None)?;
+    for cluster in &io.clusters {
+        if cluster.embedded_cluster().is_some() {
+            eprintln!(
+                "embedded broker (memory only) at {}: feed it with `weir produce --brokers {} --topic <topic>`",
+                cluster.bootstrap(),
+                cluster.bootstrap()
+            );
+        }
+    }
+    let options = RunOptions { stop: stop_on_ctrl_c()?, ..RunOptions::default() };
+    eprintln!("running {} (Ctrl-C to stop)", pipeline.job().config.name);
+    let print = args.print;
+    let summary = pipeline.run(io.source.as_mut(), &mut io.sinks, &options, &mut |e| {
+        if print {
+            println!("{}", e.record);
+        }
+    })?;
+    eprintln!("{}", summary_lines(&summary));
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! A Kafka topic sink: an idempotent, batching producer.
+//!
+//! `send` queues a copy of the record in librdkafka (the record key becomes
+//! the message key) and returns; librdkafka batches (`linger`), sends and
+//! retries with backoff. When the local queue is full, `send` waits for
+//! deliveries instead of dropping anything. `flush` waits until every queued
+//! message is delivered and fails if any could not be.
+//!
+//! Messages are queued through `rd_kafka_produce` on a topic handle made
+//! once, because rdkafka's `BaseProducer::send` allocates the topic name for
+//! every message.
+
+use super::{Sink, SinkError};
+use crate::kafka::{Cluster, KafkaError, err_text};
+use rdkafka::ClientContext;
+use rdkafka::bindings as rd;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaRespErr;
+use std::ffi::CString;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Serve delivery reports after this many sends, so their memory is freed
+/// steadily rather than at flush.
+const POLL_EVERY: u32 = 1024;
+
+/// Writes records to one topic. See the module documentation.
+pub struct KafkaSink {
+    /// The topic handle; released before the producer (field order).
+    topic_handle: TopicHandle,
+    producer: BaseProducer<Deliveries>,
+    topic: String,
+    unpolled: u32,
+    cluster: Cluster,
+}
+
+impl KafkaSink {
+    /// Opens a producer for `topic`, which must exist (create it with
+    /// [`Cluster::ensure_topic`] first if need be).
+    pub fn open(cluster: &Cluster, topic: &str) -> Result<KafkaSink, KafkaError> {
+        let fail = |reason: String| KafkaError::Topic {
+            brokers: cluster.label().to_string(),
+            topic: topic.to_string(),
+            action: "write to",
+            reason,
+        };
+        // Fails with advice if the topic is missing, rather than letting the
+        // broker create one with its default settings.
+        let probe = cluster.metadata_client()?;
+        cluster.topic_metadata(&probe, topic)?;
+        drop(probe);
+
+        let producer: BaseProducer<Deliveries> = cluster
+            .config()
+            .producer(cluster.bootstrap())
+            .create_with_context(Deliveries::default())
+            .map_err(|e| fail(format!("cannot create a producer: {e}")))?;
+        let name = CString::new(topic).map_err(|_| fail("the name contains a NUL byte".into()))?;
+        // SAFETY: the producer is live; the name is copied. The handle is
+        // released in `TopicHandle::drop`, before the producer.
+        let handle = unsafe {
+            rd::rd_kafka_topic_new(producer.client().native_ptr(), name.as_ptr(), std::ptr::null_mut())
+        };
+        if handle.is_null() {
+            // SAFETY: reads librdkafka's thread-local last error.
+            return Err(fail(err_text(unsafe { rd::rd_kafka_last_error() })));
+        }
+        Ok(KafkaSink {
+            topic_handle: TopicHandle(handle),
+            producer,
+            topic: topic.to_string(),
+            unpolled: 0,
+            cluster: cluster.clone(),
+        })
+    }
+
+    /// Messages delivered (acknowledged by the brokers) so far.
+    pub fn delivered(&self) -> u64 {
+        self.producer.context().delivered.load(Ordering::Relaxed)
+    }
+
+    /// Messages queued but not yet delivered or failed.
+    pub fn in_flight(&self) -> usize {
+        usize::try_from(self.producer.in_flight_count()).unwrap_or(0)
+    }
+
+    fn error(&self, message: String) -> SinkError {
+        SinkError {
+            sink_name: self.topic.clone(),
+            message: format!("{message} (brokers {})", self.cluster.label()),
+        }
+    }
+
+    /// Fails if any message could not be delivered: a lost message stops the
+    /// job rather than being skipped.
+    fn check_failures(&self) -> Result<(), SinkError> {
+        let deliveries = self.producer.context();
+        let failed = deliveries.failed.load(Ordering::Relaxed);
+        if failed == 0 {
+            return Ok(());
+        }
+        let first =
+            deliveries.first_failure.lock().map(|f| f.clone()).unwrap_or_default().unwrap_or_default();
+        Err(self.error(format!("{failed} message(s) could not be delivered; the first: {first}")))
+    }
+}
+
+impl Sink for KafkaSink {
+    fn send(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<(), SinkError> {
+        self.check_failures()?;
+        let (key_ptr, key_len) = key.map_or((std::ptr::null(), 0), |k| (k.as_ptr(), k.len()));
+        loop {
+            // SAFETY: the topic handle is live; with F_COPY librdkafka copies
+            // key and payload before returning and never writes through the
+            // payload pointer.
+            let rc = unsafe {
+                rd::rd_kafka_produce(
+                    self.topic_handle.0,
+                    rdkafka::producer::PARTITION_UA,
+                    rd::RD_KAFKA_MSG_F_COPY,
+                    payload.as_ptr() as *mut std::ffi::c_void,
+                    payload.len(),
+                    key_ptr as *const std::ffi::c_void,
+                    key_len,
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+            // SAFETY: reads librdkafka's thread-local last error.
+            let err = unsafe { rd::rd_kafka_last_error() };
+            if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__QUEUE_FULL {
+                return Err(self.error(format!("cannot queue a message: {}", err_text(err))));
+            }
+            // Backpressure: the queue is full, so wait for deliveries to make
+            // room, and report a failure if one happened meanwhile.
+            self.producer.poll(Duration::from_millis(10));
+            self.unpolled = 0;
+            self.check_failures()?;
+        }
+        self.unpolled += 1;
+        if self.unpolled >= POLL_EVERY {
+            self.producer.poll(Duration::ZERO);
+            self.unpolled = 0;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        // Every message is delivered or failed within the delivery timeout,
+        // so this wait ends.
+        let config = self.cluster.config();
+        let limit = config.delivery_timeout + config.request_timeout;
+        let flushed = self.producer.flush(limit);
+        self.unpolled = 0;
+        self.check_failures()?;
+        flushed.map_err(|e| {
+            self.error(format!("{} message(s) still undelivered after {limit:?}: {e}", self.in_flight()))
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.topic
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        // Dropping rdkafka's producer purges its queue; give queued messages
+        // a short chance, and say if any are lost.
+        if self.in_flight() > 0 && self.producer.flush(Duration::from_secs(5)).is_err() {
+            tracing::warn!(
+                "topic '{}': {} message(s) were not delivered before the sink closed (flush it first)",
+                self.topic,
+                self.in_flight()
+            );
+        }
+    }
+}
+
+/// Counts delivery reports and keeps the first failure.
+#[derive(Default)]
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::kafka::log_line(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", "{error}: {reason}");
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, message)) => {
+                use rdkafka::Message;
+                if self.failed.fetch_add(1, Ordering::Relaxed) == 0
+                    && let Ok(mut first) = self.first_failure.lock()
+                {
+                    *first = Some(format!("{e} (partition {})", message.partition()));
+                }
+            }
+        }
+    }
+}
+
+/// A topic handle of the producer, released on drop.
+struct TopicHandle(*mut rd::rd_kafka_topic_t);
+
+impl Drop for TopicHandle {
+    fn drop(&mut self) {
+        // SAFETY: made by `rd_kafka_topic_new`, released once.
+        unsafe { rd::rd_kafka_topic_destroy(self.0) };
+    }
+}
+
+// SAFETY: librdkafka topic handles may be used from any thread.
+unsafe impl Send for TopicHandle {}

@@ -1,0 +1,522 @@
+//! A Kafka topic source: one consumer assigned to every partition of one
+//! topic, polled on the engine's thread.
+//!
+//! Records come straight from librdkafka's consumer queue in batches
+//! (`rd_kafka_consume_batch_queue`) and are handed over as slices of
+//! librdkafka's own buffers: nothing is allocated or copied per record.
+//! (rdkafka's `BaseConsumer::poll` allocates an `Arc` per message, so the
+//! queue is read through the C API.)
+//!
+//! Bounded mode (`--until-end`) reads each partition up to the high
+//! watermark it had at open, then ends, even if more arrives meanwhile.
+
+use super::{Poll, RawRecord, Source, SourceError};
+use crate::kafka::{Cluster, KafkaError, WeirContext, err_text};
+use rdkafka::bindings as rd;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::ffi::CStr;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// Where reading starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    /// The oldest message still held.
+    #[default]
+    Earliest,
+    /// Only messages that arrive after the source opened.
+    Latest,
+    /// The group's committed offsets; partitions without one start at the
+    /// earliest.
+    Committed,
+}
+
+impl FromStr for StartFrom {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<StartFrom, String> {
+        match text {
+            "earliest" => Ok(StartFrom::Earliest),
+            "latest" => Ok(StartFrom::Latest),
+            "committed" => Ok(StartFrom::Committed),
+            other => Err(format!("expected earliest, latest or committed, got '{other}'")),
+        }
+    }
+}
+
+/// What a Kafka source reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSourceOptions {
+    /// The topic; every partition is read.
+    pub topic: String,
+    /// The consumer group offsets are committed for. Without one the source
+    /// cannot commit and `StartFrom::Committed` is refused.
+    pub group: Option<String>,
+    /// Where reading starts.
+    pub start: StartFrom,
+    /// Bounded: end at the end offsets seen at open.
+    pub until_end: bool,
+}
+
+impl KafkaSourceOptions {
+    /// Reads `topic` from the earliest offset, unbounded, without a group.
+    pub fn new(topic: &str) -> KafkaSourceOptions {
+        KafkaSourceOptions {
+            topic: topic.to_string(),
+            group: None,
+            start: StartFrom::Earliest,
+            until_end: false,
+        }
+    }
+}
+
+/// One message as the source reads it: a [`RawRecord`] plus the message
+/// key and timestamp, all borrowed from librdkafka's buffers.
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaRecord<'a> {
+    /// The partition.
+    pub partition: i32,
+    /// The offset within the partition.
+    pub offset: i64,
+    /// The message key, if it has one.
+    pub key: Option<&'a [u8]>,
+    /// The message timestamp in ms, if it has one.
+    pub timestamp: Option<i64>,
+    /// The payload (empty for a tombstone).
+    pub payload: &'a [u8],
+}
+
+/// The most messages taken from librdkafka in one call.
+const BATCH: usize = 1024;
+
+/// Reads one topic. See the module documentation.
+pub struct KafkaSource {
+    /// The consumer's message queue; released before the consumer.
+    queue: ConsumerQueue,
+    /// Message pointers of the batch being handed over.
+    batch: MessageBatch,
+    consumer: BaseConsumer<WeirContext>,
+    topic: String,
+    group: Option<String>,
+    /// Partition ids, ascending; the per-partition vectors below follow it.
+    partitions: Vec<i32>,
+    /// The offset after the last record handed over (-1: none yet).
+    next: Vec<i64>,
+    /// The offsets last committed (-1: none).
+    committed: Vec<i64>,
+    /// Bounded mode: the end offset of each partition, and which are done.
+    ends: Option<Vec<i64>>,
+    done: Vec<bool>,
+    remaining: usize,
+    /// When each kind of consumer error was last logged, to keep a broker
+    /// outage from flooding the log.
+    last_warning: Option<(RDKafkaRespErr, Instant)>,
+    cluster: Cluster,
+}
+
+impl KafkaSource {
+    /// Opens `options.topic` on `cluster`: reads its partitions and, in
+    /// bounded mode, their end offsets, and assigns them all.
+    pub fn open(cluster: &Cluster, options: &KafkaSourceOptions) -> Result<KafkaSource, KafkaError> {
+        let topic = options.topic.as_str();
+        let fail = |reason: String| KafkaError::Topic {
+            brokers: cluster.label().to_string(),
+            topic: topic.to_string(),
+            action: "read",
+            reason,
+        };
+        if options.start == StartFrom::Committed && options.group.is_none() {
+            return Err(fail("start = committed needs a consumer group".into()));
+        }
+        // librdkafka needs a group id to hand out a consumer queue; a source
+        // without a group gets a private one and never commits.
+        let group = options
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("weir-{}-{}", std::process::id(), unique_suffix()));
+        let consumer: BaseConsumer<WeirContext> = cluster
+            .config()
+            .consumer(cluster.bootstrap(), &group, options.until_end)
+            .create_with_context(WeirContext)
+            .map_err(|e| fail(format!("cannot create a consumer: {e}")))?;
+        let timeout = cluster.config().request_timeout;
+
+        let metadata = cluster.topic_metadata(&consumer, topic)?;
+        let mut partitions: Vec<i32> =
+            metadata.topics().iter().flat_map(|t| t.partitions()).map(|p| p.id()).collect();
+        partitions.sort_unstable();
+        let n = partitions.len();
+
+        let mut done = vec![false; n];
+        let mut committed = vec![-1; n];
+        if options.group.is_some() {
+            let mut tpl = TopicPartitionList::with_capacity(n);
+            for &p in &partitions {
+                tpl.add_partition(topic, p);
+            }
+            let stored = consumer
+                .committed_offsets(tpl, timeout)
+                .map_err(|e| fail(format!("cannot read committed offsets: {e}")))?;
+            for (i, &p) in partitions.iter().enumerate() {
+                if let Some(Offset::Offset(o)) = stored.find_partition(topic, p).map(|e| e.offset()) {
+                    committed[i] = o;
+                }
+            }
+        }
+        let ends = if options.until_end {
+            let mut ends = Vec::with_capacity(n);
+            for (i, &p) in partitions.iter().enumerate() {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p, timeout)
+                    .map_err(|e| fail(format!("cannot read the end offset of partition {p}: {e}")))?;
+                let start = match options.start {
+                    StartFrom::Earliest => low,
+                    StartFrom::Latest => high,
+                    StartFrom::Committed if committed[i] >= 0 => committed[i].max(low),
+                    StartFrom::Committed => low,
+                };
+                done[i] = start >= high;
+                ends.push(high);
+            }
+            Some(ends)
+        } else {
+            None
+        };
+
+        let mut assignment = TopicPartitionList::with_capacity(n);
+        for (i, &p) in partitions.iter().enumerate() {
+            // A finished partition is not fetched at all.
+            if done[i] {
+                continue;
+            }
+            let offset = match options.start {
+                StartFrom::Earliest => Offset::Beginning,
+                StartFrom::Latest => Offset::End,
+                StartFrom::Committed => Offset::Stored,
+            };
+            assignment
+                .add_partition_offset(topic, p, offset)
+                .map_err(|e| fail(format!("cannot assign partition {p}: {e}")))?;
+        }
+        consumer.assign(&assignment).map_err(|e| fail(format!("cannot assign the partitions: {e}")))?;
+
+        // SAFETY: the consumer is live; the queue reference is released in
+        // `ConsumerQueue::drop`, before the consumer (field order).
+        let queue = unsafe { rd::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
+        if queue.is_null() {
+            return Err(fail("librdkafka gave no consumer queue".into()));
+        }
+        let remaining = done.iter().filter(|d| !**d).count();
+        tracing::debug!(
+            "reading topic '{topic}' ({n} partitions) from {}{}",
+            cluster.label(),
+            if options.until_end { ", up to the end offsets seen now" } else { "" }
+        );
+        Ok(KafkaSource {
+            queue: ConsumerQueue(queue),
+            batch: MessageBatch(vec![std::ptr::null_mut(); BATCH]),
+            consumer,
+            topic: topic.to_string(),
+            group: options.group.clone(),
+            partitions,
+            next: vec![-1; n],
+            committed,
+            ends,
+            done,
+            remaining,
+            last_warning: None,
+            cluster: cluster.clone(),
+        })
+    }
+
+    /// The topic read.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Bounded mode: each partition's end offset, as seen at open.
+    pub fn end_offsets(&self) -> Option<Vec<(i32, i64)>> {
+        self.ends.as_ref().map(|ends| self.partitions.iter().copied().zip(ends.iter().copied()).collect())
+    }
+
+    /// Bounded mode: the partitions read to their end offset (including
+    /// those that had nothing to read), which will hand over nothing more.
+    pub fn finished_partitions(&self) -> Vec<i32> {
+        self.partitions.iter().zip(&self.done).filter(|(_, d)| **d).map(|(p, _)| *p).collect()
+    }
+
+    /// For each partition, the offset after the last record handed over
+    /// (the offset to commit once that record is processed); partitions
+    /// with nothing handed over yet are left out.
+    pub fn positions(&self) -> Vec<(i32, i64)> {
+        self.partitions.iter().copied().zip(self.next.iter().copied()).filter(|&(_, o)| o >= 0).collect()
+    }
+
+    /// Commits the offsets of every record handed over so far.
+    pub fn commit(&mut self) -> Result<(), KafkaError> {
+        let positions = self.positions();
+        self.commit_offsets(&positions)
+    }
+
+    /// Commits `(partition, next offset)` pairs for the group, for example
+    /// those of a checkpoint. Offsets not past the last commit are skipped.
+    pub fn commit_offsets(&mut self, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
+        let fail = |reason: String| KafkaError::Topic {
+            brokers: self.cluster.label().to_string(),
+            topic: self.topic.clone(),
+            action: "commit offsets of",
+            reason,
+        };
+        if self.group.is_none() {
+            return Err(fail("the source has no consumer group; set one to commit".into()));
+        }
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        let mut changed = Vec::new();
+        for &(p, offset) in offsets {
+            let Some(i) = self.index(p) else {
+                return Err(fail(format!("partition {p} is not one of the topic's")));
+            };
+            if offset > self.committed[i] {
+                tpl.add_partition_offset(&self.topic, p, Offset::Offset(offset))
+                    .map_err(|e| fail(format!("partition {p}: {e}")))?;
+                changed.push((i, offset));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| fail(e.to_string()))?;
+        for (i, offset) in changed {
+            self.committed[i] = offset;
+        }
+        Ok(())
+    }
+
+    fn index(&self, partition: i32) -> Option<usize> {
+        // Partition ids are 0..n in practice, so the id is the index.
+        match usize::try_from(partition).ok().filter(|&i| self.partitions.get(i) == Some(&partition)) {
+            Some(i) => Some(i),
+            None => self.partitions.iter().position(|&p| p == partition),
+        }
+    }
+
+    /// Marks a partition finished (bounded mode) and stops fetching it.
+    fn finish(&mut self, i: usize) {
+        if self.done[i] {
+            return;
+        }
+        self.done[i] = true;
+        self.remaining -= 1;
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        tpl.add_partition(&self.topic, self.partitions[i]);
+        // Only saves fetching; records past the end are skipped anyway.
+        let _ = self.consumer.pause(&tpl);
+    }
+
+    fn error(&self, message: String) -> SourceError {
+        SourceError {
+            source_name: self.topic.clone(),
+            message: format!("{message} (brokers {})", self.cluster.label()),
+        }
+    }
+
+    /// Handles one message of a batch; returns whether it was handed over.
+    fn handle(
+        &mut self,
+        m: &rd::rd_kafka_message_t,
+        each: &mut dyn FnMut(KafkaRecord<'_>),
+    ) -> Result<bool, SourceError> {
+        let bounded = self.ends.is_some();
+        if m.err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+            if m.err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                // Everything up to the partition's current high watermark has
+                // been handed over, and that is at least the end seen at open.
+                if bounded && let Some(i) = self.index(m.partition) {
+                    self.finish(i);
+                }
+                return Ok(false);
+            }
+            let text = message_error(m);
+            if is_fatal(m.err) {
+                return Err(self.error(text));
+            }
+            let now = Instant::now();
+            if self
+                .last_warning
+                .is_none_or(|(e, at)| e != m.err || now.duration_since(at) > Duration::from_secs(10))
+            {
+                tracing::warn!("topic '{}': {text} (retrying)", self.topic);
+                self.last_warning = Some((m.err, now));
+            }
+            return Ok(false);
+        }
+        let Some(i) = self.index(m.partition) else {
+            return Ok(false);
+        };
+        let end = self.ends.as_ref().map(|ends| ends[i]);
+        if let Some(end) = end
+            && (self.done[i] || m.offset >= end)
+        {
+            self.finish(i);
+            return Ok(false);
+        }
+        let payload: &[u8] = if m.payload.is_null() {
+            &[]
+        } else {
+            // SAFETY: librdkafka guarantees `len` readable bytes at `payload`
+            // until the message is destroyed, which happens after this call.
+            unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) }
+        };
+        let key = (!m.key.is_null()).then(|| {
+            // SAFETY: as for the payload.
+            unsafe { std::slice::from_raw_parts(m.key as *const u8, m.key_len) }
+        });
+        let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+        // SAFETY: `m` is a live message.
+        let timestamp = unsafe { rd::rd_kafka_message_timestamp(m, &mut kind) };
+        let timestamp = (timestamp >= 0).then_some(timestamp);
+        each(KafkaRecord { partition: m.partition, offset: m.offset, key, timestamp, payload });
+        self.next[i] = m.offset + 1;
+        if let Some(end) = end
+            && m.offset + 1 >= end
+        {
+            self.finish(i);
+        }
+        Ok(true)
+    }
+}
+
+impl KafkaSource {
+    /// Like [`Source::poll`], with each message's key and timestamp too.
+    pub fn poll_records(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        each: &mut dyn FnMut(KafkaRecord<'_>),
+    ) -> Result<Poll, SourceError> {
+        if self.ends.is_some() && self.remaining == 0 {
+            return Ok(Poll::End);
+        }
+        let deadline = Instant::now() + wait;
+        let mut handed = 0usize;
+        while handed < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Wait only for the first record, one at a time so the wait ends
+            // when it comes; then take what is already there.
+            let (timeout_ms, size) = if handed == 0 && !left.is_zero() {
+                (i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX), 1)
+            } else {
+                (0, (max - handed).min(BATCH))
+            };
+            // SAFETY: the queue is live and `batch` has room for `size`
+            // pointers; each returned message is destroyed below.
+            let got = unsafe {
+                rd::rd_kafka_consume_batch_queue(self.queue.0, timeout_ms, self.batch.0.as_mut_ptr(), size)
+            };
+            let got = match usize::try_from(got) {
+                Ok(n) => n,
+                // SAFETY: reads librdkafka's thread-local last error.
+                Err(_) => return Err(self.error(err_text(unsafe { rd::rd_kafka_last_error() }))),
+            };
+            let mut failure = None;
+            for k in 0..got {
+                let ptr = self.batch.0[k];
+                if failure.is_none() {
+                    // SAFETY: librdkafka returned `got` valid message pointers.
+                    match self.handle(unsafe { &*ptr }, each) {
+                        Ok(true) => handed += 1,
+                        Ok(false) => {}
+                        Err(e) => failure = Some(e),
+                    }
+                }
+                // SAFETY: each message is destroyed exactly once, after use.
+                unsafe { rd::rd_kafka_message_destroy(ptr) };
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            let finished = self.ends.is_some() && self.remaining == 0;
+            if finished || (got < size && (handed > 0 || Instant::now() >= deadline)) {
+                break;
+            }
+        }
+        Ok(match handed {
+            0 if self.ends.is_some() && self.remaining == 0 => Poll::End,
+            0 => Poll::Idle,
+            n => Poll::Records(n),
+        })
+    }
+}
+
+impl Source for KafkaSource {
+    fn partitions(&self) -> Vec<i32> {
+        self.partitions.clone()
+    }
+
+    fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        each: &mut dyn FnMut(RawRecord<'_>),
+    ) -> Result<Poll, SourceError> {
+        self.poll_records(max, wait, &mut |r| {
+            each(RawRecord { partition: r.partition, offset: r.offset, payload: r.payload })
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.topic
+    }
+}
+
+/// A reference to a consumer's queue, released on drop.
+struct ConsumerQueue(*mut rd::rd_kafka_queue_t);
+
+impl Drop for ConsumerQueue {
+    fn drop(&mut self) {
+        // SAFETY: obtained from `rd_kafka_queue_get_consumer`, released once.
+        unsafe { rd::rd_kafka_queue_destroy(self.0) };
+    }
+}
+
+/// Room for the message pointers of one batch. Only used within `poll`.
+struct MessageBatch(Vec<*mut rd::rd_kafka_message_t>);
+
+// SAFETY: librdkafka queues may be used from any thread, and the batch's
+// pointers are only live within one `poll` call.
+unsafe impl Send for ConsumerQueue {}
+// SAFETY: see `ConsumerQueue`.
+unsafe impl Send for MessageBatch {}
+
+/// Errors after which reading cannot go on.
+fn is_fatal(err: RDKafkaRespErr) -> bool {
+    use RDKafkaRespErr::*;
+    matches!(
+        err,
+        RD_KAFKA_RESP_ERR__FATAL
+            | RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
+            | RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
+            | RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
+            | RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED
+            | RD_KAFKA_RESP_ERR__AUTHENTICATION
+    )
+}
+
+/// The text of a consumer error message: librdkafka puts it in the payload.
+fn message_error(m: &rd::rd_kafka_message_t) -> String {
+    let code = err_text(m.err);
+    // SAFETY: for error messages librdkafka returns a NUL-terminated string
+    // owned by the message, or its static error text.
+    let detail = unsafe { CStr::from_ptr(rd::rd_kafka_message_errstr(m)) }.to_string_lossy().into_owned();
+    if detail.is_empty() || detail == code { code } else { format!("{code}: {detail}") }
+}
+
+/// A suffix that makes private group names unique within this process.
+fn unique_suffix() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
