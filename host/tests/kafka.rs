@@ -6,6 +6,9 @@
 //! independently of the broker: each reading must come back exactly once,
 //! byte for byte, keyed by its device, in order within its partition.
 
+mod support;
+use support::{Child, free_port, start_tansu};
+
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -352,16 +355,6 @@ fn missing_topics_are_reported_with_advice() {
 // ---------------------------------------------------------------------------
 // The CLI against `weir dev-broker` in its own process.
 
-/// A child process killed when the test ends, however it ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn weir(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weir")).args(args).stdin(Stdio::null()).output().expect("run weir")
 }
@@ -581,58 +574,16 @@ fn the_library_works_through_the_dev_broker_forwarder() {
 // ---------------------------------------------------------------------------
 // A real, separate broker: tansu.
 
-fn tansu_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("WEIR_TANSU") {
-        return PathBuf::from(path);
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("tansu"))
-        .find(|p| p.is_file());
-    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu"));
-    match on_path.or(home.filter(|p| p.is_file())) {
-        Some(path) => path,
-        None => panic!(
-            "the tansu broker is not installed, and this test needs a real Kafka-compatible broker. \
-             Install it with `cargo install tansu --locked --features dynostore,libsql` (about 15 minutes), \
-             or run `bash .ci/run`, or point WEIR_TANSU at the binary"
-        ),
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 fn round_trip_through_a_real_broker_process() {
-    let binary = tansu_binary();
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    // SQLite storage in a temporary folder (the path is relative to the
-    // working dir): tansu 0.6's memory engine reports a wrong high watermark
-    // (the last batch's base offset + 1, not the last offset + 1), so a
-    // bounded read would stop early.
-    let dir = tempfile::tempdir().unwrap();
-    let _tansu = Child(
-        Command::new(&binary)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.sqlite"])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display())),
-    );
+    let tansu = start_tansu();
     let config = KafkaConfig {
         connect_attempts: 12,
         backoff: Duration::from_millis(100),
         backoff_max: Duration::from_secs(1),
         ..config()
     };
-    let cluster = Cluster::external(&format!("127.0.0.1:{port}"), config).expect("tansu answers");
+    let cluster = Cluster::external(&tansu.bootstrap, config).expect("tansu answers");
 
     cluster.create_topic("readings", 3, 1).expect("create a topic on tansu");
     assert!(matches!(cluster.create_topic("readings", 3, 1), Err(KafkaError::TopicExists { .. })));

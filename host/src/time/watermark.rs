@@ -54,15 +54,20 @@ impl Watermarks {
     }
 
     /// The job's watermark at `now`: the minimum over partitions that had an
-    /// event within the idle timeout. When every partition is idle, it
-    /// holds. It never decreases.
+    /// event within the idle timeout, so an idle partition never holds it
+    /// back. When every partition is idle, none holds it back: it moves to
+    /// the highest partition watermark, as if the busiest partition had been
+    /// the last one active. It never decreases.
     pub fn current(&mut self, now: Instant) -> i64 {
+        let bound = |c: &PartitionClock| c.max_ts.saturating_sub(self.out_of_orderness).saturating_sub(1);
         let active = self.partitions.values().filter(|c| match self.idle_timeout {
             Some(timeout) => now.saturating_duration_since(c.last_event) < timeout,
             None => true,
         });
-        let candidate =
-            active.map(|c| c.max_ts.saturating_sub(self.out_of_orderness).saturating_sub(1)).min();
+        let candidate = match active.map(bound).min() {
+            Some(wm) => Some(wm),
+            None => self.partitions.values().filter(|c| c.max_ts > i64::MIN).map(bound).max(),
+        };
         if let Some(wm) = candidate {
             self.emitted = self.emitted.max(wm);
         }
@@ -105,8 +110,13 @@ mod tests {
         // Partition 1 wakes up behind: the watermark does not go back.
         w.observe(1, 5_000, t0 + Duration::from_secs(7));
         assert_eq!(w.current(t0 + Duration::from_secs(7)), 11_999);
-        // Everyone idle: it holds.
+        // Everyone idle: nobody holds it back; the highest partition
+        // watermark (partition 0's) stands.
         assert_eq!(w.current(t0 + Duration::from_secs(60)), 11_999);
+        let mut quiet = Watermarks::new(&[0, 1, 2], Duration::ZERO, Some(idle), t0);
+        quiet.observe(0, 3_000, t0);
+        assert_eq!(quiet.current(t0), i64::MIN, "1 and 2 are not idle yet");
+        assert_eq!(quiet.current(t0 + Duration::from_secs(6)), 2_999, "all idle: 1 and 2 never spoke");
         assert_eq!(w.finish(), i64::MAX);
     }
 }

@@ -1,0 +1,73 @@
+//! What the integration tests share: child processes that die with the
+//! test, and a real Kafka-compatible broker (tansu) on a free port.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// A child process killed when the test ends, however it ends.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The tansu binary: `$WEIR_TANSU`, else on PATH, else `~/.cargo/bin`. The
+/// tests that need a real broker fail, saying how to install it, when it is
+/// missing: they never pass without it.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("WEIR_TANSU") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("tansu"))
+        .find(|p| p.is_file());
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu"));
+    match on_path.or(home.filter(|p| p.is_file())) {
+        Some(path) => path,
+        None => panic!(
+            "the tansu broker is not installed, and this test needs a real Kafka-compatible broker. \
+             Install it with `cargo install tansu --locked --features dynostore,libsql` (about 15 minutes), \
+             or run `bash .ci/run`, or point WEIR_TANSU at the binary"
+        ),
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A tansu broker on a free loopback port, with its data in a temporary
+/// folder. SQLite storage: tansu 0.6's memory engine reports a wrong high
+/// watermark (the last batch's base offset + 1, not the last offset + 1),
+/// so bounded reads would stop early.
+pub struct Tansu {
+    pub bootstrap: String,
+    _child: Child,
+    _dir: tempfile::TempDir,
+}
+
+pub fn start_tansu() -> Tansu {
+    let binary = tansu_binary();
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let child = Child(
+        Command::new(&binary)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.sqlite"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display())),
+    );
+    Tansu { bootstrap: format!("127.0.0.1:{port}"), _child: child, _dir: dir }
+}
