@@ -9,7 +9,8 @@
 //!   (no decoding), as Flink's DataGeneratorSource does;
 //! - `json`: the same events as JSON lines in a file, through the whole
 //!   pipeline (file source, decode, window, plugin, encode, file sink);
-//! - `kafka`: through the embedded broker (see `KAFKA` below).
+//! - `kafka`: through the embedded broker: produced on another thread
+//!   while the job consumes (N = 1M by default, `--n-kafka`).
 //!
 //! Each case runs in a child process so its peak RSS is its own.
 //!
@@ -194,12 +195,124 @@ fn run_json(n: u64, window: &str, reduce: &str, dir: &Path) -> Measured {
     }
 }
 
+/// Mode `kafka`: the readings produced to a 4-partition topic on the
+/// embedded broker while the job consumes them (the mock cluster keeps only
+/// about 5 MiB per partition, so producing everything first would lose the
+/// oldest), until every produced record was read.
+fn run_kafka(n: u64, window: &str, reduce: &str) -> Measured {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use weir::kafka::readings::Reading;
+    use weir::kafka::{Cluster, KafkaConfig};
+    use weir::sink::Sink;
+    use weir::source::{Poll, RawRecord, Source, SourceError};
+
+    struct Counted {
+        inner: Box<dyn Source>,
+        produced: Arc<AtomicU64>,
+        consumed: Arc<AtomicU64>,
+        read: u64,
+        last_record: Instant,
+    }
+    impl Source for Counted {
+        fn partitions(&self) -> Vec<i32> {
+            self.inner.partitions()
+        }
+        fn poll(
+            &mut self,
+            max: usize,
+            wait: std::time::Duration,
+            each: &mut dyn FnMut(RawRecord<'_>),
+        ) -> Result<Poll, SourceError> {
+            if self.read >= self.produced.load(Ordering::Acquire) {
+                return Ok(Poll::End);
+            }
+            let polled = self.inner.poll(max, wait, each)?;
+            if let Poll::Records(k) = polled {
+                self.read += k as u64;
+                self.consumed.store(self.read, Ordering::Release);
+                self.last_record = Instant::now();
+            }
+            // Records the broker dropped would never come: fail, not hang.
+            assert!(
+                self.last_record.elapsed() < std::time::Duration::from_secs(20),
+                "no records for 20 s after {} of them: the broker lost data",
+                self.read
+            );
+            Ok(polled)
+        }
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+    }
+
+    let (plugin, _) = plugin_for(reduce);
+    let window_toml = match window_spec(window) {
+        WindowSpec::Tumbling { size } => format!("type = \"tumbling\"\nsize = \"{size}ms\""),
+        WindowSpec::Sliding { size, slide } => {
+            format!("type = \"sliding\"\nsize = \"{size}ms\"\nslide = \"{slide}ms\"")
+        }
+        WindowSpec::Session { gap } => format!("type = \"session\"\ngap = \"{gap}ms\""),
+    };
+    let job = format!(
+        "name = \"bench\"\n[source]\ntype = \"kafka\"\nbrokers = \"embedded\"\ntopic = \"readings\"\npartitions = 4\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\n{window_toml}\n[function]\nplugin = \"{plugin}\"\n[sink]\ntype = \"kafka\"\ntopic = \"max-temperature\"\n"
+    );
+    let job = weir::job::Job::parse(&job, "bench.toml", Path::new(".")).expect("job");
+    let engine =
+        PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
+    let mut pipeline = Pipeline::build(job, &engine).expect("pipeline");
+    let cluster = Cluster::embedded(KafkaConfig::default()).expect("embedded broker");
+    let mut io = weir::pipeline::io::open(pipeline.job(), false, Some(cluster.clone())).expect("io");
+    let produced = Arc::new(AtomicU64::new(u64::MAX));
+    let consumed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let producer = {
+        let (produced, consumed, cluster) = (produced.clone(), consumed.clone(), cluster.clone());
+        std::thread::spawn(move || {
+            let mut sink = weir::sink::kafka::KafkaSink::open(&cluster, "readings").expect("producer");
+            let (mut key, mut value) = (Vec::new(), Vec::new());
+            for i in 0..n {
+                // Stay within 100k records of the job: the mock broker keeps
+                // only about 5 MiB per partition.
+                while i.saturating_sub(consumed.load(Ordering::Acquire)) > 100_000 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                let r = Reading::generate(i, DEVICES);
+                key.clear();
+                value.clear();
+                r.write_key(&mut key);
+                r.write_json(&mut value);
+                sink.send(Some(&key), &value).expect("send");
+            }
+            sink.flush().expect("flush");
+            produced.store(n, Ordering::Release);
+        })
+    };
+    let mut source = Counted { inner: io.source, produced, consumed, read: 0, last_record: Instant::now() };
+    let mut checksum = 0i64;
+    let summary = pipeline
+        .run(&mut source, &mut io.sinks, &RunOptions::default(), &mut |e| {
+            if let Some(m) = e.record["max_temperature"].as_f64() {
+                checksum += (m * 1000.0).round() as i64;
+            }
+        })
+        .expect("run");
+    producer.join().expect("producer thread");
+    Measured {
+        events: summary.events,
+        seconds: started.elapsed().as_secs_f64(),
+        outputs: summary.outputs,
+        checksum,
+    }
+}
+
 fn child(case: &str, n: u64, dir: &Path) {
     let parts: Vec<&str> = case.split(':').collect();
     let [mode, window, reduce] = parts[..] else { panic!("case is mode:window:kind, got {case}") };
     let m = match mode {
         "memory" => run_memory(n, window, reduce),
         "json" => run_json(n, window, reduce, dir),
+        "kafka" => run_kafka(n, window, reduce),
         other => panic!("unknown mode {other}"),
     };
     if window == "tumbling" {
@@ -224,6 +337,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let n: u64 = value("--n").map_or(10_000_000, |v| v.parse().expect("--n takes a number"));
+    // Through the broker the producer is the bottleneck: fewer events.
+    let n_kafka: u64 = value("--n-kafka").map_or(1_000_000, |v| v.parse().expect("--n-kafka takes a number"));
     let dir = value("--dir").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("weir-bench"));
     std::fs::create_dir_all(&dir).expect("bench dir");
     if let Some(case) = value("--case") {
@@ -240,13 +355,15 @@ fn main() {
         "json:tumbling:window",
         "json:tumbling:agg",
         "json:sliding:agg",
+        "kafka:tumbling:window",
     ];
     println!("| case | events | seconds | events/s | outputs | peak RSS (MB) |");
     println!("|---|---|---|---|---|---|");
     let exe = std::env::current_exe().expect("exe");
     for case in cases {
         let out = Command::new(&exe)
-            .args(["--case", case, "--n", &n.to_string(), "--dir", &dir.display().to_string()])
+            .args(["--case", case, "--dir", &dir.display().to_string()])
+            .args(["--n", &if case.starts_with("kafka") { n_kafka } else { n }.to_string()])
             .output()
             .expect("run case");
         let text = String::from_utf8_lossy(&out.stdout);
