@@ -12,6 +12,9 @@
 //! - `kafka`: through the embedded broker: produced on another thread
 //!   while the job consumes (N = 1M by default, `--n-kafka`).
 //!
+//! - `state`: the memory an open (key, window) costs, for window functions
+//!   (which keep the window's events) and aggregates (an accumulator).
+//!
 //! Each case runs in a child process so its peak RSS is its own.
 //!
 //! ```sh
@@ -306,7 +309,56 @@ fn run_kafka(n: u64, window: &str, reduce: &str) -> Measured {
     }
 }
 
+/// Mode `state`: the memory one open (key, window) costs. 100,000 keys,
+/// each with 20 events in one tumbling window that never fires; reports
+/// the RSS growth per open window.
+fn run_state(reduce: &str) {
+    let keys = 100_000i64;
+    let per_key = 20;
+    let engine = PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
+    let (plugin, mode) = plugin_for(reduce);
+    let mut instance = engine.load_ref(plugin).expect("plugin").instantiate(vec![], PluginLimits::default()).expect("instance");
+    let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
+    let mut op = WindowOperator::new(WindowSpec::Tumbling { size: 1000 }, 0, mode, vec![FieldType::F64], vec![0]);
+    let mut batch = Batch::new(&fields);
+    let before = current_rss_mb();
+    for round in 0..per_key {
+        for start in (0..keys).step_by(1000) {
+            batch.clear();
+            let Column::F64(temps) = &mut batch.columns[0] else { unreachable!() };
+            for k in start..start + 1000 {
+                batch.partitions.push(0);
+                batch.offsets.push(0);
+                batch.keys.push(Some(Key::Int(k)));
+                batch.timestamps.push(T0 + round);
+                temps.push(333.0 + (k % 50) as f64);
+            }
+            op.process(&batch, &mut instance, &mut |_| {});
+        }
+    }
+    let grown = current_rss_mb() - before;
+    let (entries, bytes) = op.open_state();
+    println!(
+        "RESULT state:{reduce} open_windows={entries} events_per_window={per_key} rss_bytes_per_window={:.0} held_bytes_per_window={:.0}",
+        grown * 1024.0 * 1024.0 / entries as f64,
+        bytes as f64 / entries as f64
+    );
+}
+
+fn current_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn child(case: &str, n: u64, dir: &Path) {
+    if let Some(reduce) = case.strip_prefix("state:") {
+        run_state(reduce);
+        return;
+    }
     let parts: Vec<&str> = case.split(':').collect();
     let [mode, window, reduce] = parts[..] else { panic!("case is mode:window:kind, got {case}") };
     let m = match mode {
@@ -360,9 +412,17 @@ fn main() {
         "json:sliding:agg",
         "kafka:tumbling:window",
     ];
+    let states = ["state:window", "state:agg"];
     println!("| case | events | seconds | events/s | outputs | peak RSS (MB) |");
     println!("|---|---|---|---|---|---|");
     let exe = std::env::current_exe().expect("exe");
+    for case in states {
+        let out = Command::new(&exe).args(["--case", case]).output().expect("run case");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(line) = text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+            println!("memory per open (key, window): {line}");
+        }
+    }
     for case in cases {
         let out = Command::new(&exe)
             .args(["--case", case, "--dir", &dir.display().to_string()])
