@@ -315,11 +315,17 @@ fn run_kafka(n: u64, window: &str, reduce: &str) -> Measured {
 fn run_state(reduce: &str) {
     let keys = 100_000i64;
     let per_key = 20;
-    let engine = PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
+    let engine =
+        PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
     let (plugin, mode) = plugin_for(reduce);
-    let mut instance = engine.load_ref(plugin).expect("plugin").instantiate(vec![], PluginLimits::default()).expect("instance");
+    let mut instance = engine
+        .load_ref(plugin)
+        .expect("plugin")
+        .instantiate(vec![], PluginLimits::default())
+        .expect("instance");
     let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
-    let mut op = WindowOperator::new(WindowSpec::Tumbling { size: 1000 }, 0, mode, vec![FieldType::F64], vec![0]);
+    let mut op =
+        WindowOperator::new(WindowSpec::Tumbling { size: 1000 }, 0, mode, vec![FieldType::F64], vec![0]);
     let mut batch = Batch::new(&fields);
     let before = current_rss_mb();
     for round in 0..per_key {

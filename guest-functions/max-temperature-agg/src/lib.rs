@@ -81,7 +81,7 @@ impl aggregate::Guest for MaxTemperatureAgg {
         let Some(Column::F64(temps)) = events.columns.first() else {
             return Err("expected one f64 column 'temperature'".into());
         };
-        acc.max = acc.max.max(max_of(&temps));
+        acc.max = acc.max.max(guest_support::max_of(&temps));
         acc.count += temps.len() as i64;
         Ok(acc.encode())
     }
@@ -111,7 +111,7 @@ impl aggregate::Guest for MaxTemperatureAgg {
             let mut acc = Acc::decode(bytes)?;
             let slice = temps.get(start..end as usize).ok_or("ends do not fit the batch")?;
             start = end as usize;
-            acc.max = acc.max.max(max_of(slice));
+            acc.max = acc.max.max(guest_support::max_of(slice));
             acc.count += slice.len() as i64;
             out.bytes.extend_from_slice(&acc.encode());
             out.ends.push(out.bytes.len() as u32);
@@ -147,38 +147,6 @@ impl aggregate::Guest for MaxTemperatureAgg {
             row_ends.push(maxes.len() as u32);
         }
         Ok(RowsMany { ends: row_ends, columns: vec![Column::F64(maxes), Column::I64(counts)] })
-    }
-}
-
-/// The maximum of `values` (`-inf` for none), eight at a time with wasm
-/// SIMD: a scalar fold cannot vectorise (`f64::max`'s NaN rules), and every
-/// loop iteration pays an epoch check under weir's CPU deadline. JSON has
-/// no NaN, so `pmax`'s NaN handling does not matter here.
-fn max_of(values: &[f64]) -> f64 {
-    #[cfg(target_arch = "wasm32")]
-    {
-        use core::arch::wasm32::{f64x2_extract_lane, f64x2_pmax, f64x2_splat, v128, v128_load};
-        let mut acc = [f64x2_splat(f64::NEG_INFINITY); 4];
-        let chunks = values.chunks_exact(8);
-        let rest = chunks.remainder();
-        for chunk in chunks {
-            for (k, lane) in acc.iter_mut().enumerate() {
-                // SAFETY: `chunk` has 8 values, so 2 f64s at 2k are in
-                // bounds; v128_load allows unaligned addresses.
-                let v = unsafe { v128_load(chunk.as_ptr().add(2 * k) as *const v128) };
-                *lane = f64x2_pmax(*lane, v);
-            }
-        }
-        let m = f64x2_pmax(f64x2_pmax(acc[0], acc[1]), f64x2_pmax(acc[2], acc[3]));
-        let mut max = f64x2_extract_lane::<0>(m).max(f64x2_extract_lane::<1>(m));
-        for &x in rest {
-            max = max.max(x);
-        }
-        max
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
     }
 }
 

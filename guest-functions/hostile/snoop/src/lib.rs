@@ -51,61 +51,7 @@ impl window::Guest for Snoop {
         Err(report.join("; "))
     }
 
-    fn apply_many(
-        keys: Vec<Value>,
-        windows: Vec<Window>,
-        ends: Vec<u32>,
-        events: Events,
-    ) -> Result<RowsMany, String> {
-        let parts = split(&ends, &events).ok_or("ends do not fit the batch")?;
-        let mut out = RowsMany { ends: Vec::with_capacity(keys.len()), columns: Vec::new() };
-        let mut total = 0u32;
-        for ((key, window), part) in keys.into_iter().zip(windows).zip(parts) {
-            let rows = Self::apply(key, window, part)?;
-            total += rows.len;
-            out.ends.push(total);
-            if out.columns.is_empty() {
-                out.columns = rows.columns;
-            } else {
-                for (all, more) in out.columns.iter_mut().zip(rows.columns) {
-                    match (all, more) {
-                        (Column::F64(a), Column::F64(m)) => a.extend(m),
-                        (Column::I64(a), Column::I64(m)) => a.extend(m),
-                        (Column::String(a), Column::String(m)) => a.extend(m),
-                        (Column::Bool(a), Column::Bool(m)) => a.extend(m),
-                        _ => return Err("windows returned different column types".into()),
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Splits a batch into the windows `ends` marks out; `None` if `ends` does
-/// not fit the batch.
-fn split(ends: &[u32], events: &Events) -> Option<Vec<Events>> {
-    let mut out = Vec::with_capacity(ends.len());
-    let mut start = 0usize;
-    for &end in ends {
-        let end = end as usize;
-        if end < start || end > events.timestamps.len() {
-            return None;
-        }
-        let columns = events
-            .columns
-            .iter()
-            .map(|c| match c {
-                Column::F64(v) => v.get(start..end).map(|s| Column::F64(s.to_vec())),
-                Column::I64(v) => v.get(start..end).map(|s| Column::I64(s.to_vec())),
-                Column::String(v) => v.get(start..end).map(|s| Column::String(s.to_vec())),
-                Column::Bool(v) => v.get(start..end).map(|s| Column::Bool(s.to_vec())),
-            })
-            .collect::<Option<Vec<_>>>()?;
-        out.push(Events { timestamps: events.timestamps[start..end].to_vec(), columns });
-        start = end;
-    }
-    Some(out)
+    guest_support::apply_many_by_window!();
 }
 
 export!(Snoop);
