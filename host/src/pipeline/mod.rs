@@ -233,6 +233,9 @@ impl Pipeline {
             batch.clear();
             raw.clear();
             let now = now_ms();
+            // One clock reading per poll: idleness is measured in seconds,
+            // so every event of a batch can share it.
+            let polled_at = Instant::now();
             let watermark = operator.as_ref().map_or(i64::MIN, WindowOperator::watermark);
             let Sinks { output, dead_letter, late } = sinks;
             let polled = source.poll(BATCH_SIZE, options.poll_wait, &mut |record| {
@@ -256,7 +259,7 @@ impl Pipeline {
                 let row = batch.len() - 1;
                 let ts = batch.timestamps[row];
                 if event_time {
-                    watermarks.observe(record.partition, ts, Instant::now());
+                    watermarks.observe(record.partition, ts, polled_at);
                 }
                 if let (Some(op), Some(key)) = (&operator, &batch.keys[row])
                     && op.is_late(record.partition, key, ts)

@@ -48,11 +48,6 @@ impl Watermarks {
         clock.last_event = now;
     }
 
-    /// Notes that `partition` had events up to `max_ts` (a batch at once).
-    pub fn observe_max(&mut self, partition: i32, max_ts: i64, now: Instant) {
-        self.observe(partition, max_ts, now);
-    }
-
     /// The job's watermark at `now`: the minimum over partitions that had an
     /// event within the idle timeout, so an idle partition never holds it
     /// back. When every partition is idle, none holds it back: it moves to
