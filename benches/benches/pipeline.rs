@@ -29,10 +29,10 @@ use std::process::Command;
 use std::time::Instant;
 use weir::decode::Batch;
 use weir::pipeline::{Pipeline, RunOptions, Sinks};
-use weir::plugin::types::{Column, Field, FieldType};
 use weir::plugin::{EngineConfig, PluginEngine, PluginLimits};
 use weir::record::Key;
-use weir::window::{Output, Reduce, WindowOperator, WindowSpec};
+use weir::types::{Column, Field, FieldType};
+use weir::window::{Firing, Reduce, WindowOperator, WindowSpec};
 
 const T0: i64 = 1_700_000_000_000;
 const DEVICES: u64 = 10;
@@ -83,7 +83,7 @@ fn window_spec(name: &str) -> WindowSpec {
 
 fn plugin_for(reduce: &str) -> (&'static str, Reduce) {
     match reduce {
-        "window" => ("max-temperature", Reduce::Window),
+        "window" => ("max-temperature", Reduce::Apply),
         "agg" => ("max-temperature-agg", Reduce::Aggregate { flush_at: weir::pipeline::AGGREGATE_FLUSH }),
         other => panic!("unknown function kind {other}"),
     }
@@ -112,8 +112,8 @@ fn run_memory(n: u64, window: &str, reduce: &str) -> Measured {
     let mut op = WindowOperator::new(window_spec(window), 0, mode, vec![FieldType::F64], vec![0]);
     let mut batch = Batch::new(&fields);
     let (mut outputs, mut checksum) = (0u64, 0i64);
-    let mut collect = |o: Output<'_>| {
-        if let Output::Fired { rows, .. } = o
+    let mut collect = |o: Firing<'_>| {
+        if let Firing::Rows { rows, .. } = o
             && let Column::F64(m) = &rows.columns[0]
         {
             let mine = &m[rows.start..rows.start + rows.len];
@@ -137,7 +137,7 @@ fn run_memory(n: u64, window: &str, reduce: &str) -> Measured {
             temps.push(t);
         }
         let watermark = batch.timestamps[batch.len() - 1] - 1;
-        op.process(&batch, &mut instance, &mut collect);
+        op.process(&batch, &mut instance);
         op.advance(watermark, &mut instance, &mut collect);
         i = end;
     }
@@ -265,7 +265,7 @@ fn run_kafka(n: u64, window: &str, reduce: &str) -> Measured {
         PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
     let mut pipeline = Pipeline::build(job, &engine).expect("pipeline");
     let cluster = Cluster::embedded(KafkaConfig::default()).expect("embedded broker");
-    let mut io = weir::pipeline::io::open(pipeline.job(), false, Some(cluster.clone())).expect("io");
+    let mut io = weir::pipeline::connect::open(pipeline.job(), false, Some(cluster.clone())).expect("io");
     let produced = Arc::new(AtomicU64::new(u64::MAX));
     let consumed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -339,7 +339,7 @@ fn run_state(reduce: &str) {
                 batch.timestamps.push(T0 + round);
                 temps.push(333.0 + (k % 50) as f64);
             }
-            op.process(&batch, &mut instance, &mut |_| {});
+            op.process(&batch, &mut instance);
         }
     }
     let grown = current_rss_mb() - before;

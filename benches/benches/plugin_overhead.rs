@@ -17,8 +17,8 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
-use weir::plugin::types::{Column, Rows, Value, Window};
 use weir::plugin::{Plugin, PluginEngine, PluginInstance, PluginLimits};
+use weir::types::{Column, Rows, Value, Window};
 use weir_benches::{WINDOW_MILLIS, engine, events, temperatures};
 
 /// Window and batch sizes, in values.

@@ -2,8 +2,8 @@
 //! the few helpers they share: deterministic inputs and engines built with
 //! the switches being measured.
 
-use weir::plugin::types::{Column, Events};
 use weir::plugin::{EngineConfig, EngineError, PluginEngine};
+use weir::types::{Column, Events};
 
 /// The timestamps' span, in milliseconds: every event falls in `[0, 1000)`,
 /// the window the benchmarks pass.

@@ -1,7 +1,7 @@
 //! Output records as JSON.
 
-use crate::plugin::types::{Field, Window};
 use crate::record::Key;
+use crate::types::{Field, Window};
 use crate::window::RowsRef;
 use serde_json::{Map, Value};
 
@@ -33,7 +33,7 @@ pub fn window_records(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::types::{Column, FieldType, Rows};
+    use crate::types::{Column, FieldType, Rows};
 
     #[test]
     fn window_records_put_key_and_bounds_first() {

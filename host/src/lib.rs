@@ -13,4 +13,8 @@ pub mod record;
 pub mod sink;
 pub mod source;
 pub mod time;
+pub mod types;
+
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod window;

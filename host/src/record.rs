@@ -1,6 +1,6 @@
 //! Records as the host sees them: a key, a timestamp and typed fields.
 
-use crate::plugin::types::{Column, Field, FieldType, Value};
+use crate::types::{Column, Field, FieldType, Value};
 use std::fmt;
 
 /// A record key: what a job keys by. Keys are integers or strings, so they

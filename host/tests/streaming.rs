@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use weir::job::Job;
 use weir::kafka::readings::Reading;
 use weir::kafka::{Cluster, KafkaConfig};
-use weir::pipeline::{Pipeline, RunOptions, RunSummary, io};
+use weir::pipeline::{Pipeline, RunOptions, RunSummary, connect};
 use weir::plugin::{EngineConfig, PluginEngine};
 use weir::sink::Sink;
 use weir::sink::kafka::KafkaSink;
@@ -109,7 +109,7 @@ dead_letter = "readings-dlq"
 fn run(job: Job, cluster: Option<Cluster>) -> RunSummary {
     let engine = engine();
     let mut pipeline = Pipeline::build(job, &engine).unwrap();
-    let mut io = io::open(pipeline.job(), true, cluster).unwrap();
+    let mut io = connect::open(pipeline.job(), true, cluster).unwrap();
     pipeline.run(io.source.as_mut(), &mut io.sinks, &RunOptions::default(), &mut |_| {}).unwrap()
 }
 
@@ -232,7 +232,7 @@ fn idle_partitions_do_not_hold_the_watermark_back() {
     let mut pipeline =
         Pipeline::build(job("embedded", "type = \"tumbling\"\nsize = \"1s\"", "max-temperature"), &engine)
             .unwrap();
-    let mut io = io::open(pipeline.job(), false, Some(cluster.clone())).unwrap();
+    let mut io = connect::open(pipeline.job(), false, Some(cluster.clone())).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let watchdog = {
         let stop = stop.clone();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use weir::job::Job;
 use weir::kafka::readings::Reading;
 use weir::kafka::{Cluster, KafkaConfig};
-use weir::pipeline::{Pipeline, RunOptions, io};
+use weir::pipeline::{Pipeline, RunOptions, connect};
 use weir::sink::Sink;
 use weir::sink::kafka::KafkaSink;
 use weir::source::{Poll, RawRecord, Source, SourceError};
@@ -128,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let engine = super::engine()?;
     let mut pipeline = Pipeline::build(job, &engine)?;
     let cluster = Cluster::embedded(KafkaConfig::default())?;
-    let mut io = io::open(pipeline.job(), false, Some(cluster.clone()))?;
+    let mut io = connect::open(pipeline.job(), false, Some(cluster.clone()))?;
     eprintln!(
         "embedded broker (memory only) at {}; producing {} readings of {} devices at {}",
         cluster.bootstrap(),
@@ -169,8 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut source = DemoSource { inner: io.source, produced: produced.clone(), read: 0 };
     let options = RunOptions { stop: stop_on_ctrl_c()?, ..RunOptions::default() };
     println!("{:>6}  {:<27}  {:>12}  {:>6}", "device", "window (UTC)", "max (K)", "count");
-    let value_field =
-        pipeline.plugin().plugin().descriptor().outputs.first().map(|f| f.name.clone()).unwrap_or_default();
+    let value_field = pipeline.descriptor().outputs.first().map(|f| f.name.clone()).unwrap_or_default();
     let summary = pipeline.run(&mut source, &mut io.sinks, &options, &mut |e| {
         let (Some(key), Some(w)) = (e.key, e.window) else { return };
         let max = e.record[value_field.as_str()].as_f64().unwrap_or(f64::NAN);

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 use weir::plugin::Plugin;
-use weir::plugin::types::{Field, Value};
+use weir::types::{Field, Value};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -8,9 +8,9 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use weir::encode::window_records;
 use weir::plugin::schema::{bind_inputs, resolve_params};
-use weir::plugin::types::{Column, Events, Field, FunctionKind, Window};
 use weir::plugin::{PluginInstance, PluginLimits};
 use weir::record::{Key, parse_field, push_json};
+use weir::types::{Column, Events, Field, FunctionKind, Window};
 use weir::window::{WindowSpec, merge_sessions};
 
 #[derive(clap::Args)]
@@ -246,7 +246,7 @@ fn fire(
     key: &Key,
     window: Window,
     events: &Events,
-) -> anyhow::Result<weir::plugin::types::Rows> {
+) -> anyhow::Result<weir::types::Rows> {
     let value = key.to_value();
     Ok(match instance.plugin().kind() {
         FunctionKind::Aggregate => {

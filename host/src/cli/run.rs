@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use weir::job::Job;
-use weir::pipeline::{Pipeline, RunOptions, RunSummary, io};
+use weir::pipeline::{Pipeline, RunOptions, RunSummary, connect};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let job = Job::load(&args.job)?;
     let engine = super::engine()?;
     let mut pipeline = Pipeline::build(job, &engine)?;
-    let mut io = io::open(pipeline.job(), args.until_end, None)?;
+    let mut io = connect::open(pipeline.job(), args.until_end, None)?;
     for cluster in &io.clusters {
         if cluster.embedded_cluster().is_some() {
             eprintln!(

@@ -1,8 +1,8 @@
 //! A batch of decoded records in columns, reused across polls so the hot
 //! path does not allocate per event.
 
-use crate::plugin::types::{Column, Field};
 use crate::record::Key;
+use crate::types::{Column, Field};
 
 /// Decoded records: for row `i`, `partitions[i]`, `keys[i]`, `timestamps[i]`
 /// and `columns[c][i]` for each declared field `c` (the job's field order).

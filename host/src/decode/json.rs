@@ -3,8 +3,8 @@
 //! written straight into the batch's columns; other fields are skipped.
 
 use super::Batch;
-use crate::plugin::types::{Column, Field, FieldType};
 use crate::record::Key;
+use crate::types::{Column, Field, FieldType};
 use serde::Deserializer as _;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use std::fmt;

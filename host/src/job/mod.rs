@@ -10,7 +10,7 @@ pub use config::{
 };
 
 use crate::decode::RecordSchema;
-use crate::plugin::types::{Field, FieldType};
+use crate::types::{Field, FieldType};
 use crate::window::WindowSpec;
 use std::fmt;
 use std::path::{Path, PathBuf};

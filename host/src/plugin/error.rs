@@ -1,6 +1,6 @@
 //! Errors from loading and calling plugins.
 
-use super::types::{FunctionKind, Window};
+use crate::types::{FunctionKind, Window};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -138,7 +138,7 @@ impl fmt::Display for CallSite {
 /// A failed plugin call: which plugin, which call, and what went wrong.
 /// The host goes on; the instance is replaced before its next call if it
 /// trapped.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("plugin '{plugin}' failed in {call}: {failure}")]
 pub struct PluginError {
     /// The plugin's name.

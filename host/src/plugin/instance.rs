@@ -11,10 +11,10 @@ use super::load::{Plugin, WorldPre};
 use super::log::{CallLog, CappedLog};
 use super::signatures;
 use super::store::StoreState;
-use super::types::{
+use crate::plugin::bindings::map::exports::weir::functions::map::Mapped;
+use crate::types::{
     Accumulators, Column, Descriptor, Events, FieldType, FunctionKind, Param, Rows, RowsMany, Value, Window,
 };
-use crate::plugin::bindings::map::exports::weir::functions::map::Mapped;
 use wasmtime::{Store, Trap};
 
 /// The bindings of a live instance.
@@ -180,6 +180,12 @@ impl PluginInstance {
         PluginError { plugin: self.plugin.name().to_string(), call, failure }
     }
 
+    /// The host rejects what a call returned: the call failed.
+    fn reject(&mut self, call: CallSite, failure: Failure) -> PluginError {
+        self.stats.failures += 1;
+        self.error(call, failure)
+    }
+
     /// Makes sure there is a live, configured instance: after a trap, a
     /// fresh store and instance replace the dead ones.
     fn ensure_live(&mut self) -> Result<(), PluginError> {
@@ -293,16 +299,16 @@ impl PluginInstance {
         }
     }
 
-    fn check_rows(&self, rows: &Rows, call_site: impl FnOnce() -> CallSite) -> Result<(), PluginError> {
+    fn check_rows(&mut self, rows: &Rows, call_site: impl FnOnce() -> CallSite) -> Result<(), PluginError> {
         let outputs = &self.plugin.descriptor().outputs;
         let size: usize = rows.columns.iter().map(Column::data_size).sum();
         if size > self.limits.output {
-            return Err(self.error(call_site(), Failure::OutputTooLarge { size, limit: self.limits.output }));
+            return Err(self.reject(call_site(), Failure::OutputTooLarge { size, limit: self.limits.output }));
         }
         if let Some(problem) =
             check_columns(&rows.columns, outputs.iter().map(|f| (f.name.as_str(), f.ty)), rows.len as usize)
         {
-            return Err(self.error(call_site(), Failure::BadOutput(problem)));
+            return Err(self.reject(call_site(), Failure::BadOutput(problem)));
         }
         Ok(())
     }
@@ -354,10 +360,10 @@ impl PluginInstance {
         })?;
         if accs.bytes.len() > self.limits.output {
             let size = accs.bytes.len();
-            return Err(self.error(call_site(), Failure::OutputTooLarge { size, limit: self.limits.output }));
+            return Err(self.reject(call_site(), Failure::OutputTooLarge { size, limit: self.limits.output }));
         }
         if let Some(problem) = check_ends(&accs.ends, accumulators.ends.len(), accs.bytes.len()) {
-            return Err(self.error(call_site(), Failure::BadOutput(format!("accumulators: {problem}"))));
+            return Err(self.reject(call_site(), Failure::BadOutput(format!("accumulators: {problem}"))));
         }
         Ok(accs)
     }
@@ -385,21 +391,21 @@ impl PluginInstance {
     /// Checks a batched call's rows: one end per window, ends that fit the
     /// columns, columns as declared, all within the output limit.
     fn check_many(
-        &self,
+        &mut self,
         rows: &RowsMany,
         windows: usize,
         call_site: impl Fn() -> CallSite,
     ) -> Result<(), PluginError> {
         let size: usize = rows.columns.iter().map(Column::data_size).sum();
         if size > self.limits.output {
-            return Err(self.error(call_site(), Failure::OutputTooLarge { size, limit: self.limits.output }));
+            return Err(self.reject(call_site(), Failure::OutputTooLarge { size, limit: self.limits.output }));
         }
         let len = rows.ends.last().copied().unwrap_or(0) as usize;
         let outputs = &self.plugin.descriptor().outputs;
         let problem = check_ends(&rows.ends, windows, len)
             .or_else(|| check_columns(&rows.columns, outputs.iter().map(|f| (f.name.as_str(), f.ty)), len));
         match problem {
-            Some(problem) => Err(self.error(call_site(), Failure::BadOutput(problem))),
+            Some(problem) => Err(self.reject(call_site(), Failure::BadOutput(problem))),
             None => Ok(()),
         }
     }
@@ -464,7 +470,7 @@ impl PluginInstance {
         })?;
         let size: usize = mapped.columns.iter().map(Column::data_size).sum::<usize>() + mapped.rows.len() * 4;
         if size > self.limits.output {
-            return Err(self.error(call_site(), Failure::OutputTooLarge { size, limit: self.limits.output }));
+            return Err(self.reject(call_site(), Failure::OutputTooLarge { size, limit: self.limits.output }));
         }
         let n = events.timestamps.len();
         if let Some(bad) = mapped.rows.iter().find(|&&r| r as usize >= n) {
@@ -477,19 +483,21 @@ impl PluginInstance {
         if let Some(problem) =
             check_columns(&mapped.columns, outputs.iter().map(|f| (f.name.as_str(), f.ty)), mapped.rows.len())
         {
-            return Err(self.error(call_site(), Failure::BadOutput(problem)));
+            return Err(self.reject(call_site(), Failure::BadOutput(problem)));
         }
         Ok(mapped)
     }
 
     fn check_accumulator(
-        &self,
+        &mut self,
         acc: Vec<u8>,
         call_site: impl FnOnce() -> CallSite,
     ) -> Result<Vec<u8>, PluginError> {
         if acc.len() > self.limits.output {
-            return Err(self
-                .error(call_site(), Failure::OutputTooLarge { size: acc.len(), limit: self.limits.output }));
+            return Err(self.reject(
+                call_site(),
+                Failure::OutputTooLarge { size: acc.len(), limit: self.limits.output },
+            ));
         }
         Ok(acc)
     }

@@ -7,7 +7,7 @@ use super::error::{Failure, LoadError};
 use super::instance::PluginInstance;
 use super::limits::PluginLimits;
 use super::store::StoreState;
-use super::types::{Descriptor, FunctionKind, Param};
+use crate::types::{Descriptor, FunctionKind, Param};
 use std::collections::HashSet;
 use std::sync::Arc;
 use wasmtime::component::{Component, InstancePre};

@@ -15,7 +15,7 @@
 //! - Plugins get no filesystem, network, environment or arguments; their
 //!   stdout and stderr go to the host log, capped.
 
-mod bindings;
+pub(crate) mod bindings;
 pub mod builtin;
 pub mod cache;
 mod engine;
@@ -28,12 +28,13 @@ pub mod schema;
 mod signatures;
 mod store;
 pub mod toolchain;
+mod window_function;
 
 #[cfg(test)]
 mod tests;
 
+pub use bindings::CONTRACT_VERSION;
 pub use bindings::map::exports::weir::functions::map::Mapped;
-pub use bindings::{CONTRACT_VERSION, types};
 pub use engine::{EPOCH_TICK, EngineConfig, EngineError, MAX_PLUGIN_MEMORY, PluginEngine};
 pub use error::{CallSite, Failure, LoadError, PluginError};
 pub use instance::{InstanceStats, LogSink, PluginInstance};

@@ -1,7 +1,7 @@
 //! Checking a job against what a plugin declares, before any data flows:
 //! its parameters, and the input fields it reads.
 
-use super::types::{Field, FieldType, Param, ParamSpec, Value};
+use crate::types::{Field, FieldType, Param, ParamSpec, Value};
 use std::collections::BTreeMap;
 
 /// A job that does not fit its plugin's declaration.

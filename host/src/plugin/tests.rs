@@ -3,8 +3,8 @@
 //! computed here, and the hostile guests, each contained.
 
 use super::builtin::guests_dir;
-use super::types::{Accumulators, Column, Events, FunctionKind, Param, Rows, Value, Window};
 use super::*;
+use crate::types::{Accumulators, Column, Events, FunctionKind, Param, Rows, Value, Window};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 

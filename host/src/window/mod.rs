@@ -6,19 +6,23 @@
 //! - Session: per key, a window closes after `gap` with no events; sessions
 //!   whose spans overlap merge (a session ends at its last event + `gap`).
 
+mod function;
 mod operator;
 mod spec;
 mod state;
 
-pub use operator::{OperatorStats, Output, RowsRef, WindowOperator};
+pub use function::WindowFunction;
+pub use operator::{Firing, OperatorStats, RowsRef, WindowOperator};
 pub use state::{Reduce, empty_events};
 
+#[cfg(test)]
+mod failure_tests;
 #[cfg(test)]
 mod tests;
 
 pub use spec::{WindowSpec, WindowSpecError};
 
-use crate::plugin::types::Window;
+use crate::types::Window;
 
 impl WindowSpec {
     /// The windows an event at `ts` belongs to, in start order. Session

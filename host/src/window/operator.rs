@@ -11,12 +11,14 @@
 //!   event re-fires it with the updated result; after that, an event for it
 //!   is late (see [`WindowOperator::is_late`]) and goes to the late output.
 
-use super::WindowSpec;
-use super::state::{Contents, Reduce, append_events, clear_events, empty_events, push_row};
+mod fire;
+
+use super::state::{PaneState, Reduce, empty_events, push_row};
+use super::{WindowFunction, WindowSpec};
 use crate::decode::Batch;
-use crate::plugin::types::{Accumulators, Column, Events, FieldType, Rows, RowsMany, Window};
-use crate::plugin::{PluginError, PluginInstance};
+use crate::plugin::PluginError;
 use crate::record::Key;
+use crate::types::{Accumulators, Column, Events, FieldType, Rows, Value, Window};
 use rustc_hash::FxBuildHasher;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -24,10 +26,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// enough), and `entry_ref` so a key is cloned only when it is new.
 type KeyMap = hashbrown::HashMap<Key, KeyState, FxBuildHasher>;
 
-/// What the operator hands back as windows fire.
-pub enum Output<'a> {
-    /// A window's result.
-    Fired {
+/// A window as it fires: its rows, or the function's error.
+pub enum Firing<'a> {
+    /// The window's rows.
+    Rows {
+        /// The source partition whose events the window holds.
+        partition: i32,
         /// The key.
         key: &'a Key,
         /// The window.
@@ -37,14 +41,18 @@ pub enum Output<'a> {
         /// True when a late event made it fire again.
         refire: bool,
     },
-    /// The function failed for a window; its events are reported, not lost.
+    /// The function failed for this window: it is reported, not lost.
     Failed {
+        /// The source partition whose events the window holds.
+        partition: i32,
         /// The key.
         key: &'a Key,
-        /// The window.
+        /// The window, with its true bounds.
         window: Window,
         /// What went wrong.
         error: &'a PluginError,
+        /// True when a late event made it fire again.
+        refire: bool,
     },
 }
 
@@ -76,14 +84,24 @@ pub struct OperatorStats {
     pub fired: u64,
     /// Windows fired again for late events.
     pub refired: u64,
-    /// Windows whose function call failed.
+    /// Windows the function failed on (first firings and re-fires).
     pub failed: u64,
+}
+
+impl OperatorStats {
+    fn count_fired(&mut self, refire: bool) {
+        if refire {
+            self.refired += 1;
+        } else {
+            self.fired += 1;
+        }
+    }
 }
 
 struct Pane {
     start: i64,
     first_end: i64,
-    contents: Contents,
+    contents: PaneState,
 }
 
 #[derive(Default)]
@@ -93,7 +111,7 @@ struct KeyState {
     /// the newest, which is checked first.
     panes: VecDeque<Pane>,
     /// Sessions: sorted by start, never overlapping.
-    sessions: Vec<(Window, Contents)>,
+    sessions: Vec<(Window, PaneState)>,
     /// When this key's next cleanup is scheduled: one at a time per key,
     /// rescheduled as panes and sessions expire.
     cleanup_at: Option<i64>,
@@ -134,40 +152,57 @@ pub struct WindowOperator {
     scratch: Events,
     windows: Vec<Window>,
     stats: OperatorStats,
-    /// Emptied contents of expired panes and sessions, reused for new ones
-    /// so that steady-state windowing does not allocate.
-    pool: Vec<Contents>,
+    /// Emptied state of expired panes and sessions, reused for new ones so
+    /// that steady-state windowing does not allocate.
+    pool: Vec<PaneState>,
     /// The windows due in the current round of firing.
-    due: Vec<Due>,
+    due: Vec<DueWindow>,
     /// Reused buffers for batched plugin calls.
     calls: CallBuffers,
 }
 
 /// A window due to fire.
-struct Due {
+struct DueWindow {
     partition: i32,
     key: Key,
     end: i64,
     refire: bool,
 }
 
-/// Where a pane or session lives, to write an accumulator back.
-#[derive(Clone, Copy)]
-enum Slot {
+/// Where a pane or session lives: to write its accumulator back after an
+/// `add-many`, and to find it again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PaneHome {
+    /// A pane, by start.
     Pane(i64),
+    /// A session, by end.
     Session(i64),
 }
 
 /// The arguments of one batched call, reused from round to round.
 struct CallBuffers {
-    keys: Vec<crate::plugin::types::Value>,
+    keys: Vec<Value>,
     windows: Vec<Window>,
     ends: Vec<u32>,
     accs: Accumulators,
-    /// Index into `due` of each window in the call.
-    members: Vec<usize>,
-    /// For `add-many`: where each accumulator goes back.
-    slots: Vec<(i32, Key, Slot)>,
+    /// For each window in the call, its index in the round's due windows.
+    due_index: Vec<usize>,
+    /// For `add-many`: each accumulator's pane, and whether it had an
+    /// accumulator before (to put things back if the call fails).
+    homes: Vec<(i32, Key, PaneHome, bool)>,
+}
+
+impl CallBuffers {
+    /// Empties the buffers for the next call, keeping their allocations.
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.windows.clear();
+        self.ends.clear();
+        self.accs.bytes.clear();
+        self.accs.ends.clear();
+        self.due_index.clear();
+        self.homes.clear();
+    }
 }
 
 impl Default for CallBuffers {
@@ -177,8 +212,8 @@ impl Default for CallBuffers {
             windows: Vec::new(),
             ends: Vec::new(),
             accs: Accumulators { bytes: Vec::new(), ends: Vec::new() },
-            members: Vec::new(),
-            slots: Vec::new(),
+            due_index: Vec::new(),
+            homes: Vec::new(),
         }
     }
 }
@@ -287,8 +322,10 @@ impl WindowOperator {
         }
     }
 
-    /// Adds a batch's events (none of them late) to their windows.
-    pub fn process(&mut self, batch: &Batch, plugin: &mut PluginInstance, out: &mut dyn FnMut(Output<'_>)) {
+    /// Adds a batch's events (none of them late) to their windows. Nothing
+    /// fires here: aggregates may `add` early, and a refused `add` keeps
+    /// its events for the firing to try again and report.
+    pub fn process(&mut self, batch: &Batch, function: &mut dyn WindowFunction) {
         let n = batch.len();
         let mut row = 0;
         while row < n {
@@ -302,9 +339,9 @@ impl WindowOperator {
                     let ts = batch.timestamps[row];
                     match self.spec {
                         WindowSpec::Session { gap } => {
-                            self.add_to_session(&mut state, key, ts, gap, batch, row, plugin, out)
+                            self.add_to_session(&mut state, key, ts, gap, batch, row, function)
                         }
-                        _ => self.add_to_pane(&mut state, key, ts, batch, row, plugin, out),
+                        _ => self.add_to_pane(&mut state, key, ts, batch, row, function),
                     }
                 }
                 row += 1;
@@ -314,8 +351,8 @@ impl WindowOperator {
     }
 
     /// Empty contents: reused from the pool when there are some.
-    fn fresh_contents(&mut self) -> Contents {
-        self.pool.pop().unwrap_or_else(|| Contents::new(&self.types))
+    fn fresh_contents(&mut self) -> PaneState {
+        self.pool.pop().unwrap_or_else(|| PaneState::new(&self.types))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -326,8 +363,7 @@ impl WindowOperator {
         ts: i64,
         batch: &Batch,
         row: usize,
-        plugin: &mut PluginInstance,
-        out: &mut dyn FnMut(Output<'_>),
+        function: &mut dyn WindowFunction,
     ) {
         let (watermark, lateness, pane) = (self.watermark, self.lateness, self.pane);
         let key_state = state.keys.entry_ref(key).or_default();
@@ -356,7 +392,7 @@ impl WindowOperator {
                     if let Some(next) = key_state.panes.get(i) {
                         covered.1 = next.first_end;
                     }
-                    let contents = self.pool.pop().unwrap_or_else(|| Contents::new(&self.types));
+                    let contents = self.pool.pop().unwrap_or_else(|| PaneState::new(&self.types));
                     key_state.panes.insert(i, Pane { start, first_end, contents });
                 }
                 (start, first_end, !found, i)
@@ -364,14 +400,7 @@ impl WindowOperator {
         };
         let Some(Pane { contents, .. }) = key_state.panes.get_mut(index) else { return };
         push_row(&mut contents.events, ts, &batch.columns, &self.inputs, row);
-        if let Reduce::Aggregate { flush_at } = self.reduce
-            && contents.events.timestamps.len() >= flush_at
-            && let Err(error) = contents.flush(plugin, key)
-        {
-            self.stats.failed += 1;
-            let window = Window { start: pane_start, end: pane_start + self.pane };
-            out(Output::Failed { key, window, error: &error });
-        }
+        flush_early(contents, self.reduce, function, key);
 
         // Windows already fired (end - 1 <= watermark) change: fire them
         // again. New panes need timers for the windows still to come.
@@ -417,8 +446,7 @@ impl WindowOperator {
         gap: i64,
         batch: &Batch,
         row: usize,
-        plugin: &mut PluginInstance,
-        out: &mut dyn FnMut(Output<'_>),
+        function: &mut dyn WindowFunction,
     ) {
         let fresh = self.fresh_contents();
         let key_state = state.keys.entry_ref(key).or_default();
@@ -431,7 +459,6 @@ impl WindowOperator {
         while last < sessions.len() && sessions[last].0.start < own.end {
             last += 1;
         }
-        let mut failure = None;
         let previous_end = sessions[first..last].iter().map(|(w, _)| w.end).max().unwrap_or(i64::MIN);
         if first == last {
             sessions.insert(first, (own, fresh));
@@ -444,9 +471,7 @@ impl WindowOperator {
                 let (w, other) = sessions.remove(i);
                 let base = &mut sessions[first];
                 base.0.end = base.0.end.max(w.end);
-                if let Err(e) = base.1.absorb(other, self.reduce, plugin, key) {
-                    failure = Some(e);
-                }
+                base.1.absorb(other, self.reduce, function, key);
             }
             let base = &mut sessions[first].0;
             base.start = base.start.min(own.start);
@@ -455,16 +480,7 @@ impl WindowOperator {
         let (window, contents) = &mut sessions[first];
         let window = *window;
         push_row(&mut contents.events, ts, &batch.columns, &self.inputs, row);
-        if let Reduce::Aggregate { flush_at } = self.reduce
-            && contents.events.timestamps.len() >= flush_at
-            && let Err(e) = contents.flush(plugin, key)
-        {
-            failure = Some(e);
-        }
-        if let Some(error) = failure {
-            self.stats.failed += 1;
-            out(Output::Failed { key, window, error: &error });
-        }
+        flush_early(contents, self.reduce, function, key);
         // A session's timer is set when it starts; when the session grows,
         // the timer re-arms itself at the new end as it comes due (see
         // `advance`), so growing costs nothing here.
@@ -481,326 +497,6 @@ impl WindowOperator {
         }
     }
 
-    /// Advances the watermark to `watermark` (it never goes back): fires the
-    /// windows it completes, fires again those late events changed, and
-    /// drops state past its allowed lateness.
-    pub fn advance(&mut self, watermark: i64, plugin: &mut PluginInstance, out: &mut dyn FnMut(Output<'_>)) {
-        self.watermark = self.watermark.max(watermark);
-        let wm = self.watermark;
-        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
-        let mut due = std::mem::take(&mut self.due);
-        due.clear();
-        // Late changes to windows that already fired come first.
-        for &partition in &partitions {
-            for (end, key) in std::mem::take(&mut self.partition(partition).refires) {
-                due.push(Due { partition, key, end, refire: true });
-            }
-        }
-        // Then the windows the watermark completes, in end order across
-        // partitions, so output reads in time order.
-        loop {
-            let next = self
-                .partitions
-                .iter()
-                .filter_map(|(p, s)| s.timers.first().map(|(end, _)| (*end, *p)))
-                .filter(|(end, _)| end.saturating_sub(1) <= wm)
-                .min();
-            let Some((_, partition)) = next else { break };
-            let Some((end, key)) = self.partition(partition).timers.pop_first() else { break };
-            if let WindowSpec::Session { .. } = self.spec {
-                // The session this timer was set for may have grown (or
-                // merged into one that did): re-arm at its current end.
-                let grown = self
-                    .partitions
-                    .get(&partition)
-                    .and_then(|s| s.keys.get(&key))
-                    .and_then(|k| k.sessions.iter().find(|(w, _)| w.start < end && end <= w.end))
-                    .map(|(w, _)| w.end);
-                match grown {
-                    Some(current) if current != end => {
-                        // Into the set (which dedupes the timers of merged
-                        // sessions); this loop pops it when it is due.
-                        self.partition(partition).timers.insert((current, key));
-                        continue;
-                    }
-                    Some(_) => {}
-                    None => continue,
-                }
-            }
-            due.push(Due { partition, key, end, refire: false });
-        }
-        match self.reduce {
-            Reduce::Window => self.fire_windows(&due, plugin, out),
-            Reduce::Aggregate { .. } => self.fire_aggregates(&due, plugin, out),
-        }
-        self.due = due;
-        for partition in partitions {
-            loop {
-                let state = self.partition(partition);
-                let Some(first) = state.cleanups.first() else { break };
-                if first.0 > wm {
-                    break;
-                }
-                let Some((_, key)) = state.cleanups.pop_first() else { break };
-                self.clean(partition, &key);
-            }
-        }
-    }
-
-    /// Appends the events of a due window to the call's batch; returns the
-    /// window's bounds, or `None` if it holds nothing (merged away, or
-    /// empty).
-    fn gather_events(&mut self, d: &Due) -> Option<Window> {
-        let state = self.partitions.get_mut(&d.partition)?;
-        let key_state = state.keys.get_mut(&d.key)?;
-        match self.spec {
-            WindowSpec::Session { .. } => {
-                let (window, contents) = key_state.sessions.iter().find(|(w, _)| w.end == d.end)?;
-                append_events(&mut self.scratch, &contents.events);
-                Some(*window)
-            }
-            WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
-                let window = Window { start: d.end - size, end: d.end };
-                let first = key_state.panes.partition_point(|p| p.start < window.start);
-                let before = self.scratch.timestamps.len();
-                for pane in key_state.panes.range(first..).take_while(|p| p.start < window.end) {
-                    append_events(&mut self.scratch, &pane.contents.events);
-                }
-                (self.scratch.timestamps.len() > before).then_some(window)
-            }
-        }
-    }
-
-    /// Reports a batched call's results; on a failed call, fires its
-    /// windows one by one so the failure is pinned on the right window.
-    fn report(
-        &mut self,
-        due: &[Due],
-        results: Result<RowsMany, PluginError>,
-        plugin: &mut PluginInstance,
-        out: &mut dyn FnMut(Output<'_>),
-    ) {
-        let members = std::mem::take(&mut self.calls.members);
-        match results {
-            Ok(many) => {
-                let mut start = 0usize;
-                for ((&m, &end), &window) in members.iter().zip(&many.ends).zip(&self.calls.windows) {
-                    let d = &due[m];
-                    let rows = RowsRef { columns: &many.columns, start, len: end as usize - start };
-                    start = end as usize;
-                    if d.refire {
-                        self.stats.refired += 1;
-                    } else {
-                        self.stats.fired += 1;
-                    }
-                    out(Output::Fired { key: &d.key, window, rows, refire: d.refire });
-                }
-            }
-            Err(error) => {
-                tracing::warn!("{error}; retrying its windows one by one");
-                for &m in &members {
-                    let d = &due[m];
-                    self.fire(d.partition, &d.key, d.end, d.refire, plugin, out);
-                }
-            }
-        }
-        self.calls.members = members;
-    }
-
-    /// Fires due windows of a window function, many per `apply-many` call.
-    fn fire_windows(&mut self, due: &[Due], plugin: &mut PluginInstance, out: &mut dyn FnMut(Output<'_>)) {
-        let mut next = 0;
-        while next < due.len() {
-            clear_events(&mut self.scratch);
-            let c = &mut self.calls;
-            c.keys.clear();
-            c.windows.clear();
-            c.ends.clear();
-            c.members.clear();
-            while next < due.len()
-                && self.scratch.timestamps.len() < MAX_CALL_EVENTS
-                && self.calls.members.len() < MAX_CALL_WINDOWS
-            {
-                let d = &due[next];
-                if let Some(window) = self.gather_events(d) {
-                    let c = &mut self.calls;
-                    c.keys.push(d.key.to_value());
-                    c.windows.push(window);
-                    c.ends.push(self.scratch.timestamps.len() as u32);
-                    c.members.push(next);
-                }
-                next += 1;
-            }
-            if self.calls.members.is_empty() {
-                continue;
-            }
-            let c = &self.calls;
-            let results = plugin.apply_many(&c.keys, &c.windows, &c.ends, &self.scratch);
-            self.report(due, results, plugin, out);
-        }
-    }
-
-    /// Fires due windows of an aggregate: first one `add-many` for every
-    /// pane or session with events not yet added, then `get-results` for
-    /// many windows per call.
-    fn fire_aggregates(&mut self, due: &[Due], plugin: &mut PluginInstance, out: &mut dyn FnMut(Output<'_>)) {
-        if due.is_empty() {
-            return;
-        }
-        if let Err(error) = self.flush_due(due, plugin) {
-            // The events of those panes could not be added: their windows
-            // are reported failed, with the reason.
-            for d in due {
-                self.stats.failed += 1;
-                let window = Window { start: d.end - self.pane, end: d.end };
-                out(Output::Failed { key: &d.key, window, error: &error });
-            }
-            return;
-        }
-        let mut next = 0;
-        while next < due.len() {
-            let c = &mut self.calls;
-            c.keys.clear();
-            c.windows.clear();
-            c.ends.clear();
-            c.accs.bytes.clear();
-            c.accs.ends.clear();
-            c.members.clear();
-            while next < due.len() && self.calls.members.len() < MAX_CALL_WINDOWS {
-                let d = &due[next];
-                next += 1;
-                let Some(state) = self.partitions.get(&d.partition) else { continue };
-                let Some(key_state) = state.keys.get(&d.key) else { continue };
-                let c = &mut self.calls;
-                let before = c.accs.ends.len();
-                let window = match self.spec {
-                    WindowSpec::Session { .. } => {
-                        let Some((w, contents)) = key_state.sessions.iter().find(|(w, _)| w.end == d.end)
-                        else {
-                            continue;
-                        };
-                        push_acc(&mut c.accs, contents.acc.as_deref());
-                        *w
-                    }
-                    WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
-                        let window = Window { start: d.end - size, end: d.end };
-                        let first = key_state.panes.partition_point(|p| p.start < window.start);
-                        for pane in key_state.panes.range(first..).take_while(|p| p.start < window.end) {
-                            push_acc(&mut c.accs, pane.contents.acc.as_deref());
-                        }
-                        window
-                    }
-                };
-                if c.accs.ends.len() == before {
-                    continue;
-                }
-                c.keys.push(d.key.to_value());
-                c.windows.push(window);
-                c.ends.push(c.accs.ends.len() as u32);
-                c.members.push(next - 1);
-            }
-            if self.calls.members.is_empty() {
-                continue;
-            }
-            let c = &self.calls;
-            let results = plugin.get_results(&c.keys, &c.windows, &c.ends, &c.accs);
-            self.report(due, results, plugin, out);
-        }
-    }
-
-    /// Adds the buffered events of every pane or session of the due windows
-    /// to their accumulators, in one `add-many` call per chunk.
-    fn flush_due(&mut self, due: &[Due], plugin: &mut PluginInstance) -> Result<(), PluginError> {
-        let mut empty: Option<Vec<u8>> = None;
-        let mut next = 0;
-        while next < due.len() {
-            clear_events(&mut self.scratch);
-            self.calls.accs.bytes.clear();
-            self.calls.accs.ends.clear();
-            self.calls.ends.clear();
-            self.calls.slots.clear();
-            while next < due.len() && self.scratch.timestamps.len() < MAX_CALL_EVENTS {
-                let d = &due[next];
-                next += 1;
-                let Some(state) = self.partitions.get_mut(&d.partition) else { continue };
-                let Some(key_state) = state.keys.get_mut(&d.key) else { continue };
-                let mut take =
-                    |contents: &mut Contents, slot: Slot, calls: &mut CallBuffers, scratch: &mut Events| {
-                        if contents.events.timestamps.is_empty() {
-                            return Ok(());
-                        }
-                        append_events(scratch, &contents.events);
-                        clear_events(&mut contents.events);
-                        let acc = match contents.acc.take() {
-                            Some(acc) => acc,
-                            None => match &empty {
-                                Some(e) => e.clone(),
-                                None => {
-                                    let e = plugin.create_accumulator()?;
-                                    empty = Some(e.clone());
-                                    e
-                                }
-                            },
-                        };
-                        push_acc(&mut calls.accs, Some(&acc));
-                        calls.ends.push(scratch.timestamps.len() as u32);
-                        calls.slots.push((d.partition, d.key.clone(), slot));
-                        Ok::<(), PluginError>(())
-                    };
-                match self.spec {
-                    WindowSpec::Session { .. } => {
-                        if let Some((w, contents)) =
-                            key_state.sessions.iter_mut().find(|(w, _)| w.end == d.end)
-                        {
-                            let slot = Slot::Session(w.end);
-                            take(contents, slot, &mut self.calls, &mut self.scratch)?;
-                        }
-                    }
-                    WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
-                        let start = d.end - size;
-                        let first = key_state.panes.partition_point(|p| p.start < start);
-                        for pane in key_state.panes.range_mut(first..).take_while(|p| p.start < d.end) {
-                            take(
-                                &mut pane.contents,
-                                Slot::Pane(pane.start),
-                                &mut self.calls,
-                                &mut self.scratch,
-                            )?;
-                        }
-                    }
-                }
-            }
-            if self.calls.accs.ends.is_empty() {
-                continue;
-            }
-            let accs = plugin.add_many(&self.calls.accs, &self.calls.ends, &self.scratch)?;
-            let mut start = 0usize;
-            let pieces = accs.ends.iter().map(|&end| {
-                let piece = accs.bytes[start..end as usize].to_vec();
-                start = end as usize;
-                piece
-            });
-            for ((partition, key, slot), acc) in self.calls.slots.drain(..).zip(pieces) {
-                let Some(key_state) = self.partitions.get_mut(&partition).and_then(|s| s.keys.get_mut(&key))
-                else {
-                    continue;
-                };
-                let contents = match slot {
-                    Slot::Pane(start) => {
-                        key_state.panes.iter_mut().find(|p| p.start == start).map(|p| &mut p.contents)
-                    }
-                    Slot::Session(end) => {
-                        key_state.sessions.iter_mut().find(|(w, _)| w.end == end).map(|(_, c)| c)
-                    }
-                };
-                if let Some(contents) = contents {
-                    contents.acc = Some(acc);
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn partition(&mut self, partition: i32) -> &mut PartitionState {
         self.partitions.entry(partition).or_default()
     }
@@ -815,7 +511,7 @@ impl WindowOperator {
         let spec = self.spec;
         let Some(state) = self.partitions.get_mut(&partition) else { return };
         let Some(key_state) = state.keys.get_mut(key) else { return };
-        let mut recycle = |mut contents: Contents| {
+        let mut recycle = |mut contents: PaneState| {
             if self.pool.len() < POOL_LIMIT {
                 contents.reset();
                 self.pool.push(contents);
@@ -864,129 +560,17 @@ impl WindowOperator {
             }
         }
     }
-
-    /// Fires the window of `key` that ends at `end`.
-    fn fire(
-        &mut self,
-        partition: i32,
-        key: &Key,
-        end: i64,
-        refire: bool,
-        plugin: &mut PluginInstance,
-        out: &mut dyn FnMut(Output<'_>),
-    ) {
-        let Some(state) = self.partitions.get_mut(&partition) else { return };
-        let Some(key_state) = state.keys.get_mut(key) else { return };
-        let result = match self.spec {
-            WindowSpec::Session { .. } => {
-                // A timer may point at a session that has since merged into
-                // a longer one: then there is nothing to fire at this end.
-                let Some((window, contents)) = key_state.sessions.iter_mut().find(|(w, _)| w.end == end)
-                else {
-                    return;
-                };
-                let window = *window;
-                (window, reduce_one(contents, self.reduce, plugin, key, window))
-            }
-            WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
-                let window = Window { start: end - size, end };
-                let first = key_state.panes.partition_point(|p| p.start < window.start);
-                let mut panes = key_state
-                    .panes
-                    .range_mut(first..)
-                    .take_while(|p| p.start < window.end)
-                    .map(|p| &mut p.contents);
-                let result = match (panes.next(), panes.next()) {
-                    (None, _) => return,
-                    (Some(only), None) => reduce_one(only, self.reduce, plugin, key, window),
-                    (Some(a), Some(b)) => {
-                        let rest = std::iter::once(a).chain(std::iter::once(b)).chain(panes);
-                        reduce_many(rest, self.reduce, plugin, key, window, &mut self.scratch)
-                    }
-                };
-                (window, result)
-            }
-        };
-        match result {
-            (window, Ok(rows)) => {
-                if refire {
-                    self.stats.refired += 1;
-                } else {
-                    self.stats.fired += 1;
-                }
-                out(Output::Fired { key, window, rows: RowsRef::all(&rows), refire });
-            }
-            (window, Err(error)) => {
-                self.stats.failed += 1;
-                out(Output::Failed { key, window, error: &error });
-            }
-        }
-    }
 }
 
-/// Appends an accumulator (if there is one) to a batched call's buffer.
-fn push_acc(accs: &mut Accumulators, acc: Option<&[u8]>) {
-    if let Some(acc) = acc {
-        accs.bytes.extend_from_slice(acc);
-        accs.ends.push(accs.bytes.len() as u32);
-    }
-}
-
-/// The result of a window held in one pane or session.
-fn reduce_one(
-    contents: &mut Contents,
-    reduce: Reduce,
-    plugin: &mut PluginInstance,
-    key: &Key,
-    window: Window,
-) -> Result<Rows, PluginError> {
-    match reduce {
-        Reduce::Window => plugin.apply(&key.to_value(), window, &contents.events),
-        Reduce::Aggregate { .. } => {
-            contents.flush(plugin, key)?;
-            let acc = match &contents.acc {
-                Some(acc) => acc.clone(),
-                None => plugin.create_accumulator()?,
-            };
-            plugin.get_result(&key.to_value(), window, &acc)
-        }
-    }
-}
-
-/// The result of a window made of several panes: their events joined for a
-/// window function, their accumulators merged for an aggregate.
-fn reduce_many<'a>(
-    panes: impl Iterator<Item = &'a mut Contents>,
-    reduce: Reduce,
-    plugin: &mut PluginInstance,
-    key: &Key,
-    window: Window,
-    scratch: &mut Events,
-) -> Result<Rows, PluginError> {
-    match reduce {
-        Reduce::Window => {
-            clear_events(scratch);
-            for pane in panes {
-                append_events(scratch, &pane.events);
-            }
-            plugin.apply(&key.to_value(), window, scratch)
-        }
-        Reduce::Aggregate { .. } => {
-            let value = key.to_value();
-            let mut merged: Option<Vec<u8>> = None;
-            for pane in panes {
-                pane.flush(plugin, key)?;
-                merged = match (merged, &pane.acc) {
-                    (Some(m), Some(acc)) => Some(plugin.merge(&value, &m, acc)?),
-                    (None, Some(acc)) => Some(acc.clone()),
-                    (m, None) => m,
-                };
-            }
-            let acc = match merged {
-                Some(acc) => acc,
-                None => plugin.create_accumulator()?,
-            };
-            plugin.get_result(&value, window, &acc)
-        }
+/// Aggregates add a pane's buffered events once there are `flush_at` of
+/// them, so an open pane holds little more than its accumulator. A refused
+/// `add` is not retried per event: the events wait for the firing.
+fn flush_early(pane: &mut PaneState, reduce: Reduce, function: &mut dyn WindowFunction, key: &Key) {
+    if let Reduce::Aggregate { flush_at } = reduce
+        && !pane.add_refused
+        && pane.events.timestamps.len() >= flush_at
+        && let Err(error) = pane.flush(function, key)
+    {
+        tracing::debug!("{error}; the events wait for the window to fire");
     }
 }

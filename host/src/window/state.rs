@@ -1,16 +1,17 @@
-//! What a window holds between events and firing: either the window's
+//! What a pane or session holds between events and firing: either its
 //! events in columns (for window functions), or an accumulator plus a small
-//! buffer of events not yet added (for aggregate functions).
+//! buffer of events not yet added (for aggregates).
 
-use crate::plugin::types::{Column, Events, FieldType};
-use crate::plugin::{PluginError, PluginInstance};
+use super::WindowFunction;
+use crate::plugin::PluginError;
 use crate::record::Key;
+use crate::types::{Column, Events, FieldType};
 
-/// How windows are reduced, which decides what they hold.
+/// How windows are reduced, which decides what their panes hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reduce {
-    /// Keep every event; call `apply` once per fired window.
-    Window,
+    /// Keep every event; `apply` the function to each fired window.
+    Apply,
     /// Keep an accumulator; `add` events in batches of at most this many.
     Aggregate {
         /// Events buffered before they are added to the accumulator.
@@ -18,14 +19,23 @@ pub enum Reduce {
     },
 }
 
-/// The contents of one pane or session.
+/// The state of one pane (tumbling and sliding windows) or one session.
 #[derive(Debug, Clone)]
-pub struct Contents {
+pub struct PaneState {
     /// Events not yet reduced: all of them for window functions; those not
     /// yet added to `acc` for aggregates.
     pub events: Events,
-    /// The accumulator, for aggregate functions, once something was added.
+    /// The accumulator, for aggregates, once something was added.
     pub acc: Option<Vec<u8>>,
+    /// The function refused to `add` the buffered events. They stay
+    /// buffered (never dropped), are no longer flushed early, and each
+    /// firing tries them again: the windows that hold this pane fail, with
+    /// the function's error, for as long as it refuses.
+    pub add_refused: bool,
+    /// The function refused to `merge` another session's accumulator into
+    /// this one, so the accumulator is not the session's: the session's
+    /// windows fail with this error.
+    pub broken: Option<PluginError>,
 }
 
 /// An empty `Events` with columns of the given types.
@@ -51,18 +61,23 @@ pub fn push_row(to: &mut Events, ts: i64, from: &[Column], inputs: &[usize], row
     }
 }
 
-/// Appends all of `from` to `to` (same column types).
-pub fn append_events(to: &mut Events, from: &Events) {
-    to.timestamps.extend_from_slice(&from.timestamps);
+/// Appends rows `range` of `from` to `to` (same column types).
+pub fn append_range(to: &mut Events, from: &Events, range: std::ops::Range<usize>) {
+    to.timestamps.extend_from_slice(&from.timestamps[range.clone()]);
     for (dst, src) in to.columns.iter_mut().zip(&from.columns) {
         match (dst, src) {
-            (Column::F64(d), Column::F64(s)) => d.extend_from_slice(s),
-            (Column::I64(d), Column::I64(s)) => d.extend_from_slice(s),
-            (Column::String(d), Column::String(s)) => d.extend_from_slice(s),
-            (Column::Bool(d), Column::Bool(s)) => d.extend_from_slice(s),
+            (Column::F64(d), Column::F64(s)) => d.extend_from_slice(&s[range.clone()]),
+            (Column::I64(d), Column::I64(s)) => d.extend_from_slice(&s[range.clone()]),
+            (Column::String(d), Column::String(s)) => d.extend_from_slice(&s[range.clone()]),
+            (Column::Bool(d), Column::Bool(s)) => d.extend_from_slice(&s[range.clone()]),
             _ => {}
         }
     }
+}
+
+/// Appends all of `from` to `to` (same column types).
+pub fn append_events(to: &mut Events, from: &Events) {
+    append_range(to, from, 0..from.timestamps.len());
 }
 
 /// Empties `events`, keeping allocations.
@@ -71,50 +86,69 @@ pub fn clear_events(events: &mut Events) {
     events.columns.iter_mut().for_each(Column::clear);
 }
 
-impl Contents {
-    /// Empty contents.
-    pub fn new(types: &[FieldType]) -> Contents {
-        Contents { events: empty_events(types), acc: None }
+impl PaneState {
+    /// Empty state.
+    pub fn new(types: &[FieldType]) -> PaneState {
+        PaneState { events: empty_events(types), acc: None, add_refused: false, broken: None }
     }
 
-    /// Adds buffered events to the accumulator (aggregates only).
-    pub fn flush(&mut self, plugin: &mut PluginInstance, key: &Key) -> Result<(), PluginError> {
+    /// Adds the buffered events to the accumulator (aggregates only). If
+    /// the function refuses, the events stay buffered and the error is
+    /// returned: nothing is lost.
+    pub fn flush(&mut self, function: &mut dyn WindowFunction, key: &Key) -> Result<(), PluginError> {
         if self.events.timestamps.is_empty() {
             return Ok(());
         }
-        let acc = match self.acc.take() {
-            Some(acc) => acc,
-            None => plugin.create_accumulator()?,
+        let added = match &self.acc {
+            Some(acc) => function.add(&key.to_value(), acc, &self.events),
+            None => {
+                let empty = function.create_accumulator()?;
+                function.add(&key.to_value(), &empty, &self.events)
+            }
         };
-        let added = plugin.add(&key.to_value(), &acc, &self.events);
-        clear_events(&mut self.events);
-        self.acc = Some(added?);
-        Ok(())
+        match added {
+            Ok(acc) => {
+                self.acc = Some(acc);
+                self.add_refused = false;
+                clear_events(&mut self.events);
+                Ok(())
+            }
+            Err(e) => {
+                self.add_refused = true;
+                Err(e)
+            }
+        }
     }
 
-    /// Folds `other` into `self` (same key): events are appended; for
-    /// aggregates, accumulators are merged.
-    pub fn absorb(
-        &mut self,
-        other: Contents,
-        reduce: Reduce,
-        plugin: &mut PluginInstance,
-        key: &Key,
-    ) -> Result<(), PluginError> {
+    /// Folds `other` into `self` (sessions of one key that merged): events
+    /// are appended; for aggregates, accumulators are merged. If `merge`
+    /// is refused, the session is marked broken with the error.
+    pub fn absorb(&mut self, other: PaneState, reduce: Reduce, function: &mut dyn WindowFunction, key: &Key) {
         append_events(&mut self.events, &other.events);
+        self.add_refused |= other.add_refused;
+        if self.broken.is_none() {
+            self.broken = other.broken;
+        }
         if let Reduce::Aggregate { .. } = reduce {
             self.acc = match (self.acc.take(), other.acc) {
-                (Some(a), Some(b)) => Some(plugin.merge(&key.to_value(), &a, &b)?),
+                (Some(a), Some(b)) => match function.merge(&key.to_value(), &a, &b) {
+                    Ok(merged) => Some(merged),
+                    Err(e) => {
+                        self.broken.get_or_insert(e);
+                        Some(a)
+                    }
+                },
                 (a, b) => a.or(b),
             };
         }
-        Ok(())
     }
 
-    /// Empties the contents for reuse, keeping the allocations.
+    /// Empties the state for reuse, keeping the allocations.
     pub fn reset(&mut self) {
         clear_events(&mut self.events);
         self.acc = None;
+        self.add_refused = false;
+        self.broken = None;
     }
 
     /// Bytes held, roughly: for memory accounting.

@@ -1,54 +1,56 @@
-//! The window operator against a brute-force oracle: random out-of-order
+//! The window operator against brute-force oracles: random out-of-order
 //! input over several partitions, with late events inside and beyond the
-//! allowed lateness, through both a window function and an aggregate.
+//! allowed lateness, through both a window function and an aggregate. The
+//! function is `NativeMax` (plain Rust), then the WebAssembly guests on top;
+//! failing functions are in `failure_tests.rs`.
 
-use super::{Output, Reduce, WindowOperator, WindowSpec};
+use super::{Firing, Reduce, RowsRef, WindowFunction, WindowOperator, WindowSpec};
 use crate::decode::Batch;
-use crate::plugin::types::{Column, Field, FieldType, Window};
-use crate::plugin::{EngineConfig, PluginEngine, PluginInstance, PluginLimits};
 use crate::record::Key;
+use crate::testing::{Lcg, NativeMax, instance};
+use crate::types::{Column, Field, FieldType, Window};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
-
-fn engine() -> &'static PluginEngine {
-    static ENGINE: OnceLock<PluginEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        PluginEngine::new(EngineConfig { max_instances: 16, cache_dir: None, ..EngineConfig::default() })
-            .expect("engine")
-    })
-}
-
-fn plugin(name: &str) -> PluginInstance {
-    engine().load_ref(name).unwrap().instantiate(vec![], PluginLimits::default()).unwrap()
-}
 
 #[derive(Debug, Clone, Copy)]
-struct Event {
-    partition: i32,
-    key: i64,
-    ts: i64,
-    temp: f64,
+pub(super) struct Event {
+    pub partition: i32,
+    pub key: i64,
+    pub ts: i64,
+    pub temp: f64,
 }
 
-/// (key, window start, window end, max, count): one emitted result.
-type Emission = (i64, i64, i64, u64, i64);
+/// What a window gave: its max (as bits, to compare exactly) and count,
+/// or a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Outcome {
+    Rows { max: u64, count: i64 },
+    Failed,
+}
 
-struct Rng(u64);
+/// (key, window start, window end, outcome): one firing.
+pub(super) type Emission = (i64, i64, i64, Outcome);
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+/// Which windows a function fails on, given the window's events: none.
+pub(super) fn never(_: &[Event]) -> bool {
+    false
+}
+
+/// The outcome of a window holding `events`, as a function that fails
+/// where `fails` says would give it.
+fn outcome(events: &[Event], fails: &dyn Fn(&[Event]) -> bool) -> Outcome {
+    match fails(events) {
+        true => Outcome::Failed,
+        false => Outcome::Rows {
+            max: events.iter().map(|e| e.temp).fold(f64::MIN, f64::max).to_bits(),
+            count: events.len() as i64,
+        },
     }
 }
 
 /// Batches of events: keys live on partition key % 3; time moves forward
 /// with jitter up to `jitter` ms, and about 1 in 40 events is very late.
-fn scenario(seed: u64, n: usize, jitter: i64) -> Vec<Vec<Event>> {
-    let mut rng = Rng(seed);
+pub(super) fn scenario(seed: u64, n: usize, jitter: i64) -> Vec<Vec<Event>> {
+    let mut rng = Lcg(seed);
     let mut clock = 1_000_000i64;
     let mut batches = vec![];
     let mut left = n;
@@ -106,7 +108,13 @@ fn windows_of(spec: WindowSpec, ts: i64) -> Vec<(i64, i64)> {
 /// batch emits every window that became complete, plus every completed
 /// window that an accepted event changed, with max and count rescanned
 /// from all accepted events.
-fn oracle(spec: WindowSpec, lateness: i64, bound: i64, batches: &[Vec<Event>]) -> (Vec<Emission>, usize) {
+pub(super) fn oracle(
+    spec: WindowSpec,
+    lateness: i64,
+    bound: i64,
+    batches: &[Vec<Event>],
+    fails: &dyn Fn(&[Event]) -> bool,
+) -> (Vec<Emission>, usize) {
     let mut accepted: Vec<Event> = vec![];
     let mut emitted: BTreeSet<(i64, i64, i64)> = BTreeSet::new();
     let mut out = vec![];
@@ -114,10 +122,10 @@ fn oracle(spec: WindowSpec, lateness: i64, bound: i64, batches: &[Vec<Event>]) -
     let mut wm = i64::MIN;
     let mut seen = BTreeMap::new();
     let expired = |end: i64, wm: i64| end.saturating_sub(1).saturating_add(lateness) <= wm;
-    let result = |accepted: &[Event], key: i64, s: i64, e: i64| -> (u64, i64) {
-        let temps: Vec<f64> =
-            accepted.iter().filter(|x| x.key == key && s <= x.ts && x.ts < e).map(|x| x.temp).collect();
-        (temps.iter().cloned().fold(f64::MIN, f64::max).to_bits(), temps.len() as i64)
+    let result = |accepted: &[Event], key: i64, s: i64, e: i64| -> Outcome {
+        let events: Vec<Event> =
+            accepted.iter().filter(|x| x.key == key && s <= x.ts && x.ts < e).copied().collect();
+        outcome(&events, fails)
     };
     let step = |accepted: &[Event],
                 changed: &BTreeSet<(i64, i64, i64)>,
@@ -125,8 +133,7 @@ fn oracle(spec: WindowSpec, lateness: i64, bound: i64, batches: &[Vec<Event>]) -
                 emitted: &mut BTreeSet<(i64, i64, i64)>,
                 out: &mut Vec<Emission>| {
         for &(k, s, e) in changed {
-            let (m, c) = result(accepted, k, s, e);
-            out.push((k, s, e, m, c));
+            out.push((k, s, e, result(accepted, k, s, e)));
         }
         let mut due: BTreeSet<(i64, i64, i64)> = BTreeSet::new();
         for x in accepted {
@@ -137,8 +144,7 @@ fn oracle(spec: WindowSpec, lateness: i64, bound: i64, batches: &[Vec<Event>]) -
             }
         }
         for (k, s, e) in due {
-            let (m, c) = result(accepted, k, s, e);
-            out.push((k, s, e, m, c));
+            out.push((k, s, e, result(accepted, k, s, e)));
             emitted.insert((k, s, e));
         }
     };
@@ -166,30 +172,54 @@ fn oracle(spec: WindowSpec, lateness: i64, bound: i64, batches: &[Vec<Event>]) -
     (out, late)
 }
 
-/// Runs the operator over the batches, with the same watermarks.
-fn run(
+/// Runs the operator over the batches, with the same watermarks; returns
+/// what fired (sorted) and how many events were late. Every failure must
+/// name its key and window.
+pub(super) fn run(
     spec: WindowSpec,
     lateness: i64,
     bound: i64,
     reduce: Reduce,
     batches: &[Vec<Event>],
-    plugin_name: &str,
+    function: &mut dyn WindowFunction,
+) -> (Vec<Emission>, usize) {
+    run_with(spec, lateness, bound, reduce, batches, function, &max_and_count)
+}
+
+/// Reads a max-temperature window's one row.
+fn max_and_count(rows: RowsRef<'_>) -> Outcome {
+    let (Column::F64(m), Column::I64(c)) = (&rows.columns[0], &rows.columns[1]) else { panic!("columns") };
+    assert_eq!(rows.len, 1, "one row per window");
+    Outcome::Rows { max: m[rows.start].to_bits(), count: c[rows.start] }
+}
+
+/// [`run`], reading each window's rows with `read`.
+pub(super) fn run_with(
+    spec: WindowSpec,
+    lateness: i64,
+    bound: i64,
+    reduce: Reduce,
+    batches: &[Vec<Event>],
+    function: &mut dyn WindowFunction,
+    read: &dyn Fn(RowsRef<'_>) -> Outcome,
 ) -> (Vec<Emission>, usize) {
     let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
     let mut op = WindowOperator::new(spec, lateness, reduce, vec![FieldType::F64], vec![0]);
-    let mut plugin = plugin(plugin_name);
     let mut out = vec![];
     let mut late = 0;
     let mut seen = BTreeMap::new();
-    let mut collect = |o: Output<'_>| match o {
-        Output::Fired { key: Key::Int(k), window: Window { start, end }, rows, .. } => {
-            let (Column::F64(m), Column::I64(c)) = (&rows.columns[0], &rows.columns[1]) else {
-                panic!("columns")
-            };
-            out.push((*k, start, end, m[rows.start].to_bits(), c[rows.start]));
+    let mut collect = |firing: Firing<'_>| match firing {
+        Firing::Rows { key: Key::Int(k), window: Window { start, end }, rows, .. } => {
+            out.push((*k, start, end, read(rows)));
         }
-        Output::Fired { .. } => panic!("string key"),
-        Output::Failed { error, .. } => panic!("{error}"),
+        Firing::Failed { key: Key::Int(k), window: Window { start, end }, error, .. } => {
+            assert!(
+                error.call.key.is_none() || error.call.key.as_deref() == Some(k.to_string().as_str()),
+                "{error}"
+            );
+            out.push((*k, start, end, Outcome::Failed));
+        }
+        _ => panic!("string key"),
     };
     let mut batch = Batch::new(&fields);
     for events in batches {
@@ -206,34 +236,50 @@ fn run(
             let Column::F64(t) = &mut batch.columns[0] else { unreachable!() };
             t.push(e.temp);
         }
-        op.process(&batch, &mut plugin, &mut collect);
+        op.process(&batch, function);
         let wm = watermark_after(&mut seen, events, bound);
-        op.advance(wm, &mut plugin, &mut collect);
+        op.advance(wm, function, &mut collect);
     }
-    op.advance(i64::MAX, &mut plugin, &mut collect);
+    op.advance(i64::MAX, function, &mut collect);
     assert_eq!(op.open_state().0, 0, "all state is dropped at the end");
+    let failed = out.iter().filter(|e| e.3 == Outcome::Failed).count() as u64;
+    assert_eq!(op.stats().failed, failed, "the failed-window count");
     out.sort();
     (out, late)
 }
 
+/// The oracle's cases: tumbling and sliding, with and without lateness.
+pub(super) const CASES: [(WindowSpec, i64); 4] = [
+    (WindowSpec::Tumbling { size: 1000 }, 0),
+    (WindowSpec::Tumbling { size: 1000 }, 1500),
+    (WindowSpec::Sliding { size: 1000, slide: 250 }, 0),
+    (WindowSpec::Sliding { size: 1000, slide: 300 }, 700),
+];
+
 #[test]
 fn tumbling_and_sliding_match_the_oracle_with_lateness() {
-    let cases = [
-        (WindowSpec::Tumbling { size: 1000 }, 0),
-        (WindowSpec::Tumbling { size: 1000 }, 1500),
-        (WindowSpec::Sliding { size: 1000, slide: 250 }, 0),
-        (WindowSpec::Sliding { size: 1000, slide: 300 }, 700),
-    ];
-    for (seed, (spec, lateness)) in cases.into_iter().enumerate() {
+    for (seed, (spec, lateness)) in CASES.into_iter().enumerate() {
         let batches = scenario(seed as u64 + 11, 3000, 300);
-        let (expected, expected_late) = oracle(spec, lateness, 300, &batches);
+        let (expected, expected_late) = oracle(spec, lateness, 300, &batches, &never);
         assert!(expected_late > 0, "the scenario must have late events");
+        for reduce in [Reduce::Apply, Reduce::Aggregate { flush_at: 3 }] {
+            let (got, late) = run(spec, lateness, 300, reduce, &batches, &mut NativeMax::new());
+            assert_eq!(late, expected_late, "{spec} lateness {lateness} {reduce:?}: late events");
+            assert_eq!(got, expected, "{spec} lateness {lateness} {reduce:?}");
+        }
+    }
+}
+
+#[test]
+fn the_webassembly_guests_match_the_oracle_too() {
+    for (seed, (spec, lateness)) in CASES.into_iter().enumerate() {
+        let batches = scenario(seed as u64 + 11, 3000, 300);
+        let (expected, expected_late) = oracle(spec, lateness, 300, &batches, &never);
         for (reduce, name) in
-            [(Reduce::Window, "max-temperature"), (Reduce::Aggregate { flush_at: 3 }, "max-temperature-agg")]
+            [(Reduce::Apply, "max-temperature"), (Reduce::Aggregate { flush_at: 3 }, "max-temperature-agg")]
         {
-            let (got, late) = run(spec, lateness, 300, reduce, &batches, name);
+            let (got, late) = run(spec, lateness, 300, reduce, &batches, &mut instance(name, vec![]));
             assert_eq!(late, expected_late, "{spec} lateness {lateness} {name}: late events");
-            assert_eq!(got.len(), expected.len(), "{spec} lateness {lateness} {name}: emissions");
             assert_eq!(got, expected, "{spec} lateness {lateness} {name}");
         }
     }
@@ -254,15 +300,15 @@ fn in_order_events_within_the_bound_are_never_late() {
         .collect::<Vec<_>>();
     // With a bound of 10 s no event of this scenario is late.
     let spec = WindowSpec::Tumbling { size: 500 };
-    let (got, late) = run(spec, 0, 10_000, Reduce::Window, &batches, "max-temperature");
+    let (got, late) = run(spec, 0, 10_000, Reduce::Apply, &batches, &mut NativeMax::new());
     assert_eq!(late, 0);
-    let (expected, _) = oracle(spec, 0, 10_000, &batches);
+    let (expected, _) = oracle(spec, 0, 10_000, &batches, &never);
     assert_eq!(got, expected);
 }
 
 /// Sessions per key by brute force: sort, split where the next event comes
 /// a full gap after the previous one.
-fn sessions_oracle(gap: i64, events: &[Event]) -> Vec<Emission> {
+pub(super) fn sessions_oracle(gap: i64, events: &[Event], fails: &dyn Fn(&[Event]) -> bool) -> Vec<Emission> {
     let mut by_key: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
     for e in events {
         by_key.entry(e.key).or_default().push(*e);
@@ -278,19 +324,17 @@ fn sessions_oracle(gap: i64, events: &[Event]) -> Vec<Emission> {
             }
         }
         for g in groups {
-            let max = g.iter().map(|e| e.temp).fold(f64::MIN, f64::max);
-            out.push((key, g[0].ts, g[g.len() - 1].ts + gap, max.to_bits(), g.len() as i64));
+            out.push((key, g[0].ts, g[g.len() - 1].ts + gap, outcome(&g, fails)));
         }
     }
     out.sort();
     out
 }
 
-#[test]
-fn sessions_match_the_oracle_for_out_of_order_input() {
-    // Events arrive out of order within the bound (no late events), so
-    // sessions merge as gaps fill in.
-    let mut batches = scenario(7, 3000, 400);
+/// Out-of-order input within the bound (no late events), so sessions merge
+/// as gaps fill in; returns the batches and the events kept.
+pub(super) fn session_scenario(seed: u64) -> (Vec<Vec<Event>>, Vec<Event>) {
+    let mut batches = scenario(seed, 3000, 400);
     for b in &mut batches {
         for e in b.iter_mut() {
             e.ts = e.ts.max(999_000);
@@ -313,66 +357,79 @@ fn sessions_match_the_oracle_for_out_of_order_input() {
         .collect();
     let kept: Vec<Event> = batches.iter().flatten().copied().collect();
     assert!(kept.len() < all.len());
-    for (reduce, name) in
-        [(Reduce::Window, "max-temperature"), (Reduce::Aggregate { flush_at: 2 }, "max-temperature-agg")]
-    {
-        let (got, late) = run(WindowSpec::Session { gap: 40 }, 0, 2_000, reduce, &batches, name);
+    (batches, kept)
+}
+
+#[test]
+fn sessions_match_the_oracle_for_out_of_order_input() {
+    let (batches, kept) = session_scenario(7);
+    let expected = sessions_oracle(40, &kept, &never);
+    let spec = WindowSpec::Session { gap: 40 };
+    for reduce in [Reduce::Apply, Reduce::Aggregate { flush_at: 2 }] {
+        let (got, late) = run(spec, 0, 2_000, reduce, &batches, &mut NativeMax::new());
         assert_eq!(late, 0);
-        assert_eq!(got, sessions_oracle(40, &kept), "{name}");
+        assert_eq!(got, expected, "{reduce:?}");
     }
+    for (reduce, name) in
+        [(Reduce::Apply, "max-temperature"), (Reduce::Aggregate { flush_at: 2 }, "max-temperature-agg")]
+    {
+        let (got, late) = run(spec, 0, 2_000, reduce, &batches, &mut instance(name, vec![]));
+        assert_eq!(late, 0);
+        assert_eq!(got, expected, "{name}");
+    }
+}
+
+/// One event of key 1 on partition 0.
+fn one(ts: i64, temp: f64) -> Batch {
+    let mut b = Batch::new(&[Field { name: "temperature".into(), ty: FieldType::F64 }]);
+    b.partitions.push(0);
+    b.offsets.push(0);
+    b.keys.push(Some(Key::Int(1)));
+    b.timestamps.push(ts);
+    b.columns = vec![Column::F64(vec![temp])];
+    b
 }
 
 #[test]
 fn a_late_event_refires_its_session_and_a_later_one_is_late() {
-    let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
     let mut op = WindowOperator::new(
         WindowSpec::Session { gap: 100 },
         50,
-        Reduce::Window,
+        Reduce::Apply,
         vec![FieldType::F64],
         vec![0],
     );
-    let mut plugin = plugin("max-temperature");
+    let mut function = NativeMax::new();
     let mut out: Vec<(i64, i64, f64, i64, bool)> = vec![];
-    let mut collect = |o: Output<'_>| {
-        if let Output::Fired { window, rows, refire, .. } = o {
+    let mut collect = |firing: Firing<'_>| match firing {
+        Firing::Rows { window, rows, refire, .. } => {
             let (Column::F64(m), Column::I64(c)) = (&rows.columns[0], &rows.columns[1]) else { panic!() };
             out.push((window.start, window.end, m[rows.start], c[rows.start], refire));
         }
+        Firing::Failed { error, .. } => panic!("{error}"),
     };
-    let feed = |op: &mut WindowOperator,
-                ts: i64,
-                temp: f64,
-                plugin: &mut PluginInstance,
-                collect: &mut dyn FnMut(Output<'_>)|
-     -> bool {
+    let mut feed = |op: &mut WindowOperator, ts: i64, temp: f64| -> bool {
         if op.is_late(0, &Key::Int(1), ts) {
             return false;
         }
-        let mut b = Batch::new(&fields);
-        b.partitions.push(0);
-        b.offsets.push(0);
-        b.keys.push(Some(Key::Int(1)));
-        b.timestamps.push(ts);
-        b.columns = vec![Column::F64(vec![temp])];
-        op.process(&b, plugin, collect);
+        op.process(&one(ts, temp), &mut function);
         true
     };
-    assert!(feed(&mut op, 1000, 1.0, &mut plugin, &mut collect));
-    assert!(feed(&mut op, 1050, 2.0, &mut plugin, &mut collect));
-    op.advance(1149, &mut plugin, &mut collect); // session [1000, 1150) fires
+    assert!(feed(&mut op, 1000, 1.0));
+    assert!(feed(&mut op, 1050, 2.0));
+    op.advance(1149, &mut NativeMax::new(), &mut collect); // session [1000, 1150) fires
     // Within lateness and inside the fired session: it fires again.
-    assert!(feed(&mut op, 1010, 5.0, &mut plugin, &mut collect));
-    op.advance(1160, &mut plugin, &mut collect);
+    assert!(feed(&mut op, 1010, 5.0));
+    op.advance(1160, &mut NativeMax::new(), &mut collect);
     // Within lateness but extending the session to [1000, 1220): a new,
     // longer window, which fires when the watermark reaches 1219.
-    assert!(feed(&mut op, 1120, 3.0, &mut plugin, &mut collect));
-    op.advance(1200, &mut plugin, &mut collect);
-    op.advance(1300, &mut plugin, &mut collect); // fires, and 1219 + 50 < 1300 expires it
-    assert!(!feed(&mut op, 1150, 9.0, &mut plugin, &mut collect), "too late: its session expired");
+    assert!(feed(&mut op, 1120, 3.0));
+    op.advance(1200, &mut NativeMax::new(), &mut collect);
+    op.advance(1300, &mut NativeMax::new(), &mut collect); // fires, and 1219 + 50 < 1300 expires it
+    assert!(!feed(&mut op, 1150, 9.0), "too late: its session expired");
     // A new session after the expired one starts fresh.
-    assert!(feed(&mut op, 1400, 4.0, &mut plugin, &mut collect));
-    op.advance(i64::MAX, &mut plugin, &mut collect);
+    assert!(feed(&mut op, 1400, 4.0));
+    op.advance(i64::MAX, &mut NativeMax::new(), &mut collect);
     assert_eq!(
         out,
         vec![
@@ -382,4 +439,53 @@ fn a_late_event_refires_its_session_and_a_later_one_is_late() {
             (1400, 1500, 4.0, 1, false)
         ]
     );
+}
+
+#[test]
+fn refires_come_first_then_windows_in_end_order_across_partitions() {
+    // Keys 1, 2, 3 on partitions 0, 1, 2; tumbling 100 ms, lateness 1 s.
+    let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
+    let mut op = WindowOperator::new(
+        WindowSpec::Tumbling { size: 100 },
+        1000,
+        Reduce::Apply,
+        vec![FieldType::F64],
+        vec![0],
+    );
+    let mut function = NativeMax::new();
+    let batch = |events: &[(i32, i64, i64)]| {
+        let mut b = Batch::new(&fields);
+        for &(partition, key, ts) in events {
+            b.partitions.push(partition);
+            b.offsets.push(0);
+            b.keys.push(Some(Key::Int(key)));
+            b.timestamps.push(ts);
+            let Column::F64(t) = &mut b.columns[0] else { unreachable!() };
+            t.push(1.0);
+        }
+        b
+    };
+    let advance = |op: &mut WindowOperator, watermark: i64, function: &mut NativeMax| {
+        let mut fired: Vec<(i64, i64, bool)> = vec![];
+        op.advance(watermark, function, &mut |firing| {
+            if let Firing::Rows { key: Key::Int(k), window, refire, .. } = firing {
+                fired.push((*k, window.end, refire));
+            }
+        });
+        fired
+    };
+    // Partition 2's windows end first in time but its events come last in
+    // the batch; partition 0 has windows ending at 200 and 400.
+    op.process(&batch(&[(0, 1, 150), (0, 1, 350), (1, 2, 250), (2, 3, 50)]), &mut function);
+    let fired = advance(&mut op, 1000, &mut function);
+    assert_eq!(fired, [(3, 100, false), (1, 200, false), (2, 300, false), (1, 400, false)]);
+    // Late events (within lateness) for fired windows, and new windows: the
+    // re-fires come first, then the new windows in end order.
+    op.process(&batch(&[(2, 3, 1150), (0, 1, 1050), (1, 2, 260), (0, 1, 120)]), &mut function);
+    let fired = advance(&mut op, 1200, &mut function);
+    let (refires, firsts) = fired.split_at(2);
+    let mut refires = refires.to_vec();
+    refires.sort();
+    assert_eq!(refires, [(1, 200, true), (2, 300, true)]);
+    assert_eq!(firsts, [(1, 1100, false), (3, 1200, false)]);
 }

@@ -1,0 +1,121 @@
+//! Where operators put their output: the collector writes each record to
+//! its sink (results, dead letters, late events), counts it in the run
+//! summary, and shows it to the caller. A sink error is kept, and the loop
+//! stops at the end of the step that hit it.
+
+use super::dead_letter;
+use super::{Emitted, RunSummary, Sinks};
+use crate::plugin::PluginError;
+use crate::record::Key;
+use crate::sink::{Sink, SinkError};
+use crate::types::Window;
+use serde_json::Value;
+
+/// The output side of a running job, lent to its operator.
+pub struct Collector<'a> {
+    pub(super) sinks: &'a mut Sinks,
+    pub(super) summary: &'a mut RunSummary,
+    pub(super) on_emit: &'a mut dyn FnMut(Emitted<'_>),
+    /// The source's name, for dead letters.
+    pub(super) source: &'a str,
+    /// The key's field name in output and dead-letter records.
+    pub(super) key_field: &'a str,
+    pub(super) failure: Option<SinkError>,
+}
+
+impl Collector<'_> {
+    /// An output record.
+    pub fn output(&mut self, key: Option<&Key>, window: Option<Window>, refire: bool, record: &Value) {
+        self.summary.outputs += 1;
+        let result = send(Some(&mut self.sinks.output), key, record, "output");
+        self.keep(result);
+        (self.on_emit)(Emitted { key, window, record, refire });
+    }
+
+    /// A record that could not be decoded.
+    pub fn undecodable(&mut self, partition: i32, offset: i64, payload: &[u8], reason: &str) {
+        let letter = dead_letter::record(self.source, partition, offset, payload, reason);
+        self.dead_letter(&letter);
+    }
+
+    /// The records of a batch the function failed on (map jobs).
+    pub fn failed_batch<'p>(
+        &mut self,
+        records: impl Iterator<Item = (i32, i64, &'p [u8])>,
+        error: &PluginError,
+    ) {
+        self.summary.failed += 1;
+        tracing::warn!("{error}");
+        let reason = error.to_string();
+        for (partition, offset, payload) in records {
+            let letter = dead_letter::record(self.source, partition, offset, payload, &reason);
+            self.dead_letter(&letter);
+        }
+    }
+
+    /// A window the function failed on.
+    pub fn failed_window(&mut self, partition: i32, key: &Key, window: Window, error: &PluginError) {
+        self.summary.failed += 1;
+        tracing::warn!("{error}");
+        let letter =
+            dead_letter::window(self.source, partition, self.key_field, key, window, &error.to_string());
+        self.dead_letter(&letter);
+    }
+
+    /// An event too late for every window it belongs to.
+    pub fn late(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+        event_time: i64,
+        watermark: i64,
+        lateness: i64,
+    ) {
+        self.summary.late += 1;
+        let letter =
+            dead_letter::late(self.source, partition, offset, payload, event_time, watermark, lateness);
+        let result = send(self.sinks.late.as_mut(), None, &letter, "late event");
+        self.keep(result);
+    }
+
+    fn dead_letter(&mut self, letter: &Value) {
+        self.summary.dead_letters += 1;
+        let result = send(self.sinks.dead_letter.as_mut(), None, letter, "dead letter");
+        self.keep(result);
+    }
+
+    fn keep(&mut self, result: Result<(), SinkError>) {
+        if let Err(e) = result {
+            self.failure.get_or_insert(e);
+        }
+    }
+
+    /// The first sink error since the last call, if any.
+    pub(super) fn take_failure(&mut self) -> Option<SinkError> {
+        self.failure.take()
+    }
+}
+
+/// Writes one JSON record to a sink, or logs it when there is none.
+fn send(
+    sink: Option<&mut Box<dyn Sink>>,
+    key: Option<&Key>,
+    record: &Value,
+    what: &str,
+) -> Result<(), SinkError> {
+    let text = record.to_string();
+    match sink {
+        Some(sink) => {
+            let key_text = key.map(|k| match k {
+                Key::Int(i) => i.to_string(),
+                Key::Str(s) => s.clone(),
+            });
+            sink.send(key_text.as_deref().map(str::as_bytes), text.as_bytes())
+        }
+        None => {
+            tracing::warn!("{what} (no output configured for it): {text}");
+            Ok(())
+        }
+    }
+}

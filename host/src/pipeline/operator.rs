@@ -1,0 +1,58 @@
+//! The operator lifecycle: what the loop calls on the job's operator, in
+//! order, and nothing else. The loop moves records, watermarks and (with
+//! checkpoints) barriers; an operator turns them into output.
+//!
+//! - [`Operator::is_late`] is asked for each decoded event, before it joins
+//!   a batch: a too-late event goes to the late output with its payload.
+//! - [`Operator::process_batch`] gets each batch of decoded events.
+//! - [`Operator::handle_watermark`] gets the watermark after each batch and
+//!   on each idle poll (the processing-time clock ticks through it too),
+//!   and at the end of a bounded input, +∞.
+//! - [`Operator::finish`] adds the operator's counters to the run summary.
+//!
+//! Output goes through a [`Collector`], which encodes, writes to the sinks
+//! and counts.
+
+use super::RunSummary;
+use super::collect::Collector;
+use super::payloads::Payloads;
+use crate::decode::Batch;
+use crate::record::Key;
+
+/// One step of a job between decode and the sinks.
+pub trait Operator {
+    /// Whether an event is too late for every window it could belong to:
+    /// such an event goes to the late output instead of
+    /// [`Operator::process_batch`].
+    fn is_late(&self, _partition: i32, _key: Option<&Key>, _ts: i64) -> bool {
+        false
+    }
+
+    /// The watermark the operator has fired up to: late records name it.
+    fn watermark(&self) -> i64 {
+        i64::MIN
+    }
+
+    /// The allowed lateness in ms: late records name it.
+    fn lateness(&self) -> i64 {
+        0
+    }
+
+    /// Whether [`Operator::process_batch`] reads the raw payloads (a map
+    /// writes the input record back out, changed); the loop keeps them only
+    /// then.
+    fn reads_payloads(&self) -> bool {
+        false
+    }
+
+    /// A batch of decoded events, none of them late. `payloads` holds the
+    /// batch's raw records when [`Operator::reads_payloads`] says so.
+    fn process_batch(&mut self, batch: &Batch, payloads: &Payloads, out: &mut Collector<'_>);
+
+    /// The watermark moved to `watermark` (it never goes back; +∞ at the
+    /// end of a bounded input): fire what it completes.
+    fn handle_watermark(&mut self, _watermark: i64, _out: &mut Collector<'_>) {}
+
+    /// Adds the operator's own counters to the summary, at the end.
+    fn finish(&mut self, _summary: &mut RunSummary) {}
+}

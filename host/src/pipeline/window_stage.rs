@@ -1,0 +1,73 @@
+//! The operator of window jobs: the window operator (keyed state, panes,
+//! sessions, timers) with the job's function, its fired windows encoded
+//! as output records and its failed windows as dead letters.
+
+use super::RunSummary;
+use super::collect::Collector;
+use super::operator::Operator;
+use super::payloads::Payloads;
+use crate::decode::Batch;
+use crate::encode::window_records;
+use crate::record::Key;
+use crate::types::Field;
+use crate::window::{Firing, WindowFunction, WindowOperator};
+
+/// Window state and firing, with the function that reduces windows.
+pub struct WindowStage<F> {
+    operator: WindowOperator,
+    function: F,
+    /// The function's declared outputs, in column order.
+    outputs: Vec<Field>,
+    /// Allowed lateness in ms, for late records.
+    lateness: i64,
+}
+
+impl<F: WindowFunction> WindowStage<F> {
+    /// A stage over `operator` with `function`, whose rows have `outputs`.
+    pub fn new(operator: WindowOperator, function: F, outputs: Vec<Field>, lateness: i64) -> Self {
+        WindowStage { operator, function, outputs, lateness }
+    }
+
+    /// The function.
+    pub fn function(&self) -> &F {
+        &self.function
+    }
+}
+
+impl<F: WindowFunction> Operator for WindowStage<F> {
+    fn is_late(&self, partition: i32, key: Option<&Key>, ts: i64) -> bool {
+        key.is_some_and(|key| self.operator.is_late(partition, key, ts))
+    }
+
+    fn watermark(&self) -> i64 {
+        self.operator.watermark()
+    }
+
+    fn lateness(&self) -> i64 {
+        self.lateness
+    }
+
+    fn process_batch(&mut self, batch: &Batch, _payloads: &Payloads, _out: &mut Collector<'_>) {
+        self.operator.process(batch, &mut self.function);
+    }
+
+    fn handle_watermark(&mut self, watermark: i64, out: &mut Collector<'_>) {
+        let outputs = &self.outputs;
+        self.operator.advance(watermark, &mut self.function, &mut |firing| match firing {
+            Firing::Rows { key, window, rows, refire, .. } => {
+                for record in window_records(out.key_field, key, window, outputs, rows) {
+                    out.output(Some(key), Some(window), refire, &record);
+                }
+            }
+            Firing::Failed { partition, key, window, error, .. } => {
+                out.failed_window(partition, key, window, error);
+            }
+        });
+    }
+
+    fn finish(&mut self, summary: &mut RunSummary) {
+        let stats = self.operator.stats();
+        summary.windows = stats.fired;
+        summary.refired = stats.refired;
+    }
+}

@@ -1,0 +1,503 @@
+//! Firing: the watermark completes windows, which go to the function in
+//! batched calls, a round at a time. A failed batched call is retried item
+//! by item (accumulator by accumulator, then window by window), so that
+//! only the windows holding what the function refused fail, each reported
+//! once with its key and true bounds.
+
+use super::{
+    DueWindow, Firing, KeyState, MAX_CALL_EVENTS, MAX_CALL_WINDOWS, PaneHome, Reduce, RowsRef, WindowOperator,
+};
+use crate::plugin::PluginError;
+use crate::record::Key;
+use crate::types::{Accumulators, Events, Rows, RowsMany, Window};
+use crate::window::WindowFunction;
+use crate::window::WindowSpec;
+use crate::window::state::{PaneState, append_events, append_range, clear_events, empty_events};
+
+/// A pane the function refused to `add` in this round, with its error.
+type Refused = (i32, Key, PaneHome, PluginError);
+
+impl WindowOperator {
+    /// Advances the watermark to `watermark` (it never goes back): fires the
+    /// windows it completes, fires again those late events changed, and
+    /// drops state past its allowed lateness. Re-fires come first, then
+    /// completed windows in end order across partitions.
+    pub fn advance(
+        &mut self,
+        watermark: i64,
+        function: &mut dyn WindowFunction,
+        out: &mut dyn FnMut(Firing<'_>),
+    ) {
+        self.watermark = self.watermark.max(watermark);
+        let wm = self.watermark;
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        // Late changes to windows that already fired come first.
+        for &partition in &partitions {
+            for (end, key) in std::mem::take(&mut self.partition(partition).refires) {
+                due.push(DueWindow { partition, key, end, refire: true });
+            }
+        }
+        // Then the windows the watermark completes, in end order across
+        // partitions, so output reads in time order.
+        loop {
+            let next = self
+                .partitions
+                .iter()
+                .filter_map(|(p, s)| s.timers.first().map(|(end, _)| (*end, *p)))
+                .filter(|(end, _)| end.saturating_sub(1) <= wm)
+                .min();
+            let Some((_, partition)) = next else { break };
+            let Some((end, key)) = self.partition(partition).timers.pop_first() else { break };
+            if let WindowSpec::Session { .. } = self.spec {
+                // The session this timer was set for may have grown (or
+                // merged into one that did): re-arm at its current end.
+                let grown = self
+                    .partitions
+                    .get(&partition)
+                    .and_then(|s| s.keys.get(&key))
+                    .and_then(|k| k.sessions.iter().find(|(w, _)| w.start < end && end <= w.end))
+                    .map(|(w, _)| w.end);
+                match grown {
+                    Some(current) if current != end => {
+                        // Into the set (which dedupes the timers of merged
+                        // sessions); this loop pops it when it is due.
+                        self.partition(partition).timers.insert((current, key));
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => continue,
+                }
+            }
+            due.push(DueWindow { partition, key, end, refire: false });
+        }
+        match self.reduce {
+            Reduce::Apply => self.fire_windows(&due, function, out),
+            Reduce::Aggregate { .. } => self.fire_aggregates(&due, function, out),
+        }
+        self.due = due;
+        for partition in partitions {
+            loop {
+                let state = self.partition(partition);
+                let Some(first) = state.cleanups.first() else { break };
+                if first.0 > wm {
+                    break;
+                }
+                let Some((_, key)) = state.cleanups.pop_first() else { break };
+                self.clean(partition, &key);
+            }
+        }
+    }
+
+    /// The key's state, if it has any in `partition`.
+    fn key_state(&mut self, partition: i32, key: &Key) -> Option<&mut KeyState> {
+        self.partitions.get_mut(&partition)?.keys.get_mut(key)
+    }
+
+    /// The pane or session at `home`.
+    fn pane_mut(&mut self, partition: i32, key: &Key, home: PaneHome) -> Option<&mut PaneState> {
+        let key_state = self.key_state(partition, key)?;
+        match home {
+            PaneHome::Pane(start) => {
+                key_state.panes.iter_mut().find(|p| p.start == start).map(|p| &mut p.contents)
+            }
+            PaneHome::Session(end) => {
+                key_state.sessions.iter_mut().find(|(w, _)| w.end == end).map(|(_, c)| c)
+            }
+        }
+    }
+
+    /// Appends the events of a due window to the call's batch; returns the
+    /// window's bounds, or `None` if it holds nothing (merged away, or
+    /// empty).
+    fn gather_events(&mut self, d: &DueWindow) -> Option<Window> {
+        let spec = self.spec;
+        let state = self.partitions.get_mut(&d.partition)?;
+        let key_state = state.keys.get_mut(&d.key)?;
+        match spec {
+            WindowSpec::Session { .. } => {
+                let (window, contents) = key_state.sessions.iter().find(|(w, _)| w.end == d.end)?;
+                append_events(&mut self.scratch, &contents.events);
+                Some(*window)
+            }
+            WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
+                let window = Window { start: d.end - size, end: d.end };
+                let first = key_state.panes.partition_point(|p| p.start < window.start);
+                let before = self.scratch.timestamps.len();
+                for pane in key_state.panes.range(first..).take_while(|p| p.start < window.end) {
+                    append_events(&mut self.scratch, &pane.contents.events);
+                }
+                (self.scratch.timestamps.len() > before).then_some(window)
+            }
+        }
+    }
+
+    /// Hands out a batched call's rows; if the call failed, fires its
+    /// windows one by one so the failure is pinned on the right windows.
+    fn report(
+        &mut self,
+        due: &[DueWindow],
+        results: Result<RowsMany, PluginError>,
+        function: &mut dyn WindowFunction,
+        out: &mut dyn FnMut(Firing<'_>),
+    ) {
+        let due_index = std::mem::take(&mut self.calls.due_index);
+        match results {
+            Ok(many) => {
+                let mut start = 0usize;
+                for ((&i, &end), &window) in due_index.iter().zip(&many.ends).zip(&self.calls.windows) {
+                    let d = &due[i];
+                    let rows = RowsRef { columns: &many.columns, start, len: end as usize - start };
+                    start = end as usize;
+                    self.stats.count_fired(d.refire);
+                    out(Firing::Rows { partition: d.partition, key: &d.key, window, rows, refire: d.refire });
+                }
+            }
+            Err(error) => {
+                tracing::warn!("{error}; retrying its windows one by one");
+                for &i in &due_index {
+                    let d = &due[i];
+                    self.fire(d, function, out);
+                }
+            }
+        }
+        self.calls.due_index = due_index;
+    }
+
+    /// Fires due windows of a window function, many per `apply-many` call.
+    fn fire_windows(
+        &mut self,
+        due: &[DueWindow],
+        function: &mut dyn WindowFunction,
+        out: &mut dyn FnMut(Firing<'_>),
+    ) {
+        let mut next = 0;
+        while next < due.len() {
+            clear_events(&mut self.scratch);
+            self.calls.clear();
+            while next < due.len()
+                && self.scratch.timestamps.len() < MAX_CALL_EVENTS
+                && self.calls.due_index.len() < MAX_CALL_WINDOWS
+            {
+                let d = &due[next];
+                if let Some(window) = self.gather_events(d) {
+                    let c = &mut self.calls;
+                    c.keys.push(d.key.to_value());
+                    c.windows.push(window);
+                    c.ends.push(self.scratch.timestamps.len() as u32);
+                    c.due_index.push(next);
+                }
+                next += 1;
+            }
+            if self.calls.due_index.is_empty() {
+                continue;
+            }
+            let c = &self.calls;
+            let results = function.apply_many(&c.keys, &c.windows, &c.ends, &self.scratch);
+            self.report(due, results, function, out);
+        }
+    }
+
+    /// Fires due windows of an aggregate: first `add-many` for every pane
+    /// or session with events not yet added, then `get-results` for many
+    /// windows per call. A window that holds a pane the function refused
+    /// fails; the others fire.
+    fn fire_aggregates(
+        &mut self,
+        due: &[DueWindow],
+        function: &mut dyn WindowFunction,
+        out: &mut dyn FnMut(Firing<'_>),
+    ) {
+        if due.is_empty() {
+            return;
+        }
+        let refused = self.flush_due(due, function);
+        let refusal = |partition: i32, key: &Key, home: PaneHome| {
+            refused.iter().find(|(p, k, h, _)| *p == partition && k == key && *h == home).map(|r| &r.3)
+        };
+        let mut next = 0;
+        while next < due.len() {
+            self.calls.clear();
+            while next < due.len() && self.calls.due_index.len() < MAX_CALL_WINDOWS {
+                let d = &due[next];
+                next += 1;
+                let spec = self.spec;
+                let Some(state) = self.partitions.get(&d.partition) else { continue };
+                let Some(key_state) = state.keys.get(&d.key) else { continue };
+                let c = &mut self.calls;
+                let (before, bytes_before) = (c.accs.ends.len(), c.accs.bytes.len());
+                let mut failure: Option<PluginError> = None;
+                let window = match spec {
+                    WindowSpec::Session { .. } => {
+                        let Some((w, contents)) = key_state.sessions.iter().find(|(w, _)| w.end == d.end)
+                        else {
+                            continue;
+                        };
+                        failure = contents
+                            .broken
+                            .as_ref()
+                            .or_else(|| refusal(d.partition, &d.key, PaneHome::Session(w.end)))
+                            .cloned();
+                        push_acc(&mut c.accs, contents.acc.as_deref());
+                        *w
+                    }
+                    WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
+                        let window = Window { start: d.end - size, end: d.end };
+                        let first = key_state.panes.partition_point(|p| p.start < window.start);
+                        for pane in key_state.panes.range(first..).take_while(|p| p.start < window.end) {
+                            if failure.is_none() {
+                                failure = refusal(d.partition, &d.key, PaneHome::Pane(pane.start)).cloned();
+                            }
+                            push_acc(&mut c.accs, pane.contents.acc.as_deref());
+                        }
+                        window
+                    }
+                };
+                if let Some(error) = failure {
+                    c.accs.ends.truncate(before);
+                    c.accs.bytes.truncate(bytes_before);
+                    self.stats.failed += 1;
+                    let (partition, key, refire) = (d.partition, &d.key, d.refire);
+                    out(Firing::Failed { partition, key, window, error: &error, refire });
+                    continue;
+                }
+                if c.accs.ends.len() == before {
+                    continue;
+                }
+                c.keys.push(d.key.to_value());
+                c.windows.push(window);
+                c.ends.push(c.accs.ends.len() as u32);
+                c.due_index.push(next - 1);
+            }
+            if self.calls.due_index.is_empty() {
+                continue;
+            }
+            let c = &self.calls;
+            let results = function.get_results(&c.keys, &c.windows, &c.ends, &c.accs);
+            self.report(due, results, function, out);
+        }
+    }
+
+    /// Adds the buffered events of every pane or session of the due windows
+    /// to their accumulators, in one `add-many` call per chunk. If a call
+    /// fails, its panes get their events and accumulators back and are
+    /// added one by one: the panes the function refuses are returned, with
+    /// their events still buffered.
+    fn flush_due(&mut self, due: &[DueWindow], function: &mut dyn WindowFunction) -> Vec<Refused> {
+        let mut refused = Vec::new();
+        let mut empty: Option<Result<Vec<u8>, PluginError>> = None;
+        let spec = self.spec;
+        let mut next = 0;
+        while next < due.len() {
+            clear_events(&mut self.scratch);
+            self.calls.clear();
+            while next < due.len() && self.scratch.timestamps.len() < MAX_CALL_EVENTS {
+                let d = &due[next];
+                next += 1;
+                let Some(state) = self.partitions.get_mut(&d.partition) else { continue };
+                let Some(key_state) = state.keys.get_mut(&d.key) else { continue };
+                let mut take = |contents: &mut PaneState, home: PaneHome| {
+                    if contents.events.timestamps.is_empty() || contents.broken.is_some() {
+                        return;
+                    }
+                    let had_acc = contents.acc.is_some();
+                    let acc = match contents.acc.take() {
+                        Some(acc) => acc,
+                        None => match empty.get_or_insert_with(|| function.create_accumulator()) {
+                            Ok(e) => e.clone(),
+                            Err(e) => {
+                                refused.push((d.partition, d.key.clone(), home, e.clone()));
+                                return;
+                            }
+                        },
+                    };
+                    append_events(&mut self.scratch, &contents.events);
+                    clear_events(&mut contents.events);
+                    push_acc(&mut self.calls.accs, Some(&acc));
+                    self.calls.ends.push(self.scratch.timestamps.len() as u32);
+                    self.calls.homes.push((d.partition, d.key.clone(), home, had_acc));
+                };
+                match spec {
+                    WindowSpec::Session { .. } => {
+                        if let Some((w, contents)) =
+                            key_state.sessions.iter_mut().find(|(w, _)| w.end == d.end)
+                        {
+                            take(contents, PaneHome::Session(w.end));
+                        }
+                    }
+                    WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
+                        let start = d.end - size;
+                        let first = key_state.panes.partition_point(|p| p.start < start);
+                        for pane in key_state.panes.range_mut(first..).take_while(|p| p.start < d.end) {
+                            take(&mut pane.contents, PaneHome::Pane(pane.start));
+                        }
+                    }
+                }
+            }
+            if self.calls.homes.is_empty() {
+                continue;
+            }
+            let homes = std::mem::take(&mut self.calls.homes);
+            match function.add_many(&self.calls.accs, &self.calls.ends, &self.scratch) {
+                Ok(added) => {
+                    for (i, (partition, key, home, _)) in homes.iter().enumerate() {
+                        let bytes = piece(&added.ends, i).and_then(|r| added.bytes.get(r));
+                        if let (Some(bytes), Some(pane)) = (bytes, self.pane_mut(*partition, key, *home)) {
+                            pane.acc = Some(bytes.to_vec());
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!("{error}; adding its accumulators one by one");
+                    // Each pane gets back its events (from the call's batch)
+                    // and its accumulator, then is added on its own.
+                    let scratch = std::mem::replace(&mut self.scratch, empty_events(&[]));
+                    for (i, (partition, key, home, had_acc)) in homes.iter().enumerate() {
+                        let rows = piece(&self.calls.ends, i).unwrap_or(0..0);
+                        let acc = piece(&self.calls.accs.ends, i)
+                            .and_then(|r| self.calls.accs.bytes.get(r))
+                            .map(<[u8]>::to_vec);
+                        if let Some(pane) = self.pane_mut(*partition, key, *home) {
+                            append_range(&mut pane.events, &scratch, rows);
+                            pane.acc = acc.filter(|_| *had_acc);
+                            if let Err(e) = pane.flush(function, key) {
+                                refused.push((*partition, key.clone(), *home, e));
+                            }
+                        }
+                    }
+                    self.scratch = scratch;
+                }
+            }
+            self.calls.homes = homes;
+        }
+        refused
+    }
+
+    /// Fires one due window on its own (single calls), reporting its rows
+    /// or its failure.
+    fn fire(&mut self, d: &DueWindow, function: &mut dyn WindowFunction, out: &mut dyn FnMut(Firing<'_>)) {
+        let (spec, reduce) = (self.spec, self.reduce);
+        let Some(state) = self.partitions.get_mut(&d.partition) else { return };
+        let Some(key_state) = state.keys.get_mut(&d.key) else { return };
+        let (window, result) = match spec {
+            WindowSpec::Session { .. } => {
+                // A timer may point at a session that has since merged into
+                // a longer one: then there is nothing to fire at this end.
+                let Some((window, contents)) = key_state.sessions.iter_mut().find(|(w, _)| w.end == d.end)
+                else {
+                    return;
+                };
+                let window = *window;
+                let result = match &contents.broken {
+                    Some(e) => Err(e.clone()),
+                    None => reduce_one(contents, reduce, function, &d.key, window),
+                };
+                (window, result)
+            }
+            WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
+                let window = Window { start: d.end - size, end: d.end };
+                let first = key_state.panes.partition_point(|p| p.start < window.start);
+                let mut panes = key_state
+                    .panes
+                    .range_mut(first..)
+                    .take_while(|p| p.start < window.end)
+                    .map(|p| &mut p.contents);
+                let result = match (panes.next(), panes.next()) {
+                    (None, _) => return,
+                    (Some(only), None) => reduce_one(only, reduce, function, &d.key, window),
+                    (Some(a), Some(b)) => {
+                        let all = std::iter::once(a).chain(std::iter::once(b)).chain(panes);
+                        reduce_many(all, reduce, function, &d.key, window, &mut self.scratch)
+                    }
+                };
+                (window, result)
+            }
+        };
+        let (partition, key, refire) = (d.partition, &d.key, d.refire);
+        match result {
+            Ok(rows) => {
+                self.stats.count_fired(refire);
+                out(Firing::Rows { partition, key, window, rows: RowsRef::all(&rows), refire });
+            }
+            Err(error) => {
+                self.stats.failed += 1;
+                out(Firing::Failed { partition, key, window, error: &error, refire });
+            }
+        }
+    }
+}
+
+/// Item `i`'s range in a flat buffer cut by `ends`.
+fn piece(ends: &[u32], i: usize) -> Option<std::ops::Range<usize>> {
+    let start = if i == 0 { 0 } else { *ends.get(i - 1)? as usize };
+    let end = *ends.get(i)? as usize;
+    (start <= end).then_some(start..end)
+}
+
+/// Appends an accumulator (if there is one) to a batched call's buffer.
+fn push_acc(accs: &mut Accumulators, acc: Option<&[u8]>) {
+    if let Some(acc) = acc {
+        accs.bytes.extend_from_slice(acc);
+        accs.ends.push(accs.bytes.len() as u32);
+    }
+}
+
+/// The result of a window held in one pane or session.
+fn reduce_one(
+    contents: &mut PaneState,
+    reduce: Reduce,
+    function: &mut dyn WindowFunction,
+    key: &Key,
+    window: Window,
+) -> Result<Rows, PluginError> {
+    match reduce {
+        Reduce::Apply => function.apply(&key.to_value(), window, &contents.events),
+        Reduce::Aggregate { .. } => {
+            contents.flush(function, key)?;
+            let acc = match &contents.acc {
+                Some(acc) => acc.clone(),
+                None => function.create_accumulator()?,
+            };
+            function.get_result(&key.to_value(), window, &acc)
+        }
+    }
+}
+
+/// The result of a window made of several panes: their events joined for a
+/// window function, their accumulators merged for an aggregate.
+fn reduce_many<'a>(
+    panes: impl Iterator<Item = &'a mut PaneState>,
+    reduce: Reduce,
+    function: &mut dyn WindowFunction,
+    key: &Key,
+    window: Window,
+    scratch: &mut Events,
+) -> Result<Rows, PluginError> {
+    match reduce {
+        Reduce::Apply => {
+            clear_events(scratch);
+            for pane in panes {
+                append_events(scratch, &pane.events);
+            }
+            function.apply(&key.to_value(), window, scratch)
+        }
+        Reduce::Aggregate { .. } => {
+            let value = key.to_value();
+            let mut merged: Option<Vec<u8>> = None;
+            for pane in panes {
+                pane.flush(function, key)?;
+                merged = match (merged, &pane.acc) {
+                    (Some(m), Some(acc)) => Some(function.merge(&value, &m, acc)?),
+                    (None, Some(acc)) => Some(acc.clone()),
+                    (m, None) => m,
+                };
+            }
+            let acc = match merged {
+                Some(acc) => acc,
+                None => function.create_accumulator()?,
+            };
+            function.get_result(&value, window, &acc)
+        }
+    }
+}
