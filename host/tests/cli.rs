@@ -235,9 +235,9 @@ fn bad_lines_are_reported_with_reasons_and_the_rest_is_unchanged() {
     for reason in [
         "malformed JSON",
         "missing field 'temperature'",
-        "key 'device_id' must be an integer or a string",
+        "field 'device_id': expected an integer or a string",
         "field 'temperature': expected f64",
-        "timestamp 'execution_time' must be an integer",
+        "field 'execution_time': expected an integer of milliseconds",
         "not a JSON object",
     ] {
         assert!(stderr.contains(reason), "expected '{reason}' in:\n{stderr}");

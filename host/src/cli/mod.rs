@@ -49,7 +49,7 @@ enum PluginCommand {
     /// Show a plugin's world, name, version, fields, parameters and size.
     Inspect(plugin_inspect::Args),
     /// Run a plugin over a JSON-lines file and print its output records.
-    Test(plugin_test::Args),
+    Test(Box<plugin_test::Args>),
 }
 
 /// Runs the command line; errors print as `error: …` with their causes.
@@ -61,7 +61,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Plugin(PluginCommand::Build(args)) => plugin_build::run(args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect::run(args),
-        Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(args),
+        Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(*args),
         Command::DevBroker(args) => dev_broker::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

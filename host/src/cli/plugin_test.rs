@@ -1,17 +1,22 @@
-//! `weir plugin test`: a plugin over a JSON-lines file, without Kafka, so a
-//! plugin author can try a function. All input is read first (this is a
-//! bounded, batch run), then every window fires in end order.
+//! `weir plugin test`: a plugin over a JSON-lines file (or stdin), so a
+//! plugin author can try a function without Kafka. It is a bounded run of
+//! the real pipeline, the one `weir run` uses: the same decoding, windows,
+//! watermarks, batched calls and failure handling, with the output records
+//! on stdout and the rejected and late records reported on stderr. So a
+//! plugin that passes here behaves the same in a job, and the same input
+//! and settings give byte-identical output.
 
 use anyhow::{Context, bail};
-use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufWriter, Write};
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
-use weir::encode::window_records;
-use weir::plugin::schema::{bind_inputs, resolve_params};
-use weir::plugin::{PluginInstance, PluginLimits};
-use weir::record::{Key, parse_field, push_json};
-use weir::types::{Column, Events, Field, FunctionKind, Window};
-use weir::window::{WindowSpec, merge_sessions};
+use weir::job::{Job, JobConfig};
+use weir::pipeline::{Pipeline, RunOptions, Sinks};
+use weir::record::parse_field;
+use weir::sink::{Sink, SinkError};
+use weir::source::file::FileSource;
+use weir::types::FunctionKind;
+use weir::window::WindowSpec;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,23 +39,23 @@ pub struct Args {
     /// The window: tumbling:1s, sliding:10s/1s or session:5s.
     #[arg(long)]
     window: Option<WindowSpec>,
+    /// How far out of order events may come: the watermark trails the
+    /// latest event time by this much (as `time.max_out_of_orderness`).
+    #[arg(long, default_value = "0s")]
+    max_out_of_orderness: String,
+    /// How long after a window fires late events still update it (as
+    /// `time.allowed_lateness`); later ones are reported as late.
+    #[arg(long, default_value = "0s")]
+    allowed_lateness: String,
     /// A parameter for the plugin, as name=value (value in JSON, or text).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
     /// Feed a plugin input from a field of another name, as input=field.
     #[arg(long = "bind", value_name = "INPUT=FIELD")]
     binds: Vec<String>,
-    /// The CPU time one plugin call may take, such as 1s or 200ms.
+    /// The wall time one plugin call may take, such as 1s or 200ms.
     #[arg(long, default_value = "1s")]
     deadline: String,
-}
-
-/// One decoded record: where it came from, its key and time, and the
-/// values of the plugin's inputs.
-struct Record {
-    object: serde_json::Map<String, serde_json::Value>,
-    key: Option<Key>,
-    ts: i64,
 }
 
 fn pairs(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
@@ -64,196 +69,134 @@ fn pairs(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String
         .collect()
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let plugin = super::engine()?.load_ref(&args.plugin)?;
-    let descriptor = plugin.descriptor().clone();
-    let fields: Vec<Field> =
-        args.fields.iter().map(|f| parse_field(f)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
-    let inputs = bind_inputs(&descriptor.name, &descriptor.inputs, &fields, &pairs(&args.binds, "bind")?)?;
-    let given: BTreeMap<String, serde_json::Value> = pairs(&args.params, "param")?
+/// The job these flags describe, as a job file would: file in, and the
+/// plugin's output, rejected and late records out.
+fn job_config(args: &Args) -> anyhow::Result<JobConfig> {
+    let mut fields = serde_json::Map::new();
+    for text in &args.fields {
+        let field = parse_field(text).map_err(anyhow::Error::msg)?;
+        fields.insert(field.name, serde_json::Value::from(field.ty.name()));
+    }
+    let params: serde_json::Map<String, serde_json::Value> = pairs(&args.params, "param")?
         .into_iter()
         .map(|(k, v)| {
             let value = serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
             (k, value)
         })
         .collect();
-    let params = resolve_params(&descriptor.name, &descriptor.params, &given)?;
-    let limits =
-        PluginLimits { deadline: weir::duration::parse_duration(&args.deadline)?, ..PluginLimits::default() };
-    let mut instance = plugin.instantiate(params, limits)?;
+    let window = args.window.map(|spec| {
+        let (size, slide, gap) = spec.lengths();
+        let text = |d: Option<std::time::Duration>| d.map(weir::duration::format_duration);
+        serde_json::json!({ "type": spec.kind(), "size": text(size), "slide": text(slide), "gap": text(gap) })
+    });
+    let config = serde_json::json!({
+        "name": "plugin-test",
+        "source": { "type": "file", "path": args.input },
+        "format": { "key": args.key, "timestamp": args.timestamp, "fields": fields },
+        "time": {
+            "max_out_of_orderness": args.max_out_of_orderness,
+            "allowed_lateness": args.allowed_lateness,
+        },
+        "window": window,
+        "function": {
+            "plugin": args.plugin,
+            "params": params,
+            "bind": pairs(&args.binds, "bind")?,
+            "limits": { "deadline": args.deadline },
+        },
+        "sink": { "type": "file", "path": "-" },
+    });
+    serde_json::from_value(without_nulls(config)).context("the flags do not make a job")
+}
 
-    let windowed = descriptor.kind != FunctionKind::Map;
-    if windowed && (args.key.is_none() || args.window.is_none()) {
-        bail!("{} is a {}: give --key and --window", descriptor.name, descriptor.kind);
+/// The value with every null field left out, as a job file would leave it
+/// out.
+fn without_nulls(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(fields) => fields
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k, without_nulls(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        other => other,
     }
+}
 
-    let file =
-        std::fs::File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
-    let mut records = Vec::new();
-    let mut rejected = 0usize;
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", args.input.display()))?;
-        if line.trim().is_empty() {
-            continue;
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let engine = super::engine()?;
+    let descriptor = engine.load_ref(&args.plugin)?.descriptor().clone();
+    match (descriptor.kind, &args.window, &args.key) {
+        (FunctionKind::Map, Some(_), _) => bail!("{} is a map-function: remove --window", descriptor.name),
+        (FunctionKind::Window | FunctionKind::Aggregate, None, _)
+        | (FunctionKind::Window | FunctionKind::Aggregate, _, None) => {
+            bail!("{} is a {}: give --key and --window", descriptor.name, descriptor.kind)
         }
-        match decode(&line, &args, &fields, &inputs) {
-            Ok(record) => records.push(record),
-            Err(reason) => {
-                rejected += 1;
-                eprintln!("{}:{}: rejected: {reason}", args.input.display(), n + 1);
-            }
-        }
+        _ => {}
     }
-
-    let out = std::io::stdout();
-    let mut out = BufWriter::new(out.lock());
-    let mut emitted = 0usize;
-    let mut windows = 0usize;
-    let input_fields: Vec<&Field> = inputs.iter().map(|&i| &fields[i]).collect();
-    if let (true, Some(spec), Some(key_field)) = (windowed, args.window, args.key.as_deref()) {
-        for (window, key, members) in group(&records, spec) {
-            windows += 1;
-            let events = events_of(members.iter().map(|&i| &records[i]), &input_fields, &inputs, &fields)?;
-            let rows = fire(&mut instance, &key, window, &events)?;
-            let rows = weir::window::RowsRef::all(&rows);
-            for record in window_records(key_field, &key, window, &descriptor.outputs, rows) {
-                writeln!(out, "{record}")?;
-                emitted += 1;
-            }
-        }
-    } else {
-        for batch in records.chunks(1024) {
-            let events = events_of(batch.iter(), &input_fields, &inputs, &fields)?;
-            let mapped = instance.map(&events)?;
-            for (i, &row) in mapped.rows.iter().enumerate() {
-                let mut object = batch[row as usize].object.clone();
-                for (field, column) in descriptor.outputs.iter().zip(&mapped.columns) {
-                    let value = column.get(i).map(|v| v.to_json()).unwrap_or_default();
-                    object.insert(field.name.clone(), value);
-                }
-                writeln!(out, "{}", serde_json::Value::Object(object))?;
-                emitted += 1;
-            }
-        }
-    }
-    out.flush()?;
-    let windows = if windowed { format!(", {windows} windows") } else { String::new() };
-    eprintln!("{} records read, {rejected} rejected{windows}, {emitted} output records", records.len());
+    let here = std::env::current_dir().context("cannot read the current folder")?;
+    let job = Job::from_config(job_config(&args)?, "weir plugin test", &here)?;
+    let mut pipeline = Pipeline::build(job, &engine)?;
+    let mut source = FileSource::open(&args.input)?;
+    let mut sinks = Sinks {
+        output: Box::new(Stdout(std::io::BufWriter::new(std::io::stdout()))),
+        dead_letter: Some(Box::new(Report("rejected"))),
+        late: Some(Box::new(Report("late"))),
+    };
+    let summary = pipeline.run(&mut source, &mut sinks, &RunOptions::default(), &mut |_| {})?;
+    let windows = match descriptor.kind {
+        FunctionKind::Map => String::new(),
+        _ => format!(", {} windows fired ({} re-fired)", summary.windows, summary.refired),
+    };
+    eprintln!(
+        "{} records read, {} rejected, {} late{windows}, {} failed, {} output records",
+        summary.records,
+        summary.records - summary.events - summary.late,
+        summary.late,
+        summary.failed,
+        summary.outputs
+    );
     Ok(())
 }
 
-/// Decodes one line; the error says why it was rejected.
-fn decode(line: &str, args: &Args, fields: &[Field], inputs: &[usize]) -> Result<Record, String> {
-    let object = match serde_json::from_str::<serde_json::Value>(line) {
-        Ok(serde_json::Value::Object(o)) => o,
-        Ok(_) => return Err("not a JSON object".into()),
-        Err(e) => return Err(format!("malformed JSON: {e}")),
-    };
-    let key = match &args.key {
-        Some(k) => {
-            let value = object.get(k).ok_or_else(|| format!("missing key field '{k}'"))?;
-            Some(
-                Key::from_json(value)
-                    .ok_or_else(|| format!("key '{k}' must be an integer or a string, got {value}"))?,
-            )
-        }
-        None => None,
-    };
-    let ts = match &args.timestamp {
-        Some(t) => {
-            let value = object.get(t).ok_or_else(|| format!("missing timestamp field '{t}'"))?;
-            value
-                .as_i64()
-                .ok_or_else(|| format!("timestamp '{t}' must be an integer of milliseconds, got {value}"))?
-        }
-        None => now_ms(),
-    };
-    for &i in inputs {
-        let field = &fields[i];
-        let value = object.get(&field.name).ok_or_else(|| format!("missing field '{}'", field.name))?;
-        push_json(&mut Column::empty(field.ty), value).map_err(|e| format!("field '{}': {e}", field.name))?;
+/// Output records on stdout, one per line, as a file sink writes them.
+struct Stdout(std::io::BufWriter<std::io::Stdout>);
+
+impl Sink for Stdout {
+    fn send(&mut self, _key: Option<&[u8]>, payload: &[u8]) -> Result<(), SinkError> {
+        let fail = |e: std::io::Error| SinkError {
+            sink_name: "stdout".into(),
+            message: format!("cannot write: {e}"),
+        };
+        self.0.write_all(payload).map_err(fail)?;
+        self.0.write_all(b"\n").map_err(fail)
     }
-    Ok(Record { object, key, ts })
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.0
+            .flush()
+            .map_err(|e| SinkError { sink_name: "stdout".into(), message: format!("cannot write: {e}") })
+    }
+
+    fn name(&self) -> &str {
+        "stdout"
+    }
 }
 
-/// The plugin's input batch for some records, in its declared input order.
-fn events_of<'a>(
-    records: impl Iterator<Item = &'a Record>,
-    input_fields: &[&Field],
-    inputs: &[usize],
-    fields: &[Field],
-) -> anyhow::Result<Events> {
-    let mut events = Events {
-        timestamps: Vec::new(),
-        columns: input_fields.iter().map(|f| Column::empty(f.ty)).collect(),
-    };
-    for record in records {
-        events.timestamps.push(record.ts);
-        for (column, &i) in events.columns.iter_mut().zip(inputs) {
-            let name = &fields[i].name;
-            let value = record.object.get(name).with_context(|| format!("field '{name}' vanished"))?;
-            push_json(column, value).map_err(anyhow::Error::msg)?;
-        }
-    }
-    Ok(events)
-}
+/// Rejected or late records, reported on stderr as they come.
+struct Report(&'static str);
 
-/// Every (window, key) with the indices of its records, in firing order:
-/// by window end, then start, then key.
-fn group(records: &[Record], spec: WindowSpec) -> Vec<(Window, Key, Vec<usize>)> {
-    let mut by_key: HashMap<&Key, Vec<usize>> = HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        if let Some(k) = &r.key {
-            by_key.entry(k).or_default().push(i);
-        }
+impl Sink for Report {
+    fn send(&mut self, _key: Option<&[u8]>, payload: &[u8]) -> Result<(), SinkError> {
+        eprintln!("{}: {}", self.0, String::from_utf8_lossy(payload));
+        Ok(())
     }
-    let mut groups: BTreeMap<(i64, i64, Key), Vec<usize>> = BTreeMap::new();
-    let mut assigned = Vec::new();
-    for (key, members) in by_key {
-        if let WindowSpec::Session { gap } = spec {
-            let mut sessions: Vec<Window> =
-                members.iter().map(|&i| Window { start: records[i].ts, end: records[i].ts + gap }).collect();
-            merge_sessions(&mut sessions);
-            for &i in &members {
-                let ts = records[i].ts;
-                if let Some(w) = sessions.iter().find(|w| w.start <= ts && ts < w.end) {
-                    groups.entry((w.end, w.start, key.clone())).or_default().push(i);
-                }
-            }
-        } else {
-            for &i in &members {
-                spec.assign(records[i].ts, &mut assigned);
-                for w in &assigned {
-                    groups.entry((w.end, w.start, key.clone())).or_default().push(i);
-                }
-            }
-        }
-    }
-    groups.into_iter().map(|((end, start, key), members)| (Window { start, end }, key, members)).collect()
-}
 
-/// Fires one window: `apply` for a window function; for an aggregate, one
-/// `add` of the whole window then `get-result`.
-fn fire(
-    instance: &mut PluginInstance,
-    key: &Key,
-    window: Window,
-    events: &Events,
-) -> anyhow::Result<weir::types::Rows> {
-    let value = key.to_value();
-    Ok(match instance.plugin().kind() {
-        FunctionKind::Aggregate => {
-            let empty = instance.create_accumulator()?;
-            let acc = instance.add(&value, &empty, events)?;
-            instance.get_result(&value, window, &acc)?
-        }
-        _ => instance.apply(&value, window, events)?,
-    })
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn name(&self) -> &str {
+        "stderr"
+    }
 }

@@ -3,6 +3,7 @@
 //! `examples/*.toml` for complete jobs.
 
 use crate::plugin::PluginLimits;
+pub use crate::window::WindowKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -152,18 +153,6 @@ pub struct WindowConfig {
     /// Session: the inactivity gap that closes a session.
     #[serde(default, with = "crate::duration::serde_text_opt")]
     pub gap: Option<Duration>,
-}
-
-/// A window's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WindowKind {
-    /// Fixed, non-overlapping windows.
-    Tumbling,
-    /// Overlapping windows.
-    Sliding,
-    /// Per-key activity sessions.
-    Session,
 }
 
 /// `[function]`.

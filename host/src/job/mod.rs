@@ -144,6 +144,17 @@ impl Job {
             let inner = e.into_inner().message().to_string();
             error(&field, inner)
         })?;
+        Job::from_config(config, origin, base_dir)
+    }
+
+    /// Checks a job given as a configuration (a job file already read, or
+    /// one built by a command); `origin` names it in messages.
+    pub fn from_config(config: JobConfig, origin: &str, base_dir: &Path) -> Result<Job, JobError> {
+        let error = |field: &str, message: String| JobError {
+            file: origin.to_string(),
+            field: field.to_string(),
+            message,
+        };
         if config.name.trim().is_empty() {
             return Err(error("name", "must not be empty".into()));
         }
@@ -168,41 +179,10 @@ impl Job {
         }
         let window = match &config.window {
             None => None,
-            Some(w) => {
-                let need = |field: &str, d: Option<std::time::Duration>, kind: &str| match d {
-                    None => Err(error(field, format!("required for a {kind} window"))),
-                    Some(d) if d.is_zero() => Err(error(field, "must be longer than 0".into())),
-                    Some(d) => Ok(millis(d)),
-                };
-                let unused = |field: &str, d: Option<std::time::Duration>, kind: &str| match d {
-                    Some(_) => Err(error(field, format!("does not apply to a {kind} window"))),
-                    None => Ok(()),
-                };
-                Some(match w.kind {
-                    WindowKind::Tumbling => {
-                        unused("window.slide", w.slide, "tumbling")?;
-                        unused("window.gap", w.gap, "tumbling")?;
-                        WindowSpec::Tumbling { size: need("window.size", w.size, "tumbling")? }
-                    }
-                    WindowKind::Sliding => {
-                        unused("window.gap", w.gap, "sliding")?;
-                        let size = need("window.size", w.size, "sliding")?;
-                        let slide = need("window.slide", w.slide, "sliding")?;
-                        if slide > size {
-                            return Err(error(
-                                "window.slide",
-                                format!("{slide} ms is longer than window.size ({size} ms)"),
-                            ));
-                        }
-                        WindowSpec::Sliding { size, slide }
-                    }
-                    WindowKind::Session => {
-                        unused("window.size", w.size, "session")?;
-                        unused("window.slide", w.slide, "session")?;
-                        WindowSpec::Session { gap: need("window.gap", w.gap, "session")? }
-                    }
-                })
-            }
+            Some(w) => Some(
+                WindowSpec::new(w.kind, w.size, w.slide, w.gap)
+                    .map_err(|p| error(&format!("window.{}", p.length), p.message))?,
+            ),
         };
         if window.is_some() && config.format.key.is_none() {
             return Err(error(

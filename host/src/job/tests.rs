@@ -64,7 +64,7 @@ fn errors_name_the_file_the_field_and_the_problem() {
             GOOD.replace("type = \"tumbling\"", "type = \"hopping\""),
             "jobs/max.toml: window.type: unknown variant `hopping`, expected one of `tumbling`, `sliding`, `session`",
         ),
-        (GOOD.replace("size = \"1s\"", "size = \"0s\""), "jobs/max.toml: window.size: must be longer than 0"),
+        (GOOD.replace("size = \"1s\"", "size = \"0s\""), "jobs/max.toml: window.size: must be at least 1 ms"),
         (
             GOOD.replace("key = \"device_id\"\n", ""),
             "jobs/max.toml: format.key: required: windows are computed per key (e.g. key = \"device_id\")",
@@ -90,7 +90,7 @@ fn errors_name_the_file_the_field_and_the_problem() {
                 "type = \"tumbling\"\nsize = \"1s\"",
                 "type = \"sliding\"\nsize = \"1s\"\nslide = \"2s\"",
             ),
-            "jobs/max.toml: window.slide: 2000 ms is longer than window.size (1000 ms)",
+            "jobs/max.toml: window.slide: 2000 ms is longer than the size, 1000 ms",
         ),
     ];
     for (text, expected) in cases {

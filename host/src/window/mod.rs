@@ -20,7 +20,7 @@ mod failure_tests;
 #[cfg(test)]
 mod tests;
 
-pub use spec::{WindowSpec, WindowSpecError};
+pub use spec::{WindowKind, WindowProblem, WindowSpec, WindowSpecError};
 
 use crate::types::Window;
 

@@ -3,6 +3,7 @@
 use crate::duration::{format_duration, parse_duration};
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// A window definition; all lengths are in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,105 @@ pub enum WindowSpec {
     },
 }
 
+/// A window's type, as job files and the command line name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowKind {
+    /// Fixed, non-overlapping windows.
+    Tumbling,
+    /// Overlapping windows.
+    Sliding,
+    /// Per-key activity sessions.
+    Session,
+}
+
+impl fmt::Display for WindowKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WindowKind::Tumbling => "tumbling",
+            WindowKind::Sliding => "sliding",
+            WindowKind::Session => "session",
+        })
+    }
+}
+
+/// Lengths that do not make a window of their kind: which length
+/// (`size`, `slide` or `gap`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{length}: {message}")]
+pub struct WindowProblem {
+    /// `size`, `slide` or `gap`.
+    pub length: &'static str,
+    /// What is wrong, and what to do.
+    pub message: String,
+}
+
+impl WindowSpec {
+    /// The window of `kind` with the given lengths: the one place that
+    /// checks them, for job files and the command line alike. A kind takes
+    /// exactly its own lengths (tumbling: size; sliding: size and slide;
+    /// session: gap), each longer than 0, and a slide no longer than the
+    /// size.
+    pub fn new(
+        kind: WindowKind,
+        size: Option<Duration>,
+        slide: Option<Duration>,
+        gap: Option<Duration>,
+    ) -> Result<WindowSpec, WindowProblem> {
+        let problem = |length, message: String| WindowProblem { length, message };
+        let needed = |length, d: Option<Duration>| match d {
+            None => Err(problem(length, format!("required for a {kind} window"))),
+            Some(d) if d.as_millis() == 0 => Err(problem(length, "must be at least 1 ms".into())),
+            Some(d) => Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        };
+        let unused = |length, d: Option<Duration>| match d {
+            Some(_) => Err(problem(length, format!("does not apply to a {kind} window"))),
+            None => Ok(()),
+        };
+        Ok(match kind {
+            WindowKind::Tumbling => {
+                unused("slide", slide)?;
+                unused("gap", gap)?;
+                WindowSpec::Tumbling { size: needed("size", size)? }
+            }
+            WindowKind::Sliding => {
+                unused("gap", gap)?;
+                let size = needed("size", size)?;
+                let slide = needed("slide", slide)?;
+                if slide > size {
+                    return Err(problem("slide", format!("{slide} ms is longer than the size, {size} ms")));
+                }
+                WindowSpec::Sliding { size, slide }
+            }
+            WindowKind::Session => {
+                unused("size", size)?;
+                unused("slide", slide)?;
+                WindowSpec::Session { gap: needed("gap", gap)? }
+            }
+        })
+    }
+
+    /// The window's kind.
+    pub fn kind(&self) -> WindowKind {
+        match self {
+            WindowSpec::Tumbling { .. } => WindowKind::Tumbling,
+            WindowSpec::Sliding { .. } => WindowKind::Sliding,
+            WindowSpec::Session { .. } => WindowKind::Session,
+        }
+    }
+
+    /// The window's lengths as (size, slide, gap), the inverse of
+    /// [`WindowSpec::new`].
+    pub fn lengths(&self) -> (Option<Duration>, Option<Duration>, Option<Duration>) {
+        let d = |ms: i64| Some(Duration::from_millis(ms.max(0) as u64));
+        match *self {
+            WindowSpec::Tumbling { size } => (d(size), None, None),
+            WindowSpec::Sliding { size, slide } => (d(size), d(slide), None),
+            WindowSpec::Session { gap } => (None, None, d(gap)),
+        }
+    }
+}
+
 /// Window text that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("expected a window like tumbling:1s, sliding:10s/1s or session:5s, got '{text}': {reason}")]
@@ -36,36 +136,26 @@ pub struct WindowSpecError {
     pub reason: String,
 }
 
-fn millis(text: &str, part: &str) -> Result<i64, String> {
-    let d = parse_duration(part).map_err(|e| e.to_string())?;
-    let ms = i64::try_from(d.as_millis()).map_err(|_| format!("{part} is too long"))?;
-    if ms <= 0 {
-        return Err(format!("'{part}' in '{text}' must be longer than 0"));
-    }
-    Ok(ms)
-}
-
 impl FromStr for WindowSpec {
     type Err = WindowSpecError;
 
+    /// Reads `tumbling:SIZE`, `sliding:SIZE/SLIDE` or `session:GAP`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let err = |reason: String| WindowSpecError { text: text.to_string(), reason };
         let (kind, args) = text.split_once(':').ok_or_else(|| err("missing ':'".into()))?;
-        match kind.trim() {
-            "tumbling" => Ok(WindowSpec::Tumbling { size: millis(text, args).map_err(err)? }),
-            "session" => Ok(WindowSpec::Session { gap: millis(text, args).map_err(err)? }),
+        let length = |part: &str| parse_duration(part.trim()).map(Some).map_err(|e| err(e.to_string()));
+        let (kind, size, slide, gap) = match kind.trim() {
+            "tumbling" => (WindowKind::Tumbling, length(args)?, None, None),
+            "session" => (WindowKind::Session, None, None, length(args)?),
             "sliding" => {
                 let (size, slide) = args
                     .split_once('/')
                     .ok_or_else(|| err("sliding takes size/slide, as in 10s/1s".into()))?;
-                let (size, slide) = (millis(text, size).map_err(err)?, millis(text, slide).map_err(err)?);
-                if slide > size {
-                    return Err(err(format!("the slide ({slide} ms) is longer than the size ({size} ms)")));
-                }
-                Ok(WindowSpec::Sliding { size, slide })
+                (WindowKind::Sliding, length(size)?, length(slide)?, None)
             }
-            other => Err(err(format!("unknown window type '{other}'"))),
-        }
+            other => return Err(err(format!("unknown window type '{other}'"))),
+        };
+        WindowSpec::new(kind, size, slide, gap).map_err(|p| err(p.to_string()))
     }
 }
 
@@ -100,8 +190,8 @@ mod tests {
         let e = "hopping:1s".parse::<WindowSpec>().unwrap_err();
         assert!(e.to_string().contains("unknown window type 'hopping'"), "{e}");
         let e = "sliding:1s/2s".parse::<WindowSpec>().unwrap_err();
-        assert!(e.to_string().contains("slide (2000 ms) is longer"), "{e}");
+        assert!(e.to_string().contains("slide: 2000 ms is longer than the size, 1000 ms"), "{e}");
         let e = "tumbling:0s".parse::<WindowSpec>().unwrap_err();
-        assert!(e.to_string().contains("must be longer than 0"), "{e}");
+        assert!(e.to_string().contains("size: must be at least 1 ms"), "{e}");
     }
 }
