@@ -212,3 +212,77 @@ fn weir_run_fails_only_the_windows_a_refusing_aggregate_refuses() {
         format!("{} dead letters, {} failed plugin calls", expected_failed.len() + 20, expected_failed.len());
     assert!(stderr.contains(&summary), "expected '{summary}' in:\n{stderr}");
 }
+
+#[test]
+fn hostile_guests_in_a_job_fail_their_windows_and_the_job_goes_on() {
+    // Three devices, tumbling 100 ms windows: device 1 has one reading per
+    // window, device 2 two, device 3 alternately one and three. The hostile
+    // guests answer a window of one event and misbehave on more.
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    let mut windows: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for w in 0..8i64 {
+        let base = 1_700_000_000_000 + 100 * w;
+        let counts = [(1, 1), (2, 2), (3, if w % 2 == 0 { 1 } else { 3 })];
+        for (device, count) in counts {
+            for i in 0..count {
+                let ts = base + 10 * device + i;
+                lines.push_str(&format!(
+                    "{{\"device_id\": {device}, \"temperature\": 350.5, \"execution_time\": {ts}}}\n"
+                ));
+            }
+            windows.insert((device, base), count);
+        }
+    }
+    let input = dir.path().join("input.jsonl");
+    std::fs::write(&input, lines).unwrap();
+    for (guest, reason, every_window) in [
+        ("trap.wasm", "trapped", false),
+        ("spin.wasm", "deadline", false),
+        ("memory_bomb.wasm", "memory limit", false),
+        ("huge_output.wasm", "output", true),
+    ] {
+        let path = weir::plugin::builtin::guests_dir().join(guest);
+        let job = format!(
+            "name = \"hostile\"\n[source]\ntype = \"file\"\npath = \"{}\"\n[format]\nkey = \"device_id\"\n\
+             timestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\ntype = \"tumbling\"\n\
+             size = \"100ms\"\n[function]\nplugin = \"{}\"\n[function.limits]\ndeadline = \"50ms\"\nmemory = \"16MiB\"\noutput = \"1MiB\"\n\
+             [sink]\ntype = \"file\"\npath = \"out-{guest}.jsonl\"\ndead_letter = \"dead-{guest}.jsonl\"\n",
+            input.display(),
+            path.display()
+        );
+        let job_path = dir.path().join(format!("{guest}.toml"));
+        std::fs::write(&job_path, job).unwrap();
+        let out = weir(dir.path(), &["run", job_path.to_str().unwrap(), "--until-end"]);
+        let fails = |count: i64| every_window || count > 1;
+        let mut expected_out: Vec<(i64, i64)> =
+            windows.iter().filter(|(_, c)| !fails(**c)).map(|(&(d, s), _)| (d, s)).collect();
+        let mut expected_dead: Vec<(i64, i64)> =
+            windows.iter().filter(|(_, c)| fails(**c)).map(|(&(d, s), _)| (d, s)).collect();
+        expected_out.sort();
+        expected_dead.sort();
+        let mut got_out: Vec<(i64, i64)> = records(&dir.path().join(format!("out-{guest}.jsonl")))
+            .iter()
+            .map(|r| (r["device_id"].as_i64().unwrap(), r["window_start"].as_i64().unwrap()))
+            .collect();
+        got_out.sort();
+        let mut got_dead = vec![];
+        for letter in records(&dir.path().join(format!("dead-{guest}.jsonl"))) {
+            assert_eq!(letter["kind"], "window", "{guest}: {letter}");
+            let why = letter["reason"].as_str().unwrap();
+            assert!(why.contains(reason), "{guest}: expected '{reason}' in {why}");
+            assert_eq!(
+                letter["window_end"].as_i64().unwrap() - letter["window_start"].as_i64().unwrap(),
+                100
+            );
+            got_dead.push((letter["device_id"].as_i64().unwrap(), letter["window_start"].as_i64().unwrap()));
+        }
+        got_dead.sort();
+        assert_eq!(got_out, expected_out, "{guest}: the windows it answers");
+        assert_eq!(got_dead, expected_dead, "{guest}: each failed window once");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let summary =
+            format!("{} dead letters, {} failed plugin calls", expected_dead.len(), expected_dead.len());
+        assert!(stderr.contains(&summary), "{guest}: expected '{summary}' in:\n{stderr}");
+    }
+}
