@@ -2,32 +2,20 @@
 //! results computed here by brute force.
 
 use super::*;
-use crate::plugin::EngineConfig;
 use crate::sink::file::FileSink;
 use crate::source::file::FileSource;
+use crate::testing::{Lcg, engine};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-fn engine() -> &'static PluginEngine {
-    static ENGINE: OnceLock<PluginEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        PluginEngine::new(EngineConfig { max_instances: 16, cache_dir: None, ..EngineConfig::default() })
-            .expect("engine")
-    })
-}
 
 /// A reading: device, event time, kelvin.
 type Reading = (i64, i64, f64);
 
 /// Readings with event times jittered by up to `jitter` ms out of order.
 fn readings(n: usize, jitter: i64, seed: u64) -> Vec<Reading> {
-    let mut x = seed;
-    let mut next = || {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        x >> 33
-    };
+    let mut rng = Lcg(seed);
+    let mut next = || rng.next();
     (0..n as i64)
         .map(|i| {
             let device = 1 + (next() % 10) as i64;
@@ -121,27 +109,32 @@ dead_letter = "{{dir}}/dead.jsonl"
     )
 }
 
-/// (device, start, end) → (max, count).
-type Results = BTreeMap<(i64, i64, i64), (f64, i64)>;
+/// (device, start, end, max as bits, count) of every output record,
+/// sorted: a multiset, so a duplicated or extra record shows.
+type Results = Vec<(i64, i64, i64, u64, i64)>;
 
 fn results(output: &[Value]) -> Results {
-    output
+    let mut all: Results = output
         .iter()
         .map(|r| {
-            let key = (
-                r["device_id"].as_i64().unwrap(),
-                r["window_start"].as_i64().unwrap(),
-                r["window_end"].as_i64().unwrap(),
-            );
-            (key, (r["max_temperature"].as_f64().unwrap(), r["count"].as_i64().unwrap()))
+            let int = |f: &str| r[f].as_i64().unwrap();
+            let max = r["max_temperature"].as_f64().unwrap().to_bits();
+            (int("device_id"), int("window_start"), int("window_end"), max, int("count"))
         })
-        .collect()
+        .collect();
+    all.sort();
+    all
+}
+
+/// Expected windows, one each, as a sorted multiset.
+fn sorted(windows: BTreeMap<(i64, i64, i64), (f64, i64)>) -> Results {
+    windows.into_iter().map(|((d, s, e), (max, count))| (d, s, e, max.to_bits(), count)).collect()
 }
 
 /// Brute force: for each reading, every window (start multiple of slide,
 /// covering it) gets it.
 fn expected_sliding(input: &[Reading], size: i64, slide: i64) -> Results {
-    let mut out = Results::new();
+    let mut out = BTreeMap::new();
     for &(d, ts, t) in input {
         let mut s = ts - ts.rem_euclid(slide);
         while s + size > ts {
@@ -151,7 +144,7 @@ fn expected_sliding(input: &[Reading], size: i64, slide: i64) -> Results {
             s -= slide;
         }
     }
-    out
+    sorted(out)
 }
 
 #[test]
@@ -189,7 +182,7 @@ fn session_jobs_match_brute_force() {
     for r in &input {
         by_device.entry(r.0).or_default().push(*r);
     }
-    let mut expected = Results::new();
+    let mut expected = BTreeMap::new();
     for (d, mut rs) in by_device {
         rs.sort_by_key(|r| r.1);
         let mut start = rs[0].1;
@@ -206,6 +199,7 @@ fn session_jobs_match_brute_force() {
         }
         expected.insert((d, start, last + gap), acc);
     }
+    let expected = sorted(expected);
     for plugin in ["max-temperature", "max-temperature-agg"] {
         let run =
             run_job(dir.path(), &window_job("type = \"session\"\ngap = \"300ms\"", plugin, "")).unwrap();

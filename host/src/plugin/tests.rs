@@ -4,19 +4,10 @@
 
 use super::builtin::guests_dir;
 use super::*;
+use crate::testing::engine;
 use crate::types::{Accumulators, Column, Events, FunctionKind, Param, Rows, Value, Window};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// One engine for the whole test binary, as in the host: engines reserve a
-/// pool of address space each.
-fn engine() -> &'static PluginEngine {
-    static ENGINE: OnceLock<PluginEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        PluginEngine::new(EngineConfig { max_instances: 64, cache_dir: None, ..EngineConfig::default() })
-            .expect("engine")
-    })
-}
 
 fn guest(file: &str) -> Plugin {
     engine().load_file(&guests_dir().join(file)).unwrap_or_else(|e| panic!("loading {file}: {e}"))
