@@ -17,7 +17,7 @@ fn instance(file: &str, limits: PluginLimits) -> PluginInstance {
     guest(file).instantiate(vec![], limits).expect("instantiate")
 }
 
-/// Deterministic temperatures in [333, 383), as the homework's producer.
+/// Deterministic temperatures in [333, 383), as the readings generator makes them.
 fn temperatures(n: usize, seed: u64) -> Vec<f64> {
     let mut x = seed;
     (0..n)

@@ -289,11 +289,7 @@ impl WindowOperator {
 
     /// The end of the last window that contains pane `pane_start`.
     fn last_window_end(&self, pane_start: i64) -> i64 {
-        match self.spec {
-            WindowSpec::Tumbling { size } => pane_start + size,
-            WindowSpec::Sliding { size, slide } => pane_start - pane_start.rem_euclid(slide) + size,
-            WindowSpec::Session { gap } => pane_start + gap,
-        }
+        last_window_end(self.spec, pane_start)
     }
 
     /// Whether a window is past its allowed lateness: no event may change it.
@@ -518,13 +514,7 @@ impl WindowOperator {
             }
         };
         while let Some(front) = key_state.panes.front() {
-            let start = front.start;
-            let last_end = match spec {
-                WindowSpec::Sliding { size, slide } => start - start.rem_euclid(slide) + size,
-                WindowSpec::Tumbling { size } => start + size,
-                WindowSpec::Session { gap } => start + gap,
-            };
-            if !expired(last_end) {
+            if !expired(last_window_end(spec, front.start)) {
                 break;
             }
             if let Some(pane) = key_state.panes.pop_front() {
@@ -539,14 +529,7 @@ impl WindowOperator {
         // expires.
         key_state.cleanup_at = None;
         let next = match (key_state.panes.front(), key_state.sessions.first()) {
-            (Some(pane), _) => {
-                let last_end = match spec {
-                    WindowSpec::Sliding { size, slide } => pane.start - pane.start.rem_euclid(slide) + size,
-                    WindowSpec::Tumbling { size } => pane.start + size,
-                    WindowSpec::Session { gap } => pane.start + gap,
-                };
-                Some(last_end)
-            }
+            (Some(pane), _) => Some(last_window_end(spec, pane.start)),
             (None, Some((w, _))) => Some(w.end),
             (None, None) => None,
         };
@@ -559,6 +542,15 @@ impl WindowOperator {
                 state.keys.remove(key);
             }
         }
+    }
+}
+
+/// The end of the last window that contains the pane at `pane_start`.
+fn last_window_end(spec: WindowSpec, pane_start: i64) -> i64 {
+    match spec {
+        WindowSpec::Tumbling { size } => pane_start + size,
+        WindowSpec::Sliding { size, slide } => pane_start - pane_start.rem_euclid(slide) + size,
+        WindowSpec::Session { gap } => pane_start + gap,
     }
 }
 
