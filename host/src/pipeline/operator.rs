@@ -53,6 +53,12 @@ pub trait Operator {
     /// end of a bounded input): fire what it completes.
     fn handle_watermark(&mut self, _watermark: i64, _out: &mut Collector<'_>) {}
 
+    /// Per source partition, the lowest offset of an event the operator
+    /// still holds for output to come (an event in a window not yet
+    /// fired). Committing past it would lose that event if the job
+    /// restarted without its state.
+    fn unfired_offsets(&self, _each: &mut dyn FnMut(i32, i64)) {}
+
     /// Adds the operator's own counters to the summary, at the end.
     fn finish(&mut self, _summary: &mut RunSummary) {}
 }

@@ -65,6 +65,12 @@ impl<F: WindowFunction> Operator for WindowStage<F> {
         });
     }
 
+    fn unfired_offsets(&self, each: &mut dyn FnMut(i32, i64)) {
+        for (partition, offset) in self.operator.unfired_offsets() {
+            each(partition, offset);
+        }
+    }
+
     fn finish(&mut self, summary: &mut RunSummary) {
         let stats = self.operator.stats();
         summary.windows = stats.fired;

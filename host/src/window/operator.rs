@@ -287,6 +287,28 @@ impl WindowOperator {
         (entries, bytes)
     }
 
+    /// Per source partition, the lowest offset of an event that a window
+    /// still to fire holds: a run restarted without this state must read
+    /// the partition again from there. Partitions with no such event are
+    /// left out.
+    pub fn unfired_offsets(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        let unfired = move |last_end: i64| last_end.saturating_sub(1) > self.watermark;
+        self.partitions.iter().filter_map(move |(&partition, state)| {
+            let lowest = state
+                .keys
+                .values()
+                .flat_map(|k| {
+                    let panes = k.panes.iter().map(|p| (last_window_end(self.spec, p.start), &p.contents));
+                    let sessions = k.sessions.iter().map(|(w, c)| (w.end, c));
+                    panes.chain(sessions)
+                })
+                .filter(|(last_end, _)| unfired(*last_end))
+                .map(|(_, contents)| contents.first_offset)
+                .min()?;
+            Some((partition, lowest))
+        })
+    }
+
     /// The end of the last window that contains pane `pane_start`.
     fn last_window_end(&self, pane_start: i64) -> i64 {
         last_window_end(self.spec, pane_start)
@@ -396,6 +418,7 @@ impl WindowOperator {
         };
         let Some(Pane { contents, .. }) = key_state.panes.get_mut(index) else { return };
         push_row(&mut contents.events, ts, &batch.columns, &self.inputs, row);
+        contents.first_offset = contents.first_offset.min(batch.offsets[row]);
         flush_early(contents, self.reduce, function, key);
 
         // Windows already fired (end - 1 <= watermark) change: fire them
@@ -476,6 +499,7 @@ impl WindowOperator {
         let (window, contents) = &mut sessions[first];
         let window = *window;
         push_row(&mut contents.events, ts, &batch.columns, &self.inputs, row);
+        contents.first_offset = contents.first_offset.min(batch.offsets[row]);
         flush_early(contents, self.reduce, function, key);
         // A session's timer is set when it starts; when the session grows,
         // the timer re-arms itself at the new end as it comes due (see

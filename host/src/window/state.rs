@@ -36,6 +36,9 @@ pub struct PaneState {
     /// this one, so the accumulator is not the session's: the session's
     /// windows fail with this error.
     pub broken: Option<PluginError>,
+    /// The lowest source offset among the events added (`i64::MAX` when
+    /// none): where a replay must start to rebuild this pane.
+    pub first_offset: i64,
 }
 
 /// An empty `Events` with columns of the given types.
@@ -89,7 +92,13 @@ pub fn clear_events(events: &mut Events) {
 impl PaneState {
     /// Empty state.
     pub fn new(types: &[FieldType]) -> PaneState {
-        PaneState { events: empty_events(types), acc: None, add_refused: false, broken: None }
+        PaneState {
+            events: empty_events(types),
+            acc: None,
+            add_refused: false,
+            broken: None,
+            first_offset: i64::MAX,
+        }
     }
 
     /// Adds the buffered events to the accumulator (aggregates only). If
@@ -126,6 +135,7 @@ impl PaneState {
     pub fn absorb(&mut self, other: PaneState, reduce: Reduce, function: &mut dyn WindowFunction, key: &Key) {
         append_events(&mut self.events, &other.events);
         self.add_refused |= other.add_refused;
+        self.first_offset = self.first_offset.min(other.first_offset);
         if self.broken.is_none() {
             self.broken = other.broken;
         }
@@ -149,6 +159,7 @@ impl PaneState {
         self.acc = None;
         self.add_refused = false;
         self.broken = None;
+        self.first_offset = i64::MAX;
     }
 
     /// Bytes held, roughly: for memory accounting.

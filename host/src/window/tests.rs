@@ -489,3 +489,69 @@ fn refires_come_first_then_windows_in_end_order_across_partitions() {
     assert_eq!(refires, [(1, 200, true), (2, 300, true)]);
     assert_eq!(firsts, [(1, 1100, false), (3, 1200, false)]);
 }
+
+#[test]
+fn unfired_offsets_point_at_the_oldest_event_a_window_still_needs() {
+    // After each batch: per partition, the lowest offset among accepted
+    // events that belong to a window not yet fired (end - 1 > watermark).
+    for (spec, lateness) in [CASES[0], CASES[3], (WindowSpec::Session { gap: 40 }, 0)] {
+        let batches = scenario(31, 2000, 300);
+        let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
+        let mut op = WindowOperator::new(spec, lateness, Reduce::Apply, vec![FieldType::F64], vec![0]);
+        let mut function = NativeMax::new();
+        let mut seen = BTreeMap::new();
+        let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut accepted: Vec<(Event, i64)> = vec![];
+        for events in &batches {
+            let mut batch = Batch::new(&fields);
+            for e in events {
+                let offset = offsets.entry(e.partition).or_insert(0);
+                *offset += 1;
+                if op.is_late(e.partition, &Key::Int(e.key), e.ts) {
+                    continue;
+                }
+                accepted.push((*e, *offset));
+                batch.partitions.push(e.partition);
+                batch.offsets.push(*offset);
+                batch.keys.push(Some(Key::Int(e.key)));
+                batch.timestamps.push(e.ts);
+                let Column::F64(t) = &mut batch.columns[0] else { unreachable!() };
+                t.push(e.temp);
+            }
+            op.process(&batch, &mut function);
+            let wm = watermark_after(&mut seen, events, 300).max(op.watermark());
+            op.advance(wm, &mut function, &mut |_| {});
+            // A session's end is only known from all its events: for
+            // sessions the oracle asks whether an event's own span, merged
+            // with its neighbours', still ends after the watermark.
+            let needed = |e: &Event| match spec {
+                WindowSpec::Session { gap } => {
+                    let mut end = e.ts + gap;
+                    loop {
+                        let grown = accepted
+                            .iter()
+                            .filter(|(x, _)| x.key == e.key && x.partition == e.partition)
+                            .filter(|(x, _)| x.ts < end && x.ts + gap > end)
+                            .map(|(x, _)| x.ts + gap)
+                            .max();
+                        match grown {
+                            Some(g) => end = g,
+                            None => break,
+                        }
+                    }
+                    end - 1 > wm
+                }
+                _ => windows_of(spec, e.ts).iter().any(|&(_, end)| end - 1 > wm),
+            };
+            let mut expected: BTreeMap<i32, i64> = BTreeMap::new();
+            for (e, offset) in &accepted {
+                if needed(e) {
+                    let lowest = expected.entry(e.partition).or_insert(i64::MAX);
+                    *lowest = (*lowest).min(*offset);
+                }
+            }
+            let got: BTreeMap<i32, i64> = op.unfired_offsets().collect();
+            assert_eq!(got, expected, "{spec} after watermark {wm}");
+        }
+    }
+}
