@@ -70,4 +70,9 @@ impl Source for FileSource {
     fn name(&self) -> &str {
         &self.name
     }
+
+    /// A file is always read from its start: there is nothing to commit.
+    fn commit(&mut self, _next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        Ok(())
+    }
 }

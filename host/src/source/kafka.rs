@@ -256,14 +256,25 @@ impl KafkaSource {
         self.partitions.iter().copied().zip(self.next.iter().copied()).filter(|&(_, o)| o >= 0).collect()
     }
 
-    /// Commits the offsets of every record handed over so far.
-    pub fn commit(&mut self) -> Result<(), KafkaError> {
+    /// Commits the offsets of every record handed over so far (for tools
+    /// that are done with a record once it is handed over, like `weir
+    /// consume`; a job commits what its sinks have written, through
+    /// [`Source::commit`]).
+    pub fn commit_positions(&mut self) -> Result<(), KafkaError> {
         let positions = self.positions();
         self.commit_offsets(&positions)
     }
 
-    /// Commits `(partition, next offset)` pairs for the group, for example
-    /// those of a checkpoint. Offsets not past the last commit are skipped.
+    /// The offsets this source committed or found committed at open, as
+    /// `(partition, next offset to read)`; partitions without one are left
+    /// out.
+    pub fn committed(&self) -> Vec<(i32, i64)> {
+        self.partitions.iter().copied().zip(self.committed.iter().copied()).filter(|&(_, o)| o >= 0).collect()
+    }
+
+    /// Commits `(partition, next offset)` pairs for the group, synchronously,
+    /// for example those of a checkpoint. Offsets not past the last commit
+    /// are skipped.
     pub fn commit_offsets(&mut self, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
         let fail = |reason: String| KafkaError::Topic {
             brokers: self.cluster.label().to_string(),
@@ -280,6 +291,9 @@ impl KafkaSource {
             let Some(i) = self.index(p) else {
                 return Err(fail(format!("partition {p} is not one of the topic's")));
             };
+            if offset < 0 {
+                return Err(fail(format!("partition {p}: {offset} is not an offset")));
+            }
             if offset > self.committed[i] {
                 tpl.add_partition_offset(&self.topic, p, Offset::Offset(offset))
                     .map_err(|e| fail(format!("partition {p}: {e}")))?;
@@ -470,6 +484,11 @@ impl Source for KafkaSource {
 
     fn name(&self) -> &str {
         &self.topic
+    }
+
+    fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        self.commit_offsets(next_offsets)
+            .map_err(|e| SourceError { source_name: self.topic.clone(), message: e.to_string() })
     }
 }
 

@@ -54,4 +54,19 @@ pub trait Source: Send {
     /// Where the records came from, for dead-letter reasons: a topic or a
     /// path.
     fn name(&self) -> &str;
+
+    /// Records durably that every record before `next_offsets` has been
+    /// processed and its results written, so that a job restarted with
+    /// `start = "committed"` resumes there. Each pair is `(partition, offset
+    /// of the next record to read)`, i.e. the last processed offset + 1.
+    /// Partitions left out keep their previous commit, and an offset not
+    /// past a partition's previous commit is skipped, so commits only move
+    /// forward.
+    ///
+    /// Call it only after the sinks have flushed everything derived from
+    /// those records: what is committed is never read again. A Kafka source
+    /// commits synchronously to its consumer group and returns the broker's
+    /// error if the commit fails; a file source has nothing to commit and
+    /// does nothing.
+    fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError>;
 }
