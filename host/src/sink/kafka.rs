@@ -11,7 +11,7 @@
 //! every message.
 
 use super::{Sink, SinkError};
-use crate::kafka::{Cluster, KafkaError, err_text};
+use crate::kafka::{Cluster, KafkaError, effective_property, err_text};
 use rdkafka::ClientContext;
 use rdkafka::bindings as rd;
 use rdkafka::config::RDKafkaLogLevel;
@@ -33,6 +33,9 @@ pub struct KafkaSink {
     producer: BaseProducer<Deliveries>,
     topic: String,
     unpolled: u32,
+    /// How long librdkafka keeps trying to deliver a message
+    /// (`message.timeout.ms` as the producer has it).
+    delivery_timeout: Duration,
     cluster: Cluster,
 }
 
@@ -67,13 +70,27 @@ impl KafkaSink {
             // SAFETY: reads librdkafka's thread-local last error.
             return Err(fail(err_text(unsafe { rd::rd_kafka_last_error() })));
         }
+        // SAFETY: the producer is live.
+        let delivery_timeout =
+            unsafe { effective_property(producer.client().native_ptr(), "message.timeout.ms") }
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .map_or(cluster.config().delivery_timeout, Duration::from_millis);
         Ok(KafkaSink {
             topic_handle: TopicHandle(handle),
             producer,
             topic: topic.to_string(),
             unpolled: 0,
+            delivery_timeout,
             cluster: cluster.clone(),
         })
+    }
+
+    /// The value the producer actually uses for librdkafka property `name`
+    /// (global or topic-level), or `None` if librdkafka has no such
+    /// property.
+    pub fn client_property(&self, name: &str) -> Option<String> {
+        // SAFETY: the producer is live for as long as `self`.
+        unsafe { effective_property(self.producer.client().native_ptr(), name) }
     }
 
     /// Messages delivered (acknowledged by the brokers) so far.
@@ -152,8 +169,7 @@ impl Sink for KafkaSink {
     fn flush(&mut self) -> Result<(), SinkError> {
         // Every message is delivered or failed within the delivery timeout,
         // so this wait ends.
-        let config = self.cluster.config();
-        let limit = config.delivery_timeout + config.request_timeout;
+        let limit = self.delivery_timeout + self.cluster.config().request_timeout;
         let flushed = self.producer.flush(limit);
         self.unpolled = 0;
         self.check_failures()?;

@@ -11,7 +11,7 @@
 //! watermark it had at open, then ends, even if more arrives meanwhile.
 
 use super::{Poll, RawRecord, Source, SourceError};
-use crate::kafka::{Cluster, KafkaError, WeirContext, err_text};
+use crate::kafka::{Cluster, KafkaError, WeirContext, effective_property, err_text};
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaRespErr;
@@ -231,6 +231,13 @@ impl KafkaSource {
             last_warning: None,
             cluster: cluster.clone(),
         })
+    }
+
+    /// The value the consumer actually uses for librdkafka property
+    /// `name`, or `None` if librdkafka has no such property.
+    pub fn client_property(&self, name: &str) -> Option<String> {
+        // SAFETY: the consumer is live for as long as `self`.
+        unsafe { effective_property(self.consumer.client().native_ptr(), name) }
     }
 
     /// The topic read.
