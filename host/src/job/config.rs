@@ -3,6 +3,7 @@
 //! `examples/*.toml` for complete jobs.
 
 use crate::plugin::PluginLimits;
+pub use crate::source::kafka::StartFrom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,9 +50,11 @@ pub struct SourceConfig {
     /// Kafka: the consumer group; by default `weir-<job name>`.
     #[serde(default)]
     pub group: Option<String>,
-    /// Kafka: where to start.
+    /// Kafka: where to start: `earliest` (the default), `latest`, or
+    /// `committed` (the consumer group's committed offsets; earliest where
+    /// none).
     #[serde(default)]
-    pub start: StartOffset,
+    pub start: StartFrom,
     /// Kafka: partitions to create the topic with on the embedded broker.
     #[serde(default)]
     pub partitions: Option<i32>,
@@ -123,19 +126,6 @@ pub enum SourceKind {
     Kafka,
     /// A JSON-lines file (bounded).
     File,
-}
-
-/// Where a Kafka source starts reading.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StartOffset {
-    /// The oldest retained record.
-    #[default]
-    Earliest,
-    /// Only records produced from now on.
-    Latest,
-    /// The consumer group's committed offsets (earliest where none).
-    Committed,
 }
 
 /// `[format]`: JSON records.

@@ -6,7 +6,7 @@ pub mod config;
 
 pub use config::{
     FormatConfig, FunctionConfig, JobConfig, PropertyValue, SinkConfig, SinkKind, SourceConfig, SourceKind,
-    StartOffset, TimeConfig, WindowConfig, WindowKind,
+    StartFrom, TimeConfig, WindowConfig, WindowKind,
 };
 
 use crate::decode::RecordSchema;
@@ -72,7 +72,7 @@ pub enum SourceSpec {
         /// The consumer group.
         group: String,
         /// Where to start.
-        start: StartOffset,
+        start: StartFrom,
         /// Partitions for an embedded topic.
         partitions: i32,
         /// Extra librdkafka properties for the source's clients, checked.

@@ -2,14 +2,14 @@
 //! cluster or on the embedded in-process broker.
 
 use super::{PipelineError, Sinks};
-use crate::job::{Job, SinkSpec, SourceSpec, StartOffset};
+use crate::job::{Job, SinkSpec, SourceSpec};
 use crate::kafka::{BrokerSpec, Cluster, KafkaConfig, KafkaError};
 use crate::sink::Sink;
 use crate::sink::file::FileSink;
 use crate::sink::kafka::KafkaSink;
 use crate::source::Source;
 use crate::source::file::FileSource;
-use crate::source::kafka::{KafkaSource, KafkaSourceOptions, StartFrom};
+use crate::source::kafka::{KafkaSource, KafkaSourceOptions};
 
 /// A job's open source and sinks, and the clusters they use (kept so an
 /// embedded broker lives as long as the job).
@@ -114,12 +114,8 @@ fn kafka_source(
     if cluster.embedded_cluster().is_some() {
         cluster.ensure_topic(topic, *partitions, 1)?;
     }
-    let start = match start {
-        StartOffset::Earliest => StartFrom::Earliest,
-        StartOffset::Latest => StartFrom::Latest,
-        StartOffset::Committed => StartFrom::Committed,
-    };
-    let options = KafkaSourceOptions { topic: topic.clone(), group: Some(group.clone()), start, until_end };
+    let options =
+        KafkaSourceOptions { topic: topic.clone(), group: Some(group.clone()), start: *start, until_end };
     let source = KafkaSource::open(&cluster, &options)?;
     Ok((source, cluster))
 }

@@ -21,7 +21,8 @@ use std::ffi::CStr;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-/// Where reading starts.
+/// Where reading starts: the job file's `source.start` and `weir consume
+/// --from`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StartFrom {
