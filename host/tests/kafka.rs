@@ -17,10 +17,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use weir::kafka::readings::{Reading, START_MS, STEP_MS};
 use weir::kafka::{ApiKey, Cluster, KafkaConfig, KafkaError, RespErr};
-use weir::sink::Sink;
 use weir::sink::kafka::KafkaSink;
+use weir::sink::{Sink, SinkError};
 use weir::source::kafka::{KafkaSource, KafkaSourceOptions, StartFrom};
-use weir::source::{Poll, Source};
+use weir::source::{CommitError, Poll, Source, SourceError};
 
 const DEVICES: u64 = 10;
 
@@ -285,7 +285,10 @@ fn committed_offsets_resume_where_the_group_left_off() {
 
     // Committing needs a group, and committed starts need one too.
     let mut anonymous = open_bounded(&cluster, "readings");
-    assert!(anonymous.commit_positions().unwrap_err().to_string().contains("group"));
+    assert!(matches!(
+        anonymous.commit_positions().unwrap_err(),
+        SourceError::Commit { source: CommitError::NoGroup, .. }
+    ));
     let no_group = KafkaSourceOptions { group: None, ..options };
     assert!(KafkaSource::open(&cluster, &no_group).is_err());
 }
@@ -365,16 +368,19 @@ fn commits_through_the_source_trait_resume_exactly_after_them() {
     // A source without a group cannot commit, and says so.
     let mut anonymous = open_bounded(&cluster, "readings");
     let source: &mut dyn Source = &mut anonymous;
-    let err = source.commit(&[(0, 1)]).unwrap_err().to_string();
-    assert!(err.contains("group") && err.contains("readings"), "{err}");
+    let err = source.commit(&[(0, 1)]).unwrap_err();
+    assert!(
+        matches!(&err, SourceError::Commit { topic, source: CommitError::NoGroup, .. } if topic == "readings")
+    );
+    assert!(err.to_string().starts_with("source topic 'readings' on "), "{err}");
     // Nor can it commit a partition the topic does not have.
     let mut grouped = KafkaSource::open(
         &cluster,
         &KafkaSourceOptions { group: Some("g".into()), ..KafkaSourceOptions::new("readings") },
     )
     .unwrap();
-    let err = Source::commit(&mut grouped, &[(7, 1)]).unwrap_err().to_string();
-    assert!(err.contains("partition 7"), "{err}");
+    let err = Source::commit(&mut grouped, &[(7, 1)]).unwrap_err();
+    assert!(matches!(err, SourceError::Commit { source: CommitError::UnknownPartition(7), .. }), "{err:?}");
 }
 
 #[test]
@@ -465,10 +471,19 @@ fn assert_at_least_once(reads: &[Read], range: std::ops::Range<u64>, devices: u6
 fn missing_topics_are_reported_with_advice() {
     let cluster = Cluster::embedded(config()).unwrap();
     let err = KafkaSource::open(&cluster, &KafkaSourceOptions::new("nope")).err().expect("an error");
-    assert!(matches!(err, KafkaError::UnknownTopic { .. }), "{err}");
-    assert!(err.to_string().contains("weir topic create") && err.to_string().contains("'nope'"), "{err}");
+    let SourceError::OpenTopic { topic, source } = &err else { panic!("{err:?}") };
+    assert_eq!(topic, "nope");
+    assert!(matches!(&**source, KafkaError::UnknownTopic { .. }), "{source}");
+    assert!(
+        source.to_string().contains("weir topic create") && source.to_string().contains("'nope'"),
+        "{source}"
+    );
+    assert_eq!(err.to_string(), "source topic 'nope': cannot open it");
     let err = KafkaSink::open(&cluster, "nope").err().expect("an error");
-    assert!(matches!(err, KafkaError::UnknownTopic { .. }), "{err}");
+    let SinkError::OpenTopic { topic, source } = &err else { panic!("{err:?}") };
+    assert_eq!(topic, "nope");
+    assert!(matches!(&**source, KafkaError::UnknownTopic { .. }), "{source}");
+    assert_eq!(err.to_string(), "sink topic 'nope': cannot open it");
     cluster.create_topic("t", 1, 1).unwrap();
     assert!(matches!(cluster.create_topic("t", 1, 1), Err(KafkaError::TopicExists { .. })));
     assert!(!cluster.ensure_topic("t", 1, 1).unwrap());

@@ -4,12 +4,12 @@
 use super::{PipelineError, Sinks};
 use crate::job::{Job, SinkSpec, SourceSpec};
 use crate::kafka::{BrokerSpec, Cluster, KafkaConfig, KafkaError};
-use crate::sink::Sink;
 use crate::sink::file::FileSink;
 use crate::sink::kafka::KafkaSink;
-use crate::source::Source;
+use crate::sink::{Sink, SinkError};
 use crate::source::file::FileSource;
 use crate::source::kafka::{KafkaSource, KafkaSourceOptions};
+use crate::source::{Source, SourceError};
 
 /// A job's open source and sinks, and the clusters they use (kept so an
 /// embedded broker lives as long as the job).
@@ -22,22 +22,13 @@ pub struct JobIo {
     pub clusters: Vec<Cluster>,
 }
 
-impl From<KafkaError> for PipelineError {
-    fn from(e: KafkaError) -> Self {
-        PipelineError::Source(crate::source::SourceError {
-            source_name: "kafka".into(),
-            message: e.to_string(),
-        })
-    }
-}
-
 /// Connects to `brokers`, or starts the embedded broker. `embedded`, when
 /// given, is the embedded cluster to share (so source and sink meet).
 fn cluster(
     brokers: &str,
     embedded: &mut Option<Cluster>,
     config: &KafkaConfig,
-) -> Result<Cluster, PipelineError> {
+) -> Result<Cluster, KafkaError> {
     let spec: BrokerSpec = brokers.parse()?;
     Ok(match spec {
         BrokerSpec::Embedded => match embedded {
@@ -57,13 +48,23 @@ fn cluster(
 /// already running in this process (`weir demo` starts one and produces
 /// into it), shared with the job.
 pub fn open(job: &Job, until_end: bool, embedded: Option<Cluster>) -> Result<JobIo, PipelineError> {
-    let config = KafkaConfig::default();
+    open_with(job, until_end, embedded, &KafkaConfig::default())
+}
+
+/// [`open`], with Kafka clients made from `config` (plus the job's
+/// `[source.kafka]` and `[sink.kafka]` properties).
+pub fn open_with(
+    job: &Job,
+    until_end: bool,
+    embedded: Option<Cluster>,
+    config: &KafkaConfig,
+) -> Result<JobIo, PipelineError> {
     let mut embedded = embedded;
     let mut clusters = Vec::new();
     let source: Box<dyn Source> = match &job.source {
         SourceSpec::File { path } => Box::new(FileSource::open(path)?),
         SourceSpec::Kafka { .. } => {
-            let (source, cluster) = kafka_source(job, until_end, &mut embedded, &config)?;
+            let (source, cluster) = kafka_source(job, until_end, &mut embedded, config)?;
             clusters.push(cluster);
             Box::new(source)
         }
@@ -80,7 +81,9 @@ pub fn open(job: &Job, until_end: bool, embedded: Option<Cluster>) -> Result<Job
             }
         }
         SinkSpec::Kafka { brokers, topic, dead_letter, late_output, properties } => {
-            let cluster = cluster(brokers, &mut embedded, &config)?.with_properties(properties);
+            let cluster = cluster(brokers, &mut embedded, config)
+                .map_err(|e| SinkError::OpenTopic { topic: topic.clone(), source: Box::new(e) })?
+                .with_properties(properties);
             let partitions = match &job.source {
                 SourceSpec::Kafka { partitions, .. } => *partitions,
                 SourceSpec::File { .. } => crate::job::DEFAULT_PARTITIONS,
@@ -110,9 +113,10 @@ fn kafka_source(
     let SourceSpec::Kafka { brokers, topic, group, start, partitions, properties } = &job.source else {
         return Err(job.error("source.type", "not a kafka source").into());
     };
-    let cluster = cluster(brokers, embedded, config)?.with_properties(properties);
+    let fail = |e: KafkaError| SourceError::OpenTopic { topic: topic.clone(), source: Box::new(e) };
+    let cluster = cluster(brokers, embedded, config).map_err(fail)?.with_properties(properties);
     if cluster.embedded_cluster().is_some() {
-        cluster.ensure_topic(topic, *partitions, 1)?;
+        cluster.ensure_topic(topic, *partitions, 1).map_err(fail)?;
     }
     let options =
         KafkaSourceOptions { topic: topic.clone(), group: Some(group.clone()), start: *start, until_end };
@@ -122,9 +126,11 @@ fn kafka_source(
 
 /// Opens a sink on `topic`, creating the topic when missing: output topics
 /// are ours to create.
-fn kafka_sink(cluster: &Cluster, topic: &str, partitions: i32) -> Result<KafkaSink, PipelineError> {
-    cluster.ensure_topic(topic, partitions, 1)?;
-    Ok(KafkaSink::open(cluster, topic)?)
+fn kafka_sink(cluster: &Cluster, topic: &str, partitions: i32) -> Result<KafkaSink, SinkError> {
+    cluster
+        .ensure_topic(topic, partitions, 1)
+        .map_err(|e| SinkError::OpenTopic { topic: topic.to_string(), source: Box::new(e) })?;
+    KafkaSink::open(cluster, topic)
 }
 
 #[cfg(test)]
@@ -193,8 +199,62 @@ dead_letter = "dlq"
         embedded.broker_down(-1).unwrap();
         io.sinks.output.send(Some(b"k"), b"{}").unwrap();
         let started = Instant::now();
-        let err = io.sinks.output.flush().unwrap_err().to_string();
+        let err = io.sinks.output.flush().unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
-        assert!(err.contains("out") && err.contains("timed out"), "{err}");
+        // The sink says it is the sink, which topic, and why.
+        assert!(matches!(&err, SinkError::Undelivered { topic, failed: 1, .. } if topic == "out"), "{err:?}");
+        let text = chain(&err);
+        assert!(text.starts_with("sink topic 'out' on ") && text.contains("timed out"), "{text}");
+    }
+
+    #[test]
+    fn kafka_errors_say_which_side_failed() {
+        // Nothing listens on port 1; one short attempt.
+        let fast = KafkaConfig {
+            connect_attempts: 1,
+            request_timeout: Duration::from_millis(300),
+            ..KafkaConfig::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl");
+        std::fs::write(&input, "").unwrap();
+        let mut source_down = job("", "").config;
+        source_down.source.brokers = Some("127.0.0.1:1".into());
+        let mut sink_down = source_down.clone();
+        sink_down.source = crate::job::SourceConfig {
+            kind: crate::job::SourceKind::File,
+            brokers: None,
+            topic: None,
+            group: None,
+            start: Default::default(),
+            partitions: None,
+            path: Some(input),
+            kafka: Default::default(),
+        };
+        sink_down.sink.brokers = Some("127.0.0.1:1".into());
+        for (config, side) in [(source_down, "source topic 'in': "), (sink_down, "sink topic 'out': ")] {
+            let job = Job::parse(&toml::to_string(&config).unwrap(), "job.toml", Path::new(".")).unwrap();
+            let err = open_with(&job, true, None, &fast).map(drop).unwrap_err();
+            let text = chain(&err);
+            assert!(text.starts_with(side) && text.contains("127.0.0.1:1"), "{text}");
+            match side.starts_with("source") {
+                true => {
+                    assert!(matches!(err, PipelineError::Source(SourceError::OpenTopic { .. })), "{err:?}")
+                }
+                false => assert!(matches!(err, PipelineError::Sink(SinkError::OpenTopic { .. })), "{err:?}"),
+            }
+        }
+    }
+
+    /// An error and its causes, as the CLI prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
     }
 }

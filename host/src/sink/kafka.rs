@@ -10,7 +10,7 @@
 //! once, because rdkafka's `BaseProducer::send` allocates the topic name for
 //! every message.
 
-use super::{Sink, SinkError};
+use super::{DeliveryFailure, Sink, SinkError};
 use crate::kafka::{Cluster, KafkaError, effective_property, err_text};
 use rdkafka::ClientContext;
 use rdkafka::bindings as rd;
@@ -18,8 +18,8 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaRespErr;
 use std::ffi::CString;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// Serve delivery reports after this many sends, so their memory is freed
@@ -42,7 +42,12 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// Opens a producer for `topic`, which must exist (create it with
     /// [`Cluster::ensure_topic`] first if need be).
-    pub fn open(cluster: &Cluster, topic: &str) -> Result<KafkaSink, KafkaError> {
+    pub fn open(cluster: &Cluster, topic: &str) -> Result<KafkaSink, SinkError> {
+        KafkaSink::connect(cluster, topic)
+            .map_err(|e| SinkError::OpenTopic { topic: topic.to_string(), source: Box::new(e) })
+    }
+
+    fn connect(cluster: &Cluster, topic: &str) -> Result<KafkaSink, KafkaError> {
         let fail = |reason: String| KafkaError::Topic {
             brokers: cluster.label().to_string(),
             topic: topic.to_string(),
@@ -103,13 +108,6 @@ impl KafkaSink {
         usize::try_from(self.producer.in_flight_count()).unwrap_or(0)
     }
 
-    fn error(&self, message: String) -> SinkError {
-        SinkError {
-            sink_name: self.topic.clone(),
-            message: format!("{message} (brokers {})", self.cluster.label()),
-        }
-    }
-
     /// Fails if any message could not be delivered: a lost message stops the
     /// job rather than being skipped.
     fn check_failures(&self) -> Result<(), SinkError> {
@@ -118,9 +116,15 @@ impl KafkaSink {
         if failed == 0 {
             return Ok(());
         }
-        let first =
-            deliveries.first_failure.lock().map(|f| f.clone()).unwrap_or_default().unwrap_or_default();
-        Err(self.error(format!("{failed} message(s) could not be delivered; the first: {first}")))
+        // The count is raised after the failure is stored, so it is there.
+        let source =
+            deliveries.first_failure.lock().unwrap_or_else(PoisonError::into_inner).clone().map(Box::new);
+        Err(SinkError::Undelivered {
+            topic: self.topic.clone(),
+            brokers: self.cluster.label().to_string(),
+            failed,
+            source,
+        })
     }
 }
 
@@ -150,7 +154,11 @@ impl Sink for KafkaSink {
             // SAFETY: reads librdkafka's thread-local last error.
             let err = unsafe { rd::rd_kafka_last_error() };
             if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__QUEUE_FULL {
-                return Err(self.error(format!("cannot queue a message: {}", err_text(err))));
+                return Err(SinkError::Queue {
+                    topic: self.topic.clone(),
+                    brokers: self.cluster.label().to_string(),
+                    source: err.into(),
+                });
             }
             // Backpressure: the queue is full, so wait for deliveries to make
             // room, and report a failure if one happened meanwhile.
@@ -173,8 +181,12 @@ impl Sink for KafkaSink {
         let flushed = self.producer.flush(limit);
         self.unpolled = 0;
         self.check_failures()?;
-        flushed.map_err(|e| {
-            self.error(format!("{} message(s) still undelivered after {limit:?}: {e}", self.in_flight()))
+        flushed.map_err(|e| SinkError::FlushTimeout {
+            topic: self.topic.clone(),
+            brokers: self.cluster.label().to_string(),
+            in_flight: self.in_flight(),
+            waited: limit,
+            source: Box::new(e),
         })
     }
 
@@ -202,7 +214,7 @@ impl Drop for KafkaSink {
 struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
-    first_failure: Mutex<Option<String>>,
+    first_failure: Mutex<Option<DeliveryFailure>>,
 }
 
 impl ClientContext for Deliveries {
@@ -225,11 +237,14 @@ impl ProducerContext for Deliveries {
             }
             Err((e, message)) => {
                 use rdkafka::Message;
-                if self.failed.fetch_add(1, Ordering::Relaxed) == 0
-                    && let Ok(mut first) = self.first_failure.lock()
-                {
-                    *first = Some(format!("{e} (partition {})", message.partition()));
+                // Stored before the count is raised, so a reader that sees
+                // the count sees the failure.
+                let mut first = self.first_failure.lock().unwrap_or_else(PoisonError::into_inner);
+                if first.is_none() {
+                    *first = Some(DeliveryFailure { partition: message.partition(), source: e.clone() });
                 }
+                drop(first);
+                self.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
