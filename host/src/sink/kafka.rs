@@ -262,3 +262,47 @@ impl Drop for TopicHandle {
 
 // SAFETY: librdkafka topic handles may be used from any thread.
 unsafe impl Send for TopicHandle {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::{KafkaConfig, RESERVED_PROPERTIES};
+    use std::collections::BTreeMap;
+
+    /// Exactly-once output rests on these producer settings; a change to any
+    /// of them must fail here. They are read back from the live producer,
+    /// so an override anywhere on the way is caught.
+    #[test]
+    fn the_producer_keeps_the_settings_exactly_once_delivery_relies_on() {
+        let cluster = Cluster::embedded(KafkaConfig::default()).unwrap();
+        cluster.create_topic("out", 2, 1).unwrap();
+        // Every reserved property set to something else: none may stick.
+        let hostile: BTreeMap<String, String> =
+            RESERVED_PROPERTIES.iter().map(|(name, _)| (name.to_string(), "0".to_string())).collect();
+        for cluster in [cluster.clone(), cluster.with_properties(&hostile)] {
+            let sink = KafkaSink::open(&cluster, "out").unwrap();
+            let expected = [
+                // Retries never duplicate or reorder a message.
+                ("enable.idempotence", "true"),
+                // Every in-sync replica acknowledges a write.
+                ("acks", "-1"),
+                // The most requests in flight that idempotence keeps in order.
+                ("max.in.flight.requests.per.connection", "5"),
+                // Retry until the delivery timeout, with backoff.
+                ("message.send.max.retries", "2147483647"),
+                ("retry.backoff.ms", "250"),
+                ("retry.backoff.max.ms", "8000"),
+                ("message.timeout.ms", "120000"),
+                // A key always lands on the same partition.
+                ("partitioner", "murmur2_random"),
+                ("bootstrap.servers", cluster.bootstrap()),
+            ];
+            for (name, value) in expected {
+                assert_eq!(sink.client_property(name).as_deref(), Some(value), "{name}");
+            }
+            // No transactions: the producer is not transactional.
+            assert_eq!(sink.client_property("transactional.id"), None);
+            assert_eq!(sink.delivery_timeout, Duration::from_secs(120));
+        }
+    }
+}

@@ -559,3 +559,39 @@ fn unique_suffix() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::{KafkaConfig, RESERVED_PROPERTIES};
+    use std::collections::BTreeMap;
+
+    /// Commits happen only when weir says: the consumer must never commit
+    /// or store offsets by itself, and must read from its group's commits.
+    /// Read back from the live consumer, so an override is caught.
+    #[test]
+    fn the_consumer_commits_only_when_told_to() {
+        let cluster = Cluster::embedded(KafkaConfig::default()).unwrap();
+        cluster.create_topic("in", 2, 1).unwrap();
+        let hostile: BTreeMap<String, String> =
+            RESERVED_PROPERTIES.iter().map(|(name, _)| (name.to_string(), "0".to_string())).collect();
+        for cluster in [cluster.clone(), cluster.with_properties(&hostile)] {
+            let options = KafkaSourceOptions {
+                group: Some("job".into()),
+                until_end: true,
+                ..KafkaSourceOptions::new("in")
+            };
+            let source = KafkaSource::open(&cluster, &options).unwrap();
+            for (name, value) in [
+                ("group.id", "job"),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "true"),
+                ("auto.offset.reset", "smallest"),
+                ("bootstrap.servers", cluster.bootstrap()),
+            ] {
+                assert_eq!(source.client_property(name).as_deref(), Some(value), "{name}");
+            }
+        }
+    }
+}
