@@ -10,6 +10,7 @@ use crate::sink::{Sink, SinkError};
 use crate::source::file::FileSource;
 use crate::source::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::source::{Source, SourceError};
+use std::collections::BTreeMap;
 
 /// A job's open source and sinks, and the clusters they use (kept so an
 /// embedded broker lives as long as the job).
@@ -22,24 +23,31 @@ pub struct JobIo {
     pub clusters: Vec<Cluster>,
 }
 
-/// Connects to `brokers`, or starts the embedded broker. `embedded`, when
-/// given, is the embedded cluster to share (so source and sink meet).
+/// Connects to `brokers`, or starts the embedded broker, for clients with
+/// the extra librdkafka `properties` (applied before connecting, so that
+/// settings such as security ones serve the first request too). `embedded`,
+/// when given, is the embedded cluster to share (so source and sink meet).
 fn cluster(
     brokers: &str,
     embedded: &mut Option<Cluster>,
     config: &KafkaConfig,
+    properties: &BTreeMap<String, String>,
 ) -> Result<Cluster, KafkaError> {
     let spec: BrokerSpec = brokers.parse()?;
     Ok(match spec {
         BrokerSpec::Embedded => match embedded {
-            Some(c) => c.clone(),
+            Some(c) => c.with_properties(properties),
             None => {
                 let c = Cluster::embedded(config.clone())?;
                 *embedded = Some(c.clone());
-                c
+                c.with_properties(properties)
             }
         },
-        BrokerSpec::List(list) => Cluster::external(&list, config.clone())?,
+        BrokerSpec::List(list) => {
+            let mut config = config.clone();
+            config.properties.extend(properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Cluster::external(&list, config)?
+        }
     })
 }
 
@@ -81,9 +89,8 @@ pub fn open_with(
             }
         }
         SinkSpec::Kafka { brokers, topic, dead_letter, late_output, properties } => {
-            let cluster = cluster(brokers, &mut embedded, config)
-                .map_err(|e| SinkError::OpenTopic { topic: topic.clone(), source: Box::new(e) })?
-                .with_properties(properties);
+            let cluster = cluster(brokers, &mut embedded, config, properties)
+                .map_err(|e| SinkError::OpenTopic { topic: topic.clone(), source: Box::new(e) })?;
             let partitions = match &job.source {
                 SourceSpec::Kafka { partitions, .. } => *partitions,
                 SourceSpec::File { .. } => crate::job::DEFAULT_PARTITIONS,
@@ -114,7 +121,7 @@ fn kafka_source(
         return Err(job.error("source.type", "not a kafka source").into());
     };
     let fail = |e: KafkaError| SourceError::OpenTopic { topic: topic.clone(), source: Box::new(e) };
-    let cluster = cluster(brokers, embedded, config).map_err(fail)?.with_properties(properties);
+    let cluster = cluster(brokers, embedded, config, properties).map_err(fail)?;
     if cluster.embedded_cluster().is_some() {
         cluster.ensure_topic(topic, *partitions, 1).map_err(fail)?;
     }
@@ -167,25 +174,31 @@ dead_letter = "dlq"
     #[test]
     fn source_and_sink_properties_reach_their_own_clients() {
         let job = job("\"fetch.wait.max.ms\" = 123\n\"client.id\" = \"reader\"", "\"linger.ms\" = 42");
-        let mut embedded = None;
         let config = KafkaConfig::default();
+        let mut embedded = None;
         let (source, _) = kafka_source(&job, true, &mut embedded, &config).unwrap();
-        assert_eq!(source.client_property("fetch.wait.max.ms").as_deref(), Some("123"));
-        assert_eq!(source.client_property("client.id").as_deref(), Some("reader"));
-        // The sink's table is not the source's.
-        assert_eq!(
-            source.client_property("linger.ms"),
-            KafkaSource::open(embedded.as_ref().unwrap(), &KafkaSourceOptions::new("in"),)
-                .unwrap()
-                .client_property("linger.ms")
-        );
+        let shared = embedded.clone().unwrap();
+        let plain = KafkaSource::open(&shared, &KafkaSourceOptions::new("in")).unwrap();
+        // The same brokers named by address take the path of an external
+        // cluster, where the properties also serve the connection check.
+        let mut by_address = job.config.clone();
+        by_address.source.brokers = Some(shared.bootstrap().to_string());
+        let by_address =
+            Job::parse(&toml::to_string(&by_address).unwrap(), "job.toml", Path::new(".")).unwrap();
+        let (external, _) = kafka_source(&by_address, true, &mut None, &config).unwrap();
+        for source in [&source, &external] {
+            assert_eq!(source.client_property("fetch.wait.max.ms").as_deref(), Some("123"));
+            assert_eq!(source.client_property("client.id").as_deref(), Some("reader"));
+            // The sink's table is not the source's.
+            assert_eq!(source.client_property("linger.ms"), plain.client_property("linger.ms"));
+        }
 
-        let SinkSpec::Kafka { properties, .. } = &job.sink else { panic!("a kafka sink") };
-        let cluster = embedded.as_ref().unwrap().with_properties(properties);
-        let sink = kafka_sink(&cluster, "out", 2).unwrap();
+        let SinkSpec::Kafka { brokers, properties, .. } = &job.sink else { panic!("a kafka sink") };
+        let sink =
+            kafka_sink(&cluster(brokers, &mut embedded, &config, properties).unwrap(), "out", 2).unwrap();
         assert_eq!(sink.client_property("linger.ms").as_deref(), Some("42"));
         assert_eq!(sink.client_property("client.id").as_deref(), Some("weir"));
-        assert_ne!(sink.client_property("fetch.wait.max.ms").as_deref(), Some("123"));
+        assert_eq!(sink.client_property("fetch.wait.max.ms"), plain.client_property("fetch.wait.max.ms"));
     }
 
     #[test]
