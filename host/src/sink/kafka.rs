@@ -112,7 +112,7 @@ impl KafkaSink {
     /// job rather than being skipped.
     fn check_failures(&self) -> Result<(), SinkError> {
         let deliveries = self.producer.context();
-        let failed = deliveries.failed.load(Ordering::Relaxed);
+        let failed = deliveries.failed.load(Ordering::Acquire);
         if failed == 0 {
             return Ok(());
         }
@@ -244,7 +244,7 @@ impl ProducerContext for Deliveries {
                     *first = Some(DeliveryFailure { partition: message.partition(), source: e.clone() });
                 }
                 drop(first);
-                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.failed.fetch_add(1, Ordering::Release);
             }
         }
     }
