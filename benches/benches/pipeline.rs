@@ -247,6 +247,9 @@ fn run_kafka(n: u64, window: &str, reduce: &str) -> Measured {
         fn name(&self) -> &str {
             self.inner.name()
         }
+        fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+            self.inner.commit(next_offsets)
+        }
     }
 
     let (plugin, _) = plugin_for(reduce);

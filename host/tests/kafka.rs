@@ -10,16 +10,17 @@ mod support;
 use support::{Child, free_port, start_tansu};
 
 use serde_json::Value;
+use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use weir::kafka::readings::{Reading, START_MS, STEP_MS};
 use weir::kafka::{ApiKey, Cluster, KafkaConfig, KafkaError, RespErr};
-use weir::sink::Sink;
 use weir::sink::kafka::KafkaSink;
+use weir::sink::{Sink, SinkError};
 use weir::source::kafka::{KafkaSource, KafkaSourceOptions, StartFrom};
-use weir::source::{Poll, Source};
+use weir::source::{CommitError, Poll, Source, SourceError};
 
 const DEVICES: u64 = 10;
 
@@ -265,7 +266,7 @@ fn committed_offsets_resume_where_the_group_left_off() {
             .unwrap();
         assert!(Instant::now() < deadline);
     }
-    first.commit().unwrap();
+    first.commit_positions().unwrap();
     let committed = first.positions();
     drop(first);
 
@@ -284,9 +285,102 @@ fn committed_offsets_resume_where_the_group_left_off() {
 
     // Committing needs a group, and committed starts need one too.
     let mut anonymous = open_bounded(&cluster, "readings");
-    assert!(anonymous.commit().unwrap_err().to_string().contains("group"));
+    assert!(matches!(
+        anonymous.commit_positions().unwrap_err(),
+        SourceError::Commit { source: CommitError::NoGroup, .. }
+    ));
     let no_group = KafkaSourceOptions { group: None, ..options };
     assert!(KafkaSource::open(&cluster, &no_group).is_err());
+}
+
+/// Reads part of `topic` in group `group`, commits offsets in the middle of
+/// what was read (through [`Source::commit`], as a job does), and checks
+/// that a source reopened with `start = committed` hands over exactly the
+/// records at and after those offsets: the uncommitted rest, each once.
+/// The expectation comes from a full read of the topic without a group,
+/// itself checked against the generator.
+fn commit_then_resume_reads_exactly_the_uncommitted_rest(cluster: &Cluster, topic: &str, n: u64) {
+    let everything = read_to_end(&mut open_bounded(cluster, topic), Duration::from_secs(60));
+    assert_exactly(&everything, 0..n, DEVICES);
+
+    let options = KafkaSourceOptions {
+        topic: topic.into(),
+        group: Some(format!("{topic}-group")),
+        start: StartFrom::Committed,
+        until_end: true,
+    };
+    let mut first = KafkaSource::open(cluster, &options).unwrap();
+    assert!(first.committed().is_empty(), "a new group has no commits");
+    let mut head: Vec<Read> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while head.len() < (n / 2) as usize {
+        first
+            .poll_records(100, Duration::from_millis(200), &mut |r| {
+                head.push(Read {
+                    partition: r.partition,
+                    offset: r.offset,
+                    key: r.key.map(<[u8]>::to_vec),
+                    payload: r.payload.to_vec(),
+                })
+            })
+            .unwrap();
+        assert!(Instant::now() < deadline, "read only {} records", head.len());
+    }
+    // Commit half way through what each partition handed over: the records
+    // read but not committed must come again, the committed ones must not.
+    let mut read_per_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for r in &head {
+        read_per_partition.entry(r.partition).or_default().push(r.offset);
+    }
+    let commits: Vec<(i32, i64)> =
+        read_per_partition.iter().map(|(&p, offsets)| (p, offsets[offsets.len() / 2] + 1)).collect();
+    let source: &mut dyn Source = &mut first;
+    source.commit(&commits).unwrap();
+    // Commits only move forward: an older offset is skipped.
+    source.commit(&commits.iter().map(|&(p, o)| (p, o - 1)).collect::<Vec<_>>()).unwrap();
+    assert_eq!(first.committed(), commits);
+    drop(first);
+
+    let mut second = KafkaSource::open(cluster, &options).unwrap();
+    assert_eq!(second.committed(), commits, "the broker kept the commits");
+    let tail = read_to_end(&mut second, Duration::from_secs(60));
+    let resume: HashMap<i32, i64> = commits.iter().copied().collect();
+    let multiset = |reads: &mut dyn Iterator<Item = &Read>| {
+        let mut m: BTreeMap<(i32, i64, Vec<u8>), usize> = BTreeMap::new();
+        for r in reads {
+            *m.entry((r.partition, r.offset, r.payload.clone())).or_default() += 1;
+        }
+        m
+    };
+    let expected = multiset(
+        &mut everything.iter().filter(|r| r.offset >= resume.get(&r.partition).copied().unwrap_or(0)),
+    );
+    assert_eq!(tail.len(), expected.values().sum::<usize>(), "records after the commit");
+    assert_eq!(multiset(&mut tail.iter()), expected);
+}
+
+#[test]
+fn commits_through_the_source_trait_resume_exactly_after_them() {
+    let cluster = embedded("readings", 3);
+    assert_eq!(produce(&cluster, "readings", 0..2000, DEVICES), 2000);
+    commit_then_resume_reads_exactly_the_uncommitted_rest(&cluster, "readings", 2000);
+
+    // A source without a group cannot commit, and says so.
+    let mut anonymous = open_bounded(&cluster, "readings");
+    let source: &mut dyn Source = &mut anonymous;
+    let err = source.commit(&[(0, 1)]).unwrap_err();
+    assert!(
+        matches!(&err, SourceError::Commit { topic, source: CommitError::NoGroup, .. } if topic == "readings")
+    );
+    assert!(err.to_string().starts_with("source topic 'readings' on "), "{err}");
+    // Nor can it commit a partition the topic does not have.
+    let mut grouped = KafkaSource::open(
+        &cluster,
+        &KafkaSourceOptions { group: Some("g".into()), ..KafkaSourceOptions::new("readings") },
+    )
+    .unwrap();
+    let err = Source::commit(&mut grouped, &[(7, 1)]).unwrap_err();
+    assert!(matches!(err, SourceError::Commit { source: CommitError::UnknownPartition(7), .. }), "{err:?}");
 }
 
 #[test]
@@ -377,10 +471,19 @@ fn assert_at_least_once(reads: &[Read], range: std::ops::Range<u64>, devices: u6
 fn missing_topics_are_reported_with_advice() {
     let cluster = Cluster::embedded(config()).unwrap();
     let err = KafkaSource::open(&cluster, &KafkaSourceOptions::new("nope")).err().expect("an error");
-    assert!(matches!(err, KafkaError::UnknownTopic { .. }), "{err}");
-    assert!(err.to_string().contains("weir topic create") && err.to_string().contains("'nope'"), "{err}");
+    let SourceError::OpenTopic { topic, source } = &err else { panic!("{err:?}") };
+    assert_eq!(topic, "nope");
+    assert!(matches!(&**source, KafkaError::UnknownTopic { .. }), "{source}");
+    assert!(
+        source.to_string().contains("weir topic create") && source.to_string().contains("'nope'"),
+        "{source}"
+    );
+    assert_eq!(err.to_string(), "source topic 'nope': cannot open it");
     let err = KafkaSink::open(&cluster, "nope").err().expect("an error");
-    assert!(matches!(err, KafkaError::UnknownTopic { .. }), "{err}");
+    let SinkError::OpenTopic { topic, source } = &err else { panic!("{err:?}") };
+    assert_eq!(topic, "nope");
+    assert!(matches!(&**source, KafkaError::UnknownTopic { .. }), "{source}");
+    assert_eq!(err.to_string(), "sink topic 'nope': cannot open it");
     cluster.create_topic("t", 1, 1).unwrap();
     assert!(matches!(cluster.create_topic("t", 1, 1), Err(KafkaError::TopicExists { .. })));
     assert!(!cluster.ensure_topic("t", 1, 1).unwrap());
@@ -651,7 +754,7 @@ fn round_trip_through_a_real_broker_process() {
             .unwrap();
         assert!(Instant::now() < deadline);
     }
-    first.commit().unwrap();
+    first.commit_positions().unwrap();
     drop(first);
     let mut second = KafkaSource::open(&cluster, &options).unwrap();
     let tail = read_to_end(&mut second, Duration::from_secs(60));
@@ -659,6 +762,11 @@ fn round_trip_through_a_real_broker_process() {
     all.extend(tail.iter().map(|r| index_of(&r.payload)));
     all.sort_unstable();
     assert_eq!(all, (0..3000).collect::<Vec<_>>());
+
+    // Commits through the `Source` trait, as a job makes them.
+    cluster.create_topic("commits", 3, 1).unwrap();
+    assert_eq!(produce(&cluster, "commits", 0..2000, DEVICES), 2000);
+    commit_then_resume_reads_exactly_the_uncommitted_rest(&cluster, "commits", 2000);
 }
 
 #[test]

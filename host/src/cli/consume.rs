@@ -88,7 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 last_message = Instant::now();
                 out.flush()?;
                 if args.group.is_some() {
-                    source.commit().context("cannot commit the offsets of printed messages")?;
+                    source.commit_positions().context("cannot commit the offsets of printed messages")?;
                 }
             }
             Poll::End => break,

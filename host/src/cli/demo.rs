@@ -114,6 +114,10 @@ impl Source for DemoSource {
     fn name(&self) -> &str {
         self.inner.name()
     }
+
+    fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        self.inner.commit(next_offsets)
+    }
 }
 
 /// `HH:MM:SS.mmm` (UTC) of a time in ms.

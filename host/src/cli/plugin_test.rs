@@ -164,18 +164,13 @@ struct Stdout(std::io::BufWriter<std::io::Stdout>);
 
 impl Sink for Stdout {
     fn send(&mut self, _key: Option<&[u8]>, payload: &[u8]) -> Result<(), SinkError> {
-        let fail = |e: std::io::Error| SinkError {
-            sink_name: "stdout".into(),
-            message: format!("cannot write: {e}"),
-        };
+        let fail = |source| SinkError::WriteFile { path: "stdout".into(), source };
         self.0.write_all(payload).map_err(fail)?;
         self.0.write_all(b"\n").map_err(fail)
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.0
-            .flush()
-            .map_err(|e| SinkError { sink_name: "stdout".into(), message: format!("cannot write: {e}") })
+        self.0.flush().map_err(|source| SinkError::WriteFile { path: "stdout".into(), source })
     }
 
     fn name(&self) -> &str {

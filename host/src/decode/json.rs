@@ -37,9 +37,12 @@ pub enum DecodeError {
     /// Not UTF-8.
     #[error("record is not valid UTF-8")]
     NotUtf8,
-    /// Not JSON, or not an object.
+    /// Not JSON: the parser's message, with the position.
     #[error("malformed JSON: {0}")]
     Malformed(String),
+    /// JSON, but not an object.
+    #[error("malformed JSON: not a JSON object")]
+    NotAnObject,
     /// The key field is missing.
     #[error("missing key field '{0}'")]
     MissingKey(String),
@@ -74,6 +77,10 @@ struct Row {
     key: Option<Key>,
     ts: Option<i64>,
     values: Vec<Option<Scalar>>,
+    /// A field of the wrong type, found by a seed. serde only carries text
+    /// in its errors, so the typed reason is kept here and the serde error
+    /// only stops the parse.
+    failure: Option<DecodeError>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,7 +103,7 @@ impl JsonDecoder {
     /// A decoder for `schema`.
     pub fn new(schema: RecordSchema) -> JsonDecoder {
         let n = schema.fields.len();
-        JsonDecoder { schema, row: Row { key: None, ts: None, values: vec![None; n] } }
+        JsonDecoder { schema, row: Row { key: None, ts: None, values: vec![None; n], failure: None } }
     }
 
     /// The schema.
@@ -118,14 +125,22 @@ impl JsonDecoder {
             return Err(DecodeError::Oversized { size: payload.len(), limit: self.schema.max_record_bytes });
         }
         let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
+        // Valid JSON that is not an object (an array, a number) is refused
+        // here; empty or broken input is left to the parser's message.
+        if text.trim_start().chars().next().is_some_and(|c| c != '{') {
+            return Err(DecodeError::NotAnObject);
+        }
         self.row.key = None;
         self.row.ts = None;
+        self.row.failure = None;
         self.row.values.iter_mut().for_each(|v| *v = None);
         let mut de = serde_json::Deserializer::from_str(text);
         let visited = de.deserialize_map(RowVisitor { schema: &self.schema, row: &mut self.row });
         match visited {
             Ok(()) => de.end().map_err(|e| DecodeError::Malformed(e.to_string()))?,
-            Err(e) => return Err(classify(e)),
+            Err(e) => {
+                return Err(self.row.failure.take().unwrap_or_else(|| DecodeError::Malformed(e.to_string())));
+            }
         }
         let key = match &self.schema.key {
             Some(name) => Some(self.row.key.take().ok_or_else(|| DecodeError::MissingKey(name.clone()))?),
@@ -156,30 +171,20 @@ impl JsonDecoder {
     }
 }
 
-/// Our own errors travel through serde as custom messages with a marker, so
-/// they come back out typed.
-const MARK: &str = "\u{1}weir:";
-
-fn classify(e: serde_json::Error) -> DecodeError {
-    let text = e.to_string();
-    if let Some(rest) = text.strip_prefix(MARK) {
-        // The message is "<field>\u{2}<expected>\u{2}<got>", then serde's
-        // position suffix.
-        let mut parts = rest.splitn(3, '\u{2}');
-        let field = parts.next().unwrap_or_default().to_string();
-        let expected = parts.next().unwrap_or_default().to_string();
-        let got = parts.next().unwrap_or_default();
-        let got = got.split(" at line ").next().unwrap_or(got).to_string();
-        return DecodeError::WrongType { field, expected, got };
-    }
-    if text.starts_with("invalid type: ") && text.contains("expected a JSON object") {
-        return DecodeError::Malformed("not a JSON object".into());
-    }
-    DecodeError::Malformed(text)
-}
-
-fn wrong_type<E: de::Error>(field: &str, expected: &str, got: impl fmt::Display) -> E {
-    E::custom(format_args!("{MARK}{field}\u{2}{expected}\u{2}{got}"))
+/// Records a field of the wrong type in `failure` and returns the serde
+/// error that stops the parse (its text is not used).
+fn wrong_type<E: de::Error>(
+    failure: &mut Option<DecodeError>,
+    field: &str,
+    expected: &str,
+    got: impl fmt::Display,
+) -> E {
+    *failure = Some(DecodeError::WrongType {
+        field: field.to_string(),
+        expected: expected.to_string(),
+        got: got.to_string(),
+    });
+    E::custom("a field of the wrong type")
 }
 
 struct RowVisitor<'a> {
@@ -206,11 +211,18 @@ impl<'de> Visitor<'de> for RowVisitor<'_> {
                 Slot::Other
             };
             match slot {
-                Slot::Key => self.row.key = Some(map.next_value_seed(KeySeed(&name))?),
-                Slot::Timestamp => self.row.ts = Some(map.next_value_seed(TimestampSeed(&name))?),
+                Slot::Key => {
+                    let seed = KeySeed { name: &name, failure: &mut self.row.failure };
+                    self.row.key = Some(map.next_value_seed(seed)?);
+                }
+                Slot::Timestamp => {
+                    let seed = TimestampSeed { name: &name, failure: &mut self.row.failure };
+                    self.row.ts = Some(map.next_value_seed(seed)?);
+                }
                 Slot::Field(i) => {
                     let ty = self.schema.fields[i].ty;
-                    self.row.values[i] = Some(map.next_value_seed(ScalarSeed { name: &name, ty })?);
+                    let seed = ScalarSeed { name: &name, ty, failure: &mut self.row.failure };
+                    self.row.values[i] = Some(map.next_value_seed(seed)?);
                 }
                 Slot::Other => {
                     map.next_value::<IgnoredAny>()?;
@@ -302,26 +314,33 @@ macro_rules! scalar_visitor {
     };
 }
 
-struct KeySeed<'a>(&'a str);
+struct KeySeed<'a> {
+    name: &'a str,
+    failure: &'a mut Option<DecodeError>,
+}
 
 scalar_visitor!(KeySeed<'_>, Key, |_: &KeySeed| "an integer or string key", |self, got| match got {
     de::Unexpected::Signed(v) => Ok(Key::Int(v)),
     de::Unexpected::Unsigned(v) if v <= i64::MAX as u64 => Ok(Key::Int(v as i64)),
     de::Unexpected::Str(s) => Ok(Key::Str(s.to_string())),
-    other => Err(wrong_type(self.0, "an integer or a string", Got(other))),
+    other => Err(wrong_type(self.failure, self.name, "an integer or a string", Got(other))),
 });
 
-struct TimestampSeed<'a>(&'a str);
+struct TimestampSeed<'a> {
+    name: &'a str,
+    failure: &'a mut Option<DecodeError>,
+}
 
 scalar_visitor!(TimestampSeed<'_>, i64, |_: &TimestampSeed| "integer milliseconds", |self, got| match got {
     de::Unexpected::Signed(v) => Ok(v),
     de::Unexpected::Unsigned(v) if v <= i64::MAX as u64 => Ok(v as i64),
-    other => Err(wrong_type(self.0, "an integer of milliseconds", Got(other))),
+    other => Err(wrong_type(self.failure, self.name, "an integer of milliseconds", Got(other))),
 });
 
 struct ScalarSeed<'a> {
     name: &'a str,
     ty: FieldType,
+    failure: &'a mut Option<DecodeError>,
 }
 
 scalar_visitor!(ScalarSeed<'_>, Scalar, |_: &ScalarSeed| "a scalar", |self, got| match (self.ty, got) {
@@ -332,7 +351,7 @@ scalar_visitor!(ScalarSeed<'_>, Scalar, |_: &ScalarSeed| "a scalar", |self, got|
     (FieldType::I64, de::Unexpected::Unsigned(v)) if v <= i64::MAX as u64 => Ok(Scalar::I64(v as i64)),
     (FieldType::String, de::Unexpected::Str(s)) => Ok(Scalar::Str(s.to_string())),
     (FieldType::Bool, de::Unexpected::Bool(b)) => Ok(Scalar::Bool(b)),
-    (ty, other) => Err(wrong_type(self.name, ty.name(), Got(other))),
+    (ty, other) => Err(wrong_type(self.failure, self.name, ty.name(), Got(other))),
 });
 
 #[cfg(test)]
@@ -369,9 +388,11 @@ mod tests {
 
     #[test]
     fn every_kind_of_bad_record_has_its_reason() {
-        let cases: [(&str, DecodeError); 8] = [
+        let cases: [(&str, DecodeError); 10] = [
             ("{nope", DecodeError::Malformed("key must be a string at line 1 column 2".into())),
-            ("[1, 2]", DecodeError::Malformed("not a JSON object".into())),
+            ("[1, 2]", DecodeError::NotAnObject),
+            (" 17", DecodeError::NotAnObject),
+            ("", DecodeError::Malformed("EOF while parsing a value at line 1 column 0".into())),
             (r#"{"temperature": 1.0, "execution_time": 1}"#, DecodeError::MissingKey("device_id".into())),
             (
                 r#"{"device_id": 1, "temperature": 1.0}"#,
@@ -406,6 +427,16 @@ mod tests {
         for (line, expected) in cases {
             assert_eq!(decode(line).unwrap_err(), expected, "{line}");
         }
+        // The value's text is kept whole, whatever it contains.
+        assert_eq!(
+            decode(r#"{"device_id": 1, "temperature": "3 at line 9 \u0002", "execution_time": 1}"#)
+                .unwrap_err(),
+            DecodeError::WrongType {
+                field: "temperature".into(),
+                expected: "f64".into(),
+                got: "the string \"3 at line 9 \\u{2}\"".into(),
+            }
+        );
         assert_eq!(
             decode(&format!("{{\"x\": \"{}\"}}", "a".repeat(300))).unwrap_err(),
             DecodeError::Oversized { size: 309, limit: 256 }

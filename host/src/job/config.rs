@@ -3,6 +3,7 @@
 //! `examples/*.toml` for complete jobs.
 
 use crate::plugin::PluginLimits;
+pub use crate::source::kafka::StartFrom;
 pub use crate::window::WindowKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -50,15 +51,72 @@ pub struct SourceConfig {
     /// Kafka: the consumer group; by default `weir-<job name>`.
     #[serde(default)]
     pub group: Option<String>,
-    /// Kafka: where to start.
+    /// Kafka: where to start: `earliest` (the default), `latest`, or
+    /// `committed` (the consumer group's committed offsets; earliest where
+    /// none).
     #[serde(default)]
-    pub start: StartOffset,
+    pub start: StartFrom,
     /// Kafka: partitions to create the topic with on the embedded broker.
     #[serde(default)]
     pub partitions: Option<i32>,
     /// File: the JSON-lines file (relative to the job file).
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// Kafka: extra librdkafka properties for the source's clients, as
+    /// `"name" = value` (quote the dotted names):
+    ///
+    /// ```toml
+    /// [source.kafka]
+    /// "fetch.max.bytes" = 1048576
+    /// "client.id" = "weir-max"
+    /// ```
+    ///
+    /// The properties weir sets itself (the brokers, the group, offset
+    /// commits, the start offset, …) are refused, with the reason.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, PropertyValue>,
+}
+
+/// A librdkafka property value in a job file: a string, integer, float or
+/// boolean, passed to librdkafka as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PropertyValue(pub String);
+
+impl<'de> Deserialize<'de> for PropertyValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PropertyValue, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = PropertyValue;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a string, number or boolean (quote dotted librdkafka names, as in \"fetch.max.bytes\" = 1048576)",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PropertyValue, E> {
+                Ok(PropertyValue(v.to_string()))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PropertyValue, E> {
+                Ok(PropertyValue(v.to_string()))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PropertyValue, E> {
+                Ok(PropertyValue(v.to_string()))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<PropertyValue, E> {
+                Ok(PropertyValue(v.to_string()))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<PropertyValue, E> {
+                Ok(PropertyValue(v.to_string()))
+            }
+        }
+        d.deserialize_any(Text)
+    }
 }
 
 /// A source's type.
@@ -69,19 +127,6 @@ pub enum SourceKind {
     Kafka,
     /// A JSON-lines file (bounded).
     File,
-}
-
-/// Where a Kafka source starts reading.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StartOffset {
-    /// The oldest retained record.
-    #[default]
-    Earliest,
-    /// Only records produced from now on.
-    Latest,
-    /// The consumer group's committed offsets (earliest where none).
-    Committed,
 }
 
 /// `[format]`: JSON records.
@@ -194,6 +239,19 @@ pub struct SinkConfig {
     /// sinks, a path for file sinks.
     #[serde(default)]
     pub dead_letter: Option<String>,
+    /// Kafka: extra librdkafka properties for the sink's producers (output,
+    /// dead letters and late events), as for `[source.kafka]`:
+    ///
+    /// ```toml
+    /// [sink.kafka]
+    /// "compression.type" = "lz4"
+    /// "linger.ms" = 20
+    /// ```
+    ///
+    /// The settings exactly-once delivery relies on (idempotence, acks,
+    /// retries, requests in flight, the partitioner) are refused.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, PropertyValue>,
 }
 
 /// A sink's type.

@@ -5,13 +5,14 @@
 pub mod config;
 
 pub use config::{
-    FormatConfig, FunctionConfig, JobConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, StartOffset,
-    TimeConfig, WindowConfig, WindowKind,
+    FormatConfig, FunctionConfig, JobConfig, PropertyValue, SinkConfig, SinkKind, SourceConfig, SourceKind,
+    StartFrom, TimeConfig, WindowConfig, WindowKind,
 };
 
 use crate::decode::RecordSchema;
 use crate::types::{Field, FieldType};
 use crate::window::WindowSpec;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -71,9 +72,11 @@ pub enum SourceSpec {
         /// The consumer group.
         group: String,
         /// Where to start.
-        start: StartOffset,
+        start: StartFrom,
         /// Partitions for an embedded topic.
         partitions: i32,
+        /// Extra librdkafka properties for the source's clients, checked.
+        properties: BTreeMap<String, String>,
     },
     /// A file, resolved against the job file's folder.
     File {
@@ -95,6 +98,8 @@ pub enum SinkSpec {
         dead_letter: Option<String>,
         /// The late-output topic.
         late_output: Option<String>,
+        /// Extra librdkafka properties for the sink's producers, checked.
+        properties: BTreeMap<String, String>,
     },
     /// Files, resolved against the job file's folder.
     File {
@@ -190,6 +195,17 @@ impl Job {
                 "required: windows are computed per key (e.g. key = \"device_id\")".into(),
             ));
         }
+        // `[source.kafka]` and `[sink.kafka]`: librdkafka properties, each
+        // checked now so a typo fails before anything connects.
+        let properties = |side: &str, table: &BTreeMap<String, PropertyValue>| {
+            let mut checked = BTreeMap::new();
+            for (name, PropertyValue(value)) in table {
+                crate::kafka::check_property(name, value)
+                    .map_err(|e| error(&format!("{side}.kafka.{name}"), e.to_string()))?;
+                checked.insert(name.clone(), value.clone());
+            }
+            Ok::<_, JobError>(checked)
+        };
         let src = &config.source;
         let source = match src.kind {
             SourceKind::Kafka => {
@@ -212,6 +228,7 @@ impl Job {
                     group: src.group.clone().unwrap_or_else(|| format!("weir-{}", config.name)),
                     start: src.start,
                     partitions,
+                    properties: properties("source", &src.kafka)?,
                 }
             }
             SourceKind::File => {
@@ -220,6 +237,7 @@ impl Job {
                     ("source.topic", src.topic.is_some()),
                     ("source.group", src.group.is_some()),
                     ("source.partitions", src.partitions.is_some()),
+                    ("source.kafka", !src.kafka.is_empty()),
                 ] {
                     if set {
                         return Err(error(field, "only for kafka sources".into()));
@@ -255,12 +273,15 @@ impl Job {
                         .ok_or_else(|| error("sink.topic", "required for a kafka sink".into()))?,
                     dead_letter: snk.dead_letter.clone(),
                     late_output: late,
+                    properties: properties("sink", &snk.kafka)?,
                 }
             }
             SinkKind::File => {
-                for (field, set) in
-                    [("sink.brokers", snk.brokers.is_some()), ("sink.topic", snk.topic.is_some())]
-                {
+                for (field, set) in [
+                    ("sink.brokers", snk.brokers.is_some()),
+                    ("sink.topic", snk.topic.is_some()),
+                    ("sink.kafka", !snk.kafka.is_empty()),
+                ] {
                     if set {
                         return Err(error(field, "only for kafka sinks".into()));
                     }

@@ -75,7 +75,7 @@ fn errors_name_the_file_the_field_and_the_problem() {
         ),
         (
             GOOD.replace("[sink]\ntype = \"kafka\"\n", "[sink]\ntype = \"kafka\"\ncolour = \"red\"\n"),
-            "jobs/max.toml: sink.colour: unknown field `colour`, expected one of `type`, `brokers`, `topic`, `path`, `dead_letter`",
+            "jobs/max.toml: sink.colour: unknown field `colour`, expected one of `type`, `brokers`, `topic`, `path`, `dead_letter`, `kafka`",
         ),
         (
             GOOD.replace("topic = \"readings\"\n", ""),
@@ -100,4 +100,87 @@ fn errors_name_the_file_the_field_and_the_problem() {
     assert!(err.starts_with("jobs/max.toml: not valid TOML"), "{err}");
     let err = parse(&GOOD.replace("[function]\nplugin = \"max-temperature\"\n", "")).unwrap_err().to_string();
     assert!(err.contains("function"), "{err}");
+}
+
+/// `GOOD` with `[source.kafka]` and `[sink.kafka]` tables.
+fn with_properties(source: &str, sink: &str) -> String {
+    format!("{GOOD}[source.kafka]\n{source}\n[sink.kafka]\n{sink}\n")
+}
+
+#[test]
+fn kafka_properties_pass_through_checked() {
+    let job = parse(&with_properties(
+        "\"fetch.max.bytes\" = 1048576\n\"check.crcs\" = true\n\"client.id\" = \"max\"",
+        "\"compression.type\" = \"lz4\"\n\"linger.ms\" = 20",
+    ))
+    .unwrap();
+    let SourceSpec::Kafka { properties, .. } = &job.source else { panic!("a kafka source") };
+    let expected: BTreeMap<String, String> =
+        [("check.crcs", "true"), ("client.id", "max"), ("fetch.max.bytes", "1048576")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    assert_eq!(properties, &expected);
+    let SinkSpec::Kafka { properties, .. } = &job.sink else { panic!("a kafka sink") };
+    let expected: BTreeMap<String, String> = [("compression.type", "lz4"), ("linger.ms", "20")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(properties, &expected);
+    // Without the tables, nothing extra.
+    let job = parse(GOOD).unwrap();
+    assert!(matches!(job.source, SourceSpec::Kafka { ref properties, .. } if properties.is_empty()));
+    assert!(matches!(job.sink, SinkSpec::Kafka { ref properties, .. } if properties.is_empty()));
+}
+
+#[test]
+fn refused_and_unknown_kafka_properties_name_the_field() {
+    let cases = [
+        (
+            with_properties("\"group.id\" = \"other\"", ""),
+            "jobs/max.toml: source.kafka.group.id: weir controls this property: weir sets it from source.group",
+        ),
+        (
+            with_properties("", "\"enable.idempotence\" = false"),
+            "jobs/max.toml: sink.kafka.enable.idempotence: weir controls this property: the sink's producer \
+             is always idempotent, so that retries never duplicate or reorder a record",
+        ),
+        (
+            with_properties("\"enable.auto.commit\" = true", ""),
+            "jobs/max.toml: source.kafka.enable.auto.commit: weir controls this property: weir commits \
+             offsets itself, and only after the sinks have written the results",
+        ),
+        (
+            with_properties("", "\"request.required.acks\" = 1"),
+            "jobs/max.toml: sink.kafka.request.required.acks: weir controls this property: every in-sync \
+             replica must acknowledge a write (acks = all), so none is lost",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(parse(&text).unwrap_err().to_string(), expected);
+    }
+    // Unknown names and bad values: librdkafka's own reason, after the field.
+    let err = parse(&with_properties("\"fetch.max.bytez\" = 1", "")).unwrap_err().to_string();
+    assert!(
+        err.starts_with("jobs/max.toml: source.kafka.fetch.max.bytez: librdkafka refuses it: ")
+            && err.contains("No such configuration property"),
+        "{err}"
+    );
+    let err = parse(&with_properties("", "\"linger.ms\" = \"soon\"")).unwrap_err().to_string();
+    assert!(err.starts_with("jobs/max.toml: sink.kafka.linger.ms: librdkafka refuses it: "), "{err}");
+    // An unquoted dotted name is a nested TOML table: say to quote it.
+    let err = parse(&with_properties("fetch.max.bytes = 1", "")).unwrap_err().to_string();
+    assert!(err.starts_with("jobs/max.toml: source.kafka.fetch: ") && err.contains("quote dotted"), "{err}");
+    // Only Kafka sources and sinks take them.
+    let file_job = GOOD
+        .replace(
+            "type = \"kafka\"\nbrokers = \"embedded\"\ntopic = \"readings\"\ngroup = \"weir-max-temperature\"\nstart = \"earliest\"",
+            "type = \"file\"\npath = \"in.jsonl\"",
+        )
+        .replace("type = \"kafka\"\ntopic = \"max-temperature\"", "type = \"file\"\npath = \"out.jsonl\"");
+    parse(&file_job).unwrap();
+    let err = parse(&format!("{file_job}[source.kafka]\n\"client.id\" = \"x\"\n")).unwrap_err().to_string();
+    assert_eq!(err, "jobs/max.toml: source.kafka: only for kafka sources");
+    let err = parse(&format!("{file_job}[sink.kafka]\n\"client.id\" = \"x\"\n")).unwrap_err().to_string();
+    assert_eq!(err, "jobs/max.toml: sink.kafka: only for kafka sinks");
 }

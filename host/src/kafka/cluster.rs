@@ -4,6 +4,7 @@
 use super::{EmbeddedCluster, KafkaConfig, KafkaError, WeirContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -75,7 +76,7 @@ struct Inner {
     bootstrap: String,
     label: String,
     config: KafkaConfig,
-    embedded: Option<EmbeddedCluster>,
+    embedded: Option<Arc<EmbeddedCluster>>,
 }
 
 impl Cluster {
@@ -93,7 +94,7 @@ impl Cluster {
         let cluster = EmbeddedCluster::start(config.embedded_brokers)?;
         let bootstrap = cluster.bootstrap().to_string();
         let label = format!("the embedded broker ({bootstrap})");
-        Ok(Cluster { inner: Arc::new(Inner { bootstrap, label, config, embedded: Some(cluster) }) })
+        Ok(Cluster { inner: Arc::new(Inner { bootstrap, label, config, embedded: Some(Arc::new(cluster)) }) })
     }
 
     /// Uses the brokers at `bootstrap` once one of them answers a metadata
@@ -132,10 +133,27 @@ impl Cluster {
         &self.inner.config
     }
 
+    /// The same brokers (and, for `embedded`, the same in-process cluster)
+    /// for clients that also get `properties`, librdkafka properties that
+    /// win over the shared settings. A job's source and sink each use one,
+    /// so their `[source.kafka]` and `[sink.kafka]` tables stay apart.
+    pub fn with_properties(&self, properties: &BTreeMap<String, String>) -> Cluster {
+        let mut config = self.inner.config.clone();
+        config.properties.extend(properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Cluster {
+            inner: Arc::new(Inner {
+                bootstrap: self.inner.bootstrap.clone(),
+                label: self.inner.label.clone(),
+                config,
+                embedded: self.inner.embedded.clone(),
+            }),
+        }
+    }
+
     /// The in-process cluster, for `embedded` (for creating topics and
     /// injecting faults).
     pub fn embedded_cluster(&self) -> Option<&EmbeddedCluster> {
-        self.inner.embedded.as_ref()
+        self.inner.embedded.as_deref()
     }
 
     /// Runs `attempt` up to `connect_attempts` times with backoff in

@@ -23,7 +23,8 @@ pub mod readings;
 
 pub use admin::{PartitionInfo, TopicInfo, TopicSummary};
 pub use cluster::{BrokerSpec, Cluster};
-pub use config::{Backoff, KafkaConfig};
+pub(crate) use config::effective_property;
+pub use config::{Backoff, KafkaConfig, PropertyError, RESERVED_PROPERTIES, check_property};
 pub use dev_broker::{DevBroker, DevBrokerOptions};
 pub use embedded::EmbeddedCluster;
 pub use error::KafkaError;

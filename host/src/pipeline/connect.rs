@@ -2,14 +2,15 @@
 //! cluster or on the embedded in-process broker.
 
 use super::{PipelineError, Sinks};
-use crate::job::{Job, SinkSpec, SourceSpec, StartOffset};
+use crate::job::{Job, SinkSpec, SourceSpec};
 use crate::kafka::{BrokerSpec, Cluster, KafkaConfig, KafkaError};
-use crate::sink::Sink;
 use crate::sink::file::FileSink;
 use crate::sink::kafka::KafkaSink;
-use crate::source::Source;
+use crate::sink::{Sink, SinkError};
 use crate::source::file::FileSource;
-use crate::source::kafka::{KafkaSource, KafkaSourceOptions, StartFrom};
+use crate::source::kafka::{KafkaSource, KafkaSourceOptions};
+use crate::source::{Source, SourceError};
+use std::collections::BTreeMap;
 
 /// A job's open source and sinks, and the clusters they use (kept so an
 /// embedded broker lives as long as the job).
@@ -22,33 +23,31 @@ pub struct JobIo {
     pub clusters: Vec<Cluster>,
 }
 
-impl From<KafkaError> for PipelineError {
-    fn from(e: KafkaError) -> Self {
-        PipelineError::Source(crate::source::SourceError {
-            source_name: "kafka".into(),
-            message: e.to_string(),
-        })
-    }
-}
-
-/// Connects to `brokers`, or starts the embedded broker. `embedded`, when
-/// given, is the embedded cluster to share (so source and sink meet).
+/// Connects to `brokers`, or starts the embedded broker, for clients with
+/// the extra librdkafka `properties` (applied before connecting, so that
+/// settings such as security ones serve the first request too). `embedded`,
+/// when given, is the embedded cluster to share (so source and sink meet).
 fn cluster(
     brokers: &str,
     embedded: &mut Option<Cluster>,
     config: &KafkaConfig,
-) -> Result<Cluster, PipelineError> {
+    properties: &BTreeMap<String, String>,
+) -> Result<Cluster, KafkaError> {
     let spec: BrokerSpec = brokers.parse()?;
     Ok(match spec {
         BrokerSpec::Embedded => match embedded {
-            Some(c) => c.clone(),
+            Some(c) => c.with_properties(properties),
             None => {
                 let c = Cluster::embedded(config.clone())?;
                 *embedded = Some(c.clone());
-                c
+                c.with_properties(properties)
             }
         },
-        BrokerSpec::List(list) => Cluster::external(&list, config.clone())?,
+        BrokerSpec::List(list) => {
+            let mut config = config.clone();
+            config.properties.extend(properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Cluster::external(&list, config)?
+        }
     })
 }
 
@@ -57,24 +56,23 @@ fn cluster(
 /// already running in this process (`weir demo` starts one and produces
 /// into it), shared with the job.
 pub fn open(job: &Job, until_end: bool, embedded: Option<Cluster>) -> Result<JobIo, PipelineError> {
-    let config = KafkaConfig::default();
+    open_with(job, until_end, embedded, &KafkaConfig::default())
+}
+
+/// [`open`], with Kafka clients made from `config` (plus the job's
+/// `[source.kafka]` and `[sink.kafka]` properties).
+pub fn open_with(
+    job: &Job,
+    until_end: bool,
+    embedded: Option<Cluster>,
+    config: &KafkaConfig,
+) -> Result<JobIo, PipelineError> {
     let mut embedded = embedded;
     let mut clusters = Vec::new();
     let source: Box<dyn Source> = match &job.source {
         SourceSpec::File { path } => Box::new(FileSource::open(path)?),
-        SourceSpec::Kafka { brokers, topic, group, start, partitions } => {
-            let cluster = cluster(brokers, &mut embedded, &config)?;
-            if cluster.embedded_cluster().is_some() {
-                cluster.ensure_topic(topic, *partitions, 1)?;
-            }
-            let start = match start {
-                StartOffset::Earliest => StartFrom::Earliest,
-                StartOffset::Latest => StartFrom::Latest,
-                StartOffset::Committed => StartFrom::Committed,
-            };
-            let options =
-                KafkaSourceOptions { topic: topic.clone(), group: Some(group.clone()), start, until_end };
-            let source = KafkaSource::open(&cluster, &options)?;
+        SourceSpec::Kafka { .. } => {
+            let (source, cluster) = kafka_source(job, until_end, &mut embedded, config)?;
             clusters.push(cluster);
             Box::new(source)
         }
@@ -90,16 +88,15 @@ pub fn open(job: &Job, until_end: bool, embedded: Option<Cluster>) -> Result<Job
                 late: late_output.as_deref().map(file).transpose()?,
             }
         }
-        SinkSpec::Kafka { brokers, topic, dead_letter, late_output } => {
-            let cluster = cluster(brokers, &mut embedded, &config)?;
+        SinkSpec::Kafka { brokers, topic, dead_letter, late_output, properties } => {
+            let cluster = cluster(brokers, &mut embedded, config, properties)
+                .map_err(|e| SinkError::OpenTopic { topic: topic.clone(), source: Box::new(e) })?;
             let partitions = match &job.source {
                 SourceSpec::Kafka { partitions, .. } => *partitions,
                 SourceSpec::File { .. } => crate::job::DEFAULT_PARTITIONS,
             };
-            // Output topics are ours to create: made when missing.
             let topic_sink = |t: &str| -> Result<Box<dyn Sink>, PipelineError> {
-                cluster.ensure_topic(t, partitions, 1)?;
-                Ok(Box::new(KafkaSink::open(&cluster, t)?))
+                Ok(Box::new(kafka_sink(&cluster, t, partitions)?))
             };
             let sinks = Sinks {
                 output: topic_sink(topic)?,
@@ -111,4 +108,166 @@ pub fn open(job: &Job, until_end: bool, embedded: Option<Cluster>) -> Result<Job
         }
     };
     Ok(JobIo { source, sinks, clusters })
+}
+
+/// Opens the job's Kafka source, with its `[source.kafka]` properties.
+fn kafka_source(
+    job: &Job,
+    until_end: bool,
+    embedded: &mut Option<Cluster>,
+    config: &KafkaConfig,
+) -> Result<(KafkaSource, Cluster), PipelineError> {
+    let SourceSpec::Kafka { brokers, topic, group, start, partitions, properties } = &job.source else {
+        return Err(job.error("source.type", "not a kafka source").into());
+    };
+    let fail = |e: KafkaError| SourceError::OpenTopic { topic: topic.clone(), source: Box::new(e) };
+    let cluster = cluster(brokers, embedded, config, properties).map_err(fail)?;
+    if cluster.embedded_cluster().is_some() {
+        cluster.ensure_topic(topic, *partitions, 1).map_err(fail)?;
+    }
+    let options =
+        KafkaSourceOptions { topic: topic.clone(), group: Some(group.clone()), start: *start, until_end };
+    let source = KafkaSource::open(&cluster, &options)?;
+    Ok((source, cluster))
+}
+
+/// Opens a sink on `topic`, creating the topic when missing: output topics
+/// are ours to create.
+fn kafka_sink(cluster: &Cluster, topic: &str, partitions: i32) -> Result<KafkaSink, SinkError> {
+    cluster
+        .ensure_topic(topic, partitions, 1)
+        .map_err(|e| SinkError::OpenTopic { topic: topic.to_string(), source: Box::new(e) })?;
+    KafkaSink::open(cluster, topic)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    fn job(source_properties: &str, sink_properties: &str) -> Job {
+        let text = format!(
+            r#"
+name = "props"
+[source]
+type = "kafka"
+topic = "in"
+partitions = 2
+[format]
+fields = {{ temperature = "f64" }}
+[function]
+plugin = "identity"
+[sink]
+type = "kafka"
+topic = "out"
+dead_letter = "dlq"
+[source.kafka]
+{source_properties}
+[sink.kafka]
+{sink_properties}
+"#
+        );
+        Job::parse(&text, "job.toml", Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn source_and_sink_properties_reach_their_own_clients() {
+        let job = job("\"fetch.wait.max.ms\" = 123\n\"client.id\" = \"reader\"", "\"linger.ms\" = 42");
+        let config = KafkaConfig::default();
+        let mut embedded = None;
+        let (source, _) = kafka_source(&job, true, &mut embedded, &config).unwrap();
+        let shared = embedded.clone().unwrap();
+        let plain = KafkaSource::open(&shared, &KafkaSourceOptions::new("in")).unwrap();
+        // The same brokers named by address take the path of an external
+        // cluster, where the properties also serve the connection check.
+        let mut by_address = job.config.clone();
+        by_address.source.brokers = Some(shared.bootstrap().to_string());
+        let by_address =
+            Job::parse(&toml::to_string(&by_address).unwrap(), "job.toml", Path::new(".")).unwrap();
+        let (external, _) = kafka_source(&by_address, true, &mut None, &config).unwrap();
+        for source in [&source, &external] {
+            assert_eq!(source.client_property("fetch.wait.max.ms").as_deref(), Some("123"));
+            assert_eq!(source.client_property("client.id").as_deref(), Some("reader"));
+            // The sink's table is not the source's.
+            assert_eq!(source.client_property("linger.ms"), plain.client_property("linger.ms"));
+        }
+
+        let SinkSpec::Kafka { brokers, properties, .. } = &job.sink else { panic!("a kafka sink") };
+        let sink =
+            kafka_sink(&cluster(brokers, &mut embedded, &config, properties).unwrap(), "out", 2).unwrap();
+        assert_eq!(sink.client_property("linger.ms").as_deref(), Some("42"));
+        assert_eq!(sink.client_property("client.id").as_deref(), Some("weir"));
+        assert_eq!(sink.client_property("fetch.wait.max.ms"), plain.client_property("fetch.wait.max.ms"));
+    }
+
+    #[test]
+    fn a_sink_property_changes_how_the_job_writes() {
+        // A short delivery timeout from `[sink.kafka]`: with the broker
+        // down, flushing fails after about that long, not after the
+        // default two minutes.
+        let job = job("", "\"message.timeout.ms\" = 500");
+        let mut io = open(&job, true, None).unwrap();
+        let embedded = io.clusters[0].embedded_cluster().unwrap();
+        embedded.broker_down(-1).unwrap();
+        io.sinks.output.send(Some(b"k"), b"{}").unwrap();
+        let started = Instant::now();
+        let err = io.sinks.output.flush().unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+        // The sink says it is the sink, which topic, and why.
+        assert!(matches!(&err, SinkError::Undelivered { topic, failed: 1, .. } if topic == "out"), "{err:?}");
+        let text = chain(&err);
+        assert!(text.starts_with("sink topic 'out' on ") && text.contains("timed out"), "{text}");
+    }
+
+    #[test]
+    fn kafka_errors_say_which_side_failed() {
+        // Nothing listens on port 1; one short attempt.
+        let fast = KafkaConfig {
+            connect_attempts: 1,
+            request_timeout: Duration::from_millis(300),
+            ..KafkaConfig::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl");
+        std::fs::write(&input, "").unwrap();
+        let mut source_down = job("", "").config;
+        source_down.source.brokers = Some("127.0.0.1:1".into());
+        let mut sink_down = source_down.clone();
+        sink_down.source = crate::job::SourceConfig {
+            kind: crate::job::SourceKind::File,
+            brokers: None,
+            topic: None,
+            group: None,
+            start: Default::default(),
+            partitions: None,
+            path: Some(input),
+            kafka: Default::default(),
+        };
+        sink_down.sink.brokers = Some("127.0.0.1:1".into());
+        for (config, side) in [(source_down, "source topic 'in': "), (sink_down, "sink topic 'out': ")] {
+            let job = Job::parse(&toml::to_string(&config).unwrap(), "job.toml", Path::new(".")).unwrap();
+            let err = open_with(&job, true, None, &fast).map(drop).unwrap_err();
+            let text = chain(&err);
+            assert!(text.starts_with(side) && text.contains("127.0.0.1:1"), "{text}");
+            match side.starts_with("source") {
+                true => {
+                    assert!(matches!(err, PipelineError::Source(SourceError::OpenTopic { .. })), "{err:?}")
+                }
+                false => assert!(matches!(err, PipelineError::Sink(SinkError::OpenTopic { .. })), "{err:?}"),
+            }
+        }
+    }
+
+    /// An error and its causes, as the CLI prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
 }

@@ -275,6 +275,10 @@ impl Source for OneAtATime {
     fn name(&self) -> &str {
         self.0.name()
     }
+
+    fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        self.0.commit(next_offsets)
+    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The one wasmtime engine shared by every plugin: pooling allocation, epoch
-//! interruption for CPU deadlines, and the component cache.
+//! interruption for wall-time deadlines, and the component cache.
 
 use super::builtin::{builtin, builtin_names};
 use super::cache::{ComponentCache, default_cache_dir, sha256_hex};
@@ -13,7 +13,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
-/// How often the epoch advances: the granularity of CPU deadlines.
+/// How often the epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// The most linear memory any plugin can be given; per-job limits are
@@ -30,7 +30,7 @@ pub struct EngineConfig {
     /// Use the pooling allocator (fast instantiation). Off only to measure
     /// what it saves.
     pub pooling: bool,
-    /// Enforce CPU deadlines with epoch interruption. Off only to measure
+    /// Enforce call deadlines with epoch interruption. Off only to measure
     /// what the checks cost: without it an infinite loop hangs its thread.
     pub epoch_interruption: bool,
 }
@@ -119,7 +119,7 @@ impl PluginEngine {
         &self.inner.engine
     }
 
-    /// Whether CPU deadlines are enforced.
+    /// Whether call deadlines are enforced.
     pub(crate) fn epochs(&self) -> bool {
         self.inner.epochs
     }

@@ -152,8 +152,8 @@ pub struct PluginError {
 /// What went wrong in a plugin call.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Failure {
-    /// It ran past its CPU deadline and was interrupted.
-    #[error("ran past its CPU deadline of {0:?} and was stopped")]
+    /// It ran past its deadline (wall time) and was interrupted.
+    #[error("ran past its wall-time deadline of {0:?} and was stopped")]
     Deadline(Duration),
     /// It tried to grow its memory past the limit.
     #[error("exceeded its memory limit of {limit} bytes (asked for {requested} bytes)")]

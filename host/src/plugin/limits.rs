@@ -14,7 +14,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginLimits {
-    /// The CPU time one call may take before it is stopped.
+    /// The wall-clock time one call may take before it is stopped. It is
+    /// measured in epoch ticks (every 5 ms), not CPU time: time the thread
+    /// spends waiting for a core counts too.
     #[serde(with = "crate::duration::serde_text")]
     pub deadline: Duration,
     /// The most linear memory the instance may grow to, in bytes (or text

@@ -8,8 +8,8 @@
 //!   world it implements, checks its exports against that world, and reads
 //!   its descriptor, giving a [`LoadError`] that names the problem.
 //! - [`Plugin::instantiate`] gives a [`PluginInstance`], configured with the
-//!   job's parameters and held to its [`PluginLimits`]: a CPU deadline per
-//!   call, a memory cap, an output cap and a log cap. A plugin that breaks a
+//!   job's parameters and held to its [`PluginLimits`]: a wall-time deadline
+//!   per call, a memory cap, an output cap and a log cap. A plugin that breaks a
 //!   limit or traps gives a [`PluginError`] naming the plugin, the call, the
 //!   key and the window; the instance is replaced and the host goes on.
 //! - Plugins get no filesystem, network, environment or arguments; their

@@ -158,7 +158,7 @@ fn an_infinite_loop_is_stopped_at_its_deadline_and_the_host_recovers() {
     assert!(took >= Duration::from_millis(100) && took < Duration::from_secs(2), "stopped after {took:?}");
     assert_eq!(
         err.to_string(),
-        "plugin 'spin' failed in apply (key 7, window [1000, 2000)): ran past its CPU deadline of 100ms and was stopped"
+        "plugin 'spin' failed in apply (key 7, window [1000, 2000)): ran past its wall-time deadline of 100ms and was stopped"
     );
     // The same instance serves the next call from a fresh wasm instance.
     let rows = spin.apply(&KEY, WINDOW, &events(&[1.0])).unwrap();

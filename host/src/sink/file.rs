@@ -2,45 +2,64 @@
 
 use super::{Sink, SinkError};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes records to a file, one per line.
 pub struct FileSink {
     name: String,
+    path: PathBuf,
     out: std::io::BufWriter<std::fs::File>,
 }
 
 impl FileSink {
     /// Creates (or truncates) `path`, making its folder if needed.
     pub fn create(path: &Path) -> Result<FileSink, SinkError> {
-        let name = path.display().to_string();
-        let fail =
-            |e: std::io::Error| SinkError { sink_name: name.clone(), message: format!("cannot create: {e}") };
+        let fail = |source: std::io::Error| SinkError::CreateFile { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(fail)?;
         }
         let file = std::fs::File::create(path).map_err(fail)?;
-        Ok(FileSink { name, out: std::io::BufWriter::with_capacity(1 << 20, file) })
+        Ok(FileSink {
+            name: path.display().to_string(),
+            path: path.to_path_buf(),
+            out: std::io::BufWriter::with_capacity(1 << 20, file),
+        })
+    }
+
+    fn write_error(&self, source: std::io::Error) -> SinkError {
+        SinkError::WriteFile { path: self.path.clone(), source }
     }
 }
 
 impl Sink for FileSink {
     fn send(&mut self, _key: Option<&[u8]>, payload: &[u8]) -> Result<(), SinkError> {
-        let fail = |e: std::io::Error| SinkError {
-            sink_name: self.name.clone(),
-            message: format!("cannot write: {e}"),
-        };
-        self.out.write_all(payload).map_err(fail)?;
-        self.out.write_all(b"\n").map_err(fail)
+        let written = self.out.write_all(payload).and_then(|()| self.out.write_all(b"\n"));
+        written.map_err(|e| self.write_error(e))
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.out
-            .flush()
-            .map_err(|e| SinkError { sink_name: self.name.clone(), message: format!("cannot write: {e}") })
+        self.out.flush().map_err(|e| self.write_error(e))
     }
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_it_is_the_sink_and_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A folder where the file should be: it cannot be created.
+        let path = dir.path().join("out");
+        std::fs::create_dir(&path).unwrap();
+        let err = FileSink::create(&path).err().expect("an error");
+        assert!(matches!(err, SinkError::CreateFile { .. }), "{err:?}");
+        assert_eq!(err.to_string(), format!("sink file {}: cannot create it", path.display()));
+        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(err.sink_name(), path.display().to_string());
     }
 }

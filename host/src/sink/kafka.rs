@@ -10,16 +10,16 @@
 //! once, because rdkafka's `BaseProducer::send` allocates the topic name for
 //! every message.
 
-use super::{Sink, SinkError};
-use crate::kafka::{Cluster, KafkaError, err_text};
+use super::{DeliveryFailure, Sink, SinkError};
+use crate::kafka::{Cluster, KafkaError, effective_property, err_text};
 use rdkafka::ClientContext;
 use rdkafka::bindings as rd;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaRespErr;
 use std::ffi::CString;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// Serve delivery reports after this many sends, so their memory is freed
@@ -33,13 +33,21 @@ pub struct KafkaSink {
     producer: BaseProducer<Deliveries>,
     topic: String,
     unpolled: u32,
+    /// How long librdkafka keeps trying to deliver a message
+    /// (`message.timeout.ms` as the producer has it).
+    delivery_timeout: Duration,
     cluster: Cluster,
 }
 
 impl KafkaSink {
     /// Opens a producer for `topic`, which must exist (create it with
     /// [`Cluster::ensure_topic`] first if need be).
-    pub fn open(cluster: &Cluster, topic: &str) -> Result<KafkaSink, KafkaError> {
+    pub fn open(cluster: &Cluster, topic: &str) -> Result<KafkaSink, SinkError> {
+        KafkaSink::connect(cluster, topic)
+            .map_err(|e| SinkError::OpenTopic { topic: topic.to_string(), source: Box::new(e) })
+    }
+
+    fn connect(cluster: &Cluster, topic: &str) -> Result<KafkaSink, KafkaError> {
         let fail = |reason: String| KafkaError::Topic {
             brokers: cluster.label().to_string(),
             topic: topic.to_string(),
@@ -67,13 +75,27 @@ impl KafkaSink {
             // SAFETY: reads librdkafka's thread-local last error.
             return Err(fail(err_text(unsafe { rd::rd_kafka_last_error() })));
         }
+        // SAFETY: the producer is live.
+        let delivery_timeout =
+            unsafe { effective_property(producer.client().native_ptr(), "message.timeout.ms") }
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .map_or(cluster.config().delivery_timeout, Duration::from_millis);
         Ok(KafkaSink {
             topic_handle: TopicHandle(handle),
             producer,
             topic: topic.to_string(),
             unpolled: 0,
+            delivery_timeout,
             cluster: cluster.clone(),
         })
+    }
+
+    /// The value the producer actually uses for librdkafka property `name`
+    /// (global or topic-level), or `None` if librdkafka has no such
+    /// property.
+    pub fn client_property(&self, name: &str) -> Option<String> {
+        // SAFETY: the producer is live for as long as `self`.
+        unsafe { effective_property(self.producer.client().native_ptr(), name) }
     }
 
     /// Messages delivered (acknowledged by the brokers) so far.
@@ -86,24 +108,23 @@ impl KafkaSink {
         usize::try_from(self.producer.in_flight_count()).unwrap_or(0)
     }
 
-    fn error(&self, message: String) -> SinkError {
-        SinkError {
-            sink_name: self.topic.clone(),
-            message: format!("{message} (brokers {})", self.cluster.label()),
-        }
-    }
-
     /// Fails if any message could not be delivered: a lost message stops the
     /// job rather than being skipped.
     fn check_failures(&self) -> Result<(), SinkError> {
         let deliveries = self.producer.context();
-        let failed = deliveries.failed.load(Ordering::Relaxed);
+        let failed = deliveries.failed.load(Ordering::Acquire);
         if failed == 0 {
             return Ok(());
         }
-        let first =
-            deliveries.first_failure.lock().map(|f| f.clone()).unwrap_or_default().unwrap_or_default();
-        Err(self.error(format!("{failed} message(s) could not be delivered; the first: {first}")))
+        // The count is raised after the failure is stored, so it is there.
+        let source =
+            deliveries.first_failure.lock().unwrap_or_else(PoisonError::into_inner).clone().map(Box::new);
+        Err(SinkError::Undelivered {
+            topic: self.topic.clone(),
+            brokers: self.cluster.label().to_string(),
+            failed,
+            source,
+        })
     }
 }
 
@@ -133,7 +154,11 @@ impl Sink for KafkaSink {
             // SAFETY: reads librdkafka's thread-local last error.
             let err = unsafe { rd::rd_kafka_last_error() };
             if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__QUEUE_FULL {
-                return Err(self.error(format!("cannot queue a message: {}", err_text(err))));
+                return Err(SinkError::Queue {
+                    topic: self.topic.clone(),
+                    brokers: self.cluster.label().to_string(),
+                    source: err.into(),
+                });
             }
             // Backpressure: the queue is full, so wait for deliveries to make
             // room, and report a failure if one happened meanwhile.
@@ -152,13 +177,16 @@ impl Sink for KafkaSink {
     fn flush(&mut self) -> Result<(), SinkError> {
         // Every message is delivered or failed within the delivery timeout,
         // so this wait ends.
-        let config = self.cluster.config();
-        let limit = config.delivery_timeout + config.request_timeout;
+        let limit = self.delivery_timeout + self.cluster.config().request_timeout;
         let flushed = self.producer.flush(limit);
         self.unpolled = 0;
         self.check_failures()?;
-        flushed.map_err(|e| {
-            self.error(format!("{} message(s) still undelivered after {limit:?}: {e}", self.in_flight()))
+        flushed.map_err(|e| SinkError::FlushTimeout {
+            topic: self.topic.clone(),
+            brokers: self.cluster.label().to_string(),
+            in_flight: self.in_flight(),
+            waited: limit,
+            source: Box::new(e),
         })
     }
 
@@ -186,7 +214,7 @@ impl Drop for KafkaSink {
 struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
-    first_failure: Mutex<Option<String>>,
+    first_failure: Mutex<Option<DeliveryFailure>>,
 }
 
 impl ClientContext for Deliveries {
@@ -209,11 +237,14 @@ impl ProducerContext for Deliveries {
             }
             Err((e, message)) => {
                 use rdkafka::Message;
-                if self.failed.fetch_add(1, Ordering::Relaxed) == 0
-                    && let Ok(mut first) = self.first_failure.lock()
-                {
-                    *first = Some(format!("{e} (partition {})", message.partition()));
+                // Stored before the count is raised, so a reader that sees
+                // the count sees the failure.
+                let mut first = self.first_failure.lock().unwrap_or_else(PoisonError::into_inner);
+                if first.is_none() {
+                    *first = Some(DeliveryFailure { partition: message.partition(), source: e.clone() });
                 }
+                drop(first);
+                self.failed.fetch_add(1, Ordering::Release);
             }
         }
     }
@@ -231,3 +262,47 @@ impl Drop for TopicHandle {
 
 // SAFETY: librdkafka topic handles may be used from any thread.
 unsafe impl Send for TopicHandle {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::{KafkaConfig, RESERVED_PROPERTIES};
+    use std::collections::BTreeMap;
+
+    /// Exactly-once output rests on these producer settings; a change to any
+    /// of them must fail here. They are read back from the live producer,
+    /// so an override anywhere on the way is caught.
+    #[test]
+    fn the_producer_keeps_the_settings_exactly_once_delivery_relies_on() {
+        let cluster = Cluster::embedded(KafkaConfig::default()).unwrap();
+        cluster.create_topic("out", 2, 1).unwrap();
+        // Every reserved property set to something else: none may stick.
+        let hostile: BTreeMap<String, String> =
+            RESERVED_PROPERTIES.iter().map(|(name, _)| (name.to_string(), "0".to_string())).collect();
+        for cluster in [cluster.clone(), cluster.with_properties(&hostile)] {
+            let sink = KafkaSink::open(&cluster, "out").unwrap();
+            let expected = [
+                // Retries never duplicate or reorder a message.
+                ("enable.idempotence", "true"),
+                // Every in-sync replica acknowledges a write.
+                ("acks", "-1"),
+                // The most requests in flight that idempotence keeps in order.
+                ("max.in.flight.requests.per.connection", "5"),
+                // Retry until the delivery timeout, with backoff.
+                ("message.send.max.retries", "2147483647"),
+                ("retry.backoff.ms", "250"),
+                ("retry.backoff.max.ms", "8000"),
+                ("message.timeout.ms", "120000"),
+                // A key always lands on the same partition.
+                ("partitioner", "murmur2_random"),
+                ("bootstrap.servers", cluster.bootstrap()),
+            ];
+            for (name, value) in expected {
+                assert_eq!(sink.client_property(name).as_deref(), Some(value), "{name}");
+            }
+            // No transactions: the producer is not transactional.
+            assert_eq!(sink.client_property("transactional.id"), None);
+            assert_eq!(sink.delivery_timeout, Duration::from_secs(120));
+        }
+    }
+}

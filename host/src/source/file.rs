@@ -18,7 +18,7 @@ impl FileSource {
     pub fn open(path: &Path) -> Result<FileSource, SourceError> {
         let name = path.display().to_string();
         let file = std::fs::File::open(path)
-            .map_err(|e| SourceError { source_name: name.clone(), message: format!("cannot open: {e}") })?;
+            .map_err(|source| SourceError::OpenFile { path: path.to_path_buf(), source })?;
         Ok(FileSource {
             name,
             reader: std::io::BufReader::with_capacity(1 << 20, file),
@@ -47,10 +47,10 @@ impl Source for FileSource {
         let mut n = 0;
         while n < max {
             self.line.clear();
-            let read = self.reader.read_until(b'\n', &mut self.line).map_err(|e| SourceError {
-                source_name: self.name.clone(),
-                message: format!("cannot read: {e}"),
-            })?;
+            let read = self
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .map_err(|source| SourceError::ReadFile { path: self.path(), source })?;
             if read == 0 {
                 break;
             }
@@ -69,5 +69,46 @@ impl Source for FileSource {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A file is always read from its start: there is nothing to commit.
+    fn commit(&mut self, _next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_it_is_the_source_and_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.jsonl");
+        let err = FileSource::open(&path).err().expect("an error");
+        assert!(
+            matches!(&err, SourceError::OpenFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        );
+        assert_eq!(err.to_string(), format!("source file {}: cannot open it", path.display()));
+        assert_eq!(err.source_name(), path.display().to_string());
+    }
+
+    #[test]
+    fn it_reads_lines_and_has_nothing_to_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "{\"a\": 1}\n\n{\"a\": 2}\r\n").unwrap();
+        let mut source = FileSource::open(&path).unwrap();
+        let mut seen = vec![];
+        let poll = source
+            .poll(10, std::time::Duration::ZERO, &mut |r| seen.push((r.offset, r.payload.to_vec())))
+            .unwrap();
+        assert_eq!(poll, Poll::Records(2));
+        assert_eq!(seen, [(0, b"{\"a\": 1}".to_vec()), (2, b"{\"a\": 2}".to_vec())]);
+        source.commit(&[(0, 3)]).unwrap();
+        assert_eq!(
+            source.poll(10, std::time::Duration::ZERO, &mut |_| panic!("a record")).unwrap(),
+            Poll::End
+        );
     }
 }

@@ -10,8 +10,8 @@
 //! Bounded mode (`--until-end`) reads each partition up to the high
 //! watermark it had at open, then ends, even if more arrives meanwhile.
 
-use super::{Poll, RawRecord, Source, SourceError};
-use crate::kafka::{Cluster, KafkaError, WeirContext, err_text};
+use super::{CommitError, Poll, RawRecord, Source, SourceError};
+use crate::kafka::{Cluster, KafkaError, WeirContext, effective_property, err_text};
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaRespErr;
@@ -21,7 +21,8 @@ use std::ffi::CStr;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-/// Where reading starts.
+/// Where reading starts: the job file's `source.start` and `weir consume
+/// --from`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StartFrom {
@@ -121,7 +122,12 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// Opens `options.topic` on `cluster`: reads its partitions and, in
     /// bounded mode, their end offsets, and assigns them all.
-    pub fn open(cluster: &Cluster, options: &KafkaSourceOptions) -> Result<KafkaSource, KafkaError> {
+    pub fn open(cluster: &Cluster, options: &KafkaSourceOptions) -> Result<KafkaSource, SourceError> {
+        KafkaSource::connect(cluster, options)
+            .map_err(|e| SourceError::OpenTopic { topic: options.topic.clone(), source: Box::new(e) })
+    }
+
+    fn connect(cluster: &Cluster, options: &KafkaSourceOptions) -> Result<KafkaSource, KafkaError> {
         let topic = options.topic.as_str();
         let fail = |reason: String| KafkaError::Topic {
             brokers: cluster.label().to_string(),
@@ -233,6 +239,13 @@ impl KafkaSource {
         })
     }
 
+    /// The value the consumer actually uses for librdkafka property
+    /// `name`, or `None` if librdkafka has no such property.
+    pub fn client_property(&self, name: &str) -> Option<String> {
+        // SAFETY: the consumer is live for as long as `self`.
+        unsafe { effective_property(self.consumer.client().native_ptr(), name) }
+    }
+
     /// The topic read.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -256,40 +269,53 @@ impl KafkaSource {
         self.partitions.iter().copied().zip(self.next.iter().copied()).filter(|&(_, o)| o >= 0).collect()
     }
 
-    /// Commits the offsets of every record handed over so far.
-    pub fn commit(&mut self) -> Result<(), KafkaError> {
+    /// Commits the offsets of every record handed over so far (for tools
+    /// that are done with a record once it is handed over, like `weir
+    /// consume`; a job commits what its sinks have written, through
+    /// [`Source::commit`]).
+    pub fn commit_positions(&mut self) -> Result<(), SourceError> {
         let positions = self.positions();
         self.commit_offsets(&positions)
     }
 
-    /// Commits `(partition, next offset)` pairs for the group, for example
-    /// those of a checkpoint. Offsets not past the last commit are skipped.
-    pub fn commit_offsets(&mut self, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
-        let fail = |reason: String| KafkaError::Topic {
-            brokers: self.cluster.label().to_string(),
+    /// The offsets this source committed or found committed at open, as
+    /// `(partition, next offset to read)`; partitions without one are left
+    /// out.
+    pub fn committed(&self) -> Vec<(i32, i64)> {
+        self.partitions.iter().copied().zip(self.committed.iter().copied()).filter(|&(_, o)| o >= 0).collect()
+    }
+
+    /// Commits `(partition, next offset)` pairs for the group, synchronously,
+    /// for example those of a checkpoint. Offsets not past the last commit
+    /// are skipped.
+    pub fn commit_offsets(&mut self, offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        let fail = |source: CommitError| SourceError::Commit {
             topic: self.topic.clone(),
-            action: "commit offsets of",
-            reason,
+            brokers: self.cluster.label().to_string(),
+            source,
         };
         if self.group.is_none() {
-            return Err(fail("the source has no consumer group; set one to commit".into()));
+            return Err(fail(CommitError::NoGroup));
         }
         let mut tpl = TopicPartitionList::with_capacity(offsets.len());
         let mut changed = Vec::new();
-        for &(p, offset) in offsets {
-            let Some(i) = self.index(p) else {
-                return Err(fail(format!("partition {p} is not one of the topic's")));
+        for &(partition, offset) in offsets {
+            let Some(i) = self.index(partition) else {
+                return Err(fail(CommitError::UnknownPartition(partition)));
             };
+            if offset < 0 {
+                return Err(fail(CommitError::BadOffset { partition, offset }));
+            }
             if offset > self.committed[i] {
-                tpl.add_partition_offset(&self.topic, p, Offset::Offset(offset))
-                    .map_err(|e| fail(format!("partition {p}: {e}")))?;
+                tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset))
+                    .map_err(|e| fail(CommitError::Request(Box::new(e))))?;
                 changed.push((i, offset));
             }
         }
         if changed.is_empty() {
             return Ok(());
         }
-        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| fail(e.to_string()))?;
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| fail(CommitError::Request(Box::new(e))))?;
         for (i, offset) in changed {
             self.committed[i] = offset;
         }
@@ -317,10 +343,12 @@ impl KafkaSource {
         let _ = self.consumer.pause(&tpl);
     }
 
-    fn error(&self, message: String) -> SourceError {
-        SourceError {
-            source_name: self.topic.clone(),
-            message: format!("{message} (brokers {})", self.cluster.label()),
+    fn error(&self, code: RDKafkaRespErr, detail: String) -> SourceError {
+        SourceError::Consume {
+            topic: self.topic.clone(),
+            brokers: self.cluster.label().to_string(),
+            source: code.into(),
+            detail,
         }
     }
 
@@ -340,10 +368,10 @@ impl KafkaSource {
                 }
                 return Ok(false);
             }
-            let text = message_error(m);
             if is_fatal(m.err) {
-                return Err(self.error(text));
+                return Err(self.error(m.err, message_detail(m)));
             }
+            let text = message_error(m);
             let now = Instant::now();
             if self
                 .last_warning
@@ -420,7 +448,7 @@ impl KafkaSource {
             let got = match usize::try_from(got) {
                 Ok(n) => n,
                 // SAFETY: reads librdkafka's thread-local last error.
-                Err(_) => return Err(self.error(err_text(unsafe { rd::rd_kafka_last_error() }))),
+                Err(_) => return Err(self.error(unsafe { rd::rd_kafka_last_error() }, String::new())),
             };
             let mut failure = None;
             for k in 0..got {
@@ -471,6 +499,10 @@ impl Source for KafkaSource {
     fn name(&self) -> &str {
         &self.topic
     }
+
+    fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        self.commit_offsets(next_offsets)
+    }
 }
 
 /// A reference to a consumer's queue, released on drop.
@@ -508,15 +540,58 @@ fn is_fatal(err: RDKafkaRespErr) -> bool {
 
 /// The text of a consumer error message: librdkafka puts it in the payload.
 fn message_error(m: &rd::rd_kafka_message_t) -> String {
+    let detail = message_detail(m);
     let code = err_text(m.err);
+    if detail.is_empty() { code } else { format!("{code}: {detail}") }
+}
+
+/// librdkafka's description of a consumer error message, if it says more
+/// than the error code's own text.
+fn message_detail(m: &rd::rd_kafka_message_t) -> String {
     // SAFETY: for error messages librdkafka returns a NUL-terminated string
     // owned by the message, or its static error text.
     let detail = unsafe { CStr::from_ptr(rd::rd_kafka_message_errstr(m)) }.to_string_lossy().into_owned();
-    if detail.is_empty() || detail == code { code } else { format!("{code}: {detail}") }
+    if detail == err_text(m.err) { String::new() } else { detail }
 }
 
 /// A suffix that makes private group names unique within this process.
 fn unique_suffix() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::{KafkaConfig, RESERVED_PROPERTIES};
+    use std::collections::BTreeMap;
+
+    /// Commits happen only when weir says: the consumer must never commit
+    /// or store offsets by itself, and must read from its group's commits.
+    /// Read back from the live consumer, so an override is caught.
+    #[test]
+    fn the_consumer_commits_only_when_told_to() {
+        let cluster = Cluster::embedded(KafkaConfig::default()).unwrap();
+        cluster.create_topic("in", 2, 1).unwrap();
+        let hostile: BTreeMap<String, String> =
+            RESERVED_PROPERTIES.iter().map(|(name, _)| (name.to_string(), "0".to_string())).collect();
+        for cluster in [cluster.clone(), cluster.with_properties(&hostile)] {
+            let options = KafkaSourceOptions {
+                group: Some("job".into()),
+                until_end: true,
+                ..KafkaSourceOptions::new("in")
+            };
+            let source = KafkaSource::open(&cluster, &options).unwrap();
+            for (name, value) in [
+                ("group.id", "job"),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "true"),
+                ("auto.offset.reset", "smallest"),
+                ("bootstrap.servers", cluster.bootstrap()),
+            ] {
+                assert_eq!(source.client_property(name).as_deref(), Some(value), "{name}");
+            }
+        }
+    }
 }

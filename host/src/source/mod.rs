@@ -5,6 +5,10 @@
 pub mod file;
 pub mod kafka;
 
+use crate::kafka::KafkaError;
+use rdkafka::error::RDKafkaErrorCode;
+use std::path::PathBuf;
+
 /// One raw record, borrowed from the source's buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct RawRecord<'a> {
@@ -27,14 +31,100 @@ pub enum Poll {
     End,
 }
 
-/// A source failed in a way that retrying will not fix.
+/// A source failed in a way that retrying will not fix. The message says
+/// it was the source and names the file or topic; the cause (an I/O error,
+/// a Kafka error) is its [`std::error::Error::source`].
 #[derive(Debug, thiserror::Error)]
-#[error("source {source_name}: {message}")]
-pub struct SourceError {
-    /// Which source (a topic or a path).
-    pub source_name: String,
-    /// What went wrong.
-    pub message: String,
+pub enum SourceError {
+    /// A file source could not be opened.
+    #[error("source file {}: cannot open it", path.display())]
+    OpenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file source could not be read.
+    #[error("source file {}: cannot read it", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A Kafka source could not be opened: its brokers, its topic, its
+    /// committed offsets or its partitions.
+    #[error("source topic '{topic}': cannot open it")]
+    OpenTopic {
+        /// The topic.
+        topic: String,
+        /// Why.
+        source: Box<KafkaError>,
+    },
+    /// The consumer reported an error that reading cannot get past (the
+    /// topic was deleted, access was denied, …).
+    #[error("source topic '{topic}' on {brokers}: cannot read it{}", detail_suffix(detail))]
+    Consume {
+        /// The topic.
+        topic: String,
+        /// The brokers.
+        brokers: String,
+        /// librdkafka's error code.
+        source: RDKafkaErrorCode,
+        /// librdkafka's description, if it gave more than the code.
+        detail: String,
+    },
+    /// Offsets could not be committed.
+    #[error("source topic '{topic}' on {brokers}: cannot commit offsets")]
+    Commit {
+        /// The topic.
+        topic: String,
+        /// The brokers.
+        brokers: String,
+        /// Why.
+        source: CommitError,
+    },
+}
+
+impl SourceError {
+    /// The file or topic of the source that failed.
+    pub fn source_name(&self) -> String {
+        match self {
+            SourceError::OpenFile { path, .. } | SourceError::ReadFile { path, .. } => {
+                path.display().to_string()
+            }
+            SourceError::OpenTopic { topic, .. }
+            | SourceError::Consume { topic, .. }
+            | SourceError::Commit { topic, .. } => topic.clone(),
+        }
+    }
+}
+
+/// Why offsets could not be committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The source reads without a consumer group.
+    #[error("the source has no consumer group; set one to commit")]
+    NoGroup,
+    /// The partition is not one of the topic's.
+    #[error("partition {0} is not one of the topic's")]
+    UnknownPartition(i32),
+    /// A negative offset.
+    #[error("partition {partition}: {offset} is not an offset")]
+    BadOffset {
+        /// The partition.
+        partition: i32,
+        /// The offset given.
+        offset: i64,
+    },
+    /// The brokers refused or did not answer the commit.
+    #[error("the commit request failed")]
+    Request(#[source] Box<rdkafka::error::KafkaError>),
+}
+
+/// `: detail`, or nothing for an empty detail.
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() { String::new() } else { format!(": {detail}") }
 }
 
 /// A source of raw records. Sources run on the engine's own thread.
@@ -54,4 +144,19 @@ pub trait Source: Send {
     /// Where the records came from, for dead-letter reasons: a topic or a
     /// path.
     fn name(&self) -> &str;
+
+    /// Records durably that every record before `next_offsets` has been
+    /// processed and its results written, so that a job restarted with
+    /// `start = "committed"` resumes there. Each pair is `(partition, offset
+    /// of the next record to read)`, i.e. the last processed offset + 1.
+    /// Partitions left out keep their previous commit, and an offset not
+    /// past a partition's previous commit is skipped, so commits only move
+    /// forward.
+    ///
+    /// Call it only after the sinks have flushed everything derived from
+    /// those records: what is committed is never read again. A Kafka source
+    /// commits synchronously to its consumer group and returns the broker's
+    /// error if the commit fails; a file source has nothing to commit and
+    /// does nothing.
+    fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError>;
 }
