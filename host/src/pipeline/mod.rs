@@ -17,6 +17,7 @@ mod dead_letter;
 mod map_stage;
 mod operator;
 mod payloads;
+mod positions;
 #[cfg(test)]
 mod tests;
 mod window_stage;
@@ -37,6 +38,7 @@ use crate::time::{Watermarks, now_ms};
 use crate::types::{Descriptor, FunctionKind, Window};
 use crate::window::{Reduce, WindowOperator};
 use map_stage::MapStage;
+use positions::ReadPositions;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -120,11 +122,29 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// How long a poll waits for records.
     pub poll_wait: Duration,
+    /// How often the sinks are flushed and the source's offsets committed
+    /// (Kafka's default auto-commit interval); also at the end of a run.
+    pub commit_interval: Duration,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { stop: Arc::new(AtomicBool::new(false)), poll_wait: Duration::from_millis(100) }
+        RunOptions {
+            stop: Arc::new(AtomicBool::new(false)),
+            poll_wait: Duration::from_millis(100),
+            commit_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Sinks {
+    /// Blocks until everything sent to every sink is written.
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.output.flush()?;
+        for sink in [&mut self.dead_letter, &mut self.late].into_iter().flatten() {
+            sink.flush()?;
+        }
+        Ok(())
     }
 }
 
@@ -234,6 +254,8 @@ impl Pipeline {
         let mut payloads = Payloads::default();
         let keep_payloads = operator.reads_payloads();
         let mut summary = RunSummary::default();
+        let mut read = ReadPositions::default();
+        let mut committed_at = Instant::now();
         let mut out = Collector {
             sinks,
             summary: &mut summary,
@@ -255,6 +277,7 @@ impl Pipeline {
             let polled_at = Instant::now();
             let polled = source.poll(BATCH_SIZE, options.poll_wait, &mut |record| {
                 out.summary.records += 1;
+                read.advance(record.partition, record.offset);
                 if let Err(reason) =
                     decoder.decode_into(record.payload, record.partition, record.offset, now, &mut batch)
                 {
@@ -294,13 +317,32 @@ impl Pipeline {
             if end {
                 break;
             }
+            if committed_at.elapsed() >= options.commit_interval {
+                commit(out.sinks, source, operator, &read)?;
+                committed_at = Instant::now();
+            }
         }
         operator.finish(out.summary);
-        sinks.output.flush()?;
-        for sink in [&mut sinks.dead_letter, &mut sinks.late].into_iter().flatten() {
-            sink.flush()?;
-        }
+        commit(sinks, source, operator, &read)?;
         summary.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
     }
+}
+
+/// Flushes the sinks, then commits to the source the offsets whose output
+/// they now hold: what was read, held back to the oldest record a window
+/// still to fire needs. Without checkpoints, a restarted job reads those
+/// records again and rebuilds its open windows from them.
+fn commit(
+    sinks: &mut Sinks,
+    source: &mut dyn Source,
+    operator: &dyn Operator,
+    read: &ReadPositions,
+) -> Result<(), PipelineError> {
+    sinks.flush()?;
+    let mut held: Vec<(i32, i64)> = Vec::new();
+    operator.unfired_offsets(&mut |partition, offset| held.push((partition, offset)));
+    let offsets = read.to_commit(|p| held.iter().find(|(q, _)| *q == p).map(|&(_, o)| o));
+    source.commit(&offsets)?;
+    Ok(())
 }
