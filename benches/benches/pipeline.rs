@@ -205,7 +205,7 @@ fn run_json(n: u64, window: &str, reduce: &str, dir: &Path) -> Measured {
 fn run_kafka(n: u64, window: &str, reduce: &str) -> Measured {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use weir::kafka::readings::Reading;
+    use weir_devtools::readings::Reading;
     use weir::kafka::{Cluster, KafkaConfig};
     use weir::sink::Sink;
     use weir::source::{Poll, RawRecord, Source, SourceError};

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use weir::job::Job;
-use weir::kafka::readings::Reading;
 use weir::kafka::{Cluster, KafkaConfig};
 use weir::pipeline::{Pipeline, RunOptions, RunSummary, io};
 use weir::plugin::{EngineConfig, PluginEngine};
@@ -21,6 +20,7 @@ use weir::sink::Sink;
 use weir::sink::kafka::KafkaSink;
 use weir::source::Source;
 use weir::source::kafka::{KafkaSource, KafkaSourceOptions};
+use weir_devtools::readings::Reading;
 
 const DEVICES: u64 = 10;
 
