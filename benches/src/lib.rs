@@ -3,7 +3,7 @@
 //! the switches being measured.
 
 use weir::plugin::types::{Column, Events};
-use weir::plugin::{EngineConfig, EngineError, PluginEngine};
+use weir::plugin::{BenchSwitches, EngineConfig, EngineError, PluginEngine};
 
 /// The timestamps' span, in milliseconds: every event falls in `[0, 1000)`,
 /// the window the benchmarks pass.
@@ -38,9 +38,10 @@ pub fn events(temps: &[f64]) -> Events {
 }
 
 /// An engine for the benchmarks: no disk cache, 64 pool slots, and the
-/// two switches under test.
+/// two switches under test (weir's `bench` feature).
 pub fn engine(pooling: bool, epoch_interruption: bool) -> Result<PluginEngine, EngineError> {
-    PluginEngine::new(EngineConfig { max_instances: 64, cache_dir: None, pooling, epoch_interruption })
+    let config = EngineConfig { max_instances: 64, cache_dir: None };
+    PluginEngine::with_bench_switches(config, BenchSwitches { pooling, epoch_interruption })
 }
 
 #[cfg(test)]

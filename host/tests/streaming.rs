@@ -25,7 +25,7 @@ use weir_devtools::readings::Reading;
 const DEVICES: u64 = 10;
 
 fn engine() -> PluginEngine {
-    PluginEngine::new(EngineConfig { max_instances: 8, cache_dir: None, ..EngineConfig::default() }).unwrap()
+    PluginEngine::new(EngineConfig { max_instances: 8, cache_dir: None }).unwrap()
 }
 
 /// Records no job can decode, each with the reason it must be given.

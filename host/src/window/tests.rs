@@ -13,8 +13,7 @@ use std::sync::OnceLock;
 fn engine() -> &'static PluginEngine {
     static ENGINE: OnceLock<PluginEngine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        PluginEngine::new(EngineConfig { max_instances: 16, cache_dir: None, ..EngineConfig::default() })
-            .expect("engine")
+        PluginEngine::new(EngineConfig { max_instances: 16, cache_dir: None }).expect("engine")
     })
 }
 
