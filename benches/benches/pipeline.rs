@@ -42,9 +42,14 @@ use weir_devtools::readings::{Reading, START_MS};
 const DEVICES: u64 = 10;
 
 /// Adds a window operator's output to the digest: the one place that reads
-/// the operator's output type.
+/// the operator's output type. A failed window fails the case.
 fn digest_output(digest: &mut Digest, o: Output<'_>) {
-    let Output::Fired { key, window, rows, .. } = o else { return };
+    let (key, window, rows) = match o {
+        Output::Fired { key, window, rows, .. } => (key, window, rows),
+        Output::Failed { key, window, error } => {
+            panic!("the window {window:?} of key {key:?} failed: {error}")
+        }
+    };
     let (Key::Int(key), [Column::F64(max), Column::I64(count), ..]) = (key, rows.columns) else {
         panic!("unexpected output for key {key:?}: {:?}", rows.columns);
     };
