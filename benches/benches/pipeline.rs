@@ -1,8 +1,6 @@
 //! Pipeline benchmark: events per second and peak memory of the
-//! max-temperature job, on the workload of the Flink anchor
-//! (`shared/bench/flink`): event i has execution_time
-//! 1_700_000_000_000 + 5·i ms, device_id 1 + splitmix64(i) mod 10 and
-//! temperature 333 + 50·u, u = (splitmix64(i ^ 0x5DEECE66D) >> 11)·2^-53.
+//! max-temperature job, on the readings of `weir_devtools::readings` with 10
+//! devices (event i has execution_time 1_700_000_000_000 + 5·i ms).
 //!
 //! Modes:
 //! - `memory`: events built in memory, straight into the window operator
@@ -15,7 +13,12 @@
 //! - `state`: the memory an open (key, window) costs, for window functions
 //!   (which keep the window's events) and aggregates (an accumulator).
 //!
-//! Each case runs in a child process so its peak RSS is its own.
+//! Each case runs in a child process so its peak RSS is its own. Every
+//! case's output is checked against the oracle in `weir_benches::expected`,
+//! computed from the generator: each (device, window)'s whole result (key,
+//! start, end, max, count) goes into a digest, so missing, extra, changed or
+//! swapped results all fail. A case that fails, or gives another result,
+//! makes the benchmark exit with an error after the table.
 //!
 //! ```sh
 //! cargo bench -p weir-benches --bench pipeline                 # all cases, N = 10M
@@ -25,42 +28,45 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::Instant;
 use weir::decode::Batch;
-use weir::pipeline::{Pipeline, RunOptions, Sinks};
+use weir::pipeline::{Emitted, Pipeline, RunOptions, Sinks};
 use weir::plugin::{EngineConfig, PluginEngine, PluginLimits};
 use weir::record::Key;
 use weir::types::{Column, Field, FieldType};
 use weir::window::{Firing, Reduce, WindowOperator, WindowSpec};
+use weir_benches::{Digest, Windows, expected};
+use weir_devtools::readings::{Reading, START_MS};
 
-const T0: i64 = 1_700_000_000_000;
 const DEVICES: u64 = 10;
 
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Event i of the anchor's workload: (device, event time, kelvin).
-fn event(i: u64) -> (i64, i64, f64) {
-    let device = 1 + splitmix64(i) % DEVICES;
-    let u = (splitmix64(i ^ 0x5DEE_CE66D) >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-    (device as i64, T0 + 5 * i as i64, 333.0 + 50.0 * u)
-}
-
-/// The expected output of a tumbling 1 s max per device, computed from the
-/// generator: (records, sum of round(max·1000)), as the anchor checks.
-fn expected_tumbling(n: u64) -> (u64, i64) {
-    let mut max = std::collections::HashMap::<(i64, i64), f64>::new();
-    for i in 0..n {
-        let (d, ts, t) = event(i);
-        let m = max.entry((d, ts.div_euclid(1000))).or_insert(f64::MIN);
-        *m = m.max(t);
+/// Adds a window operator's output to the digest: the one place that reads
+/// the operator's output type. A failed window fails the case.
+fn digest_output(digest: &mut Digest, o: Firing<'_>) {
+    let (key, window, rows) = match o {
+        Firing::Rows { key, window, rows, .. } => (key, window, rows),
+        Firing::Failed { key, window, error, .. } => {
+            panic!("the window {window:?} of key {key:?} failed: {error}")
+        }
+    };
+    let (Key::Int(key), [Column::F64(max), Column::I64(count), ..]) = (key, rows.columns) else {
+        panic!("unexpected output for key {key:?}: {:?}", rows.columns);
+    };
+    for row in rows.start..rows.start + rows.len {
+        digest.add(*key, window.start, window.end, max[row], count[row]);
     }
-    (max.len() as u64, max.values().map(|m| (m * 1000.0).round() as i64).sum())
+}
+
+/// Adds a pipeline's output record to the digest.
+fn digest_record(digest: &mut Digest, e: &Emitted<'_>) {
+    let (Some(Key::Int(key)), Some(window)) = (e.key, e.window) else {
+        panic!("an output record without an integer key or a window: {}", e.record);
+    };
+    let (Some(max), Some(count)) = (e.record["max_temperature"].as_f64(), e.record["count"].as_i64()) else {
+        panic!("an output record without max_temperature and count: {}", e.record);
+    };
+    digest.add(*key, window.start, window.end, max, count);
 }
 
 fn peak_rss_mb() -> f64 {
@@ -72,12 +78,33 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn window_spec(name: &str) -> WindowSpec {
+/// A case's windows, as the oracle sees them.
+fn windows(name: &str) -> Windows {
     match name {
-        "tumbling" => WindowSpec::Tumbling { size: 1000 },
-        "sliding" => WindowSpec::Sliding { size: 1000, slide: 100 },
-        "session" => WindowSpec::Session { gap: 100 },
+        "tumbling" => Windows::Tumbling { size: 1000 },
+        "sliding" => Windows::Sliding { size: 1000, slide: 100 },
+        "session" => Windows::Session { gap: 100 },
         other => panic!("unknown window {other}"),
+    }
+}
+
+/// The same windows for weir.
+fn window_spec(name: &str) -> WindowSpec {
+    match windows(name) {
+        Windows::Tumbling { size } => WindowSpec::Tumbling { size },
+        Windows::Sliding { size, slide } => WindowSpec::Sliding { size, slide },
+        Windows::Session { gap } => WindowSpec::Session { gap },
+    }
+}
+
+/// The `[window]` table of a job file.
+fn window_toml(name: &str) -> String {
+    match windows(name) {
+        Windows::Tumbling { size } => format!("type = \"tumbling\"\nsize = \"{size}ms\""),
+        Windows::Sliding { size, slide } => {
+            format!("type = \"sliding\"\nsize = \"{size}ms\"\nslide = \"{slide}ms\"")
+        }
+        Windows::Session { gap } => format!("type = \"session\"\ngap = \"{gap}ms\""),
     }
 }
 
@@ -93,7 +120,7 @@ struct Measured {
     events: u64,
     seconds: f64,
     outputs: u64,
-    checksum: i64,
+    digest: Digest,
 }
 
 /// Mode `memory`: batches of 1,000 events built in place, fed to the
@@ -111,16 +138,8 @@ fn run_memory(n: u64, window: &str, reduce: &str) -> Measured {
     let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
     let mut op = WindowOperator::new(window_spec(window), 0, mode, vec![FieldType::F64], vec![0]);
     let mut batch = Batch::new(&fields);
-    let (mut outputs, mut checksum) = (0u64, 0i64);
-    let mut collect = |o: Firing<'_>| {
-        if let Firing::Rows { rows, .. } = o
-            && let Column::F64(m) = &rows.columns[0]
-        {
-            let mine = &m[rows.start..rows.start + rows.len];
-            outputs += mine.len() as u64;
-            checksum += mine.iter().map(|x| (x * 1000.0).round() as i64).sum::<i64>();
-        }
-    };
+    let mut digest = Digest::default();
+    let mut collect = |o: Firing<'_>| digest_output(&mut digest, o);
     let keys: Vec<Key> = (0..=DEVICES as i64).map(Key::Int).collect();
     let started = Instant::now();
     let mut i = 0;
@@ -129,12 +148,12 @@ fn run_memory(n: u64, window: &str, reduce: &str) -> Measured {
         let end = (i + 1000).min(n);
         let Column::F64(temps) = &mut batch.columns[0] else { unreachable!() };
         for j in i..end {
-            let (d, ts, t) = event(j);
+            let r = Reading::generate(j, DEVICES);
             batch.partitions.push(0);
             batch.offsets.push(j as i64);
-            batch.keys.push(Some(keys[d as usize].clone()));
-            batch.timestamps.push(ts);
-            temps.push(t);
+            batch.keys.push(Some(keys[r.device_id as usize].clone()));
+            batch.timestamps.push(r.execution_time);
+            temps.push(r.temperature);
         }
         let watermark = batch.timestamps[batch.len() - 1] - 1;
         op.process(&batch, &mut instance);
@@ -142,7 +161,8 @@ fn run_memory(n: u64, window: &str, reduce: &str) -> Measured {
         i = end;
     }
     op.advance(i64::MAX, &mut instance, &mut collect);
-    Measured { events: n, seconds: started.elapsed().as_secs_f64(), outputs, checksum }
+    let seconds = started.elapsed().as_secs_f64();
+    Measured { events: n, seconds, outputs: digest.results, digest }
 }
 
 /// Mode `json`: the events as JSON lines through the whole pipeline.
@@ -150,21 +170,17 @@ fn run_json(n: u64, window: &str, reduce: &str, dir: &Path) -> Measured {
     let input = dir.join(format!("readings-{n}.jsonl"));
     if !input.exists() {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&input).expect("input file"));
+        let mut line = Vec::with_capacity(96);
         for i in 0..n {
-            let (d, ts, t) = event(i);
-            writeln!(out, r#"{{"device_id": {d}, "temperature": {t}, "execution_time": {ts}}}"#)
-                .expect("write");
+            line.clear();
+            Reading::generate(i, DEVICES).write_json(&mut line);
+            line.push(b'\n');
+            out.write_all(&line).expect("write");
         }
         out.flush().expect("flush");
     }
     let (plugin, _) = plugin_for(reduce);
-    let window_toml = match window_spec(window) {
-        WindowSpec::Tumbling { size } => format!("type = \"tumbling\"\nsize = \"{size}ms\""),
-        WindowSpec::Sliding { size, slide } => {
-            format!("type = \"sliding\"\nsize = \"{size}ms\"\nslide = \"{slide}ms\"")
-        }
-        WindowSpec::Session { gap } => format!("type = \"session\"\ngap = \"{gap}ms\""),
-    };
+    let window_toml = window_toml(window);
     let output = dir.join("out.jsonl");
     let job = format!(
         "name = \"bench\"\n[source]\ntype = \"file\"\npath = \"{}\"\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\n{window_toml}\n[function]\nplugin = \"{plugin}\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n",
@@ -181,20 +197,16 @@ fn run_json(n: u64, window: &str, reduce: &str, dir: &Path) -> Measured {
         dead_letter: None,
         late: None,
     };
-    let mut checksum = 0i64;
+    let mut digest = Digest::default();
     let started = Instant::now();
     let summary = pipeline
-        .run(&mut source, &mut sinks, &RunOptions::default(), &mut |e| {
-            if let Some(m) = e.record["max_temperature"].as_f64() {
-                checksum += (m * 1000.0).round() as i64;
-            }
-        })
+        .run(&mut source, &mut sinks, &RunOptions::default(), &mut |e| digest_record(&mut digest, &e))
         .expect("run");
     Measured {
         events: summary.events,
         seconds: started.elapsed().as_secs_f64(),
         outputs: summary.outputs,
-        checksum,
+        digest,
     }
 }
 
@@ -205,7 +217,6 @@ fn run_json(n: u64, window: &str, reduce: &str, dir: &Path) -> Measured {
 fn run_kafka(n: u64, window: &str, reduce: &str) -> Measured {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use weir::kafka::readings::Reading;
     use weir::kafka::{Cluster, KafkaConfig};
     use weir::sink::Sink;
     use weir::source::{Poll, RawRecord, Source, SourceError};
@@ -253,13 +264,7 @@ fn run_kafka(n: u64, window: &str, reduce: &str) -> Measured {
     }
 
     let (plugin, _) = plugin_for(reduce);
-    let window_toml = match window_spec(window) {
-        WindowSpec::Tumbling { size } => format!("type = \"tumbling\"\nsize = \"{size}ms\""),
-        WindowSpec::Sliding { size, slide } => {
-            format!("type = \"sliding\"\nsize = \"{size}ms\"\nslide = \"{slide}ms\"")
-        }
-        WindowSpec::Session { gap } => format!("type = \"session\"\ngap = \"{gap}ms\""),
-    };
+    let window_toml = window_toml(window);
     let job = format!(
         "name = \"bench\"\n[source]\ntype = \"kafka\"\nbrokers = \"embedded\"\ntopic = \"readings\"\npartitions = 4\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\n{window_toml}\n[function]\nplugin = \"{plugin}\"\n[sink]\ntype = \"kafka\"\ntopic = \"max-temperature\"\n"
     );
@@ -295,20 +300,16 @@ fn run_kafka(n: u64, window: &str, reduce: &str) -> Measured {
         })
     };
     let mut source = Counted { inner: io.source, produced, consumed, read: 0, last_record: Instant::now() };
-    let mut checksum = 0i64;
+    let mut digest = Digest::default();
     let summary = pipeline
-        .run(&mut source, &mut io.sinks, &RunOptions::default(), &mut |e| {
-            if let Some(m) = e.record["max_temperature"].as_f64() {
-                checksum += (m * 1000.0).round() as i64;
-            }
-        })
+        .run(&mut source, &mut io.sinks, &RunOptions::default(), &mut |e| digest_record(&mut digest, &e))
         .expect("run");
     producer.join().expect("producer thread");
     Measured {
         events: summary.events,
         seconds: started.elapsed().as_secs_f64(),
         outputs: summary.outputs,
-        checksum,
+        digest,
     }
 }
 
@@ -339,7 +340,7 @@ fn run_state(reduce: &str) {
                 batch.partitions.push(0);
                 batch.offsets.push(0);
                 batch.keys.push(Some(Key::Int(k)));
-                batch.timestamps.push(T0 + round);
+                batch.timestamps.push(START_MS + round);
                 temps.push(333.0 + (k % 50) as f64);
             }
             op.process(&batch, &mut instance);
@@ -363,10 +364,11 @@ fn current_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn child(case: &str, n: u64, dir: &Path) {
+/// Runs one case; fails (exit code 1) when its output is not the oracle's.
+fn child(case: &str, n: u64, dir: &Path) -> ExitCode {
     if let Some(reduce) = case.strip_prefix("state:") {
         run_state(reduce);
-        return;
+        return ExitCode::SUCCESS;
     }
     let parts: Vec<&str> = case.split(':').collect();
     let [mode, window, reduce] = parts[..] else { panic!("case is mode:window:kind, got {case}") };
@@ -379,13 +381,13 @@ fn child(case: &str, n: u64, dir: &Path) {
     // Peak memory of the run itself, before the check below builds its own
     // map of every (device, window).
     let peak = peak_rss_mb();
-    if window == "tumbling" {
-        let (records, checksum) = expected_tumbling(n);
-        assert_eq!(
-            (m.outputs, m.checksum),
-            (records, checksum),
-            "{case}: output differs from the generator's"
+    let want = expected(n, DEVICES, windows(window));
+    if m.digest != want || m.outputs != want.results {
+        eprintln!(
+            "MISMATCH {case}: the output ({}; {} output records) is not what the generator gives ({want})",
+            m.digest, m.outputs
         );
+        return ExitCode::FAILURE;
     }
     println!(
         "RESULT {case} events={} seconds={:.3} events_per_s={:.0} outputs={} peak_rss_mb={:.1}",
@@ -395,9 +397,10 @@ fn child(case: &str, n: u64, dir: &Path) {
         m.outputs,
         peak
     );
+    ExitCode::SUCCESS
 }
 
-fn main() {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let n: u64 = value("--n").map_or(10_000_000, |v| v.parse().expect("--n takes a number"));
@@ -406,8 +409,7 @@ fn main() {
     let dir = value("--dir").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("weir-bench"));
     std::fs::create_dir_all(&dir).expect("bench dir");
     if let Some(case) = value("--case") {
-        child(&case, n, &dir);
-        return;
+        return child(&case, n, &dir);
     }
     let cases = [
         "memory:tumbling:window",
@@ -419,17 +421,21 @@ fn main() {
         "json:tumbling:window",
         "json:tumbling:agg",
         "json:sliding:agg",
+        "json:session:window",
         "kafka:tumbling:window",
+        "kafka:session:agg",
     ];
     let states = ["state:window", "state:agg"];
     println!("| case | events | seconds | events/s | outputs | peak RSS (MB) |");
     println!("|---|---|---|---|---|---|");
     let exe = std::env::current_exe().expect("exe");
+    let mut failed = Vec::new();
     for case in states {
         let out = Command::new(&exe).args(["--case", case]).output().expect("run case");
         let text = String::from_utf8_lossy(&out.stdout);
-        if let Some(line) = text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
-            println!("memory per open (key, window): {line}");
+        match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+            Some(line) if out.status.success() => println!("memory per open (key, window): {line}"),
+            _ => failed.push((case, out.status, String::from_utf8_lossy(&out.stderr).into_owned())),
         }
     }
     for case in cases {
@@ -440,7 +446,7 @@ fn main() {
             .expect("run case");
         let text = String::from_utf8_lossy(&out.stdout);
         match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
-            Some(line) => {
+            Some(line) if out.status.success() => {
                 let field = |k: &str| {
                     line.split_whitespace()
                         .find_map(|p| p.strip_prefix(&format!("{k}=")))
@@ -457,10 +463,22 @@ fn main() {
                     field("peak_rss_mb")
                 );
             }
-            None => println!(
-                "| {case} | failed: {} |",
-                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
-            ),
+            _ => {
+                println!("| {case} | FAILED ({}) |", out.status);
+                failed.push((case, out.status, String::from_utf8_lossy(&out.stderr).into_owned()));
+            }
         }
     }
+    if failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!();
+    for (case, status, stderr) in &failed {
+        eprintln!("FAILED {case} ({status}):");
+        for line in stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev() {
+            eprintln!("    {line}");
+        }
+    }
+    eprintln!("{} of the benchmark's cases failed; their figures are not valid", failed.len());
+    ExitCode::FAILURE
 }

@@ -1,8 +1,11 @@
 //! What running a user function as WebAssembly costs, against plain Rust:
 //!
-//! - `window_max`: the max of a window of temperatures, natively and through
-//!   the bundled `max-temperature` window function (`apply`), for windows of
-//!   1, 200 and 10,000 values.
+//! - `window_max`: the max of a window of temperatures through the bundled
+//!   `max-temperature` window function (`apply`), for windows of 1, 200 and
+//!   10,000 values, against two native folds: `native_simd`, written the way
+//!   the guest computes it (`guest_support::max_of`: four two-lane SIMD
+//!   accumulators), which is like for like, and `native_scalar`, the plain
+//!   `f64::max` fold, which cannot vectorise.
 //! - `aggregate_add`: `add` of the bundled `max-temperature-agg` over
 //!   batches of the same sizes, feeding each accumulator back in.
 //! - `instantiate`: a fresh instance through the linker, on demand and
@@ -19,17 +22,12 @@ use std::hint::black_box;
 use std::time::Duration;
 use weir::plugin::{Plugin, PluginEngine, PluginInstance, PluginLimits};
 use weir::types::{Column, Rows, Value, Window};
-use weir_benches::{WINDOW_MILLIS, engine, events, temperatures};
+use weir_benches::{WINDOW_MILLIS, engine, events, max_scalar, max_simd, temperatures};
 
 /// Window and batch sizes, in values.
 const SIZES: [usize; 3] = [1, 200, 10_000];
 const KEY: Value = Value::I64(7);
 const WINDOW: Window = Window { start: 0, end: WINDOW_MILLIS };
-
-/// The native baseline: the same fold the guest runs.
-fn native_max(temps: &[f64]) -> f64 {
-    temps.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-}
 
 fn load(engine: &PluginEngine, name: &str) -> Plugin {
     engine.load_ref(name).unwrap_or_else(|e| panic!("loading '{name}': {e}"))
@@ -41,14 +39,14 @@ fn instance(plugin: &Plugin) -> PluginInstance {
         .unwrap_or_else(|e| panic!("instantiating '{}': {e}", plugin.name()))
 }
 
-/// Checks the guest against the native max before timing it, so that a
-/// fast wrong answer cannot pass for a result.
+/// Checks the guest and the SIMD fold against the scalar max before
+/// timing them, so that a fast wrong answer cannot pass for a result.
 fn check_apply(instance: &mut PluginInstance, temps: &[f64]) {
+    let max = max_scalar(temps);
+    assert_eq!(max_simd(temps), max, "the native SIMD max disagrees over {} values", temps.len());
     let rows = instance.apply(&KEY, WINDOW, &events(temps)).expect("apply");
-    let expected = Rows {
-        len: 1,
-        columns: vec![Column::F64(vec![native_max(temps)]), Column::I64(vec![temps.len() as i64])],
-    };
+    let expected =
+        Rows { len: 1, columns: vec![Column::F64(vec![max]), Column::I64(vec![temps.len() as i64])] };
     assert_eq!(rows, expected, "max-temperature disagrees with the native max over {} values", temps.len());
 }
 
@@ -61,8 +59,11 @@ fn window_max(c: &mut Criterion) {
         let batch = events(&temps);
         check_apply(&mut wasm, &temps);
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("native", n), &temps, |b, temps| {
-            b.iter(|| native_max(black_box(temps)))
+        group.bench_with_input(BenchmarkId::new("native_simd", n), &temps, |b, temps| {
+            b.iter(|| max_simd(black_box(temps)))
+        });
+        group.bench_with_input(BenchmarkId::new("native_scalar", n), &temps, |b, temps| {
+            b.iter(|| max_scalar(black_box(temps)))
         });
         group.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
             b.iter(|| wasm.apply(&KEY, WINDOW, black_box(batch)).expect("apply"))
@@ -89,7 +90,7 @@ fn aggregate_add(c: &mut Criterion) {
             })
         });
         let rows = agg.get_result(&KEY, WINDOW, &acc).expect("get-result");
-        assert_eq!(rows.columns.first(), Some(&Column::F64(vec![native_max(&temps)])), "aggregate max");
+        assert_eq!(rows.columns.first(), Some(&Column::F64(vec![max_scalar(&temps)])), "aggregate max");
     }
     group.finish();
 }

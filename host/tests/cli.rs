@@ -2,24 +2,13 @@
 //! readings in `examples/`, checked against results computed here by brute
 //! force from the same file.
 
+mod support;
+use support::{root, weir};
+
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn weir(args: &[&str]) -> Output {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .current_dir(root())
-        .env("WEIR_CACHE_DIR", cache)
-        .output()
-        .expect("run weir")
-}
 
 fn stdout_records(out: &Output) -> Vec<Value> {
     assert!(out.status.success(), "weir failed: {}", String::from_utf8_lossy(&out.stderr));

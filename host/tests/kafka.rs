@@ -7,7 +7,7 @@
 //! byte for byte, keyed by its device, in order within its partition.
 
 mod support;
-use support::{Child, free_port, start_tansu};
+use support::{Child, free_port, start_tansu, weir};
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -15,12 +15,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use weir::kafka::readings::{Reading, START_MS, STEP_MS};
 use weir::kafka::{ApiKey, Cluster, KafkaConfig, KafkaError, RespErr};
 use weir::sink::kafka::KafkaSink;
 use weir::sink::{Sink, SinkError};
 use weir::source::kafka::{KafkaSource, KafkaSourceOptions, StartFrom};
 use weir::source::{CommitError, Poll, Source, SourceError};
+use weir_devtools::readings::{Reading, START_MS, STEP_MS};
 
 const DEVICES: u64 = 10;
 
@@ -495,10 +495,6 @@ fn missing_topics_are_reported_with_advice() {
 // ---------------------------------------------------------------------------
 // The CLI against `weir dev-broker` in its own process.
 
-fn weir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).stdin(Stdio::null()).output().expect("run weir")
-}
-
 fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
@@ -526,11 +522,12 @@ fn wait_for_file(path: &Path, child: &mut Child, limit: Duration) -> String {
     }
 }
 
-fn start_dev_broker(dir: &Path) -> (Child, String, PathBuf) {
+fn start_dev_broker(dir: &Path, args: &[&str]) -> (Child, String, PathBuf) {
     let address_file = dir.join("broker.addr");
     let child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["dev-broker", "--listen", "127.0.0.1:0", "--address-file"])
         .arg(&address_file)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -569,7 +566,7 @@ fn reads_of(lines: &[Value]) -> Vec<Read> {
 #[test]
 fn cli_topic_produce_and_consume_through_the_dev_broker() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut broker, address, address_file) = start_dev_broker(dir.path());
+    let (mut broker, address, address_file) = start_dev_broker(dir.path(), &[]);
     let b = address.as_str();
 
     // topic create / create again / describe / list
@@ -692,16 +689,12 @@ fn cli_topic_produce_and_consume_through_the_dev_broker() {
 
 #[test]
 fn the_library_works_through_the_dev_broker_forwarder() {
-    // The forwarder in front of the mock broker, in process: clients that
-    // bootstrap from it are sent back to it by metadata, and topic creation
-    // goes through CreateTopics (not the mock's own call).
-    let broker = weir::kafka::DevBroker::start(&weir::kafka::DevBrokerOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        partitions: 2,
-        topics: vec!["pre".into()],
-    })
-    .unwrap();
-    let cluster = Cluster::external(&broker.bootstrap(), config()).unwrap();
+    // The library's clients against `weir dev-broker`: clients that
+    // bootstrap from its forwarder are sent back to it by metadata, and
+    // topic creation goes through CreateTopics (not the mock's own call).
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, address, _) = start_dev_broker(dir.path(), &["--partitions", "2", "--topic", "pre"]);
+    let cluster = Cluster::external(&address, config()).unwrap();
     assert!(cluster.embedded_cluster().is_none());
     cluster.create_topic("readings", 4, 1).unwrap();
     assert_eq!(cluster.describe_topic("pre").unwrap().partitions.len(), 2);

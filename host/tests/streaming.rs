@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use weir::job::Job;
-use weir::kafka::readings::{Reading, START_MS, splitmix64};
 use weir::kafka::{Cluster, KafkaConfig};
 use weir::pipeline::{Pipeline, RunOptions, RunSummary, connect};
 use weir::plugin::{EngineConfig, PluginEngine};
@@ -24,11 +23,12 @@ use weir::sink::Sink;
 use weir::sink::kafka::KafkaSink;
 use weir::source::Source;
 use weir::source::kafka::{KafkaSource, KafkaSourceOptions};
+use weir_devtools::readings::{Reading, START_MS, splitmix64};
 
 const DEVICES: u64 = 10;
 
 fn engine() -> PluginEngine {
-    PluginEngine::new(EngineConfig { max_instances: 8, cache_dir: None, ..EngineConfig::default() }).unwrap()
+    PluginEngine::new(EngineConfig { max_instances: 8, cache_dir: None }).unwrap()
 }
 
 /// Records no job can decode, each with the reason it must be given.

@@ -1,5 +1,5 @@
-//! `weir demo`: the homework's job with nothing to set up. It starts the
-//! embedded broker, produces the homework's readings into it, runs
+//! `weir demo`: the temperature job with nothing to set up. It starts the
+//! embedded broker, produces the example IoT readings into it, runs
 //! max-temperature over them, prints each window as it fires, and ends with
 //! a summary.
 
@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use weir::job::Job;
-use weir::kafka::readings::Reading;
 use weir::kafka::{Cluster, KafkaConfig};
 use weir::pipeline::{Pipeline, RunOptions, connect};
 use weir::sink::Sink;
 use weir::sink::kafka::KafkaSink;
 use weir::source::{Poll, RawRecord, Source, SourceError};
+use weir_devtools::readings::Reading;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use weir::kafka::{DevBroker, DevBrokerOptions};
+use weir::kafka::{EmbeddedCluster, KafkaError};
+use weir_devtools::{Backend, DevBroker, DevBrokerOptions, TopicError};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,7 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let stop = stop_on_ctrl_c()?;
     let options =
         DevBrokerOptions { listen: args.listen, partitions: args.partitions, topics: args.topics.clone() };
-    let broker = DevBroker::start(&options)?;
+    let broker = DevBroker::start(&options, Arc::new(MockBroker::start()?))?;
     let bootstrap = broker.bootstrap();
     eprintln!("weir dev-broker: a Kafka broker (librdkafka's mock cluster) at {bootstrap}");
     eprintln!("  memory only: every topic and message is lost when it stops, and each partition");
@@ -55,6 +56,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("weir dev-broker: stopped");
     Ok(())
+}
+
+/// The broker behind the forwarder: a one-broker embedded (mock) cluster.
+struct MockBroker {
+    cluster: EmbeddedCluster,
+    address: SocketAddr,
+}
+
+impl MockBroker {
+    fn start() -> anyhow::Result<MockBroker> {
+        let cluster = EmbeddedCluster::start(1)?;
+        let address = cluster
+            .bootstrap()
+            .parse()
+            .with_context(|| format!("unexpected mock broker address '{}'", cluster.bootstrap()))?;
+        Ok(MockBroker { cluster, address })
+    }
+}
+
+impl Backend for MockBroker {
+    fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    fn advertise(&self, host: &str, port: u16) -> Result<(), String> {
+        self.cluster.advertise(1, host, port).map_err(|e| e.to_string())
+    }
+
+    fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TopicError> {
+        match self.cluster.create_topic(topic, partitions, 1) {
+            Ok(()) => Ok(()),
+            Err(KafkaError::TopicExists { .. }) => Err(TopicError::Exists),
+            Err(KafkaError::Topic { reason, .. }) => Err(TopicError::Invalid(reason)),
+            Err(e) => Err(TopicError::Failed(e.to_string())),
+        }
+    }
 }
 
 /// Writes `text` to `path` through a temporary file, so a reader never sees

@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The homework's job with no setup: embedded broker, readings, live windows.
+    /// The temperature job with no setup: embedded broker, example readings, live windows.
     Demo(demo::Args),
     /// Run a job file in the foreground (Ctrl-C stops it).
     Run(run::Args),
@@ -33,7 +33,7 @@ enum Command {
     Plugin(PluginCommand),
     /// Run an in-memory Kafka broker on a fixed address, for several processes to share.
     DevBroker(dev_broker::Args),
-    /// Send the homework's IoT readings to a Kafka topic.
+    /// Send the example IoT readings (temperatures of devices) to a Kafka topic.
     Produce(produce::Args),
     /// Print a Kafka topic's messages as JSON lines.
     Consume(consume::Args),

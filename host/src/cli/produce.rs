@@ -1,5 +1,6 @@
-//! `weir produce`: sends the homework's IoT readings to a topic, with the
-//! benchmark workload (reproducible: reading `i` is always the same).
+//! `weir produce`: sends the example IoT readings to a topic, the workload
+//! of the temperature job and the benchmarks (reproducible: reading `i` is
+//! always the same).
 
 use super::dev_broker::stop_on_ctrl_c;
 use anyhow::Context;
@@ -7,9 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use weir::kafka::readings::Reading;
 use weir::sink::Sink;
 use weir::sink::kafka::KafkaSink;
+use weir_devtools::readings::{self, Reading};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,7 +28,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
     /// How many devices send readings.
-    #[arg(long, default_value_t = weir::kafka::readings::DEFAULT_DEVICES)]
+    #[arg(long, default_value_t = readings::DEFAULT_DEVICES)]
     devices: u64,
     /// The number of the first reading (to continue an earlier run).
     #[arg(long, default_value_t = 0)]

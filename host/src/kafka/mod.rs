@@ -1,7 +1,6 @@
 //! Kafka I/O support: where the brokers are (a `host:port` list, or an
 //! in-process mock cluster for `brokers = "embedded"`), client settings with
-//! retry and backoff, topic admin, the readings generator that `weir produce`
-//! and the tests share, and the standalone dev broker.
+//! retry and backoff, and topic admin.
 //!
 //! The source and the sink themselves are `source::kafka::KafkaSource` and
 //! `sink::kafka::KafkaSink`.
@@ -15,17 +14,13 @@ mod admin;
 mod cluster;
 mod config;
 mod context;
-pub mod dev_broker;
 mod embedded;
 mod error;
-mod protocol;
-pub mod readings;
 
 pub use admin::{PartitionInfo, TopicInfo, TopicSummary};
 pub use cluster::{BrokerSpec, Cluster};
 pub(crate) use config::effective_property;
 pub use config::{Backoff, KafkaConfig, PropertyError, RESERVED_PROPERTIES, check_property};
-pub use dev_broker::{DevBroker, DevBrokerOptions};
 pub use embedded::EmbeddedCluster;
 pub use error::KafkaError;
 /// librdkafka's protocol request kinds and error codes, for fault injection

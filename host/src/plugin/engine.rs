@@ -27,23 +27,24 @@ pub struct EngineConfig {
     pub max_instances: u32,
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
-    /// Use the pooling allocator (fast instantiation). Off only to measure
-    /// what it saves.
-    pub pooling: bool,
-    /// Enforce call deadlines with epoch interruption. Off only to measure
-    /// what the checks cost: without it an infinite loop hangs its thread.
-    pub epoch_interruption: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig {
-            max_instances: 256,
-            cache_dir: default_cache_dir(),
-            pooling: true,
-            epoch_interruption: true,
-        }
+        EngineConfig { max_instances: 256, cache_dir: default_cache_dir() }
     }
+}
+
+/// What benchmarks turn off to measure what it saves (the `bench` feature;
+/// a real engine always has both on).
+#[cfg(feature = "bench")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchSwitches {
+    /// Use the pooling allocator (fast instantiation).
+    pub pooling: bool,
+    /// Enforce CPU deadlines with epoch interruption. Without it an
+    /// infinite loop hangs its thread.
+    pub epoch_interruption: bool,
 }
 
 /// The engine could not be set up.
@@ -74,6 +75,17 @@ impl Drop for Inner {
 impl PluginEngine {
     /// Builds the engine and starts its epoch ticker thread.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        Self::build(config, true, true)
+    }
+
+    /// Builds an engine with the pooling allocator or epoch interruption
+    /// turned off, for benchmarks that measure them.
+    #[cfg(feature = "bench")]
+    pub fn with_bench_switches(config: EngineConfig, switches: BenchSwitches) -> Result<Self, EngineError> {
+        Self::build(config, switches.pooling, switches.epoch_interruption)
+    }
+
+    fn build(config: EngineConfig, pooling: bool, epochs: bool) -> Result<Self, EngineError> {
         let n = config.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
         // A Rust component is a handful of core instances (the program and
@@ -85,10 +97,8 @@ impl PluginEngine {
             .max_memory_size(MAX_PLUGIN_MEMORY);
 
         let mut wasm = Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(config.epoch_interruption)
-            .cranelift_opt_level(OptLevel::Speed);
-        if config.pooling {
+        wasm.wasm_component_model(true).epoch_interruption(epochs).cranelift_opt_level(OptLevel::Speed);
+        if pooling {
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&wasm).map_err(|e| EngineError(e.to_string()))?;
@@ -110,9 +120,7 @@ impl PluginEngine {
             .map_err(|e| EngineError(format!("cannot start the epoch thread: {e}")))?;
 
         let cache = config.cache_dir.map(|dir| ComponentCache::new(&engine, dir));
-        Ok(PluginEngine {
-            inner: Arc::new(Inner { engine, linker, cache, ticker_stop, epochs: config.epoch_interruption }),
-        })
+        Ok(PluginEngine { inner: Arc::new(Inner { engine, linker, cache, ticker_stop, epochs }) })
     }
 
     pub(crate) fn engine(&self) -> &Engine {

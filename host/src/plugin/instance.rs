@@ -84,6 +84,15 @@ fn instantiate(pre: &WorldPre, store: &mut Store<StoreState>) -> wasmtime::Resul
     })
 }
 
+/// The pre-linked component, whatever its world.
+fn instance_pre(pre: &WorldPre) -> &wasmtime::component::InstancePre<StoreState> {
+    match pre {
+        WorldPre::Window(p) => p.instance_pre(),
+        WorldPre::Aggregate(p) => p.instance_pre(),
+        WorldPre::Map(p) => p.instance_pre(),
+    }
+}
+
 impl PluginInstance {
     /// At load: checks every export of the plugin's world against the
     /// contract's signature (wasmtime would only do so at the first call of
@@ -106,12 +115,7 @@ impl PluginInstance {
             origin: origin.to_string(),
             problem: format!("{e:#}"),
         };
-        let instance_pre = match pre {
-            WorldPre::Window(p) => p.instance_pre(),
-            WorldPre::Aggregate(p) => p.instance_pre(),
-            WorldPre::Map(p) => p.instance_pre(),
-        };
-        let instance = instance_pre.instantiate(&mut store).map_err(failed)?;
+        let instance = instance_pre(pre).instantiate(&mut store).map_err(failed)?;
         signatures::check_world(&mut store, &instance, kind).map_err(|detail| LoadError::WorldMismatch {
             origin: origin.to_string(),
             world: kind,
@@ -225,13 +229,15 @@ impl PluginInstance {
     }
 
     /// Instantiates the component anew through the linker, without the
-    /// pre-linked instance: only for measuring what `InstancePre` saves.
-    #[doc(hidden)]
+    /// pre-linked instance, and drops it: only for measuring what
+    /// `InstancePre` saves (the `bench` feature).
+    #[cfg(feature = "bench")]
     pub fn instantiate_unlinked(plugin: &Plugin) -> wasmtime::Result<()> {
         let log = CappedLog::new(1024);
         let mut store = new_store(plugin, &PluginLimits::default(), &log);
         store.set_epoch_deadline(u64::MAX / 2);
-        plugin.engine().linker().instantiate(&mut store, plugin.component())?;
+        let component = instance_pre(plugin.pre()).component();
+        plugin.engine().linker().instantiate(&mut store, component)?;
         Ok(())
     }
 

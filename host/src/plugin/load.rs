@@ -25,7 +25,6 @@ struct Inner {
     size: usize,
     descriptor: Descriptor,
     pre: WorldPre,
-    component: Component,
 }
 
 /// A pre-linked instance of each world: instantiating from it costs a few
@@ -90,7 +89,7 @@ impl Plugin {
         check_descriptor(&descriptor)
             .map_err(|problem| LoadError::Descriptor { origin: origin.clone(), problem })?;
 
-        Ok(Plugin { inner: Arc::new(Inner { engine, origin, sha256, size, descriptor, pre, component }) })
+        Ok(Plugin { inner: Arc::new(Inner { engine, origin, sha256, size, descriptor, pre }) })
     }
 
     /// What the plugin says it is.
@@ -125,10 +124,6 @@ impl Plugin {
 
     pub(crate) fn engine(&self) -> &PluginEngine {
         &self.inner.engine
-    }
-
-    pub(crate) fn component(&self) -> &Component {
-        &self.inner.component
     }
 
     pub(crate) fn pre(&self) -> &WorldPre {

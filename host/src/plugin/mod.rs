@@ -35,6 +35,8 @@ mod tests;
 
 pub use bindings::CONTRACT_VERSION;
 pub use bindings::map::exports::weir::functions::map::Mapped;
+#[cfg(feature = "bench")]
+pub use engine::BenchSwitches;
 pub use engine::{EPOCH_TICK, EngineConfig, EngineError, MAX_PLUGIN_MEMORY, PluginEngine};
 pub use error::{CallSite, Failure, LoadError, PluginError};
 pub use instance::{InstanceStats, LogSink, PluginInstance};

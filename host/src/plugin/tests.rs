@@ -288,12 +288,9 @@ fn a_mismatched_world_call_is_an_error_not_a_panic() {
 #[test]
 fn compiled_components_are_cached_on_disk_by_sha256() {
     let dir = tempfile::tempdir().unwrap();
-    let cached = PluginEngine::new(EngineConfig {
-        max_instances: 4,
-        cache_dir: Some(dir.path().to_path_buf()),
-        ..EngineConfig::default()
-    })
-    .unwrap();
+    let cached =
+        PluginEngine::new(EngineConfig { max_instances: 4, cache_dir: Some(dir.path().to_path_buf()) })
+            .unwrap();
     let first = cached.load_ref("max-temperature").unwrap();
     let files: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

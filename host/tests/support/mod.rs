@@ -1,9 +1,28 @@
-//! What the integration tests share: child processes that die with the
-//! test, and a real Kafka-compatible broker (tansu) on a free port.
+//! What the integration tests share: the `weir` binary, child processes
+//! that die with the test, and a real Kafka-compatible broker (tansu) on a
+//! free port.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The repository's root, where `examples/` is.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs the `weir` binary to completion in the repository's root, with no
+/// standard input and its component cache in the tests' own folder.
+pub fn weir(args: &[&str]) -> Output {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(root())
+        .env("WEIR_CACHE_DIR", cache)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run weir")
+}
 
 /// A child process killed when the test ends, however it ends.
 pub struct Child(pub std::process::Child);

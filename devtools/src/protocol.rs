@@ -7,6 +7,12 @@
 //!
 //! Frames here exclude the 4-byte size prefix, except where a function says
 //! it returns a whole frame.
+//!
+//! It is written by hand rather than taken from the `kafka-protocol` crate:
+//! that crate generates codecs for every message and version (about 90,000
+//! lines, and the crc, crc32c and uuid crates) and decodes whole messages,
+//! where the forwarder reads a few fields, patches two responses in place,
+//! and passes every other frame on untouched.
 
 /// Request kinds (Kafka's API keys).
 pub(crate) const PRODUCE: i16 = 0;

@@ -1,23 +1,23 @@
-//! The dev broker: an embedded (mock) cluster made reachable at a fixed
+//! The dev broker: an in-process Kafka broker made reachable at a fixed
 //! address, so several processes can share one broker without Docker.
 //!
-//! librdkafka's mock broker listens on an ephemeral port, and
-//! `rd_kafka_mock_broker_set_host_port` only changes the address metadata
-//! advertises. So the dev broker runs one mock broker, listens itself on the
-//! fixed address, makes metadata advertise that address, and forwards every
-//! connection to the mock broker. Because clients come back to the fixed
-//! address after bootstrap too, every request passes the forwarder, which
-//! adds what the mock broker lacks for admin tools:
+//! The broker behind it (for `weir dev-broker`, librdkafka's mock cluster)
+//! listens on an ephemeral port and can only change the address its
+//! metadata advertises. So the dev broker listens itself on the fixed
+//! address, makes metadata advertise that address, and forwards every
+//! connection to the broker. Because clients come back to the fixed address
+//! after bootstrap too, every request passes the forwarder, which adds what
+//! the mock broker lacks for admin tools:
 //!
-//! - CreateTopics (v0–v4) is answered here, creating the topic on the mock
-//!   cluster, and ApiVersions responses list it;
-//! - Metadata responses name broker 1 as the controller (the mock reports 0,
-//!   which is no broker, and admin clients would wait for it forever).
+//! - CreateTopics (v0–v4) is answered here, creating the topic through
+//!   [`Backend::create_topic`], and ApiVersions responses list it;
+//! - Metadata responses name the first broker as the controller (the mock
+//!   reports 0, which is no broker, and admin clients would wait for it
+//!   forever).
 //!
 //! Responses go back in request order, as the protocol requires.
 
-use super::protocol::{self, TopicOutcome};
-use super::{EmbeddedCluster, KafkaError};
+use crate::protocol::{self, TopicOutcome};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -29,24 +29,80 @@ use std::thread::JoinHandle;
 /// is 100 MiB).
 const MAX_FRAME: usize = 100 << 20;
 
+/// The single-broker cluster behind the forwarder.
+pub trait Backend: Send + Sync + 'static {
+    /// Where the broker really listens; every connection is forwarded there.
+    fn address(&self) -> SocketAddr;
+    /// Makes the broker's metadata advertise `host:port` as its address, so
+    /// that clients come back through the forwarder.
+    fn advertise(&self, host: &str, port: u16) -> Result<(), String>;
+    /// Creates `topic` with `partitions` partitions and one replica.
+    fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TopicError>;
+}
+
+/// Why a [`Backend`] did not create a topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// The topic exists already.
+    #[error("the topic exists already")]
+    Exists,
+    /// The request was refused, for the reason given.
+    #[error("{0}")]
+    Invalid(String),
+    /// The broker failed otherwise.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The dev broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevBrokerError {
+    /// The listening address could not be bound or read.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address asked for.
+        address: SocketAddr,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The broker refused to advertise the forwarder's address.
+    #[error("cannot make the broker advertise {address}: {reason}")]
+    Advertise {
+        /// The address to advertise.
+        address: String,
+        /// What the broker said.
+        reason: String,
+    },
+    /// A topic given in [`DevBrokerOptions::topics`] could not be created.
+    #[error("cannot create topic '{topic}': {source}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// Why not.
+        source: TopicError,
+    },
+    /// The forwarder's thread could not be started.
+    #[error("cannot start the forwarder thread: {0}")]
+    Thread(io::Error),
+}
+
 /// How to start a dev broker.
 #[derive(Debug, Clone)]
 pub struct DevBrokerOptions {
     /// Where to listen; port 0 picks a free one (see [`DevBroker::address`]).
     pub listen: SocketAddr,
     /// Partitions of the topics in `topics`, and of topics created without
-    /// a partition count.
+    /// a partition count (at least 1).
     pub partitions: i32,
     /// Topics to create at start.
     pub topics: Vec<String>,
 }
 
 /// A running dev broker. Dropping it stops it: the listener closes, open
-/// connections are cut, and the mock cluster goes when its last connection
-/// thread ends.
+/// connections are cut, and the backend is dropped when its last
+/// connection thread ends.
 pub struct DevBroker {
     address: SocketAddr,
-    cluster: Arc<EmbeddedCluster>,
     stop: Arc<AtomicBool>,
     connections: Registry,
     accept: Option<JoinHandle<()>>,
@@ -57,60 +113,55 @@ pub struct DevBroker {
 type Registry = Arc<Mutex<HashMap<u64, [TcpStream; 2]>>>;
 
 impl DevBroker {
-    /// Starts the mock cluster and the forwarder, and creates the topics.
-    pub fn start(options: &DevBrokerOptions) -> Result<DevBroker, KafkaError> {
-        let fail = |what: String| KafkaError::Embedded(what);
-        let listener = TcpListener::bind(options.listen)
-            .map_err(|e| fail(format!("cannot listen on {}: {e}", options.listen)))?;
-        let address =
-            listener.local_addr().map_err(|e| fail(format!("cannot read the listening address: {e}")))?;
-        let cluster = Arc::new(EmbeddedCluster::start(1)?);
-        let upstream: SocketAddr = cluster
-            .bootstrap()
-            .parse()
-            .map_err(|_| fail(format!("unexpected mock broker address '{}'", cluster.bootstrap())))?;
-        // Clients must come back here, not to the mock broker's own port. An
+    /// Listens on `options.listen`, makes `backend` advertise that address,
+    /// creates the topics, and starts forwarding.
+    pub fn start(options: &DevBrokerOptions, backend: Arc<dyn Backend>) -> Result<DevBroker, DevBrokerError> {
+        let listen_failed = |source| DevBrokerError::Listen { address: options.listen, source };
+        let listener = TcpListener::bind(options.listen).map_err(listen_failed)?;
+        let address = listener.local_addr().map_err(listen_failed)?;
+        // Clients must come back here, not to the broker's own port. An
         // unspecified listen address (0.0.0.0) is advertised as loopback.
-        let advertised =
-            if address.ip().is_unspecified() { "127.0.0.1".to_string() } else { address.ip().to_string() };
-        cluster.advertise(1, &advertised, address.port())?;
+        let host = advertised_host(address);
+        backend.advertise(&host, address.port()).map_err(|reason| DevBrokerError::Advertise {
+            address: format!("{host}:{}", address.port()),
+            reason,
+        })?;
+        let default_partitions = options.partitions.max(1);
         for topic in &options.topics {
-            cluster.create_topic(topic, options.partitions.max(1), 1)?;
+            backend
+                .create_topic(topic, default_partitions)
+                .map_err(|source| DevBrokerError::Topic { topic: topic.clone(), source })?;
         }
 
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Registry::default();
-        let shared =
-            Forwarding { cluster: cluster.clone(), upstream, default_partitions: options.partitions.max(1) };
+        let shared = Forwarding { upstream: backend.address(), backend, default_partitions };
         let accept = {
             let stop = stop.clone();
             let connections = connections.clone();
             std::thread::Builder::new()
                 .name("weir-dev-broker".into())
                 .spawn(move || accept_loop(listener, shared, stop, connections))
-                .map_err(|e| fail(format!("cannot start the forwarder thread: {e}")))?
+                .map_err(DevBrokerError::Thread)?
         };
-        Ok(DevBroker { address, cluster, stop, connections, accept: Some(accept) })
+        Ok(DevBroker { address, stop, connections, accept: Some(accept) })
     }
 
-    /// The address clients bootstrap from.
+    /// The address the forwarder listens on.
     pub fn address(&self) -> SocketAddr {
         self.address
     }
 
-    /// The bootstrap list, `host:port` (loopback if listening everywhere).
+    /// The bootstrap address, `host:port` (loopback if listening
+    /// everywhere).
     pub fn bootstrap(&self) -> String {
-        if self.address.ip().is_unspecified() {
-            format!("127.0.0.1:{}", self.address.port())
-        } else {
-            self.address.to_string()
-        }
+        format!("{}:{}", advertised_host(self.address), self.address.port())
     }
+}
 
-    /// The mock cluster behind the forwarder (for fault injection).
-    pub fn cluster(&self) -> &EmbeddedCluster {
-        &self.cluster
-    }
+/// The host clients are sent to: loopback for an unspecified address.
+fn advertised_host(address: SocketAddr) -> String {
+    if address.ip().is_unspecified() { "127.0.0.1".to_string() } else { address.ip().to_string() }
 }
 
 impl Drop for DevBroker {
@@ -132,7 +183,7 @@ impl Drop for DevBroker {
 /// What every connection needs.
 #[derive(Clone)]
 struct Forwarding {
-    cluster: Arc<EmbeddedCluster>,
+    backend: Arc<dyn Backend>,
     upstream: SocketAddr,
     default_partitions: i32,
 }
@@ -191,7 +242,6 @@ impl Connection {
         Ok((Connection { client, upstream, owed }, handles))
     }
 
-    /// Starts the two directions on their own threads.
     /// Starts the two directions on their own threads; `ended` runs when
     /// the connection is over.
     fn run(self, shared: Forwarding, ended: impl FnOnce() + Send + 'static) {
@@ -325,7 +375,7 @@ fn responses(mut upstream: TcpStream, client: TcpStream, owed: Arc<Mutex<(VecDeq
     let _ = client.shutdown(Shutdown::Both);
 }
 
-/// Creates the requested topics on the mock cluster; returns the whole
+/// Creates the requested topics through the backend; returns the whole
 /// response frame.
 fn create_topics(frame: &[u8], header: &protocol::RequestHeader, shared: &Forwarding) -> Vec<u8> {
     let Some(request) = protocol::create_topics_request(frame, header) else {
@@ -355,17 +405,17 @@ fn create_topics(frame: &[u8], header: &protocol::RequestHeader, shared: &Forwar
             if request.validate_only {
                 return outcome(0, None);
             }
-            match shared.cluster.create_topic(&t.name, partitions, replication) {
+            match shared.backend.create_topic(&t.name, partitions) {
                 Ok(()) => {
                     tracing::info!("dev broker: created topic '{}' with {partitions} partition(s)", t.name);
                     outcome(0, None)
                 }
-                Err(KafkaError::TopicExists { .. }) => outcome(
+                Err(TopicError::Exists) => outcome(
                     protocol::TOPIC_ALREADY_EXISTS,
                     Some(format!("topic '{}' already exists", t.name)),
                 ),
-                Err(KafkaError::Topic { reason, .. }) => outcome(protocol::INVALID_REQUEST, Some(reason)),
-                Err(e) => outcome(protocol::UNKNOWN_SERVER_ERROR, Some(e.to_string())),
+                Err(TopicError::Invalid(reason)) => outcome(protocol::INVALID_REQUEST, Some(reason)),
+                Err(TopicError::Failed(reason)) => outcome(protocol::UNKNOWN_SERVER_ERROR, Some(reason)),
             }
         })
         .collect();

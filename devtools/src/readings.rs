@@ -1,5 +1,7 @@
-//! The homework's IoT readings with the benchmark workload, the same as
-//! `scripts/gen_readings.py` writes, so runs are reproducible: event `i` has
+//! The IoT readings of weir's temperature jobs: what `weir produce` and
+//! `weir demo` send, and the workload of the tests and benchmarks. They are
+//! the same as `scripts/gen_readings.py` writes (and as
+//! `examples/readings.jsonl` holds), so runs are reproducible: event `i` has
 //! `execution_time = 1_700_000_000_000 + 5·i` ms,
 //! `device_id = 1 + splitmix64(i) mod K` and `temperature = 333 + 50·u`
 //! kelvin with `u = (splitmix64(i XOR 0x5DEECE66D) >> 11) · 2^-53`.
