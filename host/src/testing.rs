@@ -15,8 +15,7 @@ use std::sync::OnceLock;
 pub fn engine() -> &'static PluginEngine {
     static ENGINE: OnceLock<PluginEngine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        PluginEngine::new(EngineConfig { max_instances: 64, cache_dir: None, ..EngineConfig::default() })
-            .expect("engine")
+        PluginEngine::new(EngineConfig { max_instances: 64, cache_dir: None }).expect("engine")
     })
 }
 
