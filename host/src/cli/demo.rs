@@ -8,28 +8,20 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use weir::job::Job;
+use weir::job::{Job, WindowConfig};
 use weir::kafka::{Cluster, KafkaConfig};
 use weir::pipeline::{Pipeline, RunOptions, connect};
 use weir::sink::Sink;
 use weir::sink::kafka::KafkaSink;
 use weir::source::{Poll, RawRecord, Source, SourceError};
+use weir::window::WindowSpec;
 use weir_devtools::readings::Reading;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The window: tumbling, sliding or session.
-    #[arg(long, default_value = "tumbling")]
-    window: String,
-    /// Window length (tumbling, sliding).
-    #[arg(long, default_value = "1s")]
-    size: String,
-    /// How often a sliding window starts.
-    #[arg(long, default_value = "200ms")]
-    slide: String,
-    /// The gap that closes a session.
-    #[arg(long, default_value = "20ms")]
-    gap: String,
+    /// The window: tumbling:SIZE, sliding:SIZE/SLIDE or session:GAP.
+    #[arg(long, default_value = "tumbling:1s")]
+    window: WindowSpec,
     /// The function: max-temperature, max-temperature-agg, or a .wasm path.
     #[arg(long, default_value = "max-temperature")]
     function: String,
@@ -48,12 +40,7 @@ pub struct Args {
 }
 
 fn job_toml(args: &Args) -> anyhow::Result<String> {
-    let window = match args.window.as_str() {
-        "tumbling" => format!("type = \"tumbling\"\nsize = \"{}\"", args.size),
-        "sliding" => format!("type = \"sliding\"\nsize = \"{}\"\nslide = \"{}\"", args.size, args.slide),
-        "session" => format!("type = \"session\"\ngap = \"{}\"", args.gap),
-        other => anyhow::bail!("--window: expected tumbling, sliding or session, got '{other}'"),
-    };
+    let window = toml::to_string(&WindowConfig::from(args.window)).context("the window as TOML")?;
     Ok(format!(
         r#"name = "max-temperature"
 [source]

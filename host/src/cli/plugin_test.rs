@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use weir::job::{Job, JobConfig};
+use weir::job::{Job, JobConfig, WindowConfig};
 use weir::pipeline::{Pipeline, RunOptions, Sinks};
 use weir::record::parse_field;
 use weir::sink::{Sink, SinkError};
@@ -84,11 +84,7 @@ fn job_config(args: &Args) -> anyhow::Result<JobConfig> {
             (k, value)
         })
         .collect();
-    let window = args.window.map(|spec| {
-        let (size, slide, gap) = spec.lengths();
-        let text = |d: Option<std::time::Duration>| d.map(weir::duration::format_duration);
-        serde_json::json!({ "type": spec.kind(), "size": text(size), "slide": text(slide), "gap": text(gap) })
-    });
+    let window = args.window.map(WindowConfig::from);
     let config = serde_json::json!({
         "name": "plugin-test",
         "source": { "type": "file", "path": args.input },

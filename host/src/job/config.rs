@@ -200,6 +200,14 @@ pub struct WindowConfig {
     pub gap: Option<Duration>,
 }
 
+impl From<crate::window::WindowSpec> for WindowConfig {
+    /// The `[window]` section that gives `spec`.
+    fn from(spec: crate::window::WindowSpec) -> WindowConfig {
+        let (size, slide, gap) = spec.lengths();
+        WindowConfig { kind: spec.kind(), size, slide, gap }
+    }
+}
+
 /// `[function]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
