@@ -410,7 +410,8 @@ impl WindowOperator {
                     if let Some(next) = key_state.panes.get(i) {
                         covered.1 = next.first_end;
                     }
-                    let contents = self.pool.pop().unwrap_or_else(|| PaneState::new(&self.types));
+                    let mut contents = self.pool.pop().unwrap_or_else(|| PaneState::new(&self.types));
+                    contents.first_offset = batch.offsets[row];
                     key_state.panes.insert(i, Pane { start, first_end, contents });
                 }
                 (start, first_end, !found, i)
@@ -418,7 +419,6 @@ impl WindowOperator {
         };
         let Some(Pane { contents, .. }) = key_state.panes.get_mut(index) else { return };
         push_row(&mut contents.events, ts, &batch.columns, &self.inputs, row);
-        contents.first_offset = contents.first_offset.min(batch.offsets[row]);
         flush_early(contents, self.reduce, function, key);
 
         // Windows already fired (end - 1 <= watermark) change: fire them
@@ -480,6 +480,8 @@ impl WindowOperator {
         }
         let previous_end = sessions[first..last].iter().map(|(w, _)| w.end).max().unwrap_or(i64::MIN);
         if first == last {
+            let mut fresh = fresh;
+            fresh.first_offset = batch.offsets[row];
             sessions.insert(first, (own, fresh));
         } else {
             self.pool.push(fresh);
@@ -499,7 +501,6 @@ impl WindowOperator {
         let (window, contents) = &mut sessions[first];
         let window = *window;
         push_row(&mut contents.events, ts, &batch.columns, &self.inputs, row);
-        contents.first_offset = contents.first_offset.min(batch.offsets[row]);
         flush_early(contents, self.reduce, function, key);
         // A session's timer is set when it starts; when the session grows,
         // the timer re-arms itself at the new end as it comes due (see

@@ -34,10 +34,14 @@ pub struct PaneState {
     pub add_refused: bool,
     /// The function refused to `merge` another session's accumulator into
     /// this one, so the accumulator is not the session's: the session's
-    /// windows fail with this error.
-    pub broken: Option<PluginError>,
-    /// The lowest source offset among the events added (`i64::MAX` when
-    /// none): where a replay must start to rebuild this pane.
+    /// windows fail with this error. (Boxed: panes are many and this is
+    /// rare, so it costs a pointer, not the error's size.)
+    pub broken: Option<Box<PluginError>>,
+    /// The source offset of the first event added (`i64::MAX` when none):
+    /// where a replay must start to rebuild this pane. A source hands over
+    /// each partition's records in offset order, so the first is the
+    /// lowest, and it is set once, not per event; merged sessions keep the
+    /// lower of the two.
     pub first_offset: i64,
 }
 
@@ -144,7 +148,7 @@ impl PaneState {
                 (Some(a), Some(b)) => match function.merge(&key.to_value(), &a, &b) {
                     Ok(merged) => Some(merged),
                     Err(e) => {
-                        self.broken.get_or_insert(e);
+                        self.broken.get_or_insert(Box::new(e));
                         Some(a)
                     }
                 },

@@ -236,7 +236,7 @@ impl WindowOperator {
                         };
                         failure = contents
                             .broken
-                            .as_ref()
+                            .as_deref()
                             .or_else(|| refusal(d.partition, &d.key, PaneHome::Session(w.end)))
                             .cloned();
                         push_acc(&mut c.accs, contents.acc.as_deref());
@@ -246,7 +246,7 @@ impl WindowOperator {
                         let window = Window { start: d.end - size, end: d.end };
                         let first = key_state.panes.partition_point(|p| p.start < window.start);
                         for pane in key_state.panes.range(first..).take_while(|p| p.start < window.end) {
-                            if failure.is_none() {
+                            if failure.is_none() && !refused.is_empty() {
                                 failure = refusal(d.partition, &d.key, PaneHome::Pane(pane.start)).cloned();
                             }
                             push_acc(&mut c.accs, pane.contents.acc.as_deref());
@@ -390,7 +390,7 @@ impl WindowOperator {
                 };
                 let window = *window;
                 let result = match &contents.broken {
-                    Some(e) => Err(e.clone()),
+                    Some(e) => Err(PluginError::clone(e)),
                     None => reduce_one(contents, reduce, function, &d.key, window),
                 };
                 (window, result)
