@@ -12,7 +12,7 @@
 //!   pooled, against one from the pre-linked component (pooled). The last
 //!   is what a worker does after a trap: it includes the guest's
 //!   `configure` call and dropping the instance.
-//! - `epoch_deadline`: the 200- and 10,000-value `apply` with the CPU
+//! - `epoch_deadline`: the 200- and 10,000-value `apply` with the wall-time
 //!   deadline checks compiled in and without them.
 //!
 //! Run with `cargo bench -p weir-benches --bench plugin_overhead`.

@@ -61,7 +61,7 @@ macro_rules! apply_many_by_window {
 
 /// The maximum of `values` (`-inf` for none), eight at a time with wasm
 /// SIMD: a scalar fold cannot vectorise (`f64::max`'s NaN rules), and every
-/// loop iteration pays an epoch check under weir's CPU deadline. JSON has
+/// loop iteration pays an epoch check under weir's call deadline. JSON has
 /// no NaN, so `pmax`'s NaN handling does not matter here.
 pub fn max_of(values: &[f64]) -> f64 {
     #[cfg(target_arch = "wasm32")]

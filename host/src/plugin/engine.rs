@@ -42,7 +42,7 @@ impl Default for EngineConfig {
 pub struct BenchSwitches {
     /// Use the pooling allocator (fast instantiation).
     pub pooling: bool,
-    /// Enforce CPU deadlines with epoch interruption. Without it an
+    /// Enforce call deadlines (wall time) with epoch interruption. Without it an
     /// infinite loop hangs its thread.
     pub epoch_interruption: bool,
 }

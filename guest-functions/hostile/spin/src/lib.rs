@@ -1,4 +1,4 @@
-//! Spins forever in `apply` once the window has more than one event, so that a test can prove the CPU deadline stops it and the same instance is replaced.
+//! Spins forever in `apply` once the window has more than one event, so that a test can prove the wall-time deadline stops it and the same instance is replaced.
 
 wit_bindgen::generate!({ world: "window-function", path: "../../../wit" });
 
