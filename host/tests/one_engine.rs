@@ -7,28 +7,17 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Output, Stdio};
 
+mod support;
+
+use support::{Lcg, weir_command};
+
+/// Runs `weir` in `dir`; it must succeed.
 fn weir(dir: &Path, args: &[&str]) -> Output {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .current_dir(dir)
-        .env("WEIR_CACHE_DIR", cache)
-        .output()
-        .expect("run weir");
+    let out = weir_command(dir).args(args).stdin(Stdio::null()).output().expect("run weir");
     assert!(out.status.success(), "weir {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
-}
-
-/// A seeded LCG, as in the unit tests.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 /// (device, event time, temperature).
@@ -285,4 +274,39 @@ fn hostile_guests_in_a_job_fail_their_windows_and_the_job_goes_on() {
             format!("{} dead letters, {} failed plugin calls", expected_dead.len(), expected_dead.len());
         assert!(stderr.contains(&summary), "{guest}: expected '{summary}' in:\n{stderr}");
     }
+}
+
+#[test]
+fn plugin_test_reads_stdin_as_it_reads_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = input(dir.path(), 9, 2000, 100);
+    let args = |from: &str| {
+        [
+            "plugin",
+            "test",
+            "max-temperature-agg",
+            "--input",
+            from,
+            "--key",
+            "device_id",
+            "--fields",
+            "temperature:f64",
+            "--timestamp",
+            "execution_time",
+            "--window",
+            "sliding:1s/250ms",
+            "--max-out-of-orderness",
+            "100ms",
+        ]
+        .map(String::from)
+    };
+    let from_file = weir(dir.path(), &args(&input).each_ref().map(String::as_str));
+    let from_stdin = weir_command(dir.path())
+        .args(args("-"))
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .expect("run weir");
+    assert!(from_stdin.status.success(), "{}", String::from_utf8_lossy(&from_stdin.stderr));
+    assert!(from_file.stdout.len() > 1000);
+    assert!(from_stdin.stdout == from_file.stdout, "stdin and the file give the same output");
 }

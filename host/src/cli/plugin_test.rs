@@ -22,7 +22,7 @@ use weir::window::WindowSpec;
 pub struct Args {
     /// A .wasm component, or the name of a built-in function.
     plugin: String,
-    /// The JSON-lines file to read, one record per line.
+    /// The JSON-lines file to read, one record per line; `-` for stdin.
     #[arg(long)]
     input: PathBuf,
     /// The field to key by (window and aggregate functions).
@@ -133,7 +133,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let here = std::env::current_dir().context("cannot read the current folder")?;
     let job = Job::from_config(job_config(&args)?, "weir plugin test", &here)?;
     let mut pipeline = Pipeline::build(job, &engine)?;
-    let mut source = FileSource::open(&args.input)?;
+    let mut source = match args.input.as_os_str() == "-" {
+        true => FileSource::stdin(),
+        false => FileSource::open(&args.input)?,
+    };
     let mut sinks = Sinks {
         output: Box::new(Stdout(std::io::BufWriter::new(std::io::stdout()))),
         dead_letter: Some(Box::new(Report("rejected"))),

@@ -1,5 +1,6 @@
 //! A JSON-lines file source: one partition, offsets are line numbers
-//! (0-based). Bounded: it ends at the end of the file.
+//! (0-based). Bounded: it ends at the end of the file. Standard input reads
+//! the same way (`weir plugin test --input -`).
 
 use super::{Poll, RawRecord, Source, SourceError};
 use std::io::BufRead;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Reads a JSON-lines file.
 pub struct FileSource {
     name: String,
-    reader: std::io::BufReader<std::fs::File>,
+    reader: Box<dyn BufRead + Send>,
     line: Vec<u8>,
     offset: i64,
 }
@@ -21,10 +22,20 @@ impl FileSource {
             .map_err(|source| SourceError::OpenFile { path: path.to_path_buf(), source })?;
         Ok(FileSource {
             name,
-            reader: std::io::BufReader::with_capacity(1 << 20, file),
+            reader: Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
             line: Vec::new(),
             offset: 0,
         })
+    }
+
+    /// Reads standard input, named `stdin` in messages.
+    pub fn stdin() -> FileSource {
+        FileSource {
+            name: "stdin".into(),
+            reader: Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())),
+            line: Vec::new(),
+            offset: 0,
+        }
     }
 
     /// The file's path.

@@ -14,14 +14,28 @@ pub fn root() -> PathBuf {
 /// Runs the `weir` binary to completion in the repository's root, with no
 /// standard input and its component cache in the tests' own folder.
 pub fn weir(args: &[&str]) -> Output {
+    weir_command(&root()).args(args).stdin(Stdio::null()).output().expect("run weir")
+}
+
+/// The `weir` binary as a command run in `dir`, with the tests' shared
+/// cache of compiled components.
+pub fn weir_command(dir: &Path) -> Command {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .current_dir(root())
-        .env("WEIR_CACHE_DIR", cache)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run weir")
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command.current_dir(dir).env("WEIR_CACHE_DIR", cache);
+    command
+}
+
+/// A seeded 64-bit linear congruential generator: the same numbers for the
+/// same seed, with no crate needed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number in `[0, n)`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
 }
 
 /// A child process killed when the test ends, however it ends.
