@@ -155,146 +155,24 @@ impl Job {
     /// Checks a job given as a configuration (a job file already read, or
     /// one built by a command); `origin` names it in messages.
     pub fn from_config(config: JobConfig, origin: &str, base_dir: &Path) -> Result<Job, JobError> {
-        let error = |field: &str, message: String| JobError {
-            file: origin.to_string(),
-            field: field.to_string(),
-            message,
-        };
+        let check = Check { origin, base_dir };
         if config.name.trim().is_empty() {
-            return Err(error("name", "must not be empty".into()));
+            return Err(check.error("name", "must not be empty"));
         }
-        let mut fields = Vec::with_capacity(config.format.fields.len());
-        for (name, ty) in &config.format.fields {
-            let ty = FieldType::parse(ty).ok_or_else(|| {
-                error(
-                    &format!("format.fields.{name}"),
-                    format!("unknown type '{ty}' (use f64, i64, string or bool)"),
-                )
-            })?;
-            fields.push(Field { name: name.clone(), ty });
-        }
-        for (what, name) in
-            [("format.key", &config.format.key), ("format.timestamp", &config.format.timestamp)]
-        {
-            if let Some(name) = name
-                && config.format.fields.contains_key(name)
-            {
-                return Err(error(what, format!("'{name}' is also in format.fields; list it in one place")));
-            }
-        }
+        let fields = check.fields(&config.format)?;
         let window = match &config.window {
             None => None,
             Some(w) => Some(
                 WindowSpec::new(w.kind, w.size, w.slide, w.gap)
-                    .map_err(|p| error(&format!("window.{}", p.length), p.message))?,
+                    .map_err(|p| check.error(&format!("window.{}", p.length), p.message))?,
             ),
         };
         if window.is_some() && config.format.key.is_none() {
-            return Err(error(
-                "format.key",
-                "required: windows are computed per key (e.g. key = \"device_id\")".into(),
-            ));
+            return Err(check
+                .error("format.key", "required: windows are computed per key (e.g. key = \"device_id\")"));
         }
-        // `[source.kafka]` and `[sink.kafka]`: librdkafka properties, each
-        // checked now so a typo fails before anything connects.
-        let properties = |side: &str, table: &BTreeMap<String, PropertyValue>| {
-            let mut checked = BTreeMap::new();
-            for (name, PropertyValue(value)) in table {
-                crate::kafka::check_property(name, value)
-                    .map_err(|e| error(&format!("{side}.kafka.{name}"), e.to_string()))?;
-                checked.insert(name.clone(), value.clone());
-            }
-            Ok::<_, JobError>(checked)
-        };
-        let src = &config.source;
-        let source = match src.kind {
-            SourceKind::Kafka => {
-                if src.path.is_some() {
-                    return Err(error(
-                        "source.path",
-                        "only for file sources; a Kafka source reads `topic`".into(),
-                    ));
-                }
-                let partitions = src.partitions.unwrap_or(DEFAULT_PARTITIONS);
-                if partitions < 1 {
-                    return Err(error("source.partitions", "must be at least 1".into()));
-                }
-                SourceSpec::Kafka {
-                    brokers: src.brokers.clone().unwrap_or_else(|| "embedded".into()),
-                    topic: src
-                        .topic
-                        .clone()
-                        .ok_or_else(|| error("source.topic", "required for a kafka source".into()))?,
-                    group: src.group.clone().unwrap_or_else(|| format!("weir-{}", config.name)),
-                    start: src.start,
-                    partitions,
-                    properties: properties("source", &src.kafka)?,
-                }
-            }
-            SourceKind::File => {
-                for (field, set) in [
-                    ("source.brokers", src.brokers.is_some()),
-                    ("source.topic", src.topic.is_some()),
-                    ("source.group", src.group.is_some()),
-                    ("source.partitions", src.partitions.is_some()),
-                    ("source.kafka", !src.kafka.is_empty()),
-                ] {
-                    if set {
-                        return Err(error(field, "only for kafka sources".into()));
-                    }
-                }
-                let path = src
-                    .path
-                    .as_ref()
-                    .ok_or_else(|| error("source.path", "required for a file source".into()))?;
-                SourceSpec::File { path: resolve(base_dir, path) }
-            }
-        };
-        let snk = &config.sink;
-        let late = config.time.late_output.clone();
-        let sink = match snk.kind {
-            SinkKind::Kafka => {
-                if snk.path.is_some() {
-                    return Err(error(
-                        "sink.path",
-                        "only for file sinks; a Kafka sink writes `topic`".into(),
-                    ));
-                }
-                let brokers = match (&snk.brokers, &source) {
-                    (Some(b), _) => b.clone(),
-                    (None, SourceSpec::Kafka { brokers, .. }) => brokers.clone(),
-                    (None, SourceSpec::File { .. }) => "embedded".into(),
-                };
-                SinkSpec::Kafka {
-                    brokers,
-                    topic: snk
-                        .topic
-                        .clone()
-                        .ok_or_else(|| error("sink.topic", "required for a kafka sink".into()))?,
-                    dead_letter: snk.dead_letter.clone(),
-                    late_output: late,
-                    properties: properties("sink", &snk.kafka)?,
-                }
-            }
-            SinkKind::File => {
-                for (field, set) in [
-                    ("sink.brokers", snk.brokers.is_some()),
-                    ("sink.topic", snk.topic.is_some()),
-                    ("sink.kafka", !snk.kafka.is_empty()),
-                ] {
-                    if set {
-                        return Err(error(field, "only for kafka sinks".into()));
-                    }
-                }
-                let path =
-                    snk.path.as_ref().ok_or_else(|| error("sink.path", "required for a file sink".into()))?;
-                SinkSpec::File {
-                    path: resolve(base_dir, path),
-                    dead_letter: snk.dead_letter.as_ref().map(|p| resolve(base_dir, Path::new(p))),
-                    late_output: late.as_ref().map(|p| resolve(base_dir, Path::new(p))),
-                }
-            }
-        };
+        let source = check.source(&config.source, &config.name)?;
+        let sink = check.sink(&config.sink, &source, config.time.late_output.as_deref())?;
         Ok(Job {
             config,
             base_dir: base_dir.to_path_buf(),
@@ -329,6 +207,155 @@ impl Job {
     /// Allowed lateness in ms.
     pub fn allowed_lateness(&self) -> i64 {
         millis(self.config.time.allowed_lateness)
+    }
+}
+
+/// The checks of [`Job::from_config`], one section at a time; every error
+/// names the job file and the field.
+struct Check<'a> {
+    origin: &'a str,
+    base_dir: &'a Path,
+}
+
+impl Check<'_> {
+    fn error(&self, field: &str, message: impl Into<String>) -> JobError {
+        JobError { file: self.origin.to_string(), field: field.to_string(), message: message.into() }
+    }
+
+    /// `[format]`: the declared fields, in column order.
+    fn fields(&self, format: &FormatConfig) -> Result<Vec<Field>, JobError> {
+        let mut fields = Vec::with_capacity(format.fields.len());
+        for (name, ty) in &format.fields {
+            let ty = FieldType::parse(ty).ok_or_else(|| {
+                self.error(
+                    &format!("format.fields.{name}"),
+                    format!("unknown type '{ty}' (use f64, i64, string or bool)"),
+                )
+            })?;
+            fields.push(Field { name: name.clone(), ty });
+        }
+        for (what, name) in [("format.key", &format.key), ("format.timestamp", &format.timestamp)] {
+            if let Some(name) = name
+                && format.fields.contains_key(name)
+            {
+                return Err(
+                    self.error(what, format!("'{name}' is also in format.fields; list it in one place"))
+                );
+            }
+        }
+        Ok(fields)
+    }
+
+    /// `[source.kafka]` or `[sink.kafka]`: librdkafka properties, each
+    /// checked now so a typo fails before anything connects.
+    fn properties(
+        &self,
+        side: &str,
+        table: &BTreeMap<String, PropertyValue>,
+    ) -> Result<BTreeMap<String, String>, JobError> {
+        let mut checked = BTreeMap::new();
+        for (name, PropertyValue(value)) in table {
+            crate::kafka::check_property(name, value)
+                .map_err(|e| self.error(&format!("{side}.kafka.{name}"), e.to_string()))?;
+            checked.insert(name.clone(), value.clone());
+        }
+        Ok(checked)
+    }
+
+    /// Fails on the first of `fields` that is set: it does not apply.
+    fn unused(&self, fields: &[(&str, bool)], why: &str) -> Result<(), JobError> {
+        match fields.iter().find(|(_, set)| *set) {
+            Some((field, _)) => Err(self.error(field, why)),
+            None => Ok(()),
+        }
+    }
+
+    /// `[source]`.
+    fn source(&self, src: &SourceConfig, job_name: &str) -> Result<SourceSpec, JobError> {
+        Ok(match src.kind {
+            SourceKind::Kafka => {
+                self.unused(
+                    &[("source.path", src.path.is_some())],
+                    "only for file sources; a Kafka source reads `topic`",
+                )?;
+                let partitions = src.partitions.unwrap_or(DEFAULT_PARTITIONS);
+                if partitions < 1 {
+                    return Err(self.error("source.partitions", "must be at least 1"));
+                }
+                SourceSpec::Kafka {
+                    brokers: src.brokers.clone().unwrap_or_else(|| "embedded".into()),
+                    topic: src
+                        .topic
+                        .clone()
+                        .ok_or_else(|| self.error("source.topic", "required for a kafka source"))?,
+                    group: src.group.clone().unwrap_or_else(|| format!("weir-{job_name}")),
+                    start: src.start,
+                    partitions,
+                    properties: self.properties("source", &src.kafka)?,
+                }
+            }
+            SourceKind::File => {
+                self.unused(
+                    &[
+                        ("source.brokers", src.brokers.is_some()),
+                        ("source.topic", src.topic.is_some()),
+                        ("source.group", src.group.is_some()),
+                        ("source.partitions", src.partitions.is_some()),
+                        ("source.kafka", !src.kafka.is_empty()),
+                    ],
+                    "only for kafka sources",
+                )?;
+                let path = src
+                    .path
+                    .as_ref()
+                    .ok_or_else(|| self.error("source.path", "required for a file source"))?;
+                SourceSpec::File { path: resolve(self.base_dir, path) }
+            }
+        })
+    }
+
+    /// `[sink]`, with `time.late_output`.
+    fn sink(&self, snk: &SinkConfig, source: &SourceSpec, late: Option<&str>) -> Result<SinkSpec, JobError> {
+        Ok(match snk.kind {
+            SinkKind::Kafka => {
+                self.unused(
+                    &[("sink.path", snk.path.is_some())],
+                    "only for file sinks; a Kafka sink writes `topic`",
+                )?;
+                let brokers = match (&snk.brokers, source) {
+                    (Some(b), _) => b.clone(),
+                    (None, SourceSpec::Kafka { brokers, .. }) => brokers.clone(),
+                    (None, SourceSpec::File { .. }) => "embedded".into(),
+                };
+                SinkSpec::Kafka {
+                    brokers,
+                    topic: snk
+                        .topic
+                        .clone()
+                        .ok_or_else(|| self.error("sink.topic", "required for a kafka sink"))?,
+                    dead_letter: snk.dead_letter.clone(),
+                    late_output: late.map(str::to_string),
+                    properties: self.properties("sink", &snk.kafka)?,
+                }
+            }
+            SinkKind::File => {
+                self.unused(
+                    &[
+                        ("sink.brokers", snk.brokers.is_some()),
+                        ("sink.topic", snk.topic.is_some()),
+                        ("sink.kafka", !snk.kafka.is_empty()),
+                    ],
+                    "only for kafka sinks",
+                )?;
+                let path =
+                    snk.path.as_ref().ok_or_else(|| self.error("sink.path", "required for a file sink"))?;
+                SinkSpec::File {
+                    path: resolve(self.base_dir, path),
+                    dead_letter: snk.dead_letter.as_ref().map(|p| resolve(self.base_dir, Path::new(p))),
+                    late_output: late.map(|p| resolve(self.base_dir, Path::new(p))),
+                }
+            }
+        })
     }
 }
 
