@@ -197,8 +197,11 @@ fn weir_run_fails_only_the_windows_a_refusing_aggregate_refuses() {
     assert_eq!(bad_lines, 20, "the bad lines are dead letters too");
 
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary =
-        format!("{} dead letters, {} failed plugin calls", expected_failed.len() + 20, expected_failed.len());
+    let summary = format!(
+        "{} dead letters, {} windows or batches the function failed on",
+        expected_failed.len() + 20,
+        expected_failed.len()
+    );
     assert!(stderr.contains(&summary), "expected '{summary}' in:\n{stderr}");
 }
 
@@ -270,8 +273,11 @@ fn hostile_guests_in_a_job_fail_their_windows_and_the_job_goes_on() {
         assert_eq!(got_out, expected_out, "{guest}: the windows it answers");
         assert_eq!(got_dead, expected_dead, "{guest}: each failed window once");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let summary =
-            format!("{} dead letters, {} failed plugin calls", expected_dead.len(), expected_dead.len());
+        let summary = format!(
+            "{} dead letters, {} windows or batches the function failed on",
+            expected_dead.len(),
+            expected_dead.len()
+        );
         assert!(stderr.contains(&summary), "{guest}: expected '{summary}' in:\n{stderr}");
     }
 }

@@ -34,7 +34,7 @@ pub fn summary_lines(s: &RunSummary) -> String {
     let secs = (s.elapsed_ms as f64 / 1000.0).max(1e-3);
     format!(
         "{} records read, {} events processed, {} windows fired ({} re-fired for late events), {} output records\n\
-         {} late events, {} dead letters, {} failed plugin calls\n\
+         {} late events, {} dead letters, {} windows or batches the function failed on\n\
          {:.1} s, {:.0} events/s",
         s.records,
         s.events,

@@ -91,8 +91,9 @@ enum Scalar {
     Bool(bool),
 }
 
-/// Which schema slot a JSON key names.
-enum Slot {
+/// What a JSON key is to the record schema: the key, the timestamp, a
+/// declared field (by column), or nothing it reads.
+enum KeyRole {
     Key,
     Timestamp,
     Field(usize),
@@ -202,29 +203,29 @@ impl<'de> Visitor<'de> for RowVisitor<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let slot = if self.schema.key.as_deref() == Some(&*name) {
-                Slot::Key
+                KeyRole::Key
             } else if self.schema.timestamp.as_deref() == Some(&*name) {
-                Slot::Timestamp
+                KeyRole::Timestamp
             } else if let Some(i) = self.schema.fields.iter().position(|f| f.name == *name) {
-                Slot::Field(i)
+                KeyRole::Field(i)
             } else {
-                Slot::Other
+                KeyRole::Other
             };
             match slot {
-                Slot::Key => {
+                KeyRole::Key => {
                     let seed = KeySeed { name: &name, failure: &mut self.row.failure };
                     self.row.key = Some(map.next_value_seed(seed)?);
                 }
-                Slot::Timestamp => {
+                KeyRole::Timestamp => {
                     let seed = TimestampSeed { name: &name, failure: &mut self.row.failure };
                     self.row.ts = Some(map.next_value_seed(seed)?);
                 }
-                Slot::Field(i) => {
+                KeyRole::Field(i) => {
                     let ty = self.schema.fields[i].ty;
                     let seed = ScalarSeed { name: &name, ty, failure: &mut self.row.failure };
                     self.row.values[i] = Some(map.next_value_seed(seed)?);
                 }
-                Slot::Other => {
+                KeyRole::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
