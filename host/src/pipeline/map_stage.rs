@@ -6,13 +6,26 @@ use super::collect::Collector;
 use super::operator::Operator;
 use super::payloads::Payloads;
 use crate::decode::Batch;
-use crate::plugin::PluginInstance;
+use crate::plugin::{Mapped, PluginError, PluginInstance};
 use crate::types::{Column, Events, Field, FieldType};
 use crate::window::empty_events;
 
+/// The function of a map job: a plugin instance, or plain Rust in tests.
+pub trait MapFunction {
+    /// The output rows of a batch: `rows[i]` is the input row of output row
+    /// `i`, whose new fields are row `i` of `columns`.
+    fn map(&mut self, events: &Events) -> Result<Mapped, PluginError>;
+}
+
+impl MapFunction for PluginInstance {
+    fn map(&mut self, events: &Events) -> Result<Mapped, PluginError> {
+        PluginInstance::map(self, events)
+    }
+}
+
 /// A map function over batches.
-pub struct MapStage {
-    instance: PluginInstance,
+pub struct MapStage<F> {
+    function: F,
     /// Batch column feeding each plugin input.
     inputs: Vec<usize>,
     /// The plugin's input types, in its order.
@@ -21,11 +34,11 @@ pub struct MapStage {
     outputs: Vec<Field>,
 }
 
-impl MapStage {
-    /// A stage calling `instance`, fed from batch columns `inputs`.
-    pub fn new(instance: PluginInstance, inputs: Vec<usize>, input_types: Vec<FieldType>) -> MapStage {
-        let outputs = instance.plugin().descriptor().outputs.clone();
-        MapStage { instance, inputs, input_types, outputs }
+impl<F: MapFunction> MapStage<F> {
+    /// A stage calling `function`, fed from batch columns `inputs`, whose
+    /// output fields are `outputs`.
+    pub fn new(function: F, inputs: Vec<usize>, input_types: Vec<FieldType>, outputs: Vec<Field>) -> Self {
+        MapStage { function, inputs, input_types, outputs }
     }
 
     /// The plugin's input columns for a batch.
@@ -39,7 +52,7 @@ impl MapStage {
     }
 }
 
-impl Operator for MapStage {
+impl<F: MapFunction> Operator for MapStage<F> {
     fn reads_payloads(&self) -> bool {
         true
     }
@@ -49,7 +62,7 @@ impl Operator for MapStage {
             return;
         }
         let events = self.events(batch);
-        match self.instance.map(&events) {
+        match self.function.map(&events) {
             Ok(mapped) => {
                 for (i, &row) in mapped.rows.iter().enumerate() {
                     let row = row as usize;

@@ -23,6 +23,7 @@ mod tests;
 mod window_stage;
 
 pub use collect::Collector;
+pub use map_stage::{MapFunction, MapStage};
 pub use operator::Operator;
 pub use payloads::Payloads;
 pub use window_stage::WindowStage;
@@ -37,7 +38,6 @@ use crate::source::{Poll, Source, SourceError};
 use crate::time::{Watermarks, now_ms};
 use crate::types::{Descriptor, FunctionKind, Window};
 use crate::window::{Reduce, WindowOperator};
-use map_stage::MapStage;
 use positions::ReadPositions;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -207,7 +207,7 @@ impl Pipeline {
         };
         let instance = plugin.instantiate(params, job.config.function.limits.clone())?;
         let operator: Box<dyn Operator> = match reduce {
-            None => Box::new(MapStage::new(instance, inputs, input_types)),
+            None => Box::new(MapStage::new(instance, inputs, input_types, d.outputs.clone())),
             Some((reduce, spec)) => {
                 let lateness = job.allowed_lateness();
                 let windows = WindowOperator::new(spec, lateness, reduce, input_types, inputs);

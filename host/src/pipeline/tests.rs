@@ -429,3 +429,103 @@ fn jobs_that_do_not_fit_their_plugin_are_refused_before_any_data() {
         assert!(err.contains(message), "expected '{message}' in: {err}");
     }
 }
+
+/// Kelvin to Celsius in plain Rust, refusing any batch that holds a
+/// reading above `limit`.
+struct RefusingMap {
+    limit: f64,
+}
+
+impl MapFunction for RefusingMap {
+    fn map(&mut self, events: &crate::types::Events) -> Result<crate::plugin::Mapped, PluginError> {
+        let Some(crate::types::Column::F64(kelvin)) = events.columns.first() else {
+            panic!("one f64 column")
+        };
+        if let Some(bad) = kelvin.iter().find(|&&k| k > self.limit) {
+            return Err(PluginError {
+                plugin: "refusing-map".into(),
+                call: crate::plugin::CallSite { function: "map", key: None, window: None },
+                failure: crate::plugin::Failure::Returned(format!("reading {bad} above {}", self.limit)),
+            });
+        }
+        Ok(crate::plugin::Mapped {
+            rows: (0..kelvin.len() as u32).collect(),
+            columns: vec![crate::types::Column::F64(kelvin.iter().map(|k| k - 273.15).collect())],
+        })
+    }
+}
+
+#[test]
+fn a_map_batch_the_function_refuses_goes_to_the_dead_letters_record_by_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = readings(5_500, 0, 6);
+    // One reading above the limit in the second and fifth batches of 1,000.
+    input[1_234].2 = 500.0;
+    input[4_321].2 = 501.0;
+    write_lines(&dir.path().join("in.jsonl"), input.iter().map(reading_line));
+    let text = r#"
+name = "kelvin-to-celsius"
+[source]
+type = "file"
+path = "{dir}/in.jsonl"
+[format]
+fields = { temperature = "f64" }
+[function]
+plugin = "kelvin-to-celsius"
+[sink]
+type = "file"
+path = "{dir}/out.jsonl"
+dead_letter = "{dir}/dead.jsonl"
+"#
+    .replace("{dir}", &dir.path().display().to_string());
+    let job = Job::parse(&text, "test.toml", dir.path()).unwrap();
+    let descriptor = crate::types::Descriptor {
+        name: "refusing-map".into(),
+        version: "0".into(),
+        kind: FunctionKind::Map,
+        description: String::new(),
+        inputs: vec![crate::types::Field { name: "temperature".into(), ty: crate::types::FieldType::F64 }],
+        outputs: vec![crate::types::Field { name: "temperature".into(), ty: crate::types::FieldType::F64 }],
+        params: vec![],
+    };
+    let stage = MapStage::new(
+        RefusingMap { limit: 400.0 },
+        vec![0],
+        vec![crate::types::FieldType::F64],
+        descriptor.outputs.clone(),
+    );
+    let mut pipeline = Pipeline { job, descriptor, operator: Box::new(stage) };
+    let mut source = FileSource::open(&dir.path().join("in.jsonl")).unwrap();
+    let mut sinks = Sinks {
+        output: Box::new(FileSink::create(&dir.path().join("out.jsonl")).unwrap()),
+        dead_letter: Some(Box::new(FileSink::create(&dir.path().join("dead.jsonl")).unwrap())),
+        late: None,
+    };
+    let summary = pipeline.run(&mut source, &mut sinks, &RunOptions::default(), &mut |_| {}).unwrap();
+    drop(sinks);
+    // Batches are the polls of 1,000 records: [1000, 2000) and [4000, 5000)
+    // are refused whole; every other record is mapped, once.
+    let refused = |i: usize| (1_000..2_000).contains(&i) || (4_000..5_000).contains(&i);
+    let mut expected_out: Vec<(i64, u64)> = input
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !refused(*i))
+        .map(|(_, r)| (r.1, (r.2 - 273.15).to_bits()))
+        .collect();
+    let mut got_out: Vec<(i64, u64)> = read_json(&dir.path().join("out.jsonl"))
+        .iter()
+        .map(|r| (r["execution_time"].as_i64().unwrap(), r["temperature"].as_f64().unwrap().to_bits()))
+        .collect();
+    expected_out.sort();
+    got_out.sort();
+    assert_eq!(got_out, expected_out);
+    let dead = read_json(&dir.path().join("dead.jsonl"));
+    let mut got_dead: Vec<i64> = dead.iter().map(|d| d["offset"].as_i64().unwrap()).collect();
+    got_dead.sort();
+    let expected_dead: Vec<i64> = (0..input.len() as i64).filter(|&i| refused(i as usize)).collect();
+    assert_eq!(got_dead, expected_dead, "each record of a refused batch, once, by its offset");
+    assert!(
+        dead.iter().all(|d| d["kind"] == "record" && d["reason"].as_str().unwrap().contains("above 400"))
+    );
+    assert_eq!((summary.failed, summary.dead_letters, summary.outputs), (2, 2_000, 3_500));
+}
