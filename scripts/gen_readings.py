@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the homework's IoT readings as JSON lines, with the workload of the
+"""Writes the example IoT readings as JSON lines, with the workload of the
 Flink anchor (shared/bench/flink): event i has execution_time
 1_700_000_000_000 + 5*i ms, device_id 1 + splitmix64(i) mod K and
 temperature 333 + 50*u in kelvin, u = (splitmix64(i ^ 0x5DEECE66D) >> 11) * 2^-53.

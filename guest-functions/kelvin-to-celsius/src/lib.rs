@@ -1,4 +1,4 @@
-//! Kelvin to Celsius as a map function (the homework's block 3 job): each
+//! Kelvin to Celsius as a map function (the Kelvin-to-Celsius job): each
 //! record comes out unchanged except for `temperature`, which becomes
 //! `temperature - 273.15`.
 

@@ -1,5 +1,5 @@
 //! MaxTemperature as a window function: the maximum temperature and the
-//! number of readings in each window, the shape of the homework's
+//! number of readings in each window, the shape of Flink's
 //! `MaxTemperatureWindowFunction.apply(key, window, inputs)`.
 
 wit_bindgen::generate!({ world: "window-function", path: "../../wit" });

@@ -24,7 +24,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// How many times to try reaching the brokers at start before giving up
-    /// (the homework's producer tried 6 times). Each attempt waits up to 3 s
+    /// (a typical Kafka producer's retry count). Each attempt waits up to 3 s
     /// (or `request_timeout` if shorter) for an answer.
     pub connect_attempts: u32,
     /// The wait after the first failed attempt; it doubles after each
