@@ -1,6 +1,6 @@
 //! MaxTemperature as a window function: the maximum temperature and the
-//! number of readings in each window, the shape of Flink's
-//! `MaxTemperatureWindowFunction.apply(key, window, inputs)`.
+//! number of readings in each window, the shape of a Flink
+//! `WindowFunction`'s `apply(key, window, inputs)`.
 
 wit_bindgen::generate!({ world: "window-function", path: "../../wit" });
 
