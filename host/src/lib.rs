@@ -2,6 +2,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for how the modules fit together.
 
+pub mod checkpoint;
 pub mod decode;
 pub mod duration;
 pub mod encode;

@@ -1,0 +1,85 @@
+//! Checkpoints in a local folder, through cap-std: every path is resolved
+//! inside the folder, so no path a checkpoint names (`..`, an absolute
+//! path, a symlink out) can reach anything outside it.
+
+use super::storage::{CheckpointStorage, StorageError};
+use cap_std::fs::Dir;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A local folder holding checkpoints.
+pub struct FileStorage {
+    url: String,
+    root: Dir,
+    /// Numbers temporary files, so concurrent writes never share one.
+    temp: AtomicU64,
+}
+
+impl FileStorage {
+    /// Opens (creating it if needed) the folder at absolute `path`; `url`
+    /// names it in messages.
+    pub fn open(url: &str, path: &str) -> Result<FileStorage, StorageError> {
+        let fail = |source| StorageError::Open { url: url.to_string(), root: path.into(), source };
+        std::fs::create_dir_all(path).map_err(fail)?;
+        let root = Dir::open_ambient_dir(path, cap_std::ambient_authority()).map_err(fail)?;
+        Ok(FileStorage { url: url.to_string(), root, temp: AtomicU64::new(0) })
+    }
+
+    fn fail(&self, action: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> StorageError {
+        let (url, path) = (self.url.clone(), path.to_string());
+        move |source| StorageError::Io { url, action, path, source }
+    }
+}
+
+impl CheckpointStorage for FileStorage {
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let target = Path::new(path);
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            self.root.create_dir_all(parent).map_err(self.fail("write", path))?;
+        }
+        let n = self.temp.fetch_add(1, Ordering::Relaxed);
+        let temp = format!("{path}.tmp-{}-{n}", std::process::id());
+        let written = (|| {
+            let mut file = self.root.create(&temp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            self.root.rename(&temp, &self.root, target)
+        })();
+        if written.is_err() {
+            let _ = self.root.remove_file(&temp);
+        }
+        written.map_err(self.fail("write", path))
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
+        self.root.read(path).map_err(self.fail("read", path))
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+        let folder = if dir.is_empty() { "." } else { dir };
+        let entries = match self.root.read_dir(folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.fail("list", dir)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(self.fail("list", dir))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove_dir(&self, dir: &str) -> Result<(), StorageError> {
+        match self.root.remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(self.fail("remove", dir)),
+        }
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+}

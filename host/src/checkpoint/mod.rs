@@ -1,0 +1,19 @@
+//! Checkpoints: where a job's state is kept so that a restarted job goes on
+//! where it stopped. This module holds the parts that stand on their own so
+//! far: the storage (behind one trait, a local folder first) and the file
+//! format (versioned and checksummed, made complete by a manifest written
+//! last). Taking checkpoints in the loop and restoring from them come next.
+
+mod file;
+mod format;
+mod storage;
+
+pub use file::FileStorage;
+pub use format::{
+    CHECKPOINT_VERSION, Checkpoint, Manifest, ManifestEntry, ReadError, checkpoint_ids, decode_file,
+    encode_file, latest_complete, read_complete, write_complete,
+};
+pub use storage::{CheckpointStorage, StorageError, open_storage};
+
+#[cfg(test)]
+mod tests;
