@@ -12,7 +12,7 @@ mod spec;
 mod state;
 
 pub use function::WindowFunction;
-pub use operator::{Firing, OperatorStats, RowsRef, WindowOperator};
+pub use operator::{Firing, OperatorStats, RowsRef, SnapshotError, WindowOperator};
 pub use state::{Reduce, empty_events};
 
 #[cfg(test)]

@@ -12,6 +12,9 @@
 //!   is late (see [`WindowOperator::is_late`]) and goes to the late output.
 
 mod fire;
+mod snapshot;
+
+pub use snapshot::SnapshotError;
 
 use super::state::{PaneState, Reduce, empty_events, push_row};
 use super::{WindowFunction, WindowSpec};

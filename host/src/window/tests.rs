@@ -555,3 +555,151 @@ fn unfired_offsets_point_at_the_oldest_event_a_window_still_needs() {
         }
     }
 }
+
+/// Like [`run`], but after batch `cut` the operator's state is snapshot per
+/// partition and restored into a new operator, which goes on.
+fn run_with_restore(
+    spec: WindowSpec,
+    lateness: i64,
+    bound: i64,
+    reduce: Reduce,
+    batches: &[Vec<Event>],
+    cut: usize,
+) -> Vec<Emission> {
+    let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
+    let new_operator = || WindowOperator::new(spec, lateness, reduce, vec![FieldType::F64], vec![0]);
+    let mut op = new_operator();
+    let mut function = NativeMax::new();
+    let mut out = vec![];
+    let mut seen = BTreeMap::new();
+    for (i, events) in batches.iter().enumerate() {
+        if i == cut {
+            let mut restored = new_operator();
+            for partition in op.partitions() {
+                let mut bytes = vec![];
+                op.snapshot_partition(partition, &mut bytes);
+                restored.restore_partition(partition, &bytes).unwrap();
+                let mut again = vec![];
+                restored.snapshot_partition(partition, &mut again);
+                assert!(again == bytes, "a restored partition snapshots to the same bytes");
+            }
+            assert_eq!(restored.watermark(), op.watermark());
+            assert_eq!(restored.open_state().0, op.open_state().0, "the same open panes and sessions");
+            op = restored;
+        }
+        let mut batch = Batch::new(&fields);
+        for e in events {
+            if op.is_late(e.partition, &Key::Int(e.key), e.ts) {
+                continue;
+            }
+            batch.partitions.push(e.partition);
+            batch.offsets.push(0);
+            batch.keys.push(Some(Key::Int(e.key)));
+            batch.timestamps.push(e.ts);
+            let Column::F64(t) = &mut batch.columns[0] else { unreachable!() };
+            t.push(e.temp);
+        }
+        op.process(&batch, &mut function);
+        let wm = watermark_after(&mut seen, events, bound);
+        op.advance(wm, &mut function, &mut |firing| {
+            if let Firing::Rows { key: Key::Int(k), window, rows, .. } = firing {
+                out.push((*k, window.start, window.end, max_and_count(rows)));
+            }
+        });
+    }
+    op.advance(i64::MAX, &mut function, &mut |firing| {
+        if let Firing::Rows { key: Key::Int(k), window, rows, .. } = firing {
+            out.push((*k, window.start, window.end, max_and_count(rows)));
+        }
+    });
+    out.sort();
+    out
+}
+
+#[test]
+fn a_snapshot_restored_into_a_new_operator_goes_on_exactly_as_the_original() {
+    let cases = [CASES[1], CASES[3], (WindowSpec::Session { gap: 40 }, 300)];
+    for (seed, (spec, lateness)) in cases.into_iter().enumerate() {
+        let batches = scenario(seed as u64 + 40, 2500, 300);
+        for reduce in [Reduce::Apply, Reduce::Aggregate { flush_at: 3 }] {
+            let (expected, _) = run(spec, lateness, 300, reduce, &batches, &mut NativeMax::new());
+            for cut in [1, batches.len() / 3, batches.len() - 1] {
+                let got = run_with_restore(spec, lateness, 300, reduce, &batches, cut);
+                assert_eq!(
+                    got, expected,
+                    "{spec} lateness {lateness} {reduce:?}, restored after batch {cut}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_damaged_snapshot_is_refused_with_a_reason() {
+    let mut op = WindowOperator::new(
+        WindowSpec::Tumbling { size: 100 },
+        0,
+        Reduce::Apply,
+        vec![FieldType::F64],
+        vec![0],
+    );
+    op.process(&one(1000, 5.0), &mut NativeMax::new());
+    let mut bytes = vec![];
+    op.snapshot_partition(0, &mut bytes);
+    let mut fresh = WindowOperator::new(
+        WindowSpec::Tumbling { size: 100 },
+        0,
+        Reduce::Apply,
+        vec![FieldType::F64],
+        vec![0],
+    );
+    for cut in 0..bytes.len() {
+        assert!(fresh.restore_partition(0, &bytes[..cut]).is_err(), "cut at {cut} was accepted");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(fresh.restore_partition(0, &longer).unwrap_err().to_string().contains("after the end"));
+    let mut newer = bytes.clone();
+    newer[0] = 9;
+    assert!(fresh.restore_partition(0, &newer).unwrap_err().to_string().contains("version 9"));
+    fresh.restore_partition(0, &bytes).unwrap();
+    assert_eq!(fresh.open_state().0, op.open_state().0);
+}
+
+#[test]
+fn snapshots_keep_string_keys_and_every_column_type() {
+    let types = vec![FieldType::I64, FieldType::String, FieldType::Bool, FieldType::F64];
+    let fields: Vec<Field> =
+        types.iter().enumerate().map(|(i, &ty)| Field { name: format!("f{i}"), ty }).collect();
+    let spec = WindowSpec::Session { gap: 50 };
+    let mut op = WindowOperator::new(spec, 10, Reduce::Apply, types.clone(), vec![0, 1, 2, 3]);
+    let mut batch = Batch::new(&fields);
+    for i in 0..40i64 {
+        batch.partitions.push((i % 2) as i32);
+        batch.offsets.push(i);
+        batch.keys.push(Some(Key::Str(format!("device-{}", i % 5))));
+        batch.timestamps.push(1_000 + 7 * i);
+        let [Column::I64(a), Column::String(b), Column::Bool(c), Column::F64(d)] = &mut batch.columns[..]
+        else {
+            unreachable!()
+        };
+        a.push(i * 3);
+        b.push(format!("s{i}é"));
+        c.push(i % 3 == 0);
+        d.push(i as f64 / 3.0);
+    }
+    op.process(&batch, &mut NativeMax::new());
+    op.advance(1_100, &mut NativeMax::new(), &mut |_| {});
+    let mut restored = WindowOperator::new(spec, 10, Reduce::Apply, types, vec![0, 1, 2, 3]);
+    assert_eq!(op.partitions(), [0, 1]);
+    for partition in op.partitions() {
+        let mut bytes = vec![];
+        op.snapshot_partition(partition, &mut bytes);
+        restored.restore_partition(partition, &bytes).unwrap();
+        let mut again = vec![];
+        restored.snapshot_partition(partition, &mut again);
+        assert!(again == bytes);
+    }
+    assert_eq!(restored.open_state().0, op.open_state().0);
+    assert_eq!(restored.unfired_offsets().collect::<Vec<_>>(), op.unfired_offsets().collect::<Vec<_>>());
+}
