@@ -822,3 +822,82 @@ fn produce_retries_until_a_dev_broker_on_a_fixed_port_starts() {
     let lines = json_lines(&ok(weir(&["consume", "--brokers", &address, "--topic", "late", "--until-end"])));
     assert_exactly(&reads_of(&lines), 0..300, DEVICES);
 }
+
+#[test]
+fn produce_sends_a_file_or_stdin_line_by_line_keyed_by_a_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, address, _) = start_dev_broker(dir.path(), &[]);
+    let b = address.as_str();
+    // Out of order, with string and integer keys, a line without the key
+    // and one that is not JSON: every line goes on the topic as it is.
+    let mut lines: Vec<String> = (0..300)
+        .map(|i| {
+            format!(
+                "{{\"device_id\": {}, \"temperature\": {}, \"execution_time\": {}}}",
+                i % 7,
+                300 + i,
+                10_000 - 13 * i
+            )
+        })
+        .collect();
+    lines.push("{\"device_id\": \"pump-3\", \"temperature\": 1.5, \"execution_time\": 5}".into());
+    lines.push("{\"temperature\": 2.5, \"execution_time\": 6}".into());
+    lines.push("{not json".into());
+    let file = dir.path().join("data.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n\n").unwrap();
+    let out = weir(&[
+        "produce",
+        "--brokers",
+        b,
+        "--topic",
+        "data",
+        "--input",
+        file.to_str().unwrap(),
+        "--key",
+        "device_id",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("sent 303 records") && stderr.contains("(2 without it, sent unkeyed)"),
+        "{stderr}"
+    );
+    // Through stdin, to a second topic, unkeyed.
+    let piped = support::weir_command(&support::root())
+        .args(["produce", "--brokers", b, "--topic", "piped", "--input", "-"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
+
+    let consumed = |topic: &str| -> Vec<(Option<String>, String)> {
+        let text = ok(weir(&["consume", "--brokers", b, "--topic", topic, "--until-end"]));
+        let mut got: Vec<(Option<String>, String)> = json_lines(&text)
+            .iter()
+            .map(|v| {
+                let value = match &v["value"] {
+                    Value::String(raw) => raw.clone(),
+                    parsed => parsed.to_string(),
+                };
+                (v["key"].as_str().map(str::to_string), value)
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    let canonical = |line: &str| match serde_json::from_str::<Value>(line) {
+        Ok(v) => v.to_string(),
+        Err(_) => line.to_string(),
+    };
+    let key = |line: &str| match serde_json::from_str::<Value>(line).ok()?.get("device_id")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let mut expected: Vec<(Option<String>, String)> = lines.iter().map(|l| (key(l), canonical(l))).collect();
+    expected.sort();
+    assert_eq!(consumed("data"), expected, "every line once, keyed by its device_id");
+    let mut unkeyed: Vec<(Option<String>, String)> = lines.iter().map(|l| (None, canonical(l))).collect();
+    unkeyed.sort();
+    assert_eq!(consumed("piped"), unkeyed, "every line of stdin once");
+}

@@ -1,6 +1,8 @@
 //! `weir produce`: sends the example IoT readings to a topic, the workload
 //! of the temperature job and the benchmarks (reproducible: reading `i` is
-//! always the same).
+//! always the same); or, with `--input`, the JSON lines of a file or of
+//! stdin as they are, so that any data set (out of order, with bad records)
+//! can be put on a topic.
 
 use super::dev_broker::stop_on_ctrl_c;
 use anyhow::Context;
@@ -20,7 +22,17 @@ pub struct Args {
     /// The topic; it is created if missing (see --partitions).
     #[arg(long, default_value = "readings")]
     topic: String,
-    /// How many readings to send; without it, until Ctrl-C.
+    /// Send the lines of this file (`-` for stdin) instead of readings, each
+    /// as one record, unchanged; blank lines are skipped.
+    #[arg(long, value_name = "FILE")]
+    input: Option<std::path::PathBuf>,
+    /// With --input: the field whose value keys each record (an integer or
+    /// a string, as the job's `format.key`); lines without it, or that are
+    /// not JSON objects, are sent without a key and counted.
+    #[arg(long, requires = "input", value_name = "FIELD")]
+    key: Option<String>,
+    /// How many readings (or lines) to send; without it, until Ctrl-C (or
+    /// the end of the input).
     #[arg(long)]
     count: Option<u64>,
     /// Readings per second, like `1000` or `1000/s`; without it, as fast as
@@ -28,10 +40,10 @@ pub struct Args {
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
     /// How many devices send readings.
-    #[arg(long, default_value_t = readings::DEFAULT_DEVICES)]
+    #[arg(long, default_value_t = readings::DEFAULT_DEVICES, conflicts_with = "input")]
     devices: u64,
     /// The number of the first reading (to continue an earlier run).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "input")]
     first: u64,
     /// How many times to try reaching the brokers, with exponential backoff.
     #[arg(long, default_value_t = 6)]
@@ -56,20 +68,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("created topic '{}' with {} partition(s)", args.topic, args.partitions);
     }
     let mut sink = KafkaSink::open(&cluster, &args.topic)?;
+    if let Some(input) = &args.input {
+        return send_lines(&args, input, &mut sink, &stop, cluster.label());
+    }
 
     let bar = progress_bar(args.count);
     let started = Instant::now();
     let (mut payload, mut key) = (Vec::with_capacity(128), Vec::with_capacity(8));
     let mut sent = 0u64;
     while args.count.is_none_or(|c| sent < c) && !stop.load(Ordering::Relaxed) {
-        if let Some(rate) = args.rate {
-            // Paced against the start, so rounding never accumulates.
-            let due = started + Duration::from_secs_f64(sent as f64 / rate);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-        }
+        pace(args.rate, started, sent);
         let reading = Reading::generate(args.first + sent, args.devices);
         payload.clear();
         reading.write_json(&mut payload);
@@ -92,6 +100,76 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.topic,
         cluster.label(),
         sent as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Waits until record `sent` is due at `rate` records per second.
+fn pace(rate: Option<f64>, started: Instant, sent: u64) {
+    if let Some(rate) = rate {
+        // Paced against the start, so rounding never accumulates.
+        let due = started + Duration::from_secs_f64(sent as f64 / rate);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+}
+
+/// The key a line's `field` gives: an integer or a string, as text.
+fn key_of(line: &[u8], field: &str) -> Option<String> {
+    let serde_json::Value::Object(object) = serde_json::from_slice(line).ok()? else { return None };
+    match object.get(field)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => n.as_i64().map(|i| i.to_string()),
+        _ => None,
+    }
+}
+
+/// `--input`: every line of the file or stdin as one record.
+fn send_lines(
+    args: &Args,
+    input: &std::path::Path,
+    sink: &mut KafkaSink,
+    stop: &std::sync::atomic::AtomicBool,
+    brokers: &str,
+) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let reader: Box<dyn BufRead> = match input.as_os_str() == "-" {
+        true => Box::new(std::io::stdin().lock()),
+        false => Box::new(std::io::BufReader::new(
+            std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?,
+        )),
+    };
+    let started = Instant::now();
+    let (mut sent, mut unkeyed) = (0u64, 0u64);
+    for line in reader.split(b'\n') {
+        if args.count.is_some_and(|c| sent >= c) || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let line = line.with_context(|| format!("cannot read {}", input.display()))?;
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        pace(args.rate, started, sent);
+        let key = args.key.as_deref().and_then(|field| key_of(line, field));
+        if args.key.is_some() && key.is_none() {
+            unkeyed += 1;
+        }
+        sink.send(key.as_deref().map(str::as_bytes), line)?;
+        sent += 1;
+    }
+    sink.flush().context("not every record was delivered")?;
+    let keyed = match &args.key {
+        Some(field) => format!(", keyed by '{field}' ({unkeyed} without it, sent unkeyed)"),
+        None => String::new(),
+    };
+    eprintln!(
+        "sent {sent} records from {} to topic '{}' at {brokers}{keyed} in {:.1} s",
+        input.display(),
+        args.topic,
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
