@@ -261,6 +261,9 @@ fn run_kafka(n: u64, window: &str, reduce: &str) -> Measured {
         fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
             self.inner.commit(next_offsets)
         }
+        fn seek(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+            self.inner.seek(next_offsets)
+        }
     }
 
     let (plugin, _) = plugin_for(reduce);

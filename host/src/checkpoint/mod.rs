@@ -13,7 +13,7 @@ pub use format::{
     CHECKPOINT_VERSION, Checkpoint, Manifest, ManifestEntry, ReadError, checkpoint_ids, decode_file,
     encode_file, latest_complete, read_complete, write_complete,
 };
-pub use storage::{CheckpointStorage, StorageError, open_storage};
+pub use storage::{CheckpointStorage, StorageError, StorageUrl, open_storage, parse_storage_url};
 
 #[cfg(test)]
 mod tests;

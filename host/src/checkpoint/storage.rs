@@ -59,16 +59,36 @@ pub enum StorageError {
     },
 }
 
-/// Opens the storage a URL names: `file:///absolute/path` for a local
-/// folder (created if missing). The HDFS NameNode's web UI port, 9870, is
-/// recognised as a mistake for its RPC port.
-pub fn open_storage(url: &str) -> Result<Box<dyn CheckpointStorage>, StorageError> {
+/// A storage URL, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageUrl {
+    /// `file:///path`: a local folder.
+    File {
+        /// The folder, absolute.
+        path: String,
+    },
+}
+
+impl StorageError {
+    /// What is wrong, without the URL (for messages that name the field).
+    pub fn reason(&self) -> String {
+        match self {
+            StorageError::Url { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Checks a storage URL: `file:///absolute/path` for a local folder. The
+/// HDFS NameNode's web UI port, 9870, is recognised as a mistake for its
+/// RPC port.
+pub fn parse_storage_url(url: &str) -> Result<StorageUrl, StorageError> {
     let bad = |reason: &str| StorageError::Url { url: url.to_string(), reason: reason.to_string() };
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
             return Err(bad("a file URL needs an absolute path, as in file:///var/lib/weir/checkpoints"));
         }
-        return Ok(Box::new(super::FileStorage::open(url, path)?));
+        return Ok(StorageUrl::File { path: path.to_string() });
     }
     if let Some(rest) = url.strip_prefix("hdfs://") {
         let authority = rest.split('/').next().unwrap_or_default();
@@ -79,4 +99,12 @@ pub fn open_storage(url: &str) -> Result<Box<dyn CheckpointStorage>, StorageErro
         return Err(bad("hdfs:// storage is not built yet; use a file:/// URL"));
     }
     Err(bad("expected a file:///absolute/path URL"))
+}
+
+/// Opens the storage a URL names (see [`parse_storage_url`]); a local
+/// folder is created if missing.
+pub fn open_storage(url: &str) -> Result<Box<dyn CheckpointStorage>, StorageError> {
+    match parse_storage_url(url)? {
+        StorageUrl::File { path } => Ok(Box::new(super::FileStorage::open(url, &path)?)),
+    }
 }

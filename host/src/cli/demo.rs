@@ -105,6 +105,9 @@ impl Source for DemoSource {
     fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
         self.inner.commit(next_offsets)
     }
+    fn seek(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        self.inner.seek(next_offsets)
+    }
 }
 
 /// `HH:MM:SS.mmm` (UTC) of a time in ms.

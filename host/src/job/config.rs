@@ -31,6 +31,62 @@ pub struct JobConfig {
     pub function: FunctionConfig,
     /// Where results go.
     pub sink: SinkConfig,
+    /// `[checkpoint]`: take checkpoints and restore from them; without it a
+    /// job keeps no state across runs.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointConfig>,
+}
+
+/// `[checkpoint]`: what a job keeps so that, restarted, it goes on where it
+/// stopped. A checkpoint holds, per source partition, the next offset, the
+/// watermark and the window state, and the file sinks' lengths; on start a
+/// job restores its newest complete checkpoint.
+///
+/// ```toml
+/// [checkpoint]
+/// storage = "file:///var/lib/weir/checkpoints"
+/// interval = "10s"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Where checkpoints go: `file:///absolute/path`.
+    pub storage: String,
+    /// How often a checkpoint is taken (at the end of a poll).
+    #[serde(default = "default_checkpoint_interval", with = "crate::duration::serde_text")]
+    pub interval: Duration,
+    /// The least time between the end of one checkpoint and the start of
+    /// the next.
+    #[serde(default, with = "crate::duration::serde_text")]
+    pub min_pause: Duration,
+    /// How many complete checkpoints to keep; older ones are removed.
+    #[serde(default = "default_retain")]
+    pub retain: u32,
+    /// `at-least-once` (the default): after a restore, output since the
+    /// checkpoint may be written again to Kafka sinks (file sinks are cut
+    /// back to the checkpoint). `exactly-once`: output is written once;
+    /// built for a file source and file sinks only so far.
+    #[serde(default)]
+    pub mode: CheckpointMode,
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_retain() -> u32 {
+    1
+}
+
+/// The delivery guarantee checkpoints give.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointMode {
+    /// Nothing is lost; some output may repeat after a restore.
+    #[default]
+    AtLeastOnce,
+    /// Nothing is lost or repeated.
+    ExactlyOnce,
 }
 
 /// `[source]`: `type = "kafka"` (with `topic`) or `type = "file"` (with

@@ -5,8 +5,8 @@
 pub mod config;
 
 pub use config::{
-    FormatConfig, FunctionConfig, JobConfig, PropertyValue, SinkConfig, SinkKind, SourceConfig, SourceKind,
-    StartFrom, TimeConfig, WindowConfig, WindowKind,
+    CheckpointConfig, CheckpointMode, FormatConfig, FunctionConfig, JobConfig, PropertyValue, SinkConfig,
+    SinkKind, SourceConfig, SourceKind, StartFrom, TimeConfig, WindowConfig, WindowKind,
 };
 
 use crate::decode::RecordSchema;
@@ -173,6 +173,9 @@ impl Job {
         }
         let source = check.source(&config.source, &config.name)?;
         let sink = check.sink(&config.sink, &source, config.time.late_output.as_deref())?;
+        if let Some(checkpoint) = &config.checkpoint {
+            check.checkpoint(checkpoint, &source, &sink)?;
+        }
         Ok(Job {
             config,
             base_dir: base_dir.to_path_buf(),
@@ -312,6 +315,27 @@ impl Check<'_> {
                 SourceSpec::File { path: resolve(self.base_dir, path) }
             }
         })
+    }
+
+    /// `[checkpoint]`.
+    fn checkpoint(&self, c: &CheckpointConfig, source: &SourceSpec, sink: &SinkSpec) -> Result<(), JobError> {
+        crate::checkpoint::parse_storage_url(&c.storage)
+            .map_err(|e| self.error("checkpoint.storage", e.reason()))?;
+        if c.interval.is_zero() {
+            return Err(self.error("checkpoint.interval", "must be longer than 0"));
+        }
+        if c.retain == 0 {
+            return Err(self.error("checkpoint.retain", "must keep at least 1 checkpoint"));
+        }
+        if c.mode == CheckpointMode::ExactlyOnce
+            && !(matches!(source, SourceSpec::File { .. }) && matches!(sink, SinkSpec::File { .. }))
+        {
+            return Err(self.error(
+                "checkpoint.mode",
+                "exactly-once is built for a file source and file sinks so far; use mode = \"at-least-once\"",
+            ));
+        }
+        Ok(())
     }
 
     /// `[sink]`, with `time.late_output`.

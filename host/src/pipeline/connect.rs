@@ -79,8 +79,12 @@ pub fn open_with(
     };
     let sinks = match &job.sink {
         SinkSpec::File { path, dead_letter, late_output } => {
+            // With checkpoints, files keep what they hold until the run
+            // knows whether it restores one: then it cuts them back to the
+            // checkpoint, or to nothing.
+            let keep = job.config.checkpoint.is_some();
             let file = |p: &std::path::Path| -> Result<Box<dyn Sink>, PipelineError> {
-                Ok(Box::new(FileSink::create(p)?))
+                Ok(Box::new(if keep { FileSink::open_keeping(p)? } else { FileSink::create(p)? }))
             };
             Sinks {
                 output: file(path)?,

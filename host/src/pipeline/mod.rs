@@ -11,6 +11,7 @@
 //! them is in `window_stage.rs` and `map_stage.rs`; where its output goes,
 //! in `collect.rs`.
 
+mod checkpointing;
 mod collect;
 pub mod connect;
 mod dead_letter;
@@ -22,6 +23,8 @@ mod positions;
 mod tests;
 mod window_stage;
 
+use checkpointing::Checkpointer;
+pub use checkpointing::{CheckpointError, Restored};
 pub use collect::Collector;
 pub use map_stage::{MapFunction, MapStage};
 pub use operator::Operator;
@@ -76,6 +79,9 @@ pub enum PipelineError {
     /// A sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// A checkpoint could not be taken or restored.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// What a run did.
@@ -100,6 +106,10 @@ pub struct RunSummary {
     pub failed: u64,
     /// Output records written.
     pub outputs: u64,
+    /// Checkpoints taken.
+    pub checkpoints: u64,
+    /// The checkpoint the run restored at start, if any.
+    pub restored: Option<u64>,
     /// Wall time of the run, in ms.
     pub elapsed_ms: u64,
 }
@@ -138,6 +148,12 @@ impl Default for RunOptions {
 }
 
 impl Sinks {
+    /// The output, dead-letter and late sinks, in that order (`None` for
+    /// one the job does not have).
+    fn slots(&mut self) -> [Option<&mut Box<dyn Sink>>; 3] {
+        [Some(&mut self.output), self.dead_letter.as_mut(), self.late.as_mut()]
+    }
+
     /// Blocks until everything sent to every sink is written.
     pub fn flush(&mut self) -> Result<(), SinkError> {
         self.output.flush()?;
@@ -256,6 +272,20 @@ impl Pipeline {
         let mut summary = RunSummary::default();
         let mut read = ReadPositions::default();
         let mut committed_at = Instant::now();
+        // With checkpoints, the run starts from the newest one, and commits
+        // offsets only when a checkpoint holds the state they leave behind.
+        let mut checkpointer = match &job.config.checkpoint {
+            Some(config) => {
+                let plugin = format!("{}@{}", self.descriptor.name, self.descriptor.version);
+                Some(Checkpointer::open(job, config, plugin)?)
+            }
+            None => None,
+        };
+        if let Some(cp) = &mut checkpointer {
+            summary.restored = cp
+                .restore(operator, &mut watermarks, source, sinks, &mut read)?
+                .map(|restored| restored.checkpoint);
+        }
         let mut out = Collector {
             sinks,
             summary: &mut summary,
@@ -317,13 +347,29 @@ impl Pipeline {
             if end {
                 break;
             }
-            if committed_at.elapsed() >= options.commit_interval {
-                commit(out.sinks, source, operator, &read)?;
-                committed_at = Instant::now();
+            match &mut checkpointer {
+                Some(cp) if cp.due(Instant::now()) => {
+                    cp.take(operator, &watermarks, source, out.sinks, &read)?;
+                    out.summary.checkpoints += 1;
+                }
+                Some(_) => {}
+                None if committed_at.elapsed() >= options.commit_interval => {
+                    commit(out.sinks, source, operator, &read)?;
+                    committed_at = Instant::now();
+                }
+                None => {}
             }
         }
         operator.finish(out.summary);
-        commit(sinks, source, operator, &read)?;
+        match &mut checkpointer {
+            // The end of the run (its input's, or a stop) is checkpointed:
+            // started again, the job goes on from exactly here.
+            Some(cp) => {
+                cp.take(operator, &watermarks, source, sinks, &read)?;
+                summary.checkpoints += 1;
+            }
+            None => commit(sinks, source, operator, &read)?,
+        }
         summary.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
     }

@@ -18,6 +18,7 @@ use super::collect::Collector;
 use super::payloads::Payloads;
 use crate::decode::Batch;
 use crate::record::Key;
+use crate::window::SnapshotError;
 
 /// One step of a job between decode and the sinks.
 pub trait Operator {
@@ -58,6 +59,20 @@ pub trait Operator {
     /// fired). Committing past it would lose that event if the job
     /// restarted without its state.
     fn unfired_offsets(&self, _each: &mut dyn FnMut(i32, i64)) {}
+
+    /// The source partitions the operator holds state for (for
+    /// checkpoints); none for a stateless operator.
+    fn state_partitions(&self) -> Vec<i32> {
+        Vec::new()
+    }
+
+    /// Appends `partition`'s state to `out`, for a checkpoint.
+    fn snapshot_partition(&self, _partition: i32, _out: &mut Vec<u8>) {}
+
+    /// Restores `partition`'s state from a checkpoint.
+    fn restore_partition(&mut self, _partition: i32, _bytes: &[u8]) -> Result<(), SnapshotError> {
+        Ok(())
+    }
 
     /// Adds the operator's own counters to the summary, at the end.
     fn finish(&mut self, _summary: &mut RunSummary) {}

@@ -279,6 +279,9 @@ impl Source for OneAtATime {
     fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
         self.0.commit(next_offsets)
     }
+    fn seek(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        self.0.seek(next_offsets)
+    }
 }
 
 #[test]
@@ -528,4 +531,85 @@ dead_letter = "{dir}/dead.jsonl"
         dead.iter().all(|d| d["kind"] == "record" && d["reason"].as_str().unwrap().contains("above 400"))
     );
     assert_eq!((summary.failed, summary.dead_letters, summary.outputs), (2, 2_000, 3_500));
+}
+
+/// A job over `{dir}/in.jsonl` with out-of-order input, lateness, a late
+/// output and dead letters, and `checkpoint` appended.
+fn checkpointed_job(dir: &Path, outputs: &str, checkpoint: &str) -> Job {
+    let text = window_job(
+        "type = \"sliding\"\nsize = \"1s\"\nslide = \"250ms\"",
+        "max-temperature-agg",
+        "allowed_lateness = \"300ms\"",
+    )
+    .replace("out.jsonl", &format!("{outputs}-out.jsonl"))
+    .replace("dead.jsonl", &format!("{outputs}-dead.jsonl"))
+    .replace("late.jsonl", &format!("{outputs}-late.jsonl"))
+    .replace("max_out_of_orderness = \"500ms\"", "max_out_of_orderness = \"100ms\"")
+        + checkpoint;
+    Job::parse(&text.replace("{dir}", &dir.display().to_string()), "test.toml", dir).unwrap()
+}
+
+/// Runs `job` over files; `stop_after` outputs stops it (gracefully).
+fn run_files(job: Job, stop_after: Option<u64>) -> RunSummary {
+    let mut pipeline = Pipeline::build(job, engine()).unwrap();
+    let mut io = connect::open(pipeline.job(), true, None).unwrap();
+    let options = RunOptions::default();
+    let stop = options.stop.clone();
+    let mut written = 0;
+    pipeline
+        .run(io.source.as_mut(), &mut io.sinks, &options, &mut |_| {
+            written += 1;
+            if stop_after == Some(written) {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_checkpointed_job_stopped_and_restarted_many_times_writes_exactly_what_one_run_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = readings(12_000, 250, 7);
+    for r in input.iter_mut().step_by(500).skip(1) {
+        r.1 -= 2_000;
+    }
+    let mut lines: Vec<String> = input.iter().map(reading_line).collect();
+    for i in (50..lines.len()).step_by(997) {
+        lines.insert(i, "{\"device_id\": 1, \"temperature\": \"warm\"}".into());
+    }
+    write_lines(&dir.path().join("in.jsonl"), lines);
+    let clean = run_files(checkpointed_job(dir.path(), "clean", ""), None);
+    assert!(clean.late > 0 && clean.dead_letters > 0 && clean.refired > 0, "{clean:?}");
+
+    let storage = format!(
+        "\n[checkpoint]\nstorage = \"file://{}/checkpoints\"\ninterval = \"1ms\"\nmode = \"exactly-once\"\n",
+        dir.path().display()
+    );
+    let mut runs = 0;
+    let mut restored = 0;
+    loop {
+        runs += 1;
+        assert!(runs < 200, "the job never finished");
+        let summary = run_files(checkpointed_job(dir.path(), "resumed", &storage), Some(150));
+        restored += u64::from(summary.restored.is_some());
+        assert!(summary.checkpoints > 0);
+        if summary.outputs < 150 {
+            break;
+        }
+    }
+    assert!(runs > 5 && restored == runs - 1, "{runs} runs, {restored} restored");
+    for file in ["out", "dead", "late"] {
+        let clean = std::fs::read(dir.path().join(format!("clean-{file}.jsonl"))).unwrap();
+        let resumed = std::fs::read(dir.path().join(format!("resumed-{file}.jsonl"))).unwrap();
+        assert!(!clean.is_empty(), "{file}");
+        assert!(resumed == clean, "{file}: the resumed runs wrote other bytes than one run");
+    }
+    // Started again after the end, the job writes nothing new.
+    let again = run_files(checkpointed_job(dir.path(), "resumed", &storage), None);
+    assert_eq!((again.outputs, again.dead_letters, again.late), (0, 0, 0));
+    let resumed = std::fs::read(dir.path().join("resumed-out.jsonl")).unwrap();
+    assert!(resumed == std::fs::read(dir.path().join("clean-out.jsonl")).unwrap());
+    // Only `retain` (1) checkpoint is kept.
+    let kept = std::fs::read_dir(dir.path().join("checkpoints/test")).unwrap().count();
+    assert_eq!(kept, 1);
 }

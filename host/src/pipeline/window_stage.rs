@@ -10,7 +10,7 @@ use crate::decode::Batch;
 use crate::encode::window_records;
 use crate::record::Key;
 use crate::types::Field;
-use crate::window::{Firing, WindowFunction, WindowOperator};
+use crate::window::{Firing, SnapshotError, WindowFunction, WindowOperator};
 
 /// Window state and firing, with the function that reduces windows.
 pub struct WindowStage<F> {
@@ -69,6 +69,18 @@ impl<F: WindowFunction> Operator for WindowStage<F> {
         for (partition, offset) in self.operator.unfired_offsets() {
             each(partition, offset);
         }
+    }
+
+    fn state_partitions(&self) -> Vec<i32> {
+        self.operator.partitions()
+    }
+
+    fn snapshot_partition(&self, partition: i32, out: &mut Vec<u8>) {
+        self.operator.snapshot_partition(partition, out);
+    }
+
+    fn restore_partition(&mut self, partition: i32, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.operator.restore_partition(partition, bytes)
     }
 
     fn finish(&mut self, summary: &mut RunSummary) {

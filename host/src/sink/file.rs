@@ -1,7 +1,7 @@
 //! A JSON-lines file sink: one record per line.
 
 use super::{Sink, SinkError};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Writes records to a file, one per line.
@@ -9,6 +9,8 @@ pub struct FileSink {
     name: String,
     path: PathBuf,
     out: std::io::BufWriter<std::fs::File>,
+    /// Bytes in the file, counting what is still buffered.
+    written: u64,
 }
 
 impl FileSink {
@@ -23,6 +25,26 @@ impl FileSink {
             name: path.display().to_string(),
             path: path.to_path_buf(),
             out: std::io::BufWriter::with_capacity(1 << 20, file),
+            written: 0,
+        })
+    }
+
+    /// Opens `path` keeping what it holds, writing after it (creating it,
+    /// and its folder, if needed): for a job that restores a checkpoint and
+    /// then cuts the file back with [`Sink::rewind`].
+    pub fn open_keeping(path: &Path) -> Result<FileSink, SinkError> {
+        let fail = |source: std::io::Error| SinkError::CreateFile { path: path.to_path_buf(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let mut file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(fail)?;
+        let written = file.seek(SeekFrom::End(0)).map_err(fail)?;
+        Ok(FileSink {
+            name: path.display().to_string(),
+            path: path.to_path_buf(),
+            out: std::io::BufWriter::with_capacity(1 << 20, file),
+            written,
         })
     }
 
@@ -34,6 +56,7 @@ impl FileSink {
 impl Sink for FileSink {
     fn send(&mut self, _key: Option<&[u8]>, payload: &[u8]) -> Result<(), SinkError> {
         let written = self.out.write_all(payload).and_then(|()| self.out.write_all(b"\n"));
+        self.written += payload.len() as u64 + 1;
         written.map_err(|e| self.write_error(e))
     }
 
@@ -43,6 +66,27 @@ impl Sink for FileSink {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn position(&mut self) -> Result<Option<u64>, SinkError> {
+        self.flush()?;
+        Ok(Some(self.written))
+    }
+
+    fn rewind(&mut self, position: u64) -> Result<(), SinkError> {
+        self.flush()?;
+        if position > self.written {
+            let message = format!(
+                "the file holds {} bytes, fewer than the {position} the checkpoint recorded: was it changed outside weir?",
+                self.written
+            );
+            return Err(self.write_error(std::io::Error::other(message)));
+        }
+        let cut =
+            self.out.get_ref().set_len(position).and_then(|()| self.out.seek(SeekFrom::Start(position)));
+        cut.map_err(|e| self.write_error(e))?;
+        self.written = position;
+        Ok(())
     }
 }
 

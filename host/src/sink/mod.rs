@@ -113,4 +113,17 @@ pub trait Sink: Send {
 
     /// Where records go, for messages.
     fn name(&self) -> &str;
+
+    /// How far the sink has written, once flushed, for a checkpoint: a
+    /// file's length. `None` for a sink that cannot be cut back (Kafka).
+    fn position(&mut self) -> Result<Option<u64>, SinkError> {
+        Ok(None)
+    }
+
+    /// Cuts the output back to `position` (from [`Sink::position`]),
+    /// dropping what was written after it: a restored job writes it again.
+    /// A sink that cannot be cut back keeps everything (at-least-once).
+    fn rewind(&mut self, _position: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
 }

@@ -86,6 +86,32 @@ impl Source for FileSource {
     fn commit(&mut self, _next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
         Ok(())
     }
+
+    /// Skips lines up to `offset` of partition 0 (lines already read stay
+    /// read: a seek only goes forward).
+    fn seek(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        let fail = |reason: String| SourceError::Seek { name: self.name.clone(), reason };
+        for &(partition, offset) in next_offsets {
+            if partition != 0 {
+                return Err(fail(format!("a file has only partition 0, not {partition}")));
+            }
+            if offset < self.offset {
+                return Err(fail(format!("line {offset} was already read (at line {})", self.offset)));
+            }
+            while self.offset < offset {
+                self.line.clear();
+                let read = self
+                    .reader
+                    .read_until(b'\n', &mut self.line)
+                    .map_err(|e| fail(format!("cannot read: {e}")))?;
+                if read == 0 {
+                    return Err(fail(format!("the file ends at line {}, before line {offset}", self.offset)));
+                }
+                self.offset += 1;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -113,6 +113,8 @@ pub struct KafkaSource {
     ends: Option<Vec<i64>>,
     done: Vec<bool>,
     remaining: usize,
+    /// Where partitions start unless a seek says otherwise.
+    start: StartFrom,
     /// When each kind of consumer error was last logged, to keep a broker
     /// outage from flooding the log.
     last_warning: Option<(RDKafkaRespErr, Instant)>,
@@ -234,6 +236,7 @@ impl KafkaSource {
             ends,
             done,
             remaining,
+            start: options.start,
             last_warning: None,
             cluster: cluster.clone(),
         })
@@ -502,6 +505,39 @@ impl Source for KafkaSource {
 
     fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
         self.commit_offsets(next_offsets)
+    }
+
+    /// Assigns the partitions again, the listed ones at their offsets. In
+    /// bounded mode a partition whose offset reached its end is done.
+    fn seek(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        let fail = |reason: String| SourceError::Seek { name: self.topic.clone(), reason };
+        let mut assignment = TopicPartitionList::with_capacity(self.partitions.len());
+        for (i, &p) in self.partitions.iter().enumerate() {
+            let resume = next_offsets.iter().find(|(q, _)| *q == p).map(|&(_, o)| o);
+            if let (Some(o), Some(ends)) = (resume, &self.ends) {
+                self.done[i] = o >= ends[i];
+            }
+            if self.done[i] {
+                continue;
+            }
+            let offset = match (resume, self.start) {
+                (Some(o), _) => Offset::Offset(o),
+                (None, StartFrom::Earliest) => Offset::Beginning,
+                (None, StartFrom::Latest) => Offset::End,
+                (None, StartFrom::Committed) => Offset::Stored,
+            };
+            assignment
+                .add_partition_offset(&self.topic, p, offset)
+                .map_err(|e| fail(format!("cannot assign partition {p}: {e}")))?;
+        }
+        for &(p, _) in next_offsets {
+            if !self.partitions.contains(&p) {
+                return Err(fail(format!("the topic has no partition {p}")));
+            }
+        }
+        self.consumer.assign(&assignment).map_err(|e| fail(format!("cannot assign the partitions: {e}")))?;
+        self.remaining = self.done.iter().filter(|d| !**d).count();
+        Ok(())
     }
 }
 

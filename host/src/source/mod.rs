@@ -84,6 +84,14 @@ pub enum SourceError {
         /// Why.
         source: CommitError,
     },
+    /// The source could not go to the offsets a checkpoint holds.
+    #[error("source {name}: cannot resume at the checkpoint's offsets: {reason}")]
+    Seek {
+        /// The file or topic.
+        name: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl SourceError {
@@ -96,6 +104,7 @@ impl SourceError {
             SourceError::OpenTopic { topic, .. }
             | SourceError::Consume { topic, .. }
             | SourceError::Commit { topic, .. } => topic.clone(),
+            SourceError::Seek { name, .. } => name.clone(),
         }
     }
 }
@@ -159,4 +168,9 @@ pub trait Source: Send {
     /// error if the commit fails; a file source has nothing to commit and
     /// does nothing.
     fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError>;
+
+    /// Goes to `next_offsets` (`(partition, offset of the next record to
+    /// read)`), before the first poll: where a restored checkpoint left
+    /// off. Partitions left out start as the source would.
+    fn seek(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError>;
 }

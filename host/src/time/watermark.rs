@@ -69,6 +69,21 @@ impl Watermarks {
         self.emitted
     }
 
+    /// The maximum event time seen on `partition`, if any: what a
+    /// checkpoint keeps of its clock.
+    pub fn max_event_time(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition).map(|c| c.max_ts).filter(|&t| t > i64::MIN)
+    }
+
+    /// Restores a partition's clock from a checkpoint, and the watermark
+    /// already emitted (it never goes back).
+    pub fn restore(&mut self, partition: i32, max_event_time: Option<i64>, emitted: i64, now: Instant) {
+        let clock =
+            self.partitions.entry(partition).or_insert(PartitionClock { max_ts: i64::MIN, last_event: now });
+        clock.max_ts = clock.max_ts.max(max_event_time.unwrap_or(i64::MIN));
+        self.emitted = self.emitted.max(emitted);
+    }
+
     /// The end of a bounded input: every window may fire.
     pub fn finish(&mut self) -> i64 {
         self.emitted = i64::MAX;

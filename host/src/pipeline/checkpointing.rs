@@ -1,0 +1,286 @@
+//! Taking checkpoints in the loop, and restoring the newest one when a job
+//! starts. A checkpoint is taken between polls: the sinks are flushed, then
+//! each source partition's next offset, clock and window state, and each
+//! file sink's length, are written (`checkpoint::write_complete`), and only
+//! then are the offsets committed to the source.
+
+use super::Sinks;
+use super::operator::Operator;
+use super::positions::ReadPositions;
+use crate::checkpoint::{
+    Checkpoint, CheckpointStorage, ReadError, StorageError, checkpoint_ids, latest_complete, open_storage,
+    write_complete,
+};
+use crate::job::{CheckpointConfig, Job};
+use crate::source::Source;
+use crate::time::{Watermarks, now_ms};
+use crate::window::SnapshotError;
+use std::time::{Duration, Instant};
+
+/// The version of the partition and sink files' layout.
+const LAYOUT: u32 = 1;
+
+/// A checkpoint that could not be taken or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A checkpoint could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Window state that could not be restored.
+    #[error(transparent)]
+    State(#[from] SnapshotError),
+    /// A checkpoint file whose content makes no sense.
+    #[error("checkpoint {checkpoint}: file {file}: {reason}")]
+    Content {
+        /// The checkpoint's id.
+        checkpoint: u64,
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The job changed since the checkpoint in a way its state cannot
+    /// follow.
+    #[error(
+        "checkpoint {checkpoint} was taken with {what} {then}, but the job now has {now}: \
+         restore it with the job as it was, or give the job another name to start afresh"
+    )]
+    Mismatch {
+        /// The checkpoint's id.
+        checkpoint: u64,
+        /// What changed.
+        what: &'static str,
+        /// Its value in the checkpoint.
+        then: String,
+        /// Its value now.
+        now: String,
+    },
+}
+
+/// What a run restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// The checkpoint's id.
+    pub checkpoint: u64,
+    /// How many source partitions it held.
+    pub partitions: usize,
+}
+
+/// Takes a job's checkpoints and restores them.
+pub(super) struct Checkpointer {
+    storage: Box<dyn CheckpointStorage>,
+    job: String,
+    /// The window and function the state belongs to: a restore checks them.
+    identity: [(&'static str, String); 2],
+    interval: Duration,
+    min_pause: Duration,
+    retain: usize,
+    next_id: u64,
+    last_started: Instant,
+    last_ended: Instant,
+}
+
+/// One source partition in a checkpoint.
+struct PartitionEntry {
+    partition: i32,
+    next_offset: i64,
+    max_event_time: Option<i64>,
+    state: Vec<u8>,
+}
+
+fn encode_partition(e: &PartitionEntry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(28 + e.state.len());
+    out.extend_from_slice(&LAYOUT.to_le_bytes());
+    out.extend_from_slice(&e.next_offset.to_le_bytes());
+    out.extend_from_slice(&e.max_event_time.unwrap_or(i64::MIN).to_le_bytes());
+    out.extend_from_slice(&e.state);
+    out
+}
+
+fn decode_partition(partition: i32, bytes: &[u8]) -> Option<PartitionEntry> {
+    let layout = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
+    let next_offset = i64::from_le_bytes(bytes.get(4..12)?.try_into().ok()?);
+    let max = i64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?);
+    (layout == LAYOUT).then(|| PartitionEntry {
+        partition,
+        next_offset,
+        max_event_time: (max > i64::MIN).then_some(max),
+        state: bytes[20..].to_vec(),
+    })
+}
+
+fn encode_sinks(positions: [Option<u64>; 3]) -> Vec<u8> {
+    let mut out = LAYOUT.to_le_bytes().to_vec();
+    for p in positions {
+        out.push(u8::from(p.is_some()));
+        out.extend_from_slice(&p.unwrap_or(0).to_le_bytes());
+    }
+    out
+}
+
+fn decode_sinks(bytes: &[u8]) -> Option<[Option<u64>; 3]> {
+    if bytes.len() != 4 + 3 * 9 || u32::from_le_bytes(bytes[..4].try_into().ok()?) != LAYOUT {
+        return None;
+    }
+    let mut out = [None; 3];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let at = 4 + 9 * i;
+        let value = u64::from_le_bytes(bytes[at + 1..at + 9].try_into().ok()?);
+        *slot = (bytes[at] == 1).then_some(value);
+    }
+    Some(out)
+}
+
+impl Checkpointer {
+    /// The checkpointer of `job`, if it has a `[checkpoint]` section;
+    /// `plugin` names its function (`name@version`).
+    pub(super) fn open(
+        job: &Job,
+        config: &CheckpointConfig,
+        plugin: String,
+    ) -> Result<Self, CheckpointError> {
+        let window = job.window.map_or_else(|| "none".to_string(), |w| w.to_string());
+        let now = Instant::now();
+        Ok(Checkpointer {
+            storage: open_storage(&config.storage)?,
+            job: job.config.name.clone(),
+            identity: [("window", window), ("function", plugin)],
+            interval: config.interval,
+            min_pause: config.min_pause,
+            retain: config.retain.max(1) as usize,
+            next_id: 1,
+            last_started: now,
+            last_ended: now,
+        })
+    }
+
+    /// Whether a checkpoint is due at `now`.
+    pub(super) fn due(&self, now: Instant) -> bool {
+        now.duration_since(self.last_started) >= self.interval
+            && now.duration_since(self.last_ended) >= self.min_pause
+    }
+
+    /// Restores the newest complete checkpoint, if there is one: the
+    /// operator's state, the clocks, the source's offsets and the sinks'
+    /// lengths. Without one, file sinks are emptied, as a fresh run's are.
+    pub(super) fn restore(
+        &mut self,
+        operator: &mut dyn Operator,
+        watermarks: &mut Watermarks,
+        source: &mut dyn Source,
+        sinks: &mut Sinks,
+        read: &mut ReadPositions,
+    ) -> Result<Option<Restored>, super::PipelineError> {
+        self.next_id = checkpoint_ids(self.storage.as_ref(), &self.job)
+            .map_err(CheckpointError::from)?
+            .last()
+            .map_or(1, |id| id + 1);
+        let Some(Checkpoint { manifest, files }) =
+            latest_complete(self.storage.as_ref(), &self.job).map_err(CheckpointError::from)?
+        else {
+            for sink in sinks.slots().into_iter().flatten() {
+                sink.rewind(0)?;
+            }
+            return Ok(None);
+        };
+        let id = manifest.checkpoint;
+        let content = |file: &str, reason: &str| CheckpointError::Content {
+            checkpoint: id,
+            file: file.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut offsets = Vec::new();
+        let mut sink_positions = None;
+        for (name, bytes) in &files {
+            if let Some(what) = name.strip_prefix("identity-") {
+                let Some(&(key, ref now)) = self.identity.iter().find(|(k, _)| *k == what) else { continue };
+                let then = String::from_utf8_lossy(bytes).into_owned();
+                if &then != now {
+                    return Err(CheckpointError::Mismatch {
+                        checkpoint: id,
+                        what: key,
+                        then,
+                        now: now.clone(),
+                    }
+                    .into());
+                }
+            } else if name == "sinks" {
+                sink_positions =
+                    Some(decode_sinks(bytes).ok_or_else(|| content(name, "not a sinks record"))?);
+            } else if let Some(p) = name.strip_prefix("partition-") {
+                let partition: i32 = p.parse().map_err(|_| content(name, "not a partition number"))?;
+                let entry = decode_partition(partition, bytes)
+                    .ok_or_else(|| content(name, "not a partition record"))?;
+                operator.restore_partition(partition, &entry.state).map_err(CheckpointError::from)?;
+                watermarks.restore(partition, entry.max_event_time, operator.watermark(), Instant::now());
+                if entry.next_offset > 0 {
+                    read.advance(partition, entry.next_offset - 1);
+                    offsets.push((partition, entry.next_offset));
+                }
+            }
+        }
+        let positions = sink_positions.ok_or_else(|| content("sinks", "missing"))?;
+        for (sink, position) in sinks.slots().into_iter().zip(positions) {
+            if let Some(sink) = sink {
+                sink.rewind(position.unwrap_or(0))?;
+            }
+        }
+        source.seek(&offsets)?;
+        tracing::info!("restored checkpoint {id} of job '{}' ({} partitions)", self.job, offsets.len());
+        Ok(Some(Restored { checkpoint: id, partitions: offsets.len() }))
+    }
+
+    /// Takes a checkpoint: flushes the sinks, writes every partition's
+    /// offset, clock and state and the sinks' lengths, then commits the
+    /// offsets to the source and drops checkpoints beyond `retain`.
+    pub(super) fn take(
+        &mut self,
+        operator: &dyn Operator,
+        watermarks: &Watermarks,
+        source: &mut dyn Source,
+        sinks: &mut Sinks,
+        read: &ReadPositions,
+    ) -> Result<u64, super::PipelineError> {
+        self.last_started = Instant::now();
+        let mut positions = [None; 3];
+        for (slot, sink) in positions.iter_mut().zip(sinks.slots()) {
+            if let Some(sink) = sink {
+                *slot = sink.position()?;
+            }
+        }
+        let offsets = read.to_commit(|_| None);
+        let mut partitions: Vec<i32> = offsets.iter().map(|&(p, _)| p).collect();
+        partitions.extend(operator.state_partitions());
+        partitions.sort_unstable();
+        partitions.dedup();
+        let mut files: Vec<(String, Vec<u8>)> =
+            self.identity.iter().map(|(k, v)| (format!("identity-{k}"), v.clone().into_bytes())).collect();
+        files.push(("sinks".into(), encode_sinks(positions)));
+        for partition in partitions {
+            let mut state = Vec::new();
+            operator.snapshot_partition(partition, &mut state);
+            let next_offset = offsets.iter().find(|(p, _)| *p == partition).map_or(0, |&(_, o)| o);
+            let entry = PartitionEntry {
+                partition,
+                next_offset,
+                max_event_time: watermarks.max_event_time(partition),
+                state,
+            };
+            files.push((format!("partition-{}", entry.partition), encode_partition(&entry)));
+        }
+        let id = self.next_id;
+        write_complete(self.storage.as_ref(), &self.job, id, now_ms(), &files)
+            .map_err(CheckpointError::from)?;
+        self.next_id += 1;
+        source.commit(&offsets)?;
+        let ids = checkpoint_ids(self.storage.as_ref(), &self.job).map_err(CheckpointError::from)?;
+        for old in ids.iter().filter(|&&old| old + self.retain as u64 <= id) {
+            self.storage.remove_dir(&format!("{}/chk-{old:020}", self.job)).map_err(CheckpointError::from)?;
+        }
+        self.last_ended = Instant::now();
+        Ok(id)
+    }
+}
