@@ -35,7 +35,7 @@ pub fn summary_lines(s: &RunSummary) -> String {
     format!(
         "{} records read, {} events processed, {} windows fired ({} re-fired for late events), {} output records\n\
          {} late events, {} dead letters, {} windows or batches the function failed on\n\
-         {:.1} s, {:.0} events/s",
+         {}{:.1} s, {:.0} events/s",
         s.records,
         s.events,
         s.windows,
@@ -44,9 +44,20 @@ pub fn summary_lines(s: &RunSummary) -> String {
         s.late,
         s.dead_letters,
         s.failed,
+        checkpoints_line(s),
         secs,
         s.events as f64 / secs
     )
+}
+
+/// "N checkpoints taken (restored from checkpoint M)\n", or nothing for a
+/// job without checkpoints.
+fn checkpoints_line(s: &RunSummary) -> String {
+    match (s.checkpoints, s.restored) {
+        (0, None) => String::new(),
+        (n, None) => format!("{n} checkpoints taken, starting afresh\n"),
+        (n, Some(id)) => format!("{n} checkpoints taken, resumed from checkpoint {id}\n"),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
