@@ -121,3 +121,49 @@ fn weir_run_killed_again_and_again_resumes_from_its_checkpoints_exactly_once() {
         );
     }
 }
+
+#[test]
+fn checkpoints_are_listed_inspected_and_chosen_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(&dir.path().join("input.jsonl"), 20_000);
+    let storage = dir.path().join("checkpoints");
+    let url = format!("file://{}", storage.display());
+    let job = job(
+        dir.path(),
+        "cli",
+        &format!("[checkpoint]\nstorage = \"{url}\"\ninterval = \"1h\"\nretain = 2\n"),
+    );
+    let weir = |args: &[&str]| {
+        let out = weir_command(dir.path()).args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "weir {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let job = job.to_str().unwrap();
+    let (_, first) = weir(&["run", job, "--until-end"]);
+    assert!(first.contains("1 checkpoints taken, starting afresh"), "{first}");
+    let output = std::fs::read(dir.path().join("cli-out.jsonl")).unwrap();
+    let (_, again) = weir(&["run", job, "--until-end"]);
+    assert!(again.contains("resumed from checkpoint 1") && again.contains("0 output records"), "{again}");
+
+    let (listed, _) = weir(&["checkpoints", "list", &url]);
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{listed}");
+    assert!(rows.iter().all(|r| r.starts_with("cli ") && r.ends_with("complete")), "{listed}");
+    let (inspected, _) = weir(&["checkpoints", "inspect", &format!("{url}/cli/chk-{:020}", 2)]);
+    assert!(inspected.contains("window: sliding:1s/100ms"), "{inspected}");
+    let partition = inspected.lines().last().unwrap().split_whitespace().collect::<Vec<_>>();
+    // Partition 0, read to the end: 20,000 readings and 4 bad lines.
+    assert_eq!(&partition[..2], ["0", "20004"], "{inspected}");
+
+    // From none: a fresh run, the same output; from checkpoint 1: nothing new.
+    let (_, fresh) = weir(&["run", job, "--until-end", "--from-checkpoint", "none"]);
+    assert!(fresh.contains("starting afresh"), "{fresh}");
+    assert!(std::fs::read(dir.path().join("cli-out.jsonl")).unwrap() == output);
+    let missing = weir_command(dir.path())
+        .args(["run", job, "--until-end", "--from-checkpoint", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!missing.status.success(), "checkpoint 1 is gone (retain = 2)");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("chk-00000000000000000001 is incomplete"));
+}

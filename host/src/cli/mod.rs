@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch; the binary edge, where errors become
 //! messages and exit codes.
 
+mod checkpoints;
 mod consume;
 mod demo;
 mod dev_broker;
@@ -40,6 +41,9 @@ enum Command {
     /// Create, describe and list Kafka topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
+    /// List the checkpoints of a storage, or inspect one.
+    #[command(subcommand)]
+    Checkpoints(checkpoints::CheckpointsCommand),
 }
 
 #[derive(Subcommand)]
@@ -66,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Topic(command) => topic::run(command),
+        Command::Checkpoints(command) => checkpoints::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use weir::job::Job;
-use weir::pipeline::{Pipeline, RunOptions, RunSummary, connect};
+use weir::pipeline::{Pipeline, RestoreFrom, RunOptions, RunSummary, connect};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,6 +19,11 @@ pub struct Args {
     /// Also print every output record on stdout.
     #[arg(long)]
     print: bool,
+    /// For a job with [checkpoint]: start from the newest complete
+    /// checkpoint (`latest`), from none (`none`), or from one by id or
+    /// folder (`12`, `…/chk-00000000000000000012`).
+    #[arg(long, default_value = "latest", value_name = "latest|none|ID")]
+    from_checkpoint: RestoreFrom,
 }
 
 /// A stop flag set by Ctrl-C (and SIGTERM).
@@ -74,7 +79,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let options = RunOptions { stop: stop_on_ctrl_c()?, ..RunOptions::default() };
+    if args.from_checkpoint != RestoreFrom::Latest && pipeline.job().config.checkpoint.is_none() {
+        anyhow::bail!("--from-checkpoint: {} has no [checkpoint] section", args.job.display());
+    }
+    let options =
+        RunOptions { stop: stop_on_ctrl_c()?, restore: args.from_checkpoint, ..RunOptions::default() };
     eprintln!("running {} (Ctrl-C to stop)", pipeline.job().config.name);
     let print = args.print;
     let summary = pipeline.run(io.source.as_mut(), &mut io.sinks, &options, &mut |e| {

@@ -9,7 +9,7 @@ use super::operator::Operator;
 use super::positions::ReadPositions;
 use crate::checkpoint::{
     Checkpoint, CheckpointStorage, ReadError, StorageError, checkpoint_ids, latest_complete, open_storage,
-    write_complete,
+    read_complete, write_complete,
 };
 use crate::job::{CheckpointConfig, Job};
 use crate::source::Source;
@@ -60,6 +60,37 @@ pub enum CheckpointError {
     },
 }
 
+/// Which checkpoint a run starts from (`weir run --from-checkpoint`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RestoreFrom {
+    /// The newest complete one, skipping damaged ones (the default).
+    #[default]
+    Latest,
+    /// This one, by id; it must be complete.
+    Checkpoint(u64),
+    /// None: start afresh (later checkpoints continue the ids).
+    Nothing,
+}
+
+impl std::str::FromStr for RestoreFrom {
+    type Err = String;
+
+    /// `latest`, `none`, a checkpoint id, or a checkpoint's folder (its
+    /// last part is `chk-<id>`).
+    fn from_str(text: &str) -> Result<RestoreFrom, String> {
+        let last = text.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+        match last {
+            "latest" => Ok(RestoreFrom::Latest),
+            "none" => Ok(RestoreFrom::Nothing),
+            _ => {
+                last.strip_prefix("chk-").unwrap_or(last).parse().map(RestoreFrom::Checkpoint).map_err(|_| {
+                    format!("expected latest, none, a checkpoint id or a chk-<id> folder, got '{text}'")
+                })
+            }
+        }
+    }
+}
+
 /// What a run restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Restored {
@@ -67,6 +98,46 @@ pub struct Restored {
     pub checkpoint: u64,
     /// How many source partitions it held.
     pub partitions: usize,
+}
+
+/// One source partition of a checkpoint, as `weir checkpoints inspect`
+/// shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionSummary {
+    /// The partition.
+    pub partition: i32,
+    /// The offset a restored job reads next.
+    pub next_offset: i64,
+    /// The latest event time seen, if any.
+    pub max_event_time: Option<i64>,
+    /// What its window state holds.
+    pub state: crate::window::SnapshotSummary,
+}
+
+/// What a checkpoint holds, per source partition, checked as a restore
+/// would check it.
+pub fn summarize(checkpoint: &Checkpoint) -> Result<Vec<PartitionSummary>, CheckpointError> {
+    let id = checkpoint.manifest.checkpoint;
+    let mut out = Vec::new();
+    for (name, bytes) in &checkpoint.files {
+        let Some(p) = name.strip_prefix("partition-") else { continue };
+        let content = |reason: &str| CheckpointError::Content {
+            checkpoint: id,
+            file: name.clone(),
+            reason: reason.into(),
+        };
+        let partition: i32 = p.parse().map_err(|_| content("not a partition number"))?;
+        let entry = decode_partition(partition, bytes).ok_or_else(|| content("not a partition record"))?;
+        let state = crate::window::summarize_snapshot(partition, &entry.state)?;
+        out.push(PartitionSummary {
+            partition,
+            next_offset: entry.next_offset,
+            max_event_time: entry.max_event_time,
+            state,
+        });
+    }
+    out.sort_by_key(|p| p.partition);
+    Ok(out)
 }
 
 /// Takes a job's checkpoints and restores them.
@@ -173,14 +244,23 @@ impl Checkpointer {
         source: &mut dyn Source,
         sinks: &mut Sinks,
         read: &mut ReadPositions,
+        from: RestoreFrom,
     ) -> Result<Option<Restored>, super::PipelineError> {
         self.next_id = checkpoint_ids(self.storage.as_ref(), &self.job)
             .map_err(CheckpointError::from)?
             .last()
             .map_or(1, |id| id + 1);
-        let Some(Checkpoint { manifest, files }) =
-            latest_complete(self.storage.as_ref(), &self.job).map_err(CheckpointError::from)?
-        else {
+        let chosen = match from {
+            RestoreFrom::Latest => {
+                latest_complete(self.storage.as_ref(), &self.job).map_err(CheckpointError::from)?
+            }
+            // Asked for by id: a damaged one is an error, not skipped.
+            RestoreFrom::Checkpoint(id) => {
+                Some(read_complete(self.storage.as_ref(), &self.job, id).map_err(CheckpointError::from)?)
+            }
+            RestoreFrom::Nothing => None,
+        };
+        let Some(Checkpoint { manifest, files }) = chosen else {
             for sink in sinks.slots().into_iter().flatten() {
                 sink.rewind(0)?;
             }

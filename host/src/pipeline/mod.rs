@@ -24,7 +24,9 @@ mod tests;
 mod window_stage;
 
 use checkpointing::Checkpointer;
-pub use checkpointing::{CheckpointError, Restored};
+pub use checkpointing::{
+    CheckpointError, PartitionSummary, RestoreFrom, Restored, summarize as summarize_checkpoint,
+};
 pub use collect::Collector;
 pub use map_stage::{MapFunction, MapStage};
 pub use operator::Operator;
@@ -135,6 +137,8 @@ pub struct RunOptions {
     /// How often the sinks are flushed and the source's offsets committed
     /// (Kafka's default auto-commit interval); also at the end of a run.
     pub commit_interval: Duration,
+    /// Which checkpoint to start from, for a job with `[checkpoint]`.
+    pub restore: RestoreFrom,
 }
 
 impl Default for RunOptions {
@@ -143,6 +147,7 @@ impl Default for RunOptions {
             stop: Arc::new(AtomicBool::new(false)),
             poll_wait: Duration::from_millis(100),
             commit_interval: Duration::from_secs(5),
+            restore: RestoreFrom::Latest,
         }
     }
 }
@@ -283,7 +288,7 @@ impl Pipeline {
         };
         if let Some(cp) = &mut checkpointer {
             summary.restored = cp
-                .restore(operator, &mut watermarks, source, sinks, &mut read)?
+                .restore(operator, &mut watermarks, source, sinks, &mut read, options.restore)?
                 .map(|restored| restored.checkpoint);
         }
         let mut out = Collector {

@@ -613,3 +613,41 @@ fn a_checkpointed_job_stopped_and_restarted_many_times_writes_exactly_what_one_r
     let kept = std::fs::read_dir(dir.path().join("checkpoints/test")).unwrap().count();
     assert_eq!(kept, 1);
 }
+
+#[test]
+fn a_corrupt_newest_checkpoint_falls_back_to_the_one_before_and_a_changed_window_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_lines(&dir.path().join("in.jsonl"), readings(6_000, 100, 8).iter().map(reading_line));
+    let storage = format!(
+        "\n[checkpoint]\nstorage = \"file://{}/checkpoints\"\ninterval = \"1ms\"\nretain = 3\nmode = \"exactly-once\"\n",
+        dir.path().display()
+    );
+    let first = run_files(checkpointed_job(dir.path(), "a", &storage), Some(200));
+    assert!(first.checkpoints >= 2, "{first:?}");
+    let root = dir.path().join("checkpoints/test");
+    let mut ids: Vec<String> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids.len(), 3, "retain = 3 keeps three: {ids:?}");
+    // Damage the newest: one byte of its partition file.
+    let newest = root.join(&ids[2]).join("partition-0");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&newest, bytes).unwrap();
+    let expected: u64 = ids[1].trim_start_matches("chk-").parse().unwrap();
+    let second = run_files(checkpointed_job(dir.path(), "a", &storage), Some(100));
+    assert_eq!(second.restored, Some(expected), "the one before the corrupt one");
+    // The window changed: the state cannot follow, and the job says so.
+    let mut job = checkpointed_job(dir.path(), "a", &storage);
+    job.window = Some(crate::window::WindowSpec::Tumbling { size: 1000 });
+    let mut pipeline = Pipeline::build(job, engine()).unwrap();
+    let mut io = connect::open(pipeline.job(), true, None).unwrap();
+    let err =
+        pipeline.run(io.source.as_mut(), &mut io.sinks, &RunOptions::default(), &mut |_| {}).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("was taken with window sliding:1s/250ms, but the job now has tumbling:1s"),
+        "{message}"
+    );
+}

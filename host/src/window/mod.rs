@@ -12,7 +12,9 @@ mod spec;
 mod state;
 
 pub use function::WindowFunction;
-pub use operator::{Firing, OperatorStats, RowsRef, SnapshotError, WindowOperator};
+pub use operator::{
+    Firing, OperatorStats, RowsRef, SnapshotError, SnapshotSummary, WindowOperator, summarize_snapshot,
+};
 pub use state::{Reduce, empty_events};
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 mod fire;
 mod snapshot;
 
-pub use snapshot::SnapshotError;
+pub use snapshot::{SnapshotError, SnapshotSummary, summarize as summarize_snapshot};
 
 use super::state::{PaneState, Reduce, empty_events, push_row};
 use super::{WindowFunction, WindowSpec};

@@ -281,34 +281,7 @@ impl WindowOperator {
     /// Restores `partition`'s window state from a snapshot, replacing what
     /// it held; the operator's watermark becomes at least the snapshot's.
     pub fn restore_partition(&mut self, partition: i32, bytes: &[u8]) -> Result<(), SnapshotError> {
-        let mut r = Reader { bytes, partition };
-        let version = r.u32()?;
-        if version != SNAPSHOT_VERSION {
-            return Err(r.invalid(format!("version {version}; this weir reads version {SNAPSHOT_VERSION}")));
-        }
-        let watermark = r.i64()?;
-        let mut state = PartitionState::default();
-        let n = r.len(10)?;
-        for _ in 0..n {
-            let key = r.key()?;
-            let cleanup_at = Some(r.i64()?).filter(|&c| c != i64::MIN);
-            let mut key_state = KeyState { cleanup_at, ..KeyState::default() };
-            for _ in 0..r.len(16)? {
-                let (start, first_end) = (r.i64()?, r.i64()?);
-                key_state.panes.push_back(Pane { start, first_end, contents: r.pane()? });
-            }
-            for _ in 0..r.len(16)? {
-                let window = Window { start: r.i64()?, end: r.i64()? };
-                key_state.sessions.push((window, r.pane()?));
-            }
-            state.keys.insert(key, key_state);
-        }
-        state.timers = r.keyed_set()?;
-        state.cleanups = r.keyed_set()?;
-        state.refires = r.keyed_set()?;
-        if !r.bytes.is_empty() {
-            return Err(r.invalid(format!("{} bytes after the end", r.bytes.len())));
-        }
+        let (watermark, state) = decode(partition, bytes)?;
         self.watermark = self.watermark.max(watermark);
         if state.keys.is_empty() && state.timers.is_empty() {
             self.partitions.remove(&partition);
@@ -317,4 +290,76 @@ impl WindowOperator {
         }
         Ok(())
     }
+}
+
+/// What a partition snapshot holds, counted (`weir checkpoints inspect`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    /// The watermark the operator had fired up to.
+    pub watermark: i64,
+    /// Keys with open state.
+    pub keys: usize,
+    /// Open panes (tumbling and sliding windows).
+    pub panes: usize,
+    /// Open sessions.
+    pub sessions: usize,
+    /// Events held in panes and sessions.
+    pub events: usize,
+    /// Windows waiting to fire.
+    pub timers: usize,
+    /// Fired windows waiting to fire again for late events.
+    pub refires: usize,
+}
+
+/// Counts what a partition snapshot holds, checking it as a restore would.
+pub fn summarize(partition: i32, bytes: &[u8]) -> Result<SnapshotSummary, SnapshotError> {
+    let (watermark, state) = decode(partition, bytes)?;
+    let keys = state.keys.values();
+    Ok(SnapshotSummary {
+        watermark,
+        keys: state.keys.len(),
+        panes: keys.clone().map(|k| k.panes.len()).sum(),
+        sessions: keys.clone().map(|k| k.sessions.len()).sum(),
+        events: keys
+            .map(|k| {
+                k.panes.iter().map(|p| p.contents.events.timestamps.len()).sum::<usize>()
+                    + k.sessions.iter().map(|(_, c)| c.events.timestamps.len()).sum::<usize>()
+            })
+            .sum(),
+        timers: state.timers.len(),
+        refires: state.refires.len(),
+    })
+}
+
+/// A partition snapshot read back: the watermark and the state.
+fn decode(partition: i32, bytes: &[u8]) -> Result<(i64, PartitionState), SnapshotError> {
+    let mut r = Reader { bytes, partition };
+    let version = r.u32()?;
+    if version != SNAPSHOT_VERSION {
+        return Err(r.invalid(format!("version {version}; this weir reads version {SNAPSHOT_VERSION}")));
+    }
+    let watermark = r.i64()?;
+    let mut state = PartitionState::default();
+    let n = r.len(10)?;
+    for _ in 0..n {
+        let key = r.key()?;
+        let cleanup_at = Some(r.i64()?).filter(|&c| c != i64::MIN);
+        let mut key_state = KeyState { cleanup_at, ..KeyState::default() };
+        for _ in 0..r.len(16)? {
+            let (start, first_end) = (r.i64()?, r.i64()?);
+            key_state.panes.push_back(Pane { start, first_end, contents: r.pane()? });
+        }
+        for _ in 0..r.len(16)? {
+            let window = Window { start: r.i64()?, end: r.i64()? };
+            key_state.sessions.push((window, r.pane()?));
+        }
+        state.keys.insert(key, key_state);
+    }
+    state.timers = r.keyed_set()?;
+    state.cleanups = r.keyed_set()?;
+    state.refires = r.keyed_set()?;
+    if !r.bytes.is_empty() {
+        return Err(r.invalid(format!("{} bytes after the end", r.bytes.len())));
+    }
+    Ok((watermark, state))
 }
