@@ -358,6 +358,72 @@ fn run_state(reduce: &str) {
     );
 }
 
+/// Mode `checkpoint`: the cost of checkpointing `keys` open (key, window)
+/// states: 2 readings per key in one tumbling window that has fired and is
+/// kept for late events (an aggregate then holds one accumulator per key; a
+/// window function, the 2 events). Reports the time to snapshot the state
+/// (what the loop stalls for), to write it as a complete checkpoint to a
+/// local folder (checksums, files, manifest), its size, and the time to
+/// read and restore it into a new operator; checks the restored state.
+fn run_checkpoint(reduce: &str, keys: i64, dir: &Path) {
+    use weir::checkpoint::{open_storage, read_complete, write_complete};
+    let engine =
+        PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
+    let (plugin, mode) = plugin_for(reduce);
+    let mut instance = engine
+        .load_ref(plugin)
+        .expect("plugin")
+        .instantiate(vec![], PluginLimits::default())
+        .expect("instance");
+    let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
+    let spec = WindowSpec::Tumbling { size: 1000 };
+    let lateness = 3_600_000;
+    let new_operator = || WindowOperator::new(spec, lateness, mode, vec![FieldType::F64], vec![0]);
+    let mut op = new_operator();
+    let mut batch = Batch::new(&fields);
+    for round in 0..2 {
+        for start in (0..keys).step_by(10_000) {
+            batch.clear();
+            let Column::F64(temps) = &mut batch.columns[0] else { unreachable!() };
+            for k in start..(start + 10_000).min(keys) {
+                batch.partitions.push(0);
+                batch.offsets.push(k);
+                batch.keys.push(Some(Key::Int(k)));
+                batch.timestamps.push(START_MS + round);
+                temps.push(333.0 + (k % 50) as f64);
+            }
+            op.process(&batch, &mut instance);
+        }
+    }
+    let mut fired = 0u64;
+    op.advance(START_MS + 1000, &mut instance, &mut |_| fired += 1);
+    assert_eq!(fired, keys as u64, "every window fires once before the checkpoint");
+    let (entries, _) = op.open_state();
+    assert_eq!(entries, keys as usize, "one open state per key");
+
+    let started = Instant::now();
+    let mut state = Vec::new();
+    op.snapshot_partition(0, &mut state);
+    let snapshot_ms = started.elapsed().as_secs_f64() * 1e3;
+    let folder = dir.join(format!("checkpoint-{reduce}-{keys}"));
+    let _ = std::fs::remove_dir_all(&folder);
+    let storage = open_storage(&format!("file://{}", folder.display())).expect("storage");
+    let started = Instant::now();
+    let bytes = state.len();
+    write_complete(storage.as_ref(), "bench", 1, 0, &[("partition-0".into(), state)]).expect("write");
+    let write_ms = started.elapsed().as_secs_f64() * 1e3;
+    let started = Instant::now();
+    let checkpoint = read_complete(storage.as_ref(), "bench", 1).expect("read");
+    let mut restored = new_operator();
+    restored.restore_partition(0, &checkpoint.files[0].1).expect("restore");
+    let restore_ms = started.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(restored.open_state().0, entries, "the restored operator holds every state");
+    let _ = std::fs::remove_dir_all(&folder);
+    println!(
+        "RESULT checkpoint:{reduce}:{keys} states={entries} bytes={bytes} snapshot_ms={snapshot_ms:.1} write_ms={write_ms:.1} restore_ms={restore_ms:.1}"
+    );
+}
+
 fn current_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -369,6 +435,11 @@ fn current_rss_mb() -> f64 {
 
 /// Runs one case; fails (exit code 1) when its output is not the oracle's.
 fn child(case: &str, n: u64, dir: &Path) -> ExitCode {
+    if let Some(rest) = case.strip_prefix("checkpoint:") {
+        let (reduce, keys) = rest.split_once(':').expect("checkpoint:<window|agg>:<keys>");
+        run_checkpoint(reduce, keys.parse().expect("keys"), dir);
+        return ExitCode::SUCCESS;
+    }
     if let Some(reduce) = case.strip_prefix("state:") {
         run_state(reduce);
         return ExitCode::SUCCESS;
@@ -429,6 +500,12 @@ fn main() -> ExitCode {
         "kafka:session:agg",
     ];
     let states = ["state:window", "state:agg"];
+    let checkpoints = [
+        "checkpoint:agg:100000",
+        "checkpoint:agg:1000000",
+        "checkpoint:window:100000",
+        "checkpoint:window:1000000",
+    ];
     println!("| case | events | seconds | events/s | outputs | peak RSS (MB) |");
     println!("|---|---|---|---|---|---|");
     let exe = std::env::current_exe().expect("exe");
@@ -438,6 +515,17 @@ fn main() -> ExitCode {
         let text = String::from_utf8_lossy(&out.stdout);
         match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
             Some(line) if out.status.success() => println!("memory per open (key, window): {line}"),
+            _ => failed.push((case, out.status, String::from_utf8_lossy(&out.stderr).into_owned())),
+        }
+    }
+    for case in checkpoints {
+        let out = Command::new(&exe)
+            .args(["--case", case, "--dir", &dir.display().to_string()])
+            .output()
+            .expect("run case");
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+            Some(line) if out.status.success() => println!("checkpoint: {line}"),
             _ => failed.push((case, out.status, String::from_utf8_lossy(&out.stderr).into_owned())),
         }
     }
