@@ -167,3 +167,68 @@ fn checkpoints_are_listed_inspected_and_chosen_from_the_command_line() {
     assert!(!missing.status.success(), "checkpoint 1 is gone (retain = 2)");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("chk-00000000000000000001 is incomplete"));
 }
+
+#[test]
+fn a_failing_run_is_restarted_by_its_strategy_and_gives_up_when_it_says() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(&dir.path().join("input.jsonl"), 2_000);
+    // The trap guest fails every window of more than one event, and
+    // on_failure = "fail" makes that fail the run: two restarts, then the
+    // job fails with the trap.
+    let trap = weir::plugin::builtin::guests_dir().join("trap.wasm");
+    let text = format!(
+        "name = \"trapping\"\n[source]\ntype = \"file\"\npath = \"input.jsonl\"\n[format]\nkey = \"device_id\"\n\
+         timestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\ntype = \"tumbling\"\nsize = \"1s\"\n\
+         [function]\nplugin = \"{}\"\non_failure = \"fail\"\n[sink]\ntype = \"file\"\npath = \"trap-out.jsonl\"\n\
+         [restart]\nstrategy = \"fixed-delay\"\nattempts = 2\ndelay = \"10ms\"\n",
+        trap.display()
+    );
+    std::fs::write(dir.path().join("trap.toml"), text).unwrap();
+    let out = weir_command(dir.path())
+        .args(["run", "trap.toml", "--until-end"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("restart 1 of 2 in 0.0 s") && stderr.contains("restart 2 of 2"), "{stderr}");
+    assert!(!stderr.contains("restart 3"), "{stderr}");
+    assert_eq!(stderr.matches("the run failed: plugin 'trap' failed in apply").count(), 2, "{stderr}");
+    let last = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert!(last.contains("plugin 'trap' failed in apply") && last.contains("trapped"), "{stderr}");
+
+    // A source that is not there yet: restarts until it is, then the job
+    // runs to the end and writes what one clean run writes.
+    let clean = job(dir.path(), "clean", "");
+    let late_job = job(
+        dir.path(),
+        "waiting",
+        "[restart]\nstrategy = \"fixed-delay\"\nattempts = 200\ndelay = \"20ms\"\n",
+    );
+    let text = std::fs::read_to_string(&late_job)
+        .unwrap()
+        .replace("path = \"input.jsonl\"", "path = \"later.jsonl\"");
+    std::fs::write(&late_job, text).unwrap();
+    let child = weir_command(dir.path())
+        .args(["run", late_job.to_str().unwrap(), "--until-end"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::copy(dir.path().join("input.jsonl"), dir.path().join("later.jsonl")).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("restart 1 of 200") && stderr.contains("cannot open"), "{stderr}");
+    assert!(stderr.contains("restarts after failures"), "{stderr}");
+    let ran = weir_command(dir.path())
+        .args(["run", clean.to_str().unwrap(), "--until-end"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(ran.status.success());
+    let expected = std::fs::read(dir.path().join("clean-out.jsonl")).unwrap();
+    assert!(!expected.is_empty());
+    assert!(std::fs::read(dir.path().join("waiting-out.jsonl")).unwrap() == expected);
+}

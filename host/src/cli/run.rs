@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use weir::job::Job;
-use weir::pipeline::{Pipeline, RestoreFrom, RunOptions, RunSummary, connect};
+use weir::job::{SinkSpec, SourceSpec};
+use weir::kafka::{BrokerSpec, Cluster, KafkaConfig};
+use weir::pipeline::{RestoreFrom, RunOptions, RunSummary, run_with_restarts};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -58,39 +60,83 @@ pub fn summary_lines(s: &RunSummary) -> String {
 /// "N checkpoints taken (restored from checkpoint M)\n", or nothing for a
 /// job without checkpoints.
 fn checkpoints_line(s: &RunSummary) -> String {
-    match (s.checkpoints, s.restored) {
-        (0, None) => String::new(),
-        (n, None) => format!("{n} checkpoints taken, starting afresh\n"),
-        (n, Some(id)) => format!("{n} checkpoints taken, resumed from checkpoint {id}\n"),
-    }
+    let restarts = match s.restarts {
+        0 => String::new(),
+        n => format!("{n} restarts after failures\n"),
+    };
+    restarts
+        + &match (s.checkpoints, s.restored) {
+            (0, None) => String::new(),
+            (n, None) => format!("{n} checkpoints taken, starting afresh\n"),
+            (n, Some(id)) => format!("{n} checkpoints taken, resumed from checkpoint {id}\n"),
+        }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let job = Job::load(&args.job)?;
     let engine = super::engine()?;
-    let mut pipeline = Pipeline::build(job, &engine)?;
-    let mut io = connect::open(pipeline.job(), args.until_end, None)?;
-    for cluster in &io.clusters {
-        if cluster.embedded_cluster().is_some() {
+    if args.from_checkpoint != RestoreFrom::Latest && job.config.checkpoint.is_none() {
+        anyhow::bail!("--from-checkpoint: {} has no [checkpoint] section", args.job.display());
+    }
+    // An embedded broker lives as long as this command, across restarts.
+    let brokers = [
+        match &job.source {
+            SourceSpec::Kafka { brokers, .. } => Some(brokers),
+            SourceSpec::File { .. } => None,
+        },
+        match &job.sink {
+            SinkSpec::Kafka { brokers, .. } => Some(brokers),
+            SinkSpec::File { .. } => None,
+        },
+    ];
+    let embedded = match brokers.iter().flatten().any(|b| matches!(b.parse(), Ok(BrokerSpec::Embedded))) {
+        true => {
+            let cluster = Cluster::embedded(KafkaConfig::default())?;
             eprintln!(
                 "embedded broker (memory only) at {}: feed it with `weir produce --brokers {} --topic <topic>`",
                 cluster.bootstrap(),
                 cluster.bootstrap()
             );
+            Some(cluster)
         }
-    }
-    if args.from_checkpoint != RestoreFrom::Latest && pipeline.job().config.checkpoint.is_none() {
-        anyhow::bail!("--from-checkpoint: {} has no [checkpoint] section", args.job.display());
-    }
+        false => None,
+    };
     let options =
         RunOptions { stop: stop_on_ctrl_c()?, restore: args.from_checkpoint, ..RunOptions::default() };
-    eprintln!("running {} (Ctrl-C to stop)", pipeline.job().config.name);
+    eprintln!("running {} (Ctrl-C to stop)", job.config.name);
     let print = args.print;
-    let summary = pipeline.run(io.source.as_mut(), &mut io.sinks, &options, &mut |e| {
-        if print {
-            println!("{}", e.record);
-        }
-    })?;
+    let summary = run_with_restarts(
+        &job,
+        &engine,
+        args.until_end,
+        embedded,
+        &options,
+        &mut |e| {
+            if print {
+                println!("{}", e.record);
+            }
+        },
+        &mut |restart| {
+            let of = restart.limit.map(|l| format!(" of {l}")).unwrap_or_default();
+            eprintln!(
+                "the run failed: {}\nrestart {}{of} in {:.1} s",
+                error_chain(restart.error),
+                restart.number,
+                restart.delay.as_secs_f64()
+            );
+        },
+    )?;
     eprintln!("{}", summary_lines(&summary));
     Ok(())
+}
+
+/// An error with its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }

@@ -35,6 +35,63 @@ pub struct JobConfig {
     /// job keeps no state across runs.
     #[serde(default)]
     pub checkpoint: Option<CheckpointConfig>,
+    /// `[restart]`: what to do when a run fails (Flink's restart
+    /// strategies); without it a failure ends the job.
+    #[serde(default)]
+    pub restart: Option<RestartConfig>,
+}
+
+/// `[restart]`: restarts after a failure (a source, sink or storage that
+/// fails, or the function with `on_failure = "fail"`). Each restart builds
+/// the job afresh and, with `[checkpoint]`, resumes from its newest
+/// checkpoint.
+///
+/// ```toml
+/// [restart]
+/// strategy = "exponential-delay"
+/// initial = "1s"
+/// max = "1m"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConfig {
+    /// `none`, `fixed-delay` or `exponential-delay`.
+    pub strategy: RestartStrategyKind,
+    /// fixed-delay: restarts allowed before the job fails (default 3).
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// fixed-delay: the wait before each restart (default 10s).
+    #[serde(default, with = "crate::duration::serde_text_opt")]
+    pub delay: Option<Duration>,
+    /// exponential-delay: the first wait (default 1s).
+    #[serde(default, with = "crate::duration::serde_text_opt")]
+    pub initial: Option<Duration>,
+    /// exponential-delay: the longest wait (default 5m).
+    #[serde(default, with = "crate::duration::serde_text_opt")]
+    pub max: Option<Duration>,
+    /// exponential-delay: each wait is the last times this (default 2).
+    #[serde(default)]
+    pub multiplier: Option<f64>,
+    /// exponential-delay: each wait varies randomly by up to this share of
+    /// it, so that many jobs do not retry at once (default 0.1).
+    #[serde(default)]
+    pub jitter: Option<f64>,
+    /// exponential-delay: a run that lasted this long starts the waits over
+    /// from `initial` (default 1h).
+    #[serde(default, with = "crate::duration::serde_text_opt")]
+    pub reset_after: Option<Duration>,
+}
+
+/// `[restart] strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartStrategyKind {
+    /// A failure ends the job.
+    None,
+    /// Up to `attempts` restarts, `delay` apart.
+    FixedDelay,
+    /// Restarts without end, waiting longer each time up to `max`.
+    ExponentialDelay,
 }
 
 /// `[checkpoint]`: what a job keeps so that, restarted, it goes on where it
@@ -280,6 +337,22 @@ pub struct FunctionConfig {
     /// Limits on the plugin: deadline, memory, output, log.
     #[serde(default)]
     pub limits: PluginLimits,
+    /// What a window (or map batch) the function fails on does:
+    /// `dead-letter` (the default) sends it to the dead letters and goes on;
+    /// `fail` stops the run with the error (then `[restart]` applies).
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+/// `[function] on_failure`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// To the dead letters; the run goes on.
+    #[default]
+    DeadLetter,
+    /// The run stops with the error.
+    Fail,
 }
 
 /// `[sink]`: `type = "kafka"` (with `topic`) or `type = "file"` (with

@@ -5,8 +5,9 @@
 pub mod config;
 
 pub use config::{
-    CheckpointConfig, CheckpointMode, FormatConfig, FunctionConfig, JobConfig, PropertyValue, SinkConfig,
-    SinkKind, SourceConfig, SourceKind, StartFrom, TimeConfig, WindowConfig, WindowKind,
+    CheckpointConfig, CheckpointMode, FormatConfig, FunctionConfig, JobConfig, OnFailure, PropertyValue,
+    RestartConfig, RestartStrategyKind, SinkConfig, SinkKind, SourceConfig, SourceKind, StartFrom,
+    TimeConfig, WindowConfig, WindowKind,
 };
 
 use crate::decode::RecordSchema;
@@ -175,6 +176,10 @@ impl Job {
         let sink = check.sink(&config.sink, &source, config.time.late_output.as_deref())?;
         if let Some(checkpoint) = &config.checkpoint {
             check.checkpoint(checkpoint, &source, &sink)?;
+        }
+        if let Some(restart) = &config.restart {
+            crate::pipeline::RestartStrategy::new(restart)
+                .map_err(|(field, message)| check.error(&format!("restart.{field}"), message))?;
         }
         Ok(Job {
             config,

@@ -1,10 +1,12 @@
 //! Where operators put their output: the collector writes each record to
 //! its sink (results, dead letters, late events), counts it in the run
-//! summary, and shows it to the caller. A sink error is kept, and the loop
-//! stops at the end of the step that hit it.
+//! summary, and shows it to the caller. A sink error (or, with `[function]
+//! on_failure = "fail"`, a function's) is kept, and the loop stops at the
+//! end of the step that hit it.
 
 use super::dead_letter;
-use super::{Emitted, RunSummary, Sinks};
+use super::{Emitted, PipelineError, RunSummary, Sinks};
+use crate::job::OnFailure;
 use crate::plugin::PluginError;
 use crate::record::Key;
 use crate::sink::{Sink, SinkError};
@@ -20,7 +22,9 @@ pub struct Collector<'a> {
     pub(super) source: &'a str,
     /// The key's field name in output and dead-letter records.
     pub(super) key_field: &'a str,
-    pub(super) failure: Option<SinkError>,
+    /// What a function failure does.
+    pub(super) on_failure: OnFailure,
+    pub(super) failure: Option<PipelineError>,
 }
 
 impl Collector<'_> {
@@ -45,6 +49,9 @@ impl Collector<'_> {
         error: &PluginError,
     ) {
         self.summary.failed += 1;
+        if self.fails(error) {
+            return;
+        }
         tracing::warn!("{error}");
         let reason = error.to_string();
         for (partition, offset, payload) in records {
@@ -56,6 +63,9 @@ impl Collector<'_> {
     /// A window the function failed on.
     pub fn failed_window(&mut self, partition: i32, key: &Key, window: Window, error: &PluginError) {
         self.summary.failed += 1;
+        if self.fails(error) {
+            return;
+        }
         tracing::warn!("{error}");
         let letter =
             dead_letter::window(self.source, partition, self.key_field, key, window, &error.to_string());
@@ -85,14 +95,24 @@ impl Collector<'_> {
         self.keep(result);
     }
 
+    /// With `on_failure = "fail"`, keeps the function's error to stop the
+    /// run; true if it did.
+    fn fails(&mut self, error: &PluginError) -> bool {
+        if self.on_failure == OnFailure::Fail {
+            self.failure.get_or_insert_with(|| PipelineError::Plugin(error.clone()));
+            return true;
+        }
+        false
+    }
+
     fn keep(&mut self, result: Result<(), SinkError>) {
         if let Err(e) = result {
-            self.failure.get_or_insert(e);
+            self.failure.get_or_insert(e.into());
         }
     }
 
-    /// The first sink error since the last call, if any.
-    pub(super) fn take_failure(&mut self) -> Option<SinkError> {
+    /// The first error since the last call, if any.
+    pub(super) fn take_failure(&mut self) -> Option<PipelineError> {
         self.failure.take()
     }
 }

@@ -19,6 +19,8 @@ mod map_stage;
 mod operator;
 mod payloads;
 mod positions;
+mod restart;
+mod supervise;
 #[cfg(test)]
 mod tests;
 mod window_stage;
@@ -31,6 +33,8 @@ pub use collect::Collector;
 pub use map_stage::{MapFunction, MapStage};
 pub use operator::Operator;
 pub use payloads::Payloads;
+pub use restart::RestartStrategy;
+pub use supervise::{Restart, run_with_restarts};
 pub use window_stage::WindowStage;
 
 use crate::decode::{Batch, JsonDecoder};
@@ -110,6 +114,8 @@ pub struct RunSummary {
     pub outputs: u64,
     /// Checkpoints taken.
     pub checkpoints: u64,
+    /// Restarts after failures (`run_with_restarts`).
+    pub restarts: u64,
     /// The checkpoint the run restored at start, if any.
     pub restored: Option<u64>,
     /// Wall time of the run, in ms.
@@ -297,6 +303,7 @@ impl Pipeline {
             on_emit,
             source: &source_name,
             key_field: &key_field,
+            on_failure: job.config.function.on_failure,
             failure: None,
         };
 
@@ -347,7 +354,7 @@ impl Pipeline {
             };
             operator.handle_watermark(watermark, &mut out);
             if let Some(e) = out.take_failure() {
-                return Err(e.into());
+                return Err(e);
             }
             if end {
                 break;

@@ -1,0 +1,82 @@
+//! Running a job to its end with its restart strategy: each failed run
+//! that can be retried (a source, sink, storage or function failure) is
+//! followed, after the strategy's wait, by a new run of the job built
+//! afresh, which resumes from its newest checkpoint if it has them.
+
+use super::{Emitted, Pipeline, PipelineError, RestartStrategy, RunOptions, RunSummary, connect};
+use crate::job::Job;
+use crate::kafka::Cluster;
+use crate::plugin::PluginEngine;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// A restart about to happen: which one, after what wait, and why.
+pub struct Restart<'a> {
+    /// 1 for the first restart.
+    pub number: u32,
+    /// The most restarts the strategy allows in a row, if it has a limit.
+    pub limit: Option<u32>,
+    /// The wait before it.
+    pub delay: Duration,
+    /// The failure that ended the run.
+    pub error: &'a PipelineError,
+}
+
+/// Whether a run that failed this way can be tried again: not if the job
+/// itself is wrong (it would fail the same way).
+fn retryable(error: &PipelineError) -> bool {
+    !matches!(error, PipelineError::Load(_) | PipelineError::Schema { .. } | PipelineError::Job(_))
+}
+
+/// Runs `job` until its input ends (with `until_end`) or `options.stop` is
+/// set, restarting it as its `[restart]` section says. `embedded` is an
+/// embedded cluster to share, as for [`connect::open`]. The summary is the
+/// last run's, with `restarts` counted over all of them.
+pub fn run_with_restarts(
+    job: &Job,
+    engine: &PluginEngine,
+    until_end: bool,
+    embedded: Option<Cluster>,
+    options: &RunOptions,
+    on_emit: &mut dyn FnMut(Emitted<'_>),
+    on_restart: &mut dyn FnMut(Restart<'_>),
+) -> Result<RunSummary, PipelineError> {
+    let mut strategy = match &job.config.restart {
+        Some(config) => RestartStrategy::new(config)
+            .map_err(|(field, message)| job.error(&format!("restart.{field}"), message))?,
+        None => RestartStrategy::none(),
+    };
+    let mut restarts = 0u64;
+    let mut options = options.clone();
+    loop {
+        let started = Instant::now();
+        let result = Pipeline::build(job.clone(), engine).and_then(|mut pipeline| {
+            let mut io = connect::open(pipeline.job(), until_end, embedded.clone())?;
+            pipeline.run(io.source.as_mut(), &mut io.sinks, &options, on_emit)
+        });
+        let error = match result {
+            Ok(mut summary) => {
+                summary.restarts = restarts;
+                return Ok(summary);
+            }
+            Err(e) => e,
+        };
+        if !retryable(&error) || options.stop.load(Ordering::Relaxed) {
+            return Err(error);
+        }
+        let Some(delay) = strategy.next_delay(started.elapsed()) else { return Err(error) };
+        restarts += 1;
+        on_restart(Restart { number: strategy.restarts(), limit: strategy.limit(), delay, error: &error });
+        // The wait ends early on a stop.
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if options.stop.load(Ordering::Relaxed) {
+                return Err(error);
+            }
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+        }
+        // A restart resumes from the newest checkpoint, whatever the first
+        // run was told.
+        options.restore = super::RestoreFrom::Latest;
+    }
+}
