@@ -1,8 +1,9 @@
 //! Taking checkpoints in the loop, and restoring the newest one when a job
-//! starts. A checkpoint is taken between polls: the sinks are flushed, then
+//! starts. A checkpoint is taken between polls: the sinks are flushed, and
 //! each source partition's next offset, clock and window state, and each
-//! file sink's length, are written (`checkpoint::write_complete`), and only
-//! then are the offsets committed to the source.
+//! file sink's length, are snapshot in memory; a writer thread writes them
+//! (`checkpoint::write_complete`) while the loop goes on, and only once
+//! they are written are the offsets committed to the source.
 
 use super::Sinks;
 use super::operator::Operator;
@@ -142,7 +143,7 @@ pub fn summarize(checkpoint: &Checkpoint) -> Result<Vec<PartitionSummary>, Check
 
 /// Takes a job's checkpoints and restores them.
 pub(super) struct Checkpointer {
-    storage: Box<dyn CheckpointStorage>,
+    storage: std::sync::Arc<dyn CheckpointStorage>,
     job: String,
     /// The window and function the state belongs to: a restore checks them.
     identity: [(&'static str, String); 2],
@@ -152,6 +153,7 @@ pub(super) struct Checkpointer {
     next_id: u64,
     last_started: Instant,
     last_ended: Instant,
+    in_flight: Option<InFlight>,
 }
 
 /// One source partition in a checkpoint.
@@ -216,7 +218,7 @@ impl Checkpointer {
         let window = job.window.map_or_else(|| "none".to_string(), |w| w.to_string());
         let now = Instant::now();
         Ok(Checkpointer {
-            storage: open_storage(&config.storage)?,
+            storage: open_storage(&config.storage)?.into(),
             job: job.config.name.clone(),
             identity: [("window", window), ("function", plugin)],
             interval: config.interval,
@@ -225,6 +227,7 @@ impl Checkpointer {
             next_id: 1,
             last_started: now,
             last_ended: now,
+            in_flight: None,
         })
     }
 
@@ -313,17 +316,23 @@ impl Checkpointer {
         Ok(Some(Restored { checkpoint: id, partitions: offsets.len() }))
     }
 
-    /// Takes a checkpoint: flushes the sinks, writes every partition's
-    /// offset, clock and state and the sinks' lengths, then commits the
-    /// offsets to the source and drops checkpoints beyond `retain`.
+    /// Takes a checkpoint: flushes the sinks and snapshots every
+    /// partition's offset, clock and state and the sinks' lengths (the loop
+    /// waits for this), then writes them on another thread; [`complete`]
+    /// finishes it. Skipped (0) while another one is being written.
+    ///
+    /// [`complete`]: Checkpointer::complete
     pub(super) fn take(
         &mut self,
         operator: &dyn Operator,
         watermarks: &Watermarks,
-        source: &mut dyn Source,
         sinks: &mut Sinks,
         read: &ReadPositions,
     ) -> Result<u64, super::PipelineError> {
+        // One checkpoint in flight at a time: a new one waits its turn.
+        if self.in_flight.is_some() {
+            return Ok(0);
+        }
         self.last_started = Instant::now();
         let mut positions = [None; 3];
         for (slot, sink) in positions.iter_mut().zip(sinks.slots()) {
@@ -351,16 +360,82 @@ impl Checkpointer {
             };
             files.push((format!("partition-{}", entry.partition), encode_partition(&entry)));
         }
+        // The state is in memory now: the loop goes on while another thread
+        // writes it; `complete` commits the offsets once it is written.
         let id = self.next_id;
-        write_complete(self.storage.as_ref(), &self.job, id, now_ms(), &files)
-            .map_err(CheckpointError::from)?;
         self.next_id += 1;
+        let (storage, job) = (self.storage.clone(), self.job.clone());
+        let (done, written) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("weir-checkpoint".into())
+            .spawn(move || {
+                let _ = done.send(write_complete(storage.as_ref(), &job, id, now_ms(), &files));
+            })
+            .map_err(|e| CheckpointError::Content {
+                checkpoint: id,
+                file: String::new(),
+                reason: format!("cannot start the writer: {e}"),
+            })?;
+        self.in_flight = Some(InFlight { id, offsets, written });
+        Ok(id)
+    }
+
+    /// Completes the checkpoint in flight once it is written (waiting for
+    /// it if `wait`): commits its offsets to the source and drops
+    /// checkpoints beyond `retain`. Returns how many completed (0 or 1).
+    pub(super) fn complete(
+        &mut self,
+        source: &mut dyn Source,
+        wait: bool,
+    ) -> Result<u64, super::PipelineError> {
+        let Some(flight) = &self.in_flight else { return Ok(0) };
+        let result = match wait {
+            true => flight.written.recv().ok(),
+            false => match flight.written.try_recv() {
+                Ok(result) => Some(result),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(0),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+            },
+        };
+        let Some(InFlight { id, offsets, .. }) = self.in_flight.take() else { return Ok(0) };
+        match result {
+            Some(written) => {
+                written.map_err(CheckpointError::from)?;
+            }
+            None => {
+                let reason = "the writer stopped without a word".to_string();
+                return Err(CheckpointError::Content { checkpoint: id, file: String::new(), reason }.into());
+            }
+        }
         source.commit(&offsets)?;
         let ids = checkpoint_ids(self.storage.as_ref(), &self.job).map_err(CheckpointError::from)?;
         for old in ids.iter().filter(|&&old| old + self.retain as u64 <= id) {
             self.storage.remove_dir(&format!("{}/chk-{old:020}", self.job)).map_err(CheckpointError::from)?;
         }
         self.last_ended = Instant::now();
-        Ok(id)
+        Ok(1)
     }
+
+    /// The last checkpoint of a run: waits for the one in flight, takes one
+    /// more and waits for it. Returns how many completed.
+    pub(super) fn finish(
+        &mut self,
+        operator: &dyn Operator,
+        watermarks: &Watermarks,
+        source: &mut dyn Source,
+        sinks: &mut Sinks,
+        read: &ReadPositions,
+    ) -> Result<u64, super::PipelineError> {
+        let before = self.complete(source, true)?;
+        self.take(operator, watermarks, sinks, read)?;
+        Ok(before + self.complete(source, true)?)
+    }
+}
+
+/// A checkpoint being written on another thread.
+struct InFlight {
+    id: u64,
+    /// The offsets to commit once it is written.
+    offsets: Vec<(i32, i64)>,
+    written: std::sync::mpsc::Receiver<Result<crate::checkpoint::Manifest, StorageError>>,
 }

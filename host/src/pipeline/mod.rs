@@ -360,11 +360,12 @@ impl Pipeline {
                 break;
             }
             match &mut checkpointer {
-                Some(cp) if cp.due(Instant::now()) => {
-                    cp.take(operator, &watermarks, source, out.sinks, &read)?;
-                    out.summary.checkpoints += 1;
+                Some(cp) => {
+                    out.summary.checkpoints += cp.complete(source, false)?;
+                    if cp.due(Instant::now()) {
+                        cp.take(operator, &watermarks, out.sinks, &read)?;
+                    }
                 }
-                Some(_) => {}
                 None if committed_at.elapsed() >= options.commit_interval => {
                     commit(out.sinks, source, operator, &read)?;
                     committed_at = Instant::now();
@@ -376,10 +377,7 @@ impl Pipeline {
         match &mut checkpointer {
             // The end of the run (its input's, or a stop) is checkpointed:
             // started again, the job goes on from exactly here.
-            Some(cp) => {
-                cp.take(operator, &watermarks, source, sinks, &read)?;
-                summary.checkpoints += 1;
-            }
+            Some(cp) => summary.checkpoints += cp.finish(operator, &watermarks, source, sinks, &read)?,
             None => commit(sinks, source, operator, &read)?,
         }
         summary.elapsed_ms = started.elapsed().as_millis() as u64;

@@ -617,13 +617,13 @@ fn a_checkpointed_job_stopped_and_restarted_many_times_writes_exactly_what_one_r
 #[test]
 fn a_corrupt_newest_checkpoint_falls_back_to_the_one_before_and_a_changed_window_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    write_lines(&dir.path().join("in.jsonl"), readings(6_000, 100, 8).iter().map(reading_line));
+    write_lines(&dir.path().join("in.jsonl"), readings(24_000, 100, 8).iter().map(reading_line));
     let storage = format!(
         "\n[checkpoint]\nstorage = \"file://{}/checkpoints\"\ninterval = \"1ms\"\nretain = 3\nmode = \"exactly-once\"\n",
         dir.path().display()
     );
-    let first = run_files(checkpointed_job(dir.path(), "a", &storage), Some(200));
-    assert!(first.checkpoints >= 2, "{first:?}");
+    let first = run_files(checkpointed_job(dir.path(), "a", &storage), Some(3_000));
+    assert!(first.checkpoints >= 3, "{first:?}");
     let root = dir.path().join("checkpoints/test");
     let mut ids: Vec<String> =
         std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
