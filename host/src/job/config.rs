@@ -116,6 +116,10 @@ pub struct CheckpointConfig {
     /// the next.
     #[serde(default, with = "crate::duration::serde_text")]
     pub min_pause: Duration,
+    /// How long writing a checkpoint may take; one that takes longer fails
+    /// the run (then `[restart]` applies).
+    #[serde(default = "default_checkpoint_timeout", with = "crate::duration::serde_text")]
+    pub timeout: Duration,
     /// How many complete checkpoints to keep; older ones are removed.
     #[serde(default = "default_retain")]
     pub retain: u32,
@@ -129,6 +133,10 @@ pub struct CheckpointConfig {
 
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_checkpoint_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_retain() -> u32 {

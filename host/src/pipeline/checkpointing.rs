@@ -43,6 +43,14 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
+    /// Writing a checkpoint took longer than `[checkpoint] timeout`.
+    #[error("checkpoint {checkpoint} was not written within {after:?} ([checkpoint] timeout)")]
+    Timeout {
+        /// The checkpoint's id.
+        checkpoint: u64,
+        /// The timeout.
+        after: Duration,
+    },
     /// The job changed since the checkpoint in a way its state cannot
     /// follow.
     #[error(
@@ -149,6 +157,7 @@ pub(super) struct Checkpointer {
     identity: [(&'static str, String); 2],
     interval: Duration,
     min_pause: Duration,
+    timeout: Duration,
     retain: usize,
     next_id: u64,
     last_started: Instant,
@@ -215,20 +224,31 @@ impl Checkpointer {
         config: &CheckpointConfig,
         plugin: String,
     ) -> Result<Self, CheckpointError> {
+        Ok(Checkpointer::with_storage(job, config, plugin, open_storage(&config.storage)?.into()))
+    }
+
+    /// The checkpointer of `job` over `storage`.
+    fn with_storage(
+        job: &Job,
+        config: &CheckpointConfig,
+        plugin: String,
+        storage: std::sync::Arc<dyn CheckpointStorage>,
+    ) -> Checkpointer {
         let window = job.window.map_or_else(|| "none".to_string(), |w| w.to_string());
         let now = Instant::now();
-        Ok(Checkpointer {
-            storage: open_storage(&config.storage)?.into(),
+        Checkpointer {
+            storage,
             job: job.config.name.clone(),
             identity: [("window", window), ("function", plugin)],
             interval: config.interval,
             min_pause: config.min_pause,
+            timeout: config.timeout,
             retain: config.retain.max(1) as usize,
             next_id: 1,
             last_started: now,
             last_ended: now,
             in_flight: None,
-        })
+        }
     }
 
     /// Whether a checkpoint is due at `now`.
@@ -376,7 +396,7 @@ impl Checkpointer {
                 file: String::new(),
                 reason: format!("cannot start the writer: {e}"),
             })?;
-        self.in_flight = Some(InFlight { id, offsets, written });
+        self.in_flight = Some(InFlight { id, started: Instant::now(), offsets, written });
         Ok(id)
     }
 
@@ -389,10 +409,16 @@ impl Checkpointer {
         wait: bool,
     ) -> Result<u64, super::PipelineError> {
         let Some(flight) = &self.in_flight else { return Ok(0) };
+        let left = self.timeout.saturating_sub(flight.started.elapsed());
         let result = match wait {
-            true => flight.written.recv().ok(),
+            true => match flight.written.recv_timeout(left) {
+                Ok(result) => Some(result),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Err(self.timed_out()),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            },
             false => match flight.written.try_recv() {
                 Ok(result) => Some(result),
+                Err(std::sync::mpsc::TryRecvError::Empty) if left.is_zero() => return Err(self.timed_out()),
                 Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(0),
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
             },
@@ -416,6 +442,14 @@ impl Checkpointer {
         Ok(1)
     }
 
+    /// The checkpoint in flight took longer than `timeout`: it is given up
+    /// (its writer may still finish, but nothing trusts it before its
+    /// manifest, and no offsets are committed for it).
+    fn timed_out(&mut self) -> super::PipelineError {
+        let id = self.in_flight.take().map_or(0, |f| f.id);
+        CheckpointError::Timeout { checkpoint: id, after: self.timeout }.into()
+    }
+
     /// The last checkpoint of a run: waits for the one in flight, takes one
     /// more and waits for it. Returns how many completed.
     pub(super) fn finish(
@@ -435,7 +469,108 @@ impl Checkpointer {
 /// A checkpoint being written on another thread.
 struct InFlight {
     id: u64,
+    started: Instant,
     /// The offsets to commit once it is written.
     offsets: Vec<(i32, i64)>,
     written: std::sync::mpsc::Receiver<Result<crate::checkpoint::Manifest, StorageError>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::MapStage;
+
+    /// A storage whose writes take `delay`.
+    struct Slow {
+        inner: Box<dyn CheckpointStorage>,
+        delay: Duration,
+    }
+
+    impl CheckpointStorage for Slow {
+        fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+            std::thread::sleep(self.delay);
+            self.inner.write(path, bytes)
+        }
+        fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
+            self.inner.read(path)
+        }
+        fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+            self.inner.list(dir)
+        }
+        fn remove_dir(&self, dir: &str) -> Result<(), StorageError> {
+            self.inner.remove_dir(dir)
+        }
+        fn url(&self) -> &str {
+            self.inner.url()
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_written_too_slowly_times_out_and_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let text = format!(
+            "name = \"slow\"\n[source]\ntype = \"file\"\npath = \"in.jsonl\"\n[format]\nfields = {{ t = \"f64\" }}\n\
+             [function]\nplugin = \"kelvin-to-celsius\"\n[sink]\ntype = \"file\"\npath = \"out.jsonl\"\n\
+             [checkpoint]\nstorage = \"{url}\"\ntimeout = \"50ms\"\n"
+        );
+        let job = Job::parse(&text, "slow.toml", dir.path()).unwrap();
+        let config = job.config.checkpoint.clone().unwrap();
+        let slow = Slow { inner: open_storage(&url).unwrap(), delay: Duration::from_millis(400) };
+        let mut cp = Checkpointer::with_storage(&job, &config, "f@1".into(), std::sync::Arc::new(slow));
+        let stage = MapStage::new(NoMap, vec![], vec![], vec![]);
+        let mut sinks = crate::pipeline::Sinks {
+            output: Box::new(crate::sink::file::FileSink::create(&dir.path().join("out.jsonl")).unwrap()),
+            dead_letter: None,
+            late: None,
+        };
+        let watermarks = Watermarks::new(&[0], Duration::ZERO, None, Instant::now());
+        let mut read = ReadPositions::default();
+        read.advance(0, 41);
+        let started = Instant::now();
+        assert_eq!(cp.take(&stage, &watermarks, &mut sinks, &read).unwrap(), 1);
+        assert!(started.elapsed() < Duration::from_millis(300), "the write does not hold the loop");
+        let mut source = Committed(vec![]);
+        let err = cp.complete(&mut source, true).unwrap_err().to_string();
+        assert!(err.contains("checkpoint 1 was not written within 50ms"), "{err}");
+        assert!(source.0.is_empty(), "no offsets are committed for it");
+    }
+
+    struct NoMap;
+
+    impl crate::pipeline::MapFunction for NoMap {
+        fn map(
+            &mut self,
+            _: &crate::types::Events,
+        ) -> Result<crate::plugin::Mapped, crate::plugin::PluginError> {
+            Ok(crate::plugin::Mapped { rows: vec![], columns: vec![] })
+        }
+    }
+
+    /// A source that only records commits.
+    struct Committed(Vec<(i32, i64)>);
+
+    impl Source for Committed {
+        fn partitions(&self) -> Vec<i32> {
+            vec![0]
+        }
+        fn poll(
+            &mut self,
+            _: usize,
+            _: Duration,
+            _: &mut dyn FnMut(crate::source::RawRecord<'_>),
+        ) -> Result<crate::source::Poll, crate::source::SourceError> {
+            Ok(crate::source::Poll::End)
+        }
+        fn name(&self) -> &str {
+            "committed"
+        }
+        fn commit(&mut self, offsets: &[(i32, i64)]) -> Result<(), crate::source::SourceError> {
+            self.0.extend_from_slice(offsets);
+            Ok(())
+        }
+        fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), crate::source::SourceError> {
+            Ok(())
+        }
+    }
 }
