@@ -897,6 +897,19 @@ fn produce_sends_a_file_or_stdin_line_by_line_keyed_by_a_field() {
     let mut expected: Vec<(Option<String>, String)> = lines.iter().map(|l| (key(l), canonical(l))).collect();
     expected.sort();
     assert_eq!(consumed("data"), expected, "every line once, keyed by its device_id");
+    // No transactions here: both isolation levels see the same records.
+    let uncommitted = ok(weir(&[
+        "consume",
+        "--brokers",
+        b,
+        "--topic",
+        "data",
+        "--until-end",
+        "--isolation",
+        "read_uncommitted",
+    ]));
+    assert_eq!(json_lines(&uncommitted).len(), lines.len());
+    assert!(!weir(&["consume", "--brokers", b, "--topic", "data", "--isolation", "dirty"]).status.success());
     let mut unkeyed: Vec<(Option<String>, String)> = lines.iter().map(|l| (None, canonical(l))).collect();
     unkeyed.sort();
     assert_eq!(consumed("piped"), unkeyed, "every line of stdin once");

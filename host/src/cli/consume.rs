@@ -39,6 +39,10 @@ pub struct Args {
     /// How many times to try reaching the brokers, with exponential backoff.
     #[arg(long, default_value_t = 6)]
     retries: u32,
+    /// Which messages of transactions to show: only committed ones
+    /// (`read_committed`, for real Kafka), or all (`read_uncommitted`).
+    #[arg(long, default_value = "read_committed", value_parser = ["read_committed", "read_uncommitted"])]
+    isolation: String,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -47,7 +51,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let stop = stop_on_ctrl_c()?;
-    let cluster = super::topic::connect(&args.brokers, args.retries)?;
+    let cluster = super::topic::connect_with(
+        &args.brokers,
+        args.retries,
+        &[("isolation.level", args.isolation.as_str())],
+    )?;
     let options = KafkaSourceOptions {
         topic: args.topic.clone(),
         group: args.group.clone(),

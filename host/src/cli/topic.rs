@@ -132,13 +132,19 @@ fn ids(ids: &[i32]) -> String {
 /// Reaches the brokers of a command that runs in its own process, where an
 /// embedded broker would vanish with the command.
 pub fn connect(brokers: &str, retries: u32) -> anyhow::Result<Cluster> {
+    connect_with(brokers, retries, &[])
+}
+
+/// [`connect`], with librdkafka properties for the clients.
+pub fn connect_with(brokers: &str, retries: u32, properties: &[(&str, &str)]) -> anyhow::Result<Cluster> {
     match brokers.parse::<BrokerSpec>()? {
         BrokerSpec::Embedded => bail!(
             "--brokers embedded starts a broker inside this one command, which is gone when it exits; \
              start a shared one with `weir dev-broker --listen 127.0.0.1:9092` and pass --brokers 127.0.0.1:9092"
         ),
         BrokerSpec::List(list) => {
-            let config = KafkaConfig { connect_attempts: retries.max(1), ..KafkaConfig::default() };
+            let mut config = KafkaConfig { connect_attempts: retries.max(1), ..KafkaConfig::default() };
+            config.properties.extend(properties.iter().map(|(k, v)| (k.to_string(), v.to_string())));
             Ok(Cluster::external(&list, config)?)
         }
     }
