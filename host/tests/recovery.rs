@@ -151,6 +151,10 @@ fn checkpoints_are_listed_inspected_and_chosen_from_the_command_line() {
     assert!(rows.iter().all(|r| r.starts_with("cli ") && r.ends_with("complete")), "{listed}");
     let (inspected, _) = weir(&["checkpoints", "inspect", &format!("{url}/cli/chk-{:020}", 2)]);
     assert!(inspected.contains("window: sliding:1s/100ms"), "{inspected}");
+    let sha = inspected.lines().find_map(|l| l.strip_prefix("plugin sha256: ")).unwrap_or_default();
+    assert!(sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()), "{inspected}");
+    let recorded = std::fs::read(storage.join(format!("cli/chk-{:020}/job.toml", 2))).unwrap();
+    assert!(String::from_utf8_lossy(&recorded).contains("name = \"cli\""), "the job file is recorded");
     let partition = inspected.lines().last().unwrap().split_whitespace().collect::<Vec<_>>();
     // Partition 0, read to the end: 20,000 readings and 4 bad lines.
     assert_eq!(&partition[..2], ["0", "20004"], "{inspected}");

@@ -67,6 +67,8 @@ fn inspect(path: &str) -> anyhow::Result<()> {
     for (name, bytes) in &checkpoint.files {
         if let Some(what) = name.strip_prefix("identity-") {
             println!("{what}: {}", String::from_utf8_lossy(bytes));
+        } else if name == "plugin-sha256" {
+            println!("plugin sha256: {}", String::from_utf8_lossy(bytes));
         }
     }
     println!(

@@ -155,6 +155,9 @@ pub(super) struct Checkpointer {
     job: String,
     /// The window and function the state belongs to: a restore checks them.
     identity: [(&'static str, String); 2],
+    /// Recorded with each checkpoint for the record, not checked: the job
+    /// file as it was read, and the plugin's sha256.
+    records: [(&'static str, String); 2],
     interval: Duration,
     min_pause: Duration,
     timeout: Duration,
@@ -223,8 +226,9 @@ impl Checkpointer {
         job: &Job,
         config: &CheckpointConfig,
         plugin: String,
+        sha256: String,
     ) -> Result<Self, CheckpointError> {
-        Ok(Checkpointer::with_storage(job, config, plugin, open_storage(&config.storage)?.into()))
+        Ok(Checkpointer::with_storage(job, config, plugin, sha256, open_storage(&config.storage)?.into()))
     }
 
     /// The checkpointer of `job` over `storage`.
@@ -232,6 +236,7 @@ impl Checkpointer {
         job: &Job,
         config: &CheckpointConfig,
         plugin: String,
+        sha256: String,
         storage: std::sync::Arc<dyn CheckpointStorage>,
     ) -> Checkpointer {
         let window = job.window.map_or_else(|| "none".to_string(), |w| w.to_string());
@@ -240,6 +245,10 @@ impl Checkpointer {
             storage,
             job: job.config.name.clone(),
             identity: [("window", window), ("function", plugin)],
+            records: [
+                ("job.toml", toml::to_string(&job.config).unwrap_or_default()),
+                ("plugin-sha256", sha256),
+            ],
             interval: config.interval,
             min_pause: config.min_pause,
             timeout: config.timeout,
@@ -367,6 +376,7 @@ impl Checkpointer {
         partitions.dedup();
         let mut files: Vec<(String, Vec<u8>)> =
             self.identity.iter().map(|(k, v)| (format!("identity-{k}"), v.clone().into_bytes())).collect();
+        files.extend(self.records.iter().map(|(k, v)| (k.to_string(), v.clone().into_bytes())));
         files.push(("sinks".into(), encode_sinks(positions)));
         for partition in partitions {
             let mut state = Vec::new();
@@ -517,7 +527,8 @@ mod tests {
         let job = Job::parse(&text, "slow.toml", dir.path()).unwrap();
         let config = job.config.checkpoint.clone().unwrap();
         let slow = Slow { inner: open_storage(&url).unwrap(), delay: Duration::from_millis(400) };
-        let mut cp = Checkpointer::with_storage(&job, &config, "f@1".into(), std::sync::Arc::new(slow));
+        let mut cp =
+            Checkpointer::with_storage(&job, &config, "f@1".into(), "00".into(), std::sync::Arc::new(slow));
         let stage = MapStage::new(NoMap, vec![], vec![], vec![]);
         let mut sinks = crate::pipeline::Sinks {
             output: Box::new(crate::sink::file::FileSink::create(&dir.path().join("out.jsonl")).unwrap()),

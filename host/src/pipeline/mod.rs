@@ -191,6 +191,8 @@ pub struct Emitted<'a> {
 pub struct Pipeline {
     job: Job,
     descriptor: Descriptor,
+    /// The plugin's sha256, recorded with checkpoints.
+    plugin_sha256: String,
     operator: Box<dyn Operator>,
 }
 
@@ -206,6 +208,7 @@ impl Pipeline {
             engine.load_ref(reference)?
         };
         let descriptor = plugin.descriptor().clone();
+        let plugin_sha256 = plugin.sha256().to_string();
         let d = &descriptor;
         let schema = |source| PipelineError::Schema { origin: job.origin.clone(), source };
         let inputs =
@@ -241,7 +244,7 @@ impl Pipeline {
                 Box::new(WindowStage::new(windows, instance, d.outputs.clone(), lateness))
             }
         };
-        Ok(Pipeline { job, descriptor, operator })
+        Ok(Pipeline { job, descriptor, plugin_sha256, operator })
     }
 
     /// The job.
@@ -288,7 +291,7 @@ impl Pipeline {
         let mut checkpointer = match &job.config.checkpoint {
             Some(config) => {
                 let plugin = format!("{}@{}", self.descriptor.name, self.descriptor.version);
-                Some(Checkpointer::open(job, config, plugin)?)
+                Some(Checkpointer::open(job, config, plugin, self.plugin_sha256.clone())?)
             }
             None => None,
         };
