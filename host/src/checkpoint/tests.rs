@@ -185,7 +185,14 @@ impl HdfsCluster {
     /// Hadoop's own `FsShell` on this cluster, with `args`; its stdout.
     fn fs_shell(&self, args: &[&str]) -> String {
         let classpath = Self::run(self.dir.path(), "classpath");
-        let out = std::process::Command::new("java")
+        // The java the script uses: WEIR_HDFS_JAVA, else $JAVA_HOME/bin/java, else java.
+        let java = std::env::var_os("WEIR_HDFS_JAVA")
+            .or_else(|| {
+                std::env::var_os("JAVA_HOME").map(|home| std::path::Path::new(&home).join("bin/java").into())
+            })
+            .filter(|java| std::path::Path::new(java).is_file())
+            .unwrap_or_else(|| "java".into());
+        let out = std::process::Command::new(java)
             .args(["-cp", classpath.trim(), "org.apache.hadoop.fs.FsShell", "-fs", &self.url])
             .args(args)
             .stdin(std::process::Stdio::null())
