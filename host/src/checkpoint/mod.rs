@@ -1,11 +1,11 @@
 //! Checkpoints: where a job's state is kept so that a restarted job goes on
-//! where it stopped. This module holds the parts that stand on their own so
-//! far: the storage (behind one trait, a local folder first) and the file
-//! format (versioned and checksummed, made complete by a manifest written
-//! last). Taking checkpoints in the loop and restoring from them come next.
+//! where it stopped. This module holds the storage (behind one trait: a local
+//! folder or a folder in HDFS) and the file format (versioned and
+//! checksummed, made complete by a manifest written last).
 
 mod file;
 mod format;
+mod hdfs;
 mod storage;
 
 pub use file::FileStorage;
@@ -13,6 +13,7 @@ pub use format::{
     CHECKPOINT_VERSION, Checkpoint, Manifest, ManifestEntry, ReadError, checkpoint_ids, decode_file,
     encode_file, latest_complete, read_complete, write_complete,
 };
+pub use hdfs::{DEFAULT_CALL_TIMEOUT, HdfsStorage};
 pub use storage::{CheckpointStorage, StorageError, StorageUrl, open_storage, parse_storage_url};
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! One trait for where checkpoints live, so a job's checkpoint code does not
-//! care whether it writes to a local folder or (later) to HDFS.
+//! care whether it writes to a local folder or to HDFS.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A place that holds checkpoint files under relative, `/`-separated paths.
 /// Writes are atomic: a reader sees a whole file or none.
@@ -57,6 +58,34 @@ pub enum StorageError {
         /// Why.
         source: std::io::Error,
     },
+    /// An HDFS call failed (the NameNode or a DataNode said no, or could
+    /// not be reached).
+    #[error("checkpoint storage {url}: cannot {action} {path}: {message}")]
+    Hdfs {
+        /// The storage's URL.
+        url: String,
+        /// `open`, `read`, `write`, `list` or `remove`.
+        action: &'static str,
+        /// The path inside the storage.
+        path: String,
+        /// What HDFS said.
+        message: String,
+    },
+    /// A storage call got no answer in time (for HDFS: the NameNode is down
+    /// or unreachable).
+    #[error(
+        "checkpoint storage {url}: {action} {path} timed out after {after:?} (is the NameNode up and reachable?)"
+    )]
+    Timeout {
+        /// The storage's URL.
+        url: String,
+        /// `open`, `read`, `write`, `list` or `remove`.
+        action: &'static str,
+        /// The path inside the storage.
+        path: String,
+        /// The time the call was given.
+        after: Duration,
+    },
 }
 
 /// A storage URL, checked.
@@ -64,6 +93,13 @@ pub enum StorageError {
 pub enum StorageUrl {
     /// `file:///path`: a local folder.
     File {
+        /// The folder, absolute.
+        path: String,
+    },
+    /// `hdfs://host:port/path`: a folder in HDFS.
+    Hdfs {
+        /// The NameNode's RPC address, `host:port`.
+        namenode: String,
         /// The folder, absolute.
         path: String,
     },
@@ -79,9 +115,9 @@ impl StorageError {
     }
 }
 
-/// Checks a storage URL: `file:///absolute/path` for a local folder. The
-/// HDFS NameNode's web UI port, 9870, is recognised as a mistake for its
-/// RPC port.
+/// Checks a storage URL: `file:///absolute/path` for a local folder,
+/// `hdfs://host:port/absolute/path` for a folder in HDFS, the port being the
+/// NameNode's RPC port. Its web UI port, 9870, is recognised as a mistake.
 pub fn parse_storage_url(url: &str) -> Result<StorageUrl, StorageError> {
     let bad = |reason: &str| StorageError::Url { url: url.to_string(), reason: reason.to_string() };
     if let Some(path) = url.strip_prefix("file://") {
@@ -91,20 +127,41 @@ pub fn parse_storage_url(url: &str) -> Result<StorageUrl, StorageError> {
         return Ok(StorageUrl::File { path: path.to_string() });
     }
     if let Some(rest) = url.strip_prefix("hdfs://") {
-        let authority = rest.split('/').next().unwrap_or_default();
-        if authority.rsplit_once(':').is_some_and(|(_, port)| port == "9870") {
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => rest.split_at(slash),
+            None => (rest, ""),
+        };
+        let Some((host, port)) = authority.rsplit_once(':') else {
+            return Err(bad("an hdfs URL needs the NameNode's RPC port (fs.defaultFS in core-site.xml, \
+                 often 8020 or 9000), as in hdfs://namenode:8020/weir"));
+        };
+        if port == "9870" {
             return Err(bad("9870 is the NameNode's web UI port; checkpoints talk to its RPC port \
                  (fs.defaultFS in core-site.xml, often 8020 or 9000), as in hdfs://namenode:8020/weir"));
         }
-        return Err(bad("hdfs:// storage is not built yet; use a file:/// URL"));
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad(
+                "an hdfs URL needs a NameNode host and RPC port, as in hdfs://namenode:8020/weir",
+            ));
+        }
+        if path.is_empty() || path.contains(['?', '#']) {
+            return Err(bad(
+                "an hdfs URL needs an absolute folder path after the port, as in hdfs://namenode:8020/weir",
+            ));
+        }
+        return Ok(StorageUrl::Hdfs { namenode: authority.to_string(), path: path.to_string() });
     }
-    Err(bad("expected a file:///absolute/path URL"))
+    Err(bad("expected a file:///absolute/path or hdfs://namenode:port/absolute/path URL"))
 }
 
-/// Opens the storage a URL names (see [`parse_storage_url`]); a local
-/// folder is created if missing.
+/// Opens the storage a URL names (see [`parse_storage_url`]); its folder is
+/// created if missing. An HDFS storage bounds each call by
+/// [`DEFAULT_CALL_TIMEOUT`](super::hdfs::DEFAULT_CALL_TIMEOUT).
 pub fn open_storage(url: &str) -> Result<Box<dyn CheckpointStorage>, StorageError> {
     match parse_storage_url(url)? {
         StorageUrl::File { path } => Ok(Box::new(super::FileStorage::open(url, &path)?)),
+        StorageUrl::Hdfs { namenode, path } => {
+            Ok(Box::new(super::HdfsStorage::open(url, &namenode, &path, super::hdfs::DEFAULT_CALL_TIMEOUT)?))
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! `CheckpointStorage`, so every storage runs the same checks.
 
 use super::*;
+use std::time::{Duration, Instant};
 
 fn temp_storage() -> (tempfile::TempDir, Box<dyn CheckpointStorage>) {
     let dir = tempfile::tempdir().unwrap();
@@ -62,8 +63,15 @@ fn storage_urls_say_what_is_wrong() {
     assert!(err("file://relative/path").contains("absolute path"), "{}", err("file://relative/path"));
     let ui = err("hdfs://namenode:9870/weir");
     assert!(ui.contains("9870 is the NameNode's web UI port") && ui.contains("RPC port"), "{ui}");
-    assert!(err("hdfs://namenode:8020/weir").contains("not built yet"));
-    assert!(err("s3://bucket/weir").contains("file:///"));
+    assert!(err("hdfs://namenode/weir").contains("RPC port"), "{}", err("hdfs://namenode/weir"));
+    assert!(err("hdfs://namenode:8020").contains("absolute folder path"), "{}", err("hdfs://namenode:8020"));
+    assert!(err("hdfs://:8020/weir").contains("NameNode host"), "{}", err("hdfs://:8020/weir"));
+    assert!(err("hdfs://namenode:http/weir").contains("NameNode host and RPC port"));
+    assert!(err("s3://bucket/weir").contains("file:///") && err("s3://bucket/weir").contains("hdfs://"));
+    assert_eq!(
+        parse_storage_url("hdfs://namenode:8020/weir/checkpoints").unwrap(),
+        StorageUrl::Hdfs { namenode: "namenode:8020".into(), path: "/weir/checkpoints".into() }
+    );
 }
 
 #[test]
@@ -124,4 +132,162 @@ fn a_checkpoint_is_complete_only_with_its_manifest_and_intact_files() {
     storage.write(&path, &bytes[..middle]).unwrap();
     assert!(matches!(read_complete(storage, "job", 9), Err(ReadError::Corrupt { .. })));
     assert!(latest_complete(storage, "other-job").unwrap().is_none());
+}
+
+/// A throwaway HDFS (one NameNode, one DataNode on 127.0.0.1) started by
+/// `scripts/hdfs-test-cluster.sh` in a temporary folder, stopped on drop even
+/// if the test fails.
+struct HdfsCluster {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl HdfsCluster {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/hdfs-test-cluster.sh")
+    }
+
+    /// Runs the script's `command` on this cluster's folder; its stdout, or
+    /// a panic with what it said.
+    fn run(dir: &std::path::Path, command: &str) -> String {
+        let out = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg(command)
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("bash runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "hdfs-test-cluster.sh {command} failed ({}):\n{}\n{stdout}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    fn start() -> HdfsCluster {
+        let dir = tempfile::Builder::new().prefix("weir-hdfs-test").tempdir().unwrap();
+        // The guard exists before the script runs, so a start that fails
+        // halfway is stopped too.
+        let mut cluster = HdfsCluster { dir, url: String::new() };
+        let stdout = Self::run(cluster.dir.path(), "start");
+        cluster.url = stdout.lines().last().unwrap_or_default().trim().to_string();
+        assert!(cluster.url.starts_with("hdfs://127.0.0.1:"), "unexpected URL {:?}", cluster.url);
+        cluster
+    }
+
+    fn namenode(&self) -> &str {
+        self.url.trim_start_matches("hdfs://")
+    }
+
+    /// Hadoop's own `FsShell` on this cluster, with `args`; its stdout.
+    fn fs_shell(&self, args: &[&str]) -> String {
+        let classpath = Self::run(self.dir.path(), "classpath");
+        // The java the script uses: WEIR_HDFS_JAVA, else $JAVA_HOME/bin/java, else java.
+        let java = std::env::var_os("WEIR_HDFS_JAVA")
+            .or_else(|| {
+                std::env::var_os("JAVA_HOME").map(|home| std::path::Path::new(&home).join("bin/java").into())
+            })
+            .filter(|java| std::path::Path::new(java).is_file())
+            .unwrap_or_else(|| "java".into());
+        let out = std::process::Command::new(java)
+            .args(["-cp", classpath.trim(), "org.apache.hadoop.fs.FsShell", "-fs", &self.url])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("java runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "FsShell {args:?} failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+}
+
+impl Drop for HdfsCluster {
+    fn drop(&mut self) {
+        let stopped = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .output();
+        match stopped {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                eprintln!("stopping the HDFS cluster failed: {}", String::from_utf8_lossy(&out.stderr))
+            }
+            Err(e) => eprintln!("stopping the HDFS cluster failed: {e}"),
+        }
+    }
+}
+
+#[test]
+fn hdfs_storage_passes_the_suite_and_holds_checkpoints_in_hdfs() {
+    let cluster = HdfsCluster::start();
+    let url = format!("{}/weir/checkpoints", cluster.url);
+    let storage = open_storage(&url).unwrap();
+    assert_eq!(storage.url(), url);
+    storage_suite(storage.as_ref());
+    // Paths that would leave the storage's folder are refused.
+    for path in ["../outside", "/etc/weir", "job/../../outside", "job//a", "./a"] {
+        assert!(storage.write(path, b"x").is_err(), "{path} must be refused");
+        assert!(storage.read(path).is_err(), "{path} must be refused");
+    }
+
+    let storage = storage.as_ref();
+    write_complete(storage, "job", 7, 1_700_000_000_000, &files(1)).unwrap();
+    let read = read_complete(storage, "job", 7).unwrap();
+    assert_eq!(read.files, files(1));
+    for (name, payload) in files(9) {
+        storage.write(&format!("job/chk-{:020}/{name}", 8), &encode_file(&payload)).unwrap();
+    }
+    assert!(matches!(read_complete(storage, "job", 8), Err(ReadError::Incomplete { .. })));
+    let latest = latest_complete(storage, "job").unwrap().expect("one");
+    assert_eq!((latest.manifest.checkpoint, latest.files), (7, files(1)));
+
+    // Hadoop's own shell sees the files where the storage put them.
+    let listing = cluster.fs_shell(&["-ls", "-R", "/weir/checkpoints/job"]);
+    let chk7 = format!("/weir/checkpoints/job/chk-{:020}", 7);
+    for name in ["MANIFEST", "partition-0", "partition-3"] {
+        assert!(listing.contains(&format!("{chk7}/{name}")), "{name} missing from:\n{listing}");
+    }
+    assert!(!listing.contains(".tmp-"), "a temporary file was left:\n{listing}");
+    let manifest = cluster.fs_shell(&["-cat", &format!("{chk7}/MANIFEST")]);
+    assert!(manifest.starts_with("WEIRCKPT"), "{manifest:?}");
+}
+
+#[test]
+fn hdfs_storage_fails_in_time_while_the_namenode_is_down_and_recovers() {
+    let cluster = HdfsCluster::start();
+    let url = format!("{}/outage", cluster.url);
+    let timeout = Duration::from_secs(3);
+    let storage = HdfsStorage::open(&url, cluster.namenode(), "/outage", timeout).unwrap();
+    storage.write("job/a", b"before").unwrap();
+
+    HdfsCluster::run(cluster.dir.path(), "stop-namenode");
+    for (action, call) in [
+        ("list", Box::new(|| storage.list("job").map(|_| ())) as Box<dyn Fn() -> Result<(), StorageError>>),
+        ("read", Box::new(|| storage.read("job/a").map(|_| ()))),
+        ("write", Box::new(|| storage.write("job/b", b"during"))),
+    ] {
+        let started = Instant::now();
+        let err = call().expect_err("no NameNode, no answer");
+        let took = started.elapsed();
+        eprintln!("{action} with the NameNode down: {err} (after {took:?})");
+        assert!(took < timeout + Duration::from_secs(2), "{action} took {took:?}");
+        assert!(matches!(err, StorageError::Timeout { .. } | StorageError::Hdfs { .. }), "{err:?}");
+        assert!(err.to_string().contains(&url), "{err}");
+    }
+
+    HdfsCluster::run(cluster.dir.path(), "start-namenode");
+    let started = Instant::now();
+    assert_eq!(storage.read("job/a").unwrap(), b"before");
+    storage.write("job/c", b"after").unwrap();
+    assert_eq!(storage.list("job").unwrap(), ["a", "c"]);
+    eprintln!("calls after the NameNode came back took {:?}", started.elapsed());
 }
