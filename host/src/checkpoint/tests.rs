@@ -2,6 +2,7 @@
 //! `CheckpointStorage`, so every storage runs the same checks.
 
 use super::*;
+use crate::testing::HdfsCluster;
 use std::time::{Duration, Instant};
 
 fn temp_storage() -> (tempfile::TempDir, Box<dyn CheckpointStorage>) {
@@ -134,98 +135,6 @@ fn a_checkpoint_is_complete_only_with_its_manifest_and_intact_files() {
     assert!(latest_complete(storage, "other-job").unwrap().is_none());
 }
 
-/// A throwaway HDFS (one NameNode, one DataNode on 127.0.0.1) started by
-/// `scripts/hdfs-test-cluster.sh` in a temporary folder, stopped on drop even
-/// if the test fails.
-struct HdfsCluster {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl HdfsCluster {
-    fn script() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/hdfs-test-cluster.sh")
-    }
-
-    /// Runs the script's `command` on this cluster's folder; its stdout, or
-    /// a panic with what it said.
-    fn run(dir: &std::path::Path, command: &str) -> String {
-        let out = std::process::Command::new("bash")
-            .arg(Self::script())
-            .arg(command)
-            .arg(dir)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("bash runs");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "hdfs-test-cluster.sh {command} failed ({}):\n{}\n{stdout}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    fn start() -> HdfsCluster {
-        let dir = tempfile::Builder::new().prefix("weir-hdfs-test").tempdir().unwrap();
-        // The guard exists before the script runs, so a start that fails
-        // halfway is stopped too.
-        let mut cluster = HdfsCluster { dir, url: String::new() };
-        let stdout = Self::run(cluster.dir.path(), "start");
-        cluster.url = stdout.lines().last().unwrap_or_default().trim().to_string();
-        assert!(cluster.url.starts_with("hdfs://127.0.0.1:"), "unexpected URL {:?}", cluster.url);
-        cluster
-    }
-
-    fn namenode(&self) -> &str {
-        self.url.trim_start_matches("hdfs://")
-    }
-
-    /// Hadoop's own `FsShell` on this cluster, with `args`; its stdout.
-    fn fs_shell(&self, args: &[&str]) -> String {
-        let classpath = Self::run(self.dir.path(), "classpath");
-        // The java the script uses: WEIR_HDFS_JAVA, else $JAVA_HOME/bin/java, else java.
-        let java = std::env::var_os("WEIR_HDFS_JAVA")
-            .or_else(|| {
-                std::env::var_os("JAVA_HOME").map(|home| std::path::Path::new(&home).join("bin/java").into())
-            })
-            .filter(|java| std::path::Path::new(java).is_file())
-            .unwrap_or_else(|| "java".into());
-        let out = std::process::Command::new(java)
-            .args(["-cp", classpath.trim(), "org.apache.hadoop.fs.FsShell", "-fs", &self.url])
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("java runs");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "FsShell {args:?} failed: {}\n{stdout}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-}
-
-impl Drop for HdfsCluster {
-    fn drop(&mut self) {
-        let stopped = std::process::Command::new("bash")
-            .arg(Self::script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .stdin(std::process::Stdio::null())
-            .output();
-        match stopped {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                eprintln!("stopping the HDFS cluster failed: {}", String::from_utf8_lossy(&out.stderr))
-            }
-            Err(e) => eprintln!("stopping the HDFS cluster failed: {e}"),
-        }
-    }
-}
-
 #[test]
 fn hdfs_storage_passes_the_suite_and_holds_checkpoints_in_hdfs() {
     let cluster = HdfsCluster::start();
@@ -269,7 +178,7 @@ fn hdfs_storage_fails_in_time_while_the_namenode_is_down_and_recovers() {
     let storage = HdfsStorage::open(&url, cluster.namenode(), "/outage", timeout).unwrap();
     storage.write("job/a", b"before").unwrap();
 
-    HdfsCluster::run(cluster.dir.path(), "stop-namenode");
+    HdfsCluster::run(cluster.dir(), "stop-namenode");
     for (action, call) in [
         ("list", Box::new(|| storage.list("job").map(|_| ())) as Box<dyn Fn() -> Result<(), StorageError>>),
         ("read", Box::new(|| storage.read("job/a").map(|_| ()))),
@@ -284,7 +193,7 @@ fn hdfs_storage_fails_in_time_while_the_namenode_is_down_and_recovers() {
         assert!(err.to_string().contains(&url), "{err}");
     }
 
-    HdfsCluster::run(cluster.dir.path(), "start-namenode");
+    HdfsCluster::run(cluster.dir(), "start-namenode");
     let started = Instant::now();
     assert_eq!(storage.read("job/a").unwrap(), b"before");
     storage.write("job/c", b"after").unwrap();
