@@ -123,18 +123,26 @@ struct Measured {
     digest: Digest,
 }
 
-/// Mode `memory`: batches of 1,000 events built in place, fed to the
-/// window operator, the watermark advanced after each batch (monotonous
-/// time, bound 0).
-fn run_memory(n: u64, window: &str, reduce: &str) -> Measured {
+/// An engine and an instance of the bundled function for `reduce`
+/// (`window` or `agg`), and how the operator reduces with it. The engine
+/// is returned so that it outlives the instance.
+fn instance_for(reduce: &str) -> (PluginEngine, weir::plugin::PluginInstance, Reduce) {
     let engine =
         PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
     let (plugin, mode) = plugin_for(reduce);
-    let mut instance = engine
+    let instance = engine
         .load_ref(plugin)
         .expect("plugin")
         .instantiate(vec![], PluginLimits::default())
         .expect("instance");
+    (engine, instance, mode)
+}
+
+/// Mode `memory`: batches of 1,000 events built in place, fed to the
+/// window operator, the watermark advanced after each batch (monotonous
+/// time, bound 0).
+fn run_memory(n: u64, window: &str, reduce: &str) -> Measured {
+    let (_engine, mut instance, mode) = instance_for(reduce);
     let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
     let mut op = WindowOperator::new(window_spec(window), 0, mode, vec![FieldType::F64], vec![0]);
     let mut batch = Batch::new(&fields);
@@ -322,14 +330,7 @@ fn run_kafka(n: u64, window: &str, reduce: &str) -> Measured {
 fn run_state(reduce: &str) {
     let keys = 100_000i64;
     let per_key = 20;
-    let engine =
-        PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
-    let (plugin, mode) = plugin_for(reduce);
-    let mut instance = engine
-        .load_ref(plugin)
-        .expect("plugin")
-        .instantiate(vec![], PluginLimits::default())
-        .expect("instance");
+    let (_engine, mut instance, mode) = instance_for(reduce);
     let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
     let mut op =
         WindowOperator::new(WindowSpec::Tumbling { size: 1000 }, 0, mode, vec![FieldType::F64], vec![0]);
@@ -367,14 +368,7 @@ fn run_state(reduce: &str) {
 /// read and restore it into a new operator; checks the restored state.
 fn run_checkpoint(reduce: &str, keys: i64, dir: &Path) {
     use weir::checkpoint::{open_storage, read_complete, write_complete};
-    let engine =
-        PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
-    let (plugin, mode) = plugin_for(reduce);
-    let mut instance = engine
-        .load_ref(plugin)
-        .expect("plugin")
-        .instantiate(vec![], PluginLimits::default())
-        .expect("instance");
+    let (_engine, mut instance, mode) = instance_for(reduce);
     let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
     let spec = WindowSpec::Tumbling { size: 1000 };
     let lateness = 3_600_000;
