@@ -164,11 +164,11 @@ fn run_memory(n: u64, window: &str, reduce: &str) -> Measured {
             temps.push(r.temperature);
         }
         let watermark = batch.timestamps[batch.len() - 1] - 1;
-        op.process(&batch, &mut instance);
-        op.advance(watermark, &mut instance, &mut collect);
+        op.process(&batch, 0..batch.len(), &mut instance);
+        op.advance(Some(0), watermark, &mut instance, &mut collect);
         i = end;
     }
-    op.advance(i64::MAX, &mut instance, &mut collect);
+    op.advance(None, i64::MAX, &mut instance, &mut collect);
     let seconds = started.elapsed().as_secs_f64();
     Measured { events: n, seconds, outputs: digest.results, digest }
 }
@@ -347,7 +347,7 @@ fn run_state(reduce: &str) {
                 batch.timestamps.push(START_MS + round);
                 temps.push(333.0 + (k % 50) as f64);
             }
-            op.process(&batch, &mut instance);
+            op.process(&batch, 0..batch.len(), &mut instance);
         }
     }
     let grown = current_rss_mb() - before;
@@ -386,11 +386,11 @@ fn run_checkpoint(reduce: &str, keys: i64, dir: &Path) {
                 batch.timestamps.push(START_MS + round);
                 temps.push(333.0 + (k % 50) as f64);
             }
-            op.process(&batch, &mut instance);
+            op.process(&batch, 0..batch.len(), &mut instance);
         }
     }
     let mut fired = 0u64;
-    op.advance(START_MS + 1000, &mut instance, &mut |_| fired += 1);
+    op.advance(None, START_MS + 1000, &mut instance, &mut |_| fired += 1);
     assert_eq!(fired, keys as u64, "every window fires once before the checkpoint");
     let (entries, _) = op.open_state();
     assert_eq!(entries, keys as usize, "one open state per key");

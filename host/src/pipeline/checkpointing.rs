@@ -327,7 +327,12 @@ impl Checkpointer {
                 let entry = decode_partition(partition, bytes)
                     .ok_or_else(|| content(name, "not a partition record"))?;
                 operator.restore_partition(partition, &entry.state).map_err(CheckpointError::from)?;
-                watermarks.restore(partition, entry.max_event_time, operator.watermark(), Instant::now());
+                watermarks.restore(
+                    partition,
+                    entry.max_event_time,
+                    operator.watermark(partition),
+                    Instant::now(),
+                );
                 if entry.next_offset > 0 {
                     read.advance(partition, entry.next_offset - 1);
                     offsets.push((partition, entry.next_offset));

@@ -9,6 +9,7 @@ use crate::decode::Batch;
 use crate::plugin::{Mapped, PluginError, PluginInstance};
 use crate::types::{Column, Events, Field, FieldType};
 use crate::window::empty_events;
+use std::ops::Range;
 
 /// The function of a map job: a plugin instance, or plain Rust in tests.
 pub trait MapFunction {
@@ -57,7 +58,14 @@ impl<F: MapFunction> Operator for MapStage<F> {
         true
     }
 
-    fn process_batch(&mut self, batch: &Batch, payloads: &Payloads, out: &mut Collector<'_>) {
+    // A map has no windows, so the loop always hands it whole batches.
+    fn process_batch(
+        &mut self,
+        batch: &Batch,
+        _rows: Range<usize>,
+        payloads: &Payloads,
+        out: &mut Collector<'_>,
+    ) {
         if batch.is_empty() {
             return;
         }

@@ -5,11 +5,12 @@
 //! The loop ([`Pipeline::run`]) runs on one thread (plugin calls are
 //! synchronous) and only moves things: it polls up to a batch of records,
 //! decodes them into columns (bad ones to the dead letters, too-late ones
-//! to the late output), hands the batch to the job's [`Operator`], then the
-//! watermark. The watermark therefore advances at least once per batch (at
-//! most 1,000 events) and on every idle poll. What the operator does with
-//! them is in `window_stage.rs` and `map_stage.rs`; where its output goes,
-//! in `collect.rs`.
+//! to the late output) and hands them to the job's [`Operator`] with each
+//! partition's watermark. A partition fires right after the record that
+//! moves its watermark to what it has due, so its output depends only on
+//! its own records. What the operator does with them is in
+//! `window_stage.rs` and `map_stage.rs`; where its output goes, in
+//! `collect.rs`.
 
 mod checkpointing;
 mod collect;
@@ -19,6 +20,8 @@ mod map_stage;
 mod operator;
 mod payloads;
 mod positions;
+#[cfg(test)]
+mod replay_tests;
 mod restart;
 mod supervise;
 #[cfg(test)]
@@ -52,7 +55,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Records per poll: the watermark advances at least this often.
+/// Records per poll.
 pub const BATCH_SIZE: usize = 1_000;
 
 /// Aggregates add buffered events to their accumulator in batches of this
@@ -299,6 +302,9 @@ impl Pipeline {
             summary.restored = cp
                 .restore(operator, &mut watermarks, source, sinks, &mut read, options.restore)?
                 .map(|restored| restored.checkpoint);
+            for partition in operator.state_partitions() {
+                watermarks.set_due(partition, operator.next_due(partition), false);
+            }
         }
         let mut out = Collector {
             sinks,
@@ -310,6 +316,16 @@ impl Pipeline {
             failure: None,
         };
 
+        // Per record: the record's partition's watermark moves with it, and
+        // when it reaches what the partition has due (its operator state's
+        // next timer, or an event still in the batch), the rows so far are
+        // handed over and that partition fires, right after the record.
+        // An event behind its partition's watermark first brings the
+        // operator up to date (to judge it late, or to fire its window
+        // again at once). So each partition's output depends only on its
+        // own records, not on how polls cut them or interleave partitions.
+        let windowed = operator.windowed() && event_time;
+        let idle_moves = true;
         loop {
             if options.stop.load(Ordering::Relaxed) {
                 break;
@@ -320,42 +336,68 @@ impl Pipeline {
             // One clock reading per poll: idleness is measured in seconds,
             // so every event of a batch can share it.
             let polled_at = Instant::now();
+            // Rows before this one have been handed to the operator.
+            let mut handed = 0;
             let polled = source.poll(BATCH_SIZE, options.poll_wait, &mut |record| {
                 out.summary.records += 1;
                 read.advance(record.partition, record.offset);
+                let partition = record.partition;
                 if let Err(reason) =
-                    decoder.decode_into(record.payload, record.partition, record.offset, now, &mut batch)
+                    decoder.decode_into(record.payload, partition, record.offset, now, &mut batch)
                 {
-                    out.undecodable(record.partition, record.offset, record.payload, &reason.to_string());
+                    out.undecodable(partition, record.offset, record.payload, &reason.to_string());
+                    return;
+                }
+                if !windowed {
+                    if keep_payloads {
+                        payloads.push(record.payload);
+                    }
                     return;
                 }
                 let row = batch.len() - 1;
                 let ts = batch.timestamps[row];
-                if event_time {
-                    watermarks.observe(record.partition, ts, polled_at);
+                let before = watermarks.watermark(partition);
+                let behind = ts <= before;
+                if behind {
+                    operator.process_batch(&batch, handed..row, &payloads, &mut out);
+                    handed = row;
+                    operator.handle_watermark(Some(partition), before, &mut out);
+                    if operator.is_late(partition, batch.keys[row].as_ref(), ts) {
+                        batch.truncate(row);
+                        let (watermark, lateness) = (operator.watermark(partition), operator.lateness());
+                        out.late(partition, record.offset, record.payload, ts, watermark, lateness);
+                        watermarks.set_due(partition, operator.next_due(partition), false);
+                        return;
+                    }
+                    watermarks.set_due(partition, operator.next_due(partition), false);
                 }
-                if operator.is_late(record.partition, batch.keys[row].as_ref(), ts) {
-                    batch.truncate(row);
-                    let (watermark, lateness) = (operator.watermark(), operator.lateness());
-                    out.late(record.partition, record.offset, record.payload, ts, watermark, lateness);
-                    return;
-                }
-                if keep_payloads {
-                    payloads.push(record.payload);
+                let after = watermarks.observe(partition, ts, polled_at);
+                watermarks.set_due(partition, operator.due_of(ts), true);
+                // Behind but not late: it changed a window that may have
+                // fired, which fires again at once.
+                if behind || after >= watermarks.due(partition) {
+                    operator.process_batch(&batch, handed..row + 1, &payloads, &mut out);
+                    handed = row + 1;
+                    operator.handle_watermark(Some(partition), after, &mut out);
+                    watermarks.set_due(partition, operator.next_due(partition), false);
                 }
             })?;
             out.summary.events += batch.len() as u64;
-            operator.process_batch(&batch, &payloads, &mut out);
+            operator.process_batch(&batch, handed..batch.len(), &payloads, &mut out);
             let end = polled == Poll::End;
-            // The end of a bounded input (a file, or Kafka read up to the
-            // end offsets seen at start) fires every open window.
-            let watermark = match (end, event_time) {
-                (true, _) => i64::MAX,
-                (false, true) => watermarks.current(Instant::now()),
-                // Processing time: the clock is the watermark.
-                (false, false) => now_ms() - 1,
-            };
-            operator.handle_watermark(watermark, &mut out);
+            if end {
+                // The end of a bounded input (a file, or Kafka read up to
+                // the end offsets seen at start) fires every open window.
+                operator.handle_watermark(None, i64::MAX, &mut out);
+            } else if !event_time {
+                // Processing time: the clock is every partition's watermark.
+                operator.handle_watermark(None, now_ms() - 1, &mut out);
+            } else if windowed && idle_moves {
+                for (partition, watermark) in watermarks.idle(Instant::now()) {
+                    operator.handle_watermark(Some(partition), watermark, &mut out);
+                    watermarks.set_due(partition, operator.next_due(partition), false);
+                }
+            }
             if let Some(e) = out.take_failure() {
                 return Err(e);
             }

@@ -4,10 +4,13 @@
 //!
 //! - [`Operator::is_late`] is asked for each decoded event, before it joins
 //!   a batch: a too-late event goes to the late output with its payload.
-//! - [`Operator::process_batch`] gets each batch of decoded events.
-//! - [`Operator::handle_watermark`] gets the watermark after each batch and
-//!   on each idle poll (the processing-time clock ticks through it too),
-//!   and at the end of a bounded input, +∞.
+//! - [`Operator::process_batch`] gets each batch of decoded events (or a
+//!   run of its rows, when a watermark must fire in the middle of it).
+//! - [`Operator::handle_watermark`] gets a partition's watermark when it
+//!   reaches [`Operator::next_due`], right after the record that moved it
+//!   (so firing depends only on that partition's records); every
+//!   partition's, for the processing-time clock after each poll and for
+//!   +∞ at the end of a bounded input.
 //! - [`Operator::finish`] adds the operator's counters to the run summary.
 //!
 //! Output goes through a [`Collector`], which encodes, writes to the sinks
@@ -19,6 +22,7 @@ use super::payloads::Payloads;
 use crate::decode::Batch;
 use crate::record::Key;
 use crate::window::SnapshotError;
+use std::ops::Range;
 
 /// One step of a job between decode and the sinks.
 pub trait Operator {
@@ -29,9 +33,27 @@ pub trait Operator {
         false
     }
 
-    /// The watermark the operator has fired up to: late records name it.
-    fn watermark(&self) -> i64 {
+    /// The watermark `partition`'s windows have fired up to: late records
+    /// name it.
+    fn watermark(&self, _partition: i32) -> i64 {
         i64::MIN
+    }
+
+    /// Whether the operator has windows: only then do watermarks matter.
+    fn windowed(&self) -> bool {
+        false
+    }
+
+    /// The watermark at which `partition` has something to fire
+    /// (`i64::MAX`: nothing).
+    fn next_due(&self, _partition: i32) -> i64 {
+        i64::MAX
+    }
+
+    /// The watermark at which an event at `ts`, once processed, makes
+    /// something fire.
+    fn due_of(&self, _ts: i64) -> i64 {
+        i64::MAX
     }
 
     /// The allowed lateness in ms: late records name it.
@@ -46,13 +68,22 @@ pub trait Operator {
         false
     }
 
-    /// A batch of decoded events, none of them late. `payloads` holds the
-    /// batch's raw records when [`Operator::reads_payloads`] says so.
-    fn process_batch(&mut self, batch: &Batch, payloads: &Payloads, out: &mut Collector<'_>);
+    /// Rows `rows` of a batch of decoded events, none of them late.
+    /// `payloads` holds the batch's raw records when
+    /// [`Operator::reads_payloads`] says so. Only a windowed operator is
+    /// given less than the whole batch.
+    fn process_batch(
+        &mut self,
+        batch: &Batch,
+        rows: Range<usize>,
+        payloads: &Payloads,
+        out: &mut Collector<'_>,
+    );
 
-    /// The watermark moved to `watermark` (it never goes back; +∞ at the
-    /// end of a bounded input): fire what it completes.
-    fn handle_watermark(&mut self, _watermark: i64, _out: &mut Collector<'_>) {}
+    /// The watermark of `partition` (of every partition for `None`) moved
+    /// to `watermark` (it never goes back; +∞ at the end of a bounded
+    /// input): fire what it completes.
+    fn handle_watermark(&mut self, _partition: Option<i32>, _watermark: i64, _out: &mut Collector<'_>) {}
 
     /// Per source partition, the lowest offset of an event the operator
     /// still holds for output to come (an event in a window not yet

@@ -11,6 +11,7 @@ use crate::encode::window_records;
 use crate::record::Key;
 use crate::types::Field;
 use crate::window::{Firing, SnapshotError, WindowFunction, WindowOperator};
+use std::ops::Range;
 
 /// Window state and firing, with the function that reduces windows.
 pub struct WindowStage<F> {
@@ -39,21 +40,34 @@ impl<F: WindowFunction> Operator for WindowStage<F> {
         key.is_some_and(|key| self.operator.is_late(partition, key, ts))
     }
 
-    fn watermark(&self) -> i64 {
-        self.operator.watermark()
+    fn watermark(&self, partition: i32) -> i64 {
+        self.operator.watermark(partition)
+    }
+
+    fn windowed(&self) -> bool {
+        true
+    }
+
+    fn next_due(&self, partition: i32) -> i64 {
+        self.operator.next_due(partition)
+    }
+
+    #[inline]
+    fn due_of(&self, ts: i64) -> i64 {
+        self.operator.due_of(ts)
     }
 
     fn lateness(&self) -> i64 {
         self.lateness
     }
 
-    fn process_batch(&mut self, batch: &Batch, _payloads: &Payloads, _out: &mut Collector<'_>) {
-        self.operator.process(batch, &mut self.function);
+    fn process_batch(&mut self, batch: &Batch, rows: Range<usize>, _: &Payloads, _: &mut Collector<'_>) {
+        self.operator.process(batch, rows, &mut self.function);
     }
 
-    fn handle_watermark(&mut self, watermark: i64, out: &mut Collector<'_>) {
+    fn handle_watermark(&mut self, partition: Option<i32>, watermark: i64, out: &mut Collector<'_>) {
         let outputs = &self.outputs;
-        self.operator.advance(watermark, &mut self.function, &mut |firing| match firing {
+        self.operator.advance(partition, watermark, &mut self.function, &mut |firing| match firing {
             Firing::Rows { key, window, rows, refire, .. } => {
                 for record in window_records(out.key_field, key, window, outputs, rows) {
                     out.output(Some(key), Some(window), refire, &record);

@@ -1,24 +1,46 @@
-//! Watermarks, Flink's bounded-out-of-orderness way: per source partition,
-//! the maximum event time seen minus the bound, minus 1 ms; the job's
-//! watermark is the minimum over the partitions that are not idle.
+//! Watermarks, Flink's bounded-out-of-orderness way, kept **per source
+//! partition**: a partition's watermark is the maximum event time seen on
+//! it minus the bound, minus 1 ms. Each partition fires its own windows by
+//! its own watermark, as Kafka Streams keeps stream time per task: whether
+//! an event is late, and when a window fires, depends only on that
+//! partition's records, so a replay gives the same output however the
+//! partitions' reads interleave.
+//!
+//! An idle partition (no record for `idle_timeout`) would keep its open
+//! windows forever; when the job allows it, its watermark follows the
+//! highest watermark of the others (see [`Watermarks::idle`]). That depends
+//! on wall time, so a replay does not reproduce it.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 struct PartitionClock {
+    partition: i32,
     max_ts: i64,
+    /// Where an idle advance (or a restored checkpoint) moved the
+    /// watermark: it never goes back below this.
+    floor: i64,
     last_event: Instant,
+    /// The watermark at which the partition's operator state has something
+    /// to fire (the loop's cache of it).
+    due: i64,
 }
 
-/// Tracks the watermark of a job's source partitions.
+impl PartitionClock {
+    fn new(partition: i32, now: Instant) -> Self {
+        PartitionClock { partition, max_ts: i64::MIN, floor: i64::MIN, last_event: now, due: i64::MAX }
+    }
+}
+
+/// Tracks the watermark of each of a job's source partitions.
 #[derive(Debug, Clone)]
 pub struct Watermarks {
     out_of_orderness: i64,
     idle_timeout: Option<Duration>,
-    partitions: BTreeMap<i32, PartitionClock>,
-    /// Never goes back, even when a partition wakes up behind the others.
-    emitted: i64,
+    /// Sorted by partition. Few partitions per job, and records come in
+    /// runs of one partition, so a lookup is mostly the cached last one.
+    clocks: Vec<PartitionClock>,
+    last: usize,
 }
 
 impl Watermarks {
@@ -29,65 +51,101 @@ impl Watermarks {
         idle_timeout: Option<Duration>,
         now: Instant,
     ) -> Self {
-        let clocks =
-            partitions.iter().map(|&p| (p, PartitionClock { max_ts: i64::MIN, last_event: now })).collect();
+        let mut clocks: Vec<_> = partitions.iter().map(|&p| PartitionClock::new(p, now)).collect();
+        clocks.sort_by_key(|c| c.partition);
+        clocks.dedup_by_key(|c| c.partition);
         Watermarks {
             out_of_orderness: out_of_orderness.as_millis().min(i64::MAX as u128) as i64,
             idle_timeout,
-            partitions: clocks,
-            emitted: i64::MIN,
+            clocks,
+            last: 0,
         }
     }
 
-    /// Notes an event at `ts` on `partition`.
     #[inline]
-    pub fn observe(&mut self, partition: i32, ts: i64, now: Instant) {
-        let clock =
-            self.partitions.entry(partition).or_insert(PartitionClock { max_ts: i64::MIN, last_event: now });
-        clock.max_ts = clock.max_ts.max(ts);
-        clock.last_event = now;
+    fn clock(&mut self, partition: i32, now: Instant) -> &mut PartitionClock {
+        if self.clocks.get(self.last).is_none_or(|c| c.partition != partition) {
+            self.last = match self.clocks.binary_search_by_key(&partition, |c| c.partition) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.clocks.insert(i, PartitionClock::new(partition, now));
+                    i
+                }
+            };
+        }
+        &mut self.clocks[self.last]
     }
 
-    /// The job's watermark at `now`: the minimum over partitions that had an
-    /// event within the idle timeout, so an idle partition never holds it
-    /// back. When every partition is idle, none holds it back: it moves to
-    /// the highest partition watermark, as if the busiest partition had been
-    /// the last one active. It never decreases.
-    pub fn current(&mut self, now: Instant) -> i64 {
-        let bound = |c: &PartitionClock| c.max_ts.saturating_sub(self.out_of_orderness).saturating_sub(1);
-        let active = self.partitions.values().filter(|c| match self.idle_timeout {
-            Some(timeout) => now.saturating_duration_since(c.last_event) < timeout,
-            None => true,
-        });
-        let candidate = match active.map(bound).min() {
-            Some(wm) => Some(wm),
-            None => self.partitions.values().filter(|c| c.max_ts > i64::MIN).map(bound).max(),
-        };
-        if let Some(wm) = candidate {
-            self.emitted = self.emitted.max(wm);
+    fn of(&self, c: &PartitionClock) -> i64 {
+        c.max_ts.saturating_sub(self.out_of_orderness).saturating_sub(1).max(c.floor)
+    }
+
+    /// `partition`'s watermark.
+    #[inline]
+    pub fn watermark(&mut self, partition: i32) -> i64 {
+        let bound = self.out_of_orderness;
+        let c = self.clock(partition, Instant::now());
+        c.max_ts.saturating_sub(bound).saturating_sub(1).max(c.floor)
+    }
+
+    /// Notes an event at `ts` on `partition`; returns the partition's
+    /// watermark after it.
+    #[inline]
+    pub fn observe(&mut self, partition: i32, ts: i64, now: Instant) -> i64 {
+        let bound = self.out_of_orderness;
+        let c = self.clock(partition, now);
+        c.max_ts = c.max_ts.max(ts);
+        c.last_event = now;
+        c.max_ts.saturating_sub(bound).saturating_sub(1).max(c.floor)
+    }
+
+    /// The watermark at which `partition` has something to fire.
+    #[inline]
+    pub fn due(&mut self, partition: i32) -> i64 {
+        self.clock(partition, Instant::now()).due
+    }
+
+    /// Sets when `partition` has something to fire (after its operator
+    /// state changed), or lowers it (`lower`) for events not yet handed
+    /// to the operator.
+    #[inline]
+    pub fn set_due(&mut self, partition: i32, due: i64, lower: bool) {
+        let c = self.clock(partition, Instant::now());
+        c.due = if lower { c.due.min(due) } else { due };
+    }
+
+    /// The partitions idle at `now` (no record for the idle timeout) whose
+    /// watermark may move up to the highest of all partitions, with that
+    /// watermark: a quiet partition's windows then fire as the others'
+    /// do. The move is recorded, so the partition's watermark never goes
+    /// back.
+    pub fn idle(&mut self, now: Instant) -> Vec<(i32, i64)> {
+        let Some(timeout) = self.idle_timeout else { return Vec::new() };
+        let highest = self.clocks.iter().filter(|c| c.max_ts > i64::MIN).map(|c| self.of(c)).max();
+        let Some(highest) = highest else { return Vec::new() };
+        let mut moved = Vec::new();
+        for i in 0..self.clocks.len() {
+            let c = &self.clocks[i];
+            if now.saturating_duration_since(c.last_event) >= timeout && self.of(c) < highest {
+                moved.push((c.partition, highest));
+                self.clocks[i].floor = highest;
+            }
         }
-        self.emitted
+        moved
     }
 
     /// The maximum event time seen on `partition`, if any: what a
     /// checkpoint keeps of its clock.
     pub fn max_event_time(&self, partition: i32) -> Option<i64> {
-        self.partitions.get(&partition).map(|c| c.max_ts).filter(|&t| t > i64::MIN)
+        self.clocks.iter().find(|c| c.partition == partition).map(|c| c.max_ts).filter(|&t| t > i64::MIN)
     }
 
-    /// Restores a partition's clock from a checkpoint, and the watermark
-    /// already emitted (it never goes back).
-    pub fn restore(&mut self, partition: i32, max_event_time: Option<i64>, emitted: i64, now: Instant) {
-        let clock =
-            self.partitions.entry(partition).or_insert(PartitionClock { max_ts: i64::MIN, last_event: now });
-        clock.max_ts = clock.max_ts.max(max_event_time.unwrap_or(i64::MIN));
-        self.emitted = self.emitted.max(emitted);
-    }
-
-    /// The end of a bounded input: every window may fire.
-    pub fn finish(&mut self) -> i64 {
-        self.emitted = i64::MAX;
-        self.emitted
+    /// Restores a partition's clock from a checkpoint, with the watermark
+    /// its windows had fired up to (it never goes back).
+    pub fn restore(&mut self, partition: i32, max_event_time: Option<i64>, fired: i64, now: Instant) {
+        let c = self.clock(partition, now);
+        c.max_ts = c.max_ts.max(max_event_time.unwrap_or(i64::MIN));
+        c.floor = c.floor.max(fired);
     }
 }
 
@@ -96,37 +154,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn watermark_is_the_min_over_partitions_minus_the_bound() {
+    fn each_partition_has_its_own_watermark_trailing_its_events_by_the_bound() {
         let t0 = Instant::now();
         let mut w = Watermarks::new(&[0, 1], Duration::from_millis(500), None, t0);
-        w.observe(0, 10_000, t0);
-        assert_eq!(w.current(t0), i64::MIN, "partition 1 has seen nothing yet");
-        w.observe(1, 4_000, t0);
-        assert_eq!(w.current(t0), 4_000 - 500 - 1);
-        w.observe(1, 3_000, t0);
-        assert_eq!(w.current(t0), 3_499, "an older event does not move it back");
+        assert_eq!(w.observe(0, 10_000, t0), 10_000 - 500 - 1);
+        assert_eq!(w.watermark(1), i64::MIN, "partition 1 has seen nothing yet");
+        assert_eq!(w.observe(1, 4_000, t0), 3_499);
+        assert_eq!(w.observe(1, 3_000, t0), 3_499, "an older event does not move it back");
+        assert_eq!(w.watermark(0), 9_499, "partition 1 does not hold partition 0 back");
+        assert_eq!(w.observe(7, 1, t0), -500, "a partition not known at start is tracked too");
+        assert_eq!(w.max_event_time(7), Some(1));
     }
 
     #[test]
-    fn idle_partitions_stop_holding_the_watermark_back() {
+    fn idle_partitions_follow_the_highest_watermark_and_never_go_back() {
         let t0 = Instant::now();
         let idle = Duration::from_secs(5);
-        let mut w = Watermarks::new(&[0, 1], Duration::ZERO, Some(idle), t0);
+        let mut w = Watermarks::new(&[0, 1, 2], Duration::ZERO, Some(idle), t0);
         w.observe(0, 10_000, t0);
-        assert_eq!(w.current(t0 + Duration::from_secs(1)), i64::MIN);
-        // Partition 1 never spoke; after the timeout it is idle.
+        w.observe(1, 3_000, t0);
+        assert_eq!(w.idle(t0 + Duration::from_secs(1)), vec![], "nobody is idle yet");
         w.observe(0, 12_000, t0 + Duration::from_secs(6));
-        assert_eq!(w.current(t0 + Duration::from_secs(6)), 11_999);
-        // Partition 1 wakes up behind: the watermark does not go back.
-        w.observe(1, 5_000, t0 + Duration::from_secs(7));
-        assert_eq!(w.current(t0 + Duration::from_secs(7)), 11_999);
-        // Everyone idle: nobody holds it back; the highest partition
-        // watermark (partition 0's) stands.
-        assert_eq!(w.current(t0 + Duration::from_secs(60)), 11_999);
-        let mut quiet = Watermarks::new(&[0, 1, 2], Duration::ZERO, Some(idle), t0);
-        quiet.observe(0, 3_000, t0);
-        assert_eq!(quiet.current(t0), i64::MIN, "1 and 2 are not idle yet");
-        assert_eq!(quiet.current(t0 + Duration::from_secs(6)), 2_999, "all idle: 1 and 2 never spoke");
-        assert_eq!(w.finish(), i64::MAX);
+        // Partition 1 spoke last at t0, partition 2 never: both are idle.
+        assert_eq!(w.idle(t0 + Duration::from_secs(6)), vec![(1, 11_999), (2, 11_999)]);
+        assert_eq!(w.watermark(1), 11_999);
+        // Partition 1 wakes up behind: its watermark does not go back.
+        assert_eq!(w.observe(1, 5_000, t0 + Duration::from_secs(7)), 11_999);
+        let mut off = Watermarks::new(&[0, 1], Duration::ZERO, None, t0);
+        off.observe(0, 10_000, t0);
+        assert_eq!(off.idle(t0 + Duration::from_secs(3600)), vec![], "no idle timeout, no idle moves");
     }
 }

@@ -139,9 +139,9 @@ fn a_refused_merge_fails_the_merged_session_and_nothing_else() {
         let Column::F64(t) = &mut batch.columns[0] else { unreachable!() };
         t.push(temp);
     }
-    op.process(&batch, &mut function);
+    op.process(&batch, 0..batch.len(), &mut function);
     let mut got = vec![];
-    op.advance(i64::MAX, &mut function, &mut |firing| match firing {
+    op.advance(None, i64::MAX, &mut function, &mut |firing| match firing {
         Firing::Rows { key, window, rows, .. } => {
             let Column::I64(c) = &rows.columns[1] else { panic!() };
             got.push((key.clone(), window.start, window.end, Some(c[rows.start])));

@@ -20,7 +20,7 @@ pub use state::{Reduce, empty_events};
 #[cfg(test)]
 mod failure_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use spec::{WindowKind, WindowProblem, WindowSpec, WindowSpecError};
 

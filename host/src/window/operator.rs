@@ -130,8 +130,12 @@ fn schedule_cleanup(cleanups: &mut BTreeSet<(i64, Key)>, key_state: &mut KeyStat
 
 /// The state of one source partition. Kept apart so that a checkpoint can
 /// snapshot, and a later scale-out move, one partition at a time.
-#[derive(Default)]
 struct PartitionState {
+    /// The partition's own watermark, the one its windows have fired up
+    /// to: firing and lateness depend only on the partition's records, so
+    /// a replay of them gives the same output however the partitions'
+    /// reads interleave.
+    watermark: i64,
     keys: KeyMap,
     /// Windows to fire, by end: fire at `end - 1`.
     timers: BTreeSet<(i64, Key)>,
@@ -139,6 +143,18 @@ struct PartitionState {
     cleanups: BTreeSet<(i64, Key)>,
     /// Fired windows (by end) that late events changed.
     refires: BTreeSet<(i64, Key)>,
+}
+
+impl Default for PartitionState {
+    fn default() -> Self {
+        PartitionState {
+            watermark: i64::MIN,
+            keys: KeyMap::default(),
+            timers: BTreeSet::new(),
+            cleanups: BTreeSet::new(),
+            refires: BTreeSet::new(),
+        }
+    }
 }
 
 /// Keyed window state and firing for one job.
@@ -151,7 +167,6 @@ pub struct WindowOperator {
     types: Vec<FieldType>,
     inputs: Vec<usize>,
     partitions: BTreeMap<i32, PartitionState>,
-    watermark: i64,
     scratch: Events,
     windows: Vec<Window>,
     stats: OperatorStats,
@@ -257,7 +272,6 @@ impl WindowOperator {
             types,
             inputs,
             partitions: BTreeMap::new(),
-            watermark: i64::MIN,
             windows: Vec::new(),
             stats: OperatorStats::default(),
             pool: Vec::new(),
@@ -271,9 +285,32 @@ impl WindowOperator {
         self.stats
     }
 
-    /// The watermark the operator has fired up to.
-    pub fn watermark(&self) -> i64 {
-        self.watermark
+    /// The watermark `partition`'s windows have fired up to.
+    pub fn watermark(&self, partition: i32) -> i64 {
+        self.partitions.get(&partition).map_or(i64::MIN, |s| s.watermark)
+    }
+
+    /// The watermark at which `partition` has something to fire next: its
+    /// earliest timer's `end - 1`, or `i64::MIN` when a late event changed
+    /// a fired window (it fires again at once); `i64::MAX` when nothing
+    /// waits. Session timers may be early (a session grows without moving
+    /// its timer), which only makes the caller fire sooner, to no effect.
+    pub fn next_due(&self, partition: i32) -> i64 {
+        let Some(state) = self.partitions.get(&partition) else { return i64::MAX };
+        if !state.refires.is_empty() {
+            return i64::MIN;
+        }
+        state.timers.first().map_or(i64::MAX, |(end, _)| end.saturating_sub(1))
+    }
+
+    /// The watermark at which an event at `ts` makes a window fire: the end
+    /// of the first window holding it, minus 1.
+    #[inline]
+    pub fn due_of(&self, ts: i64) -> i64 {
+        match self.spec {
+            WindowSpec::Session { gap } => ts.saturating_add(gap).saturating_sub(1),
+            _ => self.first_window_end(ts - ts.rem_euclid(self.pane)).saturating_sub(1),
+        }
     }
 
     /// Open (key, pane or session) entries, and the bytes they hold.
@@ -295,8 +332,8 @@ impl WindowOperator {
     /// the partition again from there. Partitions with no such event are
     /// left out.
     pub fn unfired_offsets(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
-        let unfired = move |last_end: i64| last_end.saturating_sub(1) > self.watermark;
         self.partitions.iter().filter_map(move |(&partition, state)| {
+            let unfired = |last_end: i64| last_end.saturating_sub(1) > state.watermark;
             let lowest = state
                 .keys
                 .values()
@@ -318,37 +355,45 @@ impl WindowOperator {
     }
 
     /// Whether a window is past its allowed lateness: no event may change it.
-    fn expired(&self, window_end: i64) -> bool {
-        window_end.saturating_sub(1).saturating_add(self.lateness) <= self.watermark
+    fn expired(&self, window_end: i64, watermark: i64) -> bool {
+        window_end.saturating_sub(1).saturating_add(self.lateness) <= watermark
     }
 
     /// Whether an event is too late for every window it belongs to. Such an
     /// event must go to the late output instead of [`Self::process`].
     pub fn is_late(&self, partition: i32, key: &Key, ts: i64) -> bool {
+        let wm = self.watermark(partition);
         match self.spec {
             WindowSpec::Session { gap } => {
-                if !self.expired(ts.saturating_add(gap)) {
+                if !self.expired(ts.saturating_add(gap), wm) {
                     return false;
                 }
                 // Late alone, but it may still join a live session.
                 let sessions = self.partitions.get(&partition).and_then(|p| p.keys.get(key));
                 !sessions.is_some_and(|k| {
-                    k.sessions.iter().any(|(w, _)| w.start < ts + gap && ts < w.end && !self.expired(w.end))
+                    k.sessions
+                        .iter()
+                        .any(|(w, _)| w.start < ts + gap && ts < w.end && !self.expired(w.end, wm))
                 })
             }
             _ => {
                 let pane_start = ts - ts.rem_euclid(self.pane);
-                self.expired(self.last_window_end(pane_start))
+                self.expired(self.last_window_end(pane_start), wm)
             }
         }
     }
 
-    /// Adds a batch's events (none of them late) to their windows. Nothing
+    /// Adds rows `rows` of a batch (none of them late) to their windows. Nothing
     /// fires here: aggregates may `add` early, and a refused `add` keeps
     /// its events for the firing to try again and report.
-    pub fn process(&mut self, batch: &Batch, function: &mut dyn WindowFunction) {
-        let n = batch.len();
-        let mut row = 0;
+    pub fn process(
+        &mut self,
+        batch: &Batch,
+        rows: std::ops::Range<usize>,
+        function: &mut dyn WindowFunction,
+    ) {
+        let n = rows.end.min(batch.len());
+        let mut row = rows.start;
         while row < n {
             // Rows of a poll come in runs of one partition: look its state
             // up once per run.
@@ -386,7 +431,7 @@ impl WindowOperator {
         row: usize,
         function: &mut dyn WindowFunction,
     ) {
-        let (watermark, lateness, pane) = (self.watermark, self.lateness, self.pane);
+        let (watermark, lateness, pane) = (state.watermark, self.lateness, self.pane);
         let key_state = state.keys.entry_ref(key).or_default();
         // Fast path: the event falls in the key's newest pane (no division).
         let newest = key_state
@@ -471,6 +516,7 @@ impl WindowOperator {
         function: &mut dyn WindowFunction,
     ) {
         let fresh = self.fresh_contents();
+        let watermark = state.watermark;
         let key_state = state.keys.entry_ref(key).or_default();
         let sessions = &mut key_state.sessions;
         let own = Window { start: ts, end: ts + gap };
@@ -508,9 +554,9 @@ impl WindowOperator {
         // A session's timer is set when it starts; when the session grows,
         // the timer re-arms itself at the new end as it comes due (see
         // `advance`), so growing costs nothing here.
-        if window.end - 1 <= self.watermark {
+        if window.end - 1 <= watermark {
             state.refires.insert((window.end, key.clone()));
-        } else if first == last || previous_end.saturating_sub(1) <= self.watermark {
+        } else if first == last || previous_end.saturating_sub(1) <= watermark {
             // A new session, or one whose timer already fired: it needs a
             // timer at its new end. Otherwise its pending timer re-arms.
             state.timers.insert((window.end, key.clone()));
@@ -529,7 +575,7 @@ impl WindowOperator {
     /// keeping their emptied contents for reuse. Both are kept in start
     /// order, and expire in that order.
     fn clean(&mut self, partition: i32, key: &Key) {
-        let wm = self.watermark;
+        let wm = self.watermark(partition);
         let lateness = self.lateness;
         let expired = |end: i64| end.saturating_sub(1).saturating_add(lateness) <= wm;
         let spec = self.spec;

@@ -12,7 +12,7 @@ use crate::types::{Column, Field, FieldType, Window};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Event {
+pub(crate) struct Event {
     pub partition: i32,
     pub key: i64,
     pub ts: i64,
@@ -22,16 +22,16 @@ pub(super) struct Event {
 /// What a window gave: its max (as bits, to compare exactly) and count,
 /// or a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Outcome {
+pub(crate) enum Outcome {
     Rows { max: u64, count: i64 },
     Failed,
 }
 
 /// (key, window start, window end, outcome): one firing.
-pub(super) type Emission = (i64, i64, i64, Outcome);
+pub(crate) type Emission = (i64, i64, i64, Outcome);
 
 /// Which windows a function fails on, given the window's events: none.
-pub(super) fn never(_: &[Event]) -> bool {
+pub(crate) fn never(_: &[Event]) -> bool {
     false
 }
 
@@ -73,19 +73,6 @@ pub(super) fn scenario(seed: u64, n: usize, jitter: i64) -> Vec<Vec<Event>> {
     batches
 }
 
-/// The watermark after a batch, computed directly: per partition the max
-/// time seen, minus the bound, minus 1; the minimum over partitions.
-fn watermark_after(seen: &mut BTreeMap<i32, i64>, batch: &[Event], bound: i64) -> i64 {
-    for e in batch {
-        let m = seen.entry(e.partition).or_insert(i64::MIN);
-        *m = (*m).max(e.ts);
-    }
-    if seen.len() < 3 {
-        return i64::MIN;
-    }
-    seen.values().map(|m| m - bound - 1).min().unwrap_or(i64::MIN)
-}
-
 /// The windows containing `ts`, by brute force over candidate starts.
 fn windows_of(spec: WindowSpec, ts: i64) -> Vec<(i64, i64)> {
     let (size, slide) = match spec {
@@ -103,12 +90,14 @@ fn windows_of(spec: WindowSpec, ts: i64) -> Vec<(i64, i64)> {
     out
 }
 
-/// The oracle for tumbling and sliding windows: replays the batches,
-/// deciding each event's lateness from the definition, and after each
-/// batch emits every window that became complete, plus every completed
-/// window that an accepted event changed, with max and count rescanned
-/// from all accepted events.
-pub(super) fn oracle(
+/// The oracle for tumbling and sliding windows, by definition, one event
+/// at a time: each partition has its own watermark (its max event time so
+/// far minus the bound, minus 1). An event every window of which is past
+/// its allowed lateness by its partition's watermark is late; an accepted
+/// event in a window that already fired fires it again at once; after
+/// each event, every window of its partition that its watermark completes
+/// fires. Max and count are rescanned from all accepted events.
+pub(crate) fn oracle(
     spec: WindowSpec,
     lateness: i64,
     bound: i64,
@@ -119,57 +108,143 @@ pub(super) fn oracle(
     let mut emitted: BTreeSet<(i64, i64, i64)> = BTreeSet::new();
     let mut out = vec![];
     let mut late = 0;
-    let mut wm = i64::MIN;
-    let mut seen = BTreeMap::new();
+    let mut wms: BTreeMap<i32, i64> = BTreeMap::new();
     let expired = |end: i64, wm: i64| end.saturating_sub(1).saturating_add(lateness) <= wm;
     let result = |accepted: &[Event], key: i64, s: i64, e: i64| -> Outcome {
         let events: Vec<Event> =
             accepted.iter().filter(|x| x.key == key && s <= x.ts && x.ts < e).copied().collect();
         outcome(&events, fails)
     };
-    let step = |accepted: &[Event],
-                changed: &BTreeSet<(i64, i64, i64)>,
-                wm: i64,
-                emitted: &mut BTreeSet<(i64, i64, i64)>,
-                out: &mut Vec<Emission>| {
-        for &(k, s, e) in changed {
-            out.push((k, s, e, result(accepted, k, s, e)));
-        }
-        let mut due: BTreeSet<(i64, i64, i64)> = BTreeSet::new();
-        for x in accepted {
-            for (s, e) in windows_of(spec, x.ts) {
-                if e - 1 <= wm && !emitted.contains(&(x.key, s, e)) && !changed.contains(&(x.key, s, e)) {
-                    due.insert((x.key, s, e));
+    // Fires every window of `partition` complete at `wm` and not yet fired.
+    let fire =
+        |accepted: &[Event], partition: Option<i32>, wm: i64, emitted: &mut BTreeSet<_>, out: &mut Vec<_>| {
+            let mut due: BTreeSet<(i64, i64, i64)> = BTreeSet::new();
+            for x in accepted.iter().filter(|x| partition.is_none_or(|p| x.partition == p)) {
+                for (s, e) in windows_of(spec, x.ts) {
+                    if e - 1 <= wm && !emitted.contains(&(x.key, s, e)) {
+                        due.insert((x.key, s, e));
+                    }
                 }
             }
-        }
-        for (k, s, e) in due {
-            out.push((k, s, e, result(accepted, k, s, e)));
-            emitted.insert((k, s, e));
-        }
-    };
-    for batch in batches {
-        let mut changed = BTreeSet::new();
-        for e in batch {
-            let ws = windows_of(spec, e.ts);
-            if ws.iter().all(|&(_, end)| expired(end, wm)) {
-                late += 1;
-                continue;
+            for (k, s, e) in due {
+                out.push((k, s, e, result(accepted, k, s, e)));
+                emitted.insert((k, s, e));
             }
-            accepted.push(*e);
-            for (s, end) in ws {
-                if end - 1 <= wm && !expired(end, wm) {
-                    changed.insert((e.key, s, end));
-                    emitted.insert((e.key, s, end));
-                }
+        };
+    for e in batches.iter().flatten() {
+        let wm = *wms.get(&e.partition).unwrap_or(&i64::MIN);
+        let ws = windows_of(spec, e.ts);
+        if ws.iter().all(|&(_, end)| expired(end, wm)) {
+            late += 1;
+            continue;
+        }
+        accepted.push(*e);
+        for (s, end) in ws {
+            if expired(end, wm) {
+                // Closed for good: the event counts only in its other
+                // windows, and this one never fires (again).
+                emitted.insert((e.key, s, end));
+            } else if end - 1 <= wm {
+                out.push((e.key, s, end, result(&accepted, e.key, s, end)));
+                emitted.insert((e.key, s, end));
             }
         }
-        wm = wm.max(watermark_after(&mut seen, batch, bound));
-        step(&accepted, &changed, wm, &mut emitted, &mut out);
+        let wm = wm.max(e.ts - bound - 1);
+        wms.insert(e.partition, wm);
+        fire(&accepted, Some(e.partition), wm, &mut emitted, &mut out);
     }
-    step(&accepted, &BTreeSet::new(), i64::MAX, &mut emitted, &mut out);
+    fire(&accepted, None, i64::MAX, &mut emitted, &mut out);
     out.sort();
     (out, late)
+}
+
+/// Drives a window operator as the pipeline's loop does: the batch's rows
+/// are handed over in runs, and a partition fires right after the event
+/// that moves its watermark to what it has due; an event behind its
+/// partition's watermark first brings the operator up to date, to judge
+/// it late or to fire its window again at once.
+pub(super) struct Driver {
+    pub op: WindowOperator,
+    bound: i64,
+    /// Per partition: (watermark, what is due).
+    clocks: BTreeMap<i32, (i64, i64)>,
+    batch: Batch,
+    handed: usize,
+    /// Late events so far.
+    pub late: usize,
+}
+
+impl Driver {
+    pub fn new(op: WindowOperator, bound: i64) -> Driver {
+        let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
+        Driver { op, bound, clocks: BTreeMap::new(), batch: Batch::new(&fields), handed: 0, late: 0 }
+    }
+
+    /// Feeds one event (with its source offset); false if it was late.
+    pub fn feed(
+        &mut self,
+        e: &Event,
+        offset: i64,
+        function: &mut dyn WindowFunction,
+        out: &mut dyn FnMut(Firing<'_>),
+    ) -> bool {
+        let (before, mut due) = *self.clocks.get(&e.partition).unwrap_or(&(i64::MIN, i64::MAX));
+        let behind = e.ts <= before;
+        if behind {
+            let row = self.batch.len();
+            self.op.process(&self.batch, self.handed..row, function);
+            self.handed = row;
+            self.op.advance(Some(e.partition), before, function, out);
+            due = self.op.next_due(e.partition);
+            if self.op.is_late(e.partition, &Key::Int(e.key), e.ts) {
+                self.late += 1;
+                self.clocks.insert(e.partition, (before, due));
+                return false;
+            }
+        }
+        self.batch.partitions.push(e.partition);
+        self.batch.offsets.push(offset);
+        self.batch.keys.push(Some(Key::Int(e.key)));
+        self.batch.timestamps.push(e.ts);
+        let Column::F64(t) = &mut self.batch.columns[0] else { unreachable!() };
+        t.push(e.temp);
+        let after = before.max(e.ts - self.bound - 1);
+        due = due.min(self.op.due_of(e.ts));
+        if behind || after >= due {
+            self.op.process(&self.batch, self.handed..self.batch.len(), function);
+            self.handed = self.batch.len();
+            self.op.advance(Some(e.partition), after, function, out);
+            due = self.op.next_due(e.partition);
+        }
+        self.clocks.insert(e.partition, (after, due));
+        true
+    }
+
+    /// The end of a poll: the rest of the batch is handed over.
+    pub fn end_batch(&mut self, function: &mut dyn WindowFunction) {
+        self.op.process(&self.batch, self.handed..self.batch.len(), function);
+        self.batch.clear();
+        self.handed = 0;
+    }
+
+    /// The end of the input: everything fires.
+    pub fn finish(&mut self, function: &mut dyn WindowFunction, out: &mut dyn FnMut(Firing<'_>)) {
+        self.end_batch(function);
+        self.op.advance(None, i64::MAX, function, out);
+    }
+
+    /// `partition`'s watermark.
+    pub fn watermark(&self, partition: i32) -> i64 {
+        self.clocks.get(&partition).map_or(i64::MIN, |c| c.0)
+    }
+
+    /// Swaps in a restored operator; what is due is asked again.
+    pub fn replace(&mut self, op: WindowOperator) {
+        self.op = op;
+        for (p, clock) in self.clocks.iter_mut() {
+            clock.1 = self.op.next_due(*p);
+        }
+    }
 }
 
 /// Runs the operator over the batches, with the same watermarks; returns
@@ -203,11 +278,9 @@ pub(super) fn run_with(
     function: &mut dyn WindowFunction,
     read: &dyn Fn(RowsRef<'_>) -> Outcome,
 ) -> (Vec<Emission>, usize) {
-    let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
-    let mut op = WindowOperator::new(spec, lateness, reduce, vec![FieldType::F64], vec![0]);
+    let op = WindowOperator::new(spec, lateness, reduce, vec![FieldType::F64], vec![0]);
+    let mut driver = Driver::new(op, bound);
     let mut out = vec![];
-    let mut late = 0;
-    let mut seen = BTreeMap::new();
     let mut collect = |firing: Firing<'_>| match firing {
         Firing::Rows { key: Key::Int(k), window: Window { start, end }, rows, .. } => {
             out.push((*k, start, end, read(rows)));
@@ -221,26 +294,14 @@ pub(super) fn run_with(
         }
         _ => panic!("string key"),
     };
-    let mut batch = Batch::new(&fields);
     for events in batches {
-        batch.clear();
         for e in events {
-            if op.is_late(e.partition, &Key::Int(e.key), e.ts) {
-                late += 1;
-                continue;
-            }
-            batch.partitions.push(e.partition);
-            batch.offsets.push(0);
-            batch.keys.push(Some(Key::Int(e.key)));
-            batch.timestamps.push(e.ts);
-            let Column::F64(t) = &mut batch.columns[0] else { unreachable!() };
-            t.push(e.temp);
+            driver.feed(e, 0, function, &mut collect);
         }
-        op.process(&batch, function);
-        let wm = watermark_after(&mut seen, events, bound);
-        op.advance(wm, function, &mut collect);
+        driver.end_batch(function);
     }
-    op.advance(i64::MAX, function, &mut collect);
+    driver.finish(function, &mut collect);
+    let (op, late) = (&driver.op, driver.late);
     assert_eq!(op.open_state().0, 0, "all state is dropped at the end");
     let failed = out.iter().filter(|e| e.3 == Outcome::Failed).count() as u64;
     assert_eq!(op.stats().failed, failed, "the failed-window count");
@@ -412,24 +473,24 @@ fn a_late_event_refires_its_session_and_a_later_one_is_late() {
         if op.is_late(0, &Key::Int(1), ts) {
             return false;
         }
-        op.process(&one(ts, temp), &mut function);
+        op.process(&one(ts, temp), 0..1, &mut function);
         true
     };
     assert!(feed(&mut op, 1000, 1.0));
     assert!(feed(&mut op, 1050, 2.0));
-    op.advance(1149, &mut NativeMax::new(), &mut collect); // session [1000, 1150) fires
+    op.advance(Some(0), 1149, &mut NativeMax::new(), &mut collect); // session [1000, 1150) fires
     // Within lateness and inside the fired session: it fires again.
     assert!(feed(&mut op, 1010, 5.0));
-    op.advance(1160, &mut NativeMax::new(), &mut collect);
+    op.advance(Some(0), 1160, &mut NativeMax::new(), &mut collect);
     // Within lateness but extending the session to [1000, 1220): a new,
     // longer window, which fires when the watermark reaches 1219.
     assert!(feed(&mut op, 1120, 3.0));
-    op.advance(1200, &mut NativeMax::new(), &mut collect);
-    op.advance(1300, &mut NativeMax::new(), &mut collect); // fires, and 1219 + 50 < 1300 expires it
+    op.advance(Some(0), 1200, &mut NativeMax::new(), &mut collect);
+    op.advance(Some(0), 1300, &mut NativeMax::new(), &mut collect); // fires, and 1219 + 50 < 1300 expires it
     assert!(!feed(&mut op, 1150, 9.0), "too late: its session expired");
     // A new session after the expired one starts fresh.
     assert!(feed(&mut op, 1400, 4.0));
-    op.advance(i64::MAX, &mut NativeMax::new(), &mut collect);
+    op.advance(Some(0), i64::MAX, &mut NativeMax::new(), &mut collect);
     assert_eq!(
         out,
         vec![
@@ -467,7 +528,7 @@ fn refires_come_first_then_windows_in_end_order_across_partitions() {
     };
     let advance = |op: &mut WindowOperator, watermark: i64, function: &mut NativeMax| {
         let mut fired: Vec<(i64, i64, bool)> = vec![];
-        op.advance(watermark, function, &mut |firing| {
+        op.advance(None, watermark, function, &mut |firing| {
             if let Firing::Rows { key: Key::Int(k), window, refire, .. } = firing {
                 fired.push((*k, window.end, refire));
             }
@@ -476,12 +537,12 @@ fn refires_come_first_then_windows_in_end_order_across_partitions() {
     };
     // Partition 2's windows end first in time but its events come last in
     // the batch; partition 0 has windows ending at 200 and 400.
-    op.process(&batch(&[(0, 1, 150), (0, 1, 350), (1, 2, 250), (2, 3, 50)]), &mut function);
+    op.process(&batch(&[(0, 1, 150), (0, 1, 350), (1, 2, 250), (2, 3, 50)]), 0..4, &mut function);
     let fired = advance(&mut op, 1000, &mut function);
     assert_eq!(fired, [(3, 100, false), (1, 200, false), (2, 300, false), (1, 400, false)]);
     // Late events (within lateness) for fired windows, and new windows: the
     // re-fires come first, then the new windows in end order.
-    op.process(&batch(&[(2, 3, 1150), (0, 1, 1050), (1, 2, 260), (0, 1, 120)]), &mut function);
+    op.process(&batch(&[(2, 3, 1150), (0, 1, 1050), (1, 2, 260), (0, 1, 120)]), 0..4, &mut function);
     let fired = advance(&mut op, 1200, &mut function);
     let (refires, firsts) = fired.split_at(2);
     let mut refires = refires.to_vec();
@@ -496,31 +557,21 @@ fn unfired_offsets_point_at_the_oldest_event_a_window_still_needs() {
     // events that belong to a window not yet fired (end - 1 > watermark).
     for (spec, lateness) in [CASES[0], CASES[3], (WindowSpec::Session { gap: 40 }, 0)] {
         let batches = scenario(31, 2000, 300);
-        let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
-        let mut op = WindowOperator::new(spec, lateness, Reduce::Apply, vec![FieldType::F64], vec![0]);
+        let op = WindowOperator::new(spec, lateness, Reduce::Apply, vec![FieldType::F64], vec![0]);
+        let mut driver = Driver::new(op, 300);
         let mut function = NativeMax::new();
-        let mut seen = BTreeMap::new();
         let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let mut accepted: Vec<(Event, i64)> = vec![];
         for events in &batches {
-            let mut batch = Batch::new(&fields);
             for e in events {
                 let offset = offsets.entry(e.partition).or_insert(0);
                 *offset += 1;
-                if op.is_late(e.partition, &Key::Int(e.key), e.ts) {
-                    continue;
+                if driver.feed(e, *offset, &mut function, &mut |_| {}) {
+                    accepted.push((*e, *offset));
                 }
-                accepted.push((*e, *offset));
-                batch.partitions.push(e.partition);
-                batch.offsets.push(*offset);
-                batch.keys.push(Some(Key::Int(e.key)));
-                batch.timestamps.push(e.ts);
-                let Column::F64(t) = &mut batch.columns[0] else { unreachable!() };
-                t.push(e.temp);
             }
-            op.process(&batch, &mut function);
-            let wm = watermark_after(&mut seen, events, 300).max(op.watermark());
-            op.advance(wm, &mut function, &mut |_| {});
+            driver.end_batch(&mut function);
+            let wm = |p: i32| driver.watermark(p);
             // A session's end is only known from all its events: for
             // sessions the oracle asks whether an event's own span, merged
             // with its neighbours', still ends after the watermark.
@@ -539,9 +590,9 @@ fn unfired_offsets_point_at_the_oldest_event_a_window_still_needs() {
                             None => break,
                         }
                     }
-                    end - 1 > wm
+                    end - 1 > wm(e.partition)
                 }
-                _ => windows_of(spec, e.ts).iter().any(|&(_, end)| end - 1 > wm),
+                _ => windows_of(spec, e.ts).iter().any(|&(_, end)| end - 1 > wm(e.partition)),
             };
             let mut expected: BTreeMap<i32, i64> = BTreeMap::new();
             for (e, offset) in &accepted {
@@ -550,8 +601,8 @@ fn unfired_offsets_point_at_the_oldest_event_a_window_still_needs() {
                     *lowest = (*lowest).min(*offset);
                 }
             }
-            let got: BTreeMap<i32, i64> = op.unfired_offsets().collect();
-            assert_eq!(got, expected, "{spec} after watermark {wm}");
+            let got: BTreeMap<i32, i64> = driver.op.unfired_offsets().collect();
+            assert_eq!(got, expected, "{spec} after {} events", accepted.len());
         }
     }
 }
@@ -566,14 +617,18 @@ fn run_with_restore(
     batches: &[Vec<Event>],
     cut: usize,
 ) -> Vec<Emission> {
-    let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
     let new_operator = || WindowOperator::new(spec, lateness, reduce, vec![FieldType::F64], vec![0]);
-    let mut op = new_operator();
+    let mut driver = Driver::new(new_operator(), bound);
     let mut function = NativeMax::new();
     let mut out = vec![];
-    let mut seen = BTreeMap::new();
+    let mut collect = |firing: Firing<'_>| {
+        if let Firing::Rows { key: Key::Int(k), window, rows, .. } = firing {
+            out.push((*k, window.start, window.end, max_and_count(rows)));
+        }
+    };
     for (i, events) in batches.iter().enumerate() {
         if i == cut {
+            let op = &driver.op;
             let mut restored = new_operator();
             for partition in op.partitions() {
                 let mut bytes = vec![];
@@ -582,36 +637,17 @@ fn run_with_restore(
                 let mut again = vec![];
                 restored.snapshot_partition(partition, &mut again);
                 assert!(again == bytes, "a restored partition snapshots to the same bytes");
+                assert_eq!(restored.watermark(partition), op.watermark(partition));
             }
-            assert_eq!(restored.watermark(), op.watermark());
             assert_eq!(restored.open_state().0, op.open_state().0, "the same open panes and sessions");
-            op = restored;
+            driver.replace(restored);
         }
-        let mut batch = Batch::new(&fields);
         for e in events {
-            if op.is_late(e.partition, &Key::Int(e.key), e.ts) {
-                continue;
-            }
-            batch.partitions.push(e.partition);
-            batch.offsets.push(0);
-            batch.keys.push(Some(Key::Int(e.key)));
-            batch.timestamps.push(e.ts);
-            let Column::F64(t) = &mut batch.columns[0] else { unreachable!() };
-            t.push(e.temp);
+            driver.feed(e, 0, &mut function, &mut collect);
         }
-        op.process(&batch, &mut function);
-        let wm = watermark_after(&mut seen, events, bound);
-        op.advance(wm, &mut function, &mut |firing| {
-            if let Firing::Rows { key: Key::Int(k), window, rows, .. } = firing {
-                out.push((*k, window.start, window.end, max_and_count(rows)));
-            }
-        });
+        driver.end_batch(&mut function);
     }
-    op.advance(i64::MAX, &mut function, &mut |firing| {
-        if let Firing::Rows { key: Key::Int(k), window, rows, .. } = firing {
-            out.push((*k, window.start, window.end, max_and_count(rows)));
-        }
-    });
+    driver.finish(&mut function, &mut collect);
     out.sort();
     out
 }
@@ -643,7 +679,7 @@ fn a_damaged_snapshot_is_refused_with_a_reason() {
         vec![FieldType::F64],
         vec![0],
     );
-    op.process(&one(1000, 5.0), &mut NativeMax::new());
+    op.process(&one(1000, 5.0), 0..1, &mut NativeMax::new());
     let mut bytes = vec![];
     op.snapshot_partition(0, &mut bytes);
     let mut fresh = WindowOperator::new(
@@ -688,8 +724,8 @@ fn snapshots_keep_string_keys_and_every_column_type() {
         c.push(i % 3 == 0);
         d.push(i as f64 / 3.0);
     }
-    op.process(&batch, &mut NativeMax::new());
-    op.advance(1_100, &mut NativeMax::new(), &mut |_| {});
+    op.process(&batch, 0..batch.len(), &mut NativeMax::new());
+    op.advance(None, 1_100, &mut NativeMax::new(), &mut |_| {});
     let mut restored = WindowOperator::new(spec, 10, Reduce::Apply, types, vec![0, 1, 2, 3]);
     assert_eq!(op.partitions(), [0, 1]);
     for partition in op.partitions() {

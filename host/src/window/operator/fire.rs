@@ -18,19 +18,26 @@ use crate::window::state::{PaneState, append_events, append_range, clear_events,
 type Refused = (i32, Key, PaneHome, PluginError);
 
 impl WindowOperator {
-    /// Advances the watermark to `watermark` (it never goes back): fires the
-    /// windows it completes, fires again those late events changed, and
-    /// drops state past its allowed lateness. Re-fires come first, then
-    /// completed windows in end order across partitions.
+    /// Advances the watermark of `partition` (of every partition for
+    /// `None`) to `watermark` (it never goes back): fires the windows it
+    /// completes, fires again those late events changed, and drops state
+    /// past its allowed lateness. Re-fires come first, then completed
+    /// windows in end order (across partitions, for `None`).
     pub fn advance(
         &mut self,
+        partition: Option<i32>,
         watermark: i64,
         function: &mut dyn WindowFunction,
         out: &mut dyn FnMut(Firing<'_>),
     ) {
-        self.watermark = self.watermark.max(watermark);
-        let wm = self.watermark;
-        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        let partitions: Vec<i32> = match partition {
+            Some(p) => vec![p],
+            None => self.partitions.keys().copied().collect(),
+        };
+        for &p in &partitions {
+            let state = self.partition(p);
+            state.watermark = state.watermark.max(watermark);
+        }
         let mut due = std::mem::take(&mut self.due);
         due.clear();
         // Late changes to windows that already fired come first.
@@ -42,11 +49,12 @@ impl WindowOperator {
         // Then the windows the watermark completes, in end order across
         // partitions, so output reads in time order.
         loop {
-            let next = self
-                .partitions
+            let next = partitions
                 .iter()
-                .filter_map(|(p, s)| s.timers.first().map(|(end, _)| (*end, *p)))
-                .filter(|(end, _)| end.saturating_sub(1) <= wm)
+                .filter_map(|p| self.partitions.get(p).map(|s| (*p, s)))
+                .filter_map(|(p, s)| s.timers.first().map(|(end, _)| (*end, p, s.watermark)))
+                .filter(|(end, _, wm)| end.saturating_sub(1) <= *wm)
+                .map(|(end, p, _)| (end, p))
                 .min();
             let Some((_, partition)) = next else { break };
             let Some((end, key)) = self.partition(partition).timers.pop_first() else { break };
@@ -81,7 +89,7 @@ impl WindowOperator {
             loop {
                 let state = self.partition(partition);
                 let Some(first) = state.cleanups.first() else { break };
-                if first.0 > wm {
+                if first.0 > state.watermark {
                     break;
                 }
                 let Some((_, key)) = state.cleanups.pop_first() else { break };

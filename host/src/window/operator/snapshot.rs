@@ -4,7 +4,7 @@
 //! alone.
 //!
 //! The encoding is little-endian and self-delimiting: a version, the
-//! watermark the operator had fired up to, then every key's panes or
+//! partition's own watermark (what its windows fired up to), then every key's panes or
 //! sessions (their events, accumulator and flags) and the partition's
 //! timers, cleanups and pending re-fires. Checksums are the checkpoint
 //! file's job (`checkpoint::encode_file`).
@@ -17,7 +17,7 @@ use crate::window::state::PaneState;
 use std::collections::BTreeSet;
 
 /// The snapshot encoding's version.
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// A partition snapshot that cannot be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -247,7 +247,7 @@ impl WindowOperator {
     pub fn snapshot_partition(&self, partition: i32, out: &mut Vec<u8>) {
         let mut w = Writer(out);
         w.u32(SNAPSHOT_VERSION);
-        w.i64(self.watermark);
+        w.i64(self.watermark(partition));
         let Some(state) = self.partitions.get(&partition) else {
             w.len(0);
             (0..3).for_each(|_| w.len(0));
@@ -278,12 +278,13 @@ impl WindowOperator {
         w.keyed_set(&state.refires);
     }
 
-    /// Restores `partition`'s window state from a snapshot, replacing what
-    /// it held; the operator's watermark becomes at least the snapshot's.
+    /// Restores `partition`'s window state and watermark from a snapshot,
+    /// replacing what it held. A partition without open windows keeps its
+    /// watermark all the same: its fired windows must stay fired.
     pub fn restore_partition(&mut self, partition: i32, bytes: &[u8]) -> Result<(), SnapshotError> {
-        let (watermark, state) = decode(partition, bytes)?;
-        self.watermark = self.watermark.max(watermark);
-        if state.keys.is_empty() && state.timers.is_empty() {
+        let (watermark, mut state) = decode(partition, bytes)?;
+        state.watermark = watermark;
+        if state.keys.is_empty() && state.timers.is_empty() && watermark == i64::MIN {
             self.partitions.remove(&partition);
         } else {
             self.partitions.insert(partition, state);

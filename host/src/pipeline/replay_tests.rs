@@ -1,0 +1,251 @@
+//! Each source partition's output is a function of that partition's
+//! records alone: the same records, read in other interleavings with the
+//! other partitions and cut into other polls, give byte-identical output
+//! per partition (results, late records and dead letters, in order). This
+//! is what lets a restored job reproduce exactly what it wrote after its
+//! checkpoint. The results are also checked against the window oracle.
+
+use super::*;
+use crate::source::RawRecord;
+use crate::testing::{Lcg, engine};
+use crate::window::WindowSpec;
+use crate::window::tests::{Event, Outcome, never, oracle};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Records per partition, read in an interleaving and poll sizes drawn
+/// from a seed; `None` reads the partitions one after the other, in
+/// whole polls.
+struct ScriptedSource {
+    partitions: Vec<Vec<Vec<u8>>>,
+    next: Vec<usize>,
+    rng: Option<Lcg>,
+}
+
+impl Source for ScriptedSource {
+    fn partitions(&self) -> Vec<i32> {
+        (0..self.partitions.len() as i32).collect()
+    }
+
+    fn poll(
+        &mut self,
+        max: usize,
+        _: Duration,
+        each: &mut dyn FnMut(RawRecord<'_>),
+    ) -> Result<Poll, SourceError> {
+        let open: Vec<usize> =
+            (0..self.partitions.len()).filter(|&p| self.next[p] < self.partitions[p].len()).collect();
+        if open.is_empty() {
+            return Ok(Poll::End);
+        }
+        let count = match &mut self.rng {
+            Some(rng) => 1 + rng.below(max.min(60) as u64) as usize,
+            None => max,
+        };
+        let mut given = 0;
+        while given < count {
+            let open: Vec<usize> =
+                (0..self.partitions.len()).filter(|&p| self.next[p] < self.partitions[p].len()).collect();
+            let Some(&first) = open.first() else { break };
+            let p = match &mut self.rng {
+                Some(rng) => open[rng.below(open.len() as u64) as usize],
+                None => first,
+            };
+            let offset = self.next[p];
+            self.next[p] += 1;
+            each(RawRecord {
+                partition: p as i32,
+                offset: offset as i64,
+                payload: &self.partitions[p][offset],
+            });
+            given += 1;
+        }
+        Ok(Poll::Records(given))
+    }
+
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    fn commit(&mut self, _: &[(i32, i64)]) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
+/// Keeps what it is sent, in order.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+impl Sink for Capture {
+    fn send(&mut self, _: Option<&[u8]>, payload: &[u8]) -> Result<(), SinkError> {
+        let text = String::from_utf8_lossy(payload).into_owned();
+        if let Ok(mut kept) = self.0.lock() {
+            kept.push(text);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn name(&self) -> &str {
+        "capture"
+    }
+}
+
+/// Per partition, in order: results, late records, dead letters.
+type PerPartition = BTreeMap<i32, (Vec<String>, Vec<String>, Vec<String>)>;
+
+/// Three partitions; keys live on partition key % 3. Event time moves on
+/// with disorder within the bound, some events far behind it (late, or
+/// within the allowed lateness), and a few undecodable lines.
+fn input(seed: u64) -> (Vec<Vec<Vec<u8>>>, Vec<Event>) {
+    let mut rng = Lcg(seed);
+    let mut partitions = vec![vec![]; 3];
+    let mut events = vec![];
+    let mut clock = 1_000_000i64;
+    for _ in 0..4_000 {
+        clock += rng.below(12) as i64;
+        let key = rng.below(9) as i64;
+        let p = (key % 3) as usize;
+        let roll = rng.below(100);
+        if roll == 0 {
+            partitions[p].push(b"{not json".to_vec());
+            continue;
+        }
+        let mut ts = clock - rng.below(300) as i64;
+        if roll < 4 {
+            ts -= 500 + rng.below(3_000) as i64;
+        }
+        let temp = 300.0 + rng.below(1000) as f64 / 10.0;
+        partitions[p].push(
+            format!(r#"{{"device_id": {key}, "temperature": {temp}, "execution_time": {ts}}}"#).into_bytes(),
+        );
+        events.push(Event { partition: p as i32, key, ts, temp });
+    }
+    (partitions, events)
+}
+
+fn job(window: &str, plugin: &str) -> Job {
+    let text = format!(
+        r#"
+name = "replay"
+[source]
+type = "file"
+path = "/dev/null"
+[format]
+key = "device_id"
+timestamp = "execution_time"
+fields = {{ temperature = "f64" }}
+[time]
+max_out_of_orderness = "300ms"
+allowed_lateness = "1s"
+late_output = "/dev/null"
+[window]
+{window}
+[function]
+plugin = "{plugin}"
+[sink]
+type = "file"
+path = "/dev/null"
+"#
+    );
+    match Job::parse(&text, "replay.toml", std::path::Path::new("/")) {
+        Ok(job) => job,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn run(window: &str, plugin: &str, partitions: &[Vec<Vec<u8>>], schedule: Option<u64>) -> PerPartition {
+    let mut pipeline = Pipeline::build(job(window, plugin), engine()).unwrap();
+    let mut source = ScriptedSource {
+        partitions: partitions.to_vec(),
+        next: vec![0; partitions.len()],
+        rng: schedule.map(Lcg),
+    };
+    let (output, late, dead) = (Capture::default(), Capture::default(), Capture::default());
+    let mut sinks = Sinks {
+        output: Box::new(output.clone()),
+        dead_letter: Some(Box::new(dead.clone())),
+        late: Some(Box::new(late.clone())),
+    };
+    pipeline.run(&mut source, &mut sinks, &RunOptions::default(), &mut |_| {}).unwrap();
+    let mut per: PerPartition = BTreeMap::new();
+    let take = |c: &Capture| c.0.lock().unwrap().clone();
+    for line in take(&output) {
+        let v: Value = serde_json::from_str(&line).unwrap();
+        per.entry((v["device_id"].as_i64().unwrap() % 3) as i32).or_default().0.push(line);
+    }
+    for line in take(&late) {
+        let v: Value = serde_json::from_str(&line).unwrap();
+        per.entry(v["partition"].as_i64().unwrap() as i32).or_default().1.push(line);
+    }
+    for line in take(&dead) {
+        let v: Value = serde_json::from_str(&line).unwrap();
+        per.entry(v["partition"].as_i64().unwrap() as i32).or_default().2.push(line);
+    }
+    per
+}
+
+#[test]
+fn each_partition_gives_the_same_output_however_its_reads_interleave_with_the_others() {
+    let (partitions, events) = input(5);
+    let cases = [
+        ("type = \"tumbling\"\nsize = \"1s\"", Some(WindowSpec::Tumbling { size: 1000 })),
+        (
+            "type = \"sliding\"\nsize = \"1s\"\nslide = \"250ms\"",
+            Some(WindowSpec::Sliding { size: 1000, slide: 250 }),
+        ),
+        ("type = \"session\"\ngap = \"40ms\"", None),
+    ];
+    for (window, spec) in cases {
+        for plugin in ["max-temperature", "max-temperature-agg"] {
+            let reference = run(window, plugin, &partitions, None);
+            let (results, late, dead): (usize, usize, usize) = reference
+                .values()
+                .fold((0, 0, 0), |(r, l, d), p| (r + p.0.len(), l + p.1.len(), d + p.2.len()));
+            assert!(results > 100 && late > 0 && dead > 0, "{window} {plugin}: {results} {late} {dead}");
+            for seed in [1, 2, 3] {
+                let got = run(window, plugin, &partitions, Some(seed));
+                assert!(
+                    got == reference,
+                    "{window} {plugin}: interleaving {seed} changed a partition's output"
+                );
+            }
+            let Some(spec) = spec else { continue };
+            // The results, as a multiset, are the oracle's.
+            let (expected, expected_late) = oracle(spec, 1000, 300, std::slice::from_ref(&events), &never);
+            let mut got: Vec<(i64, i64, i64, Outcome)> = reference
+                .values()
+                .flat_map(|p| &p.0)
+                .map(|line| {
+                    let v: Value = serde_json::from_str(line).unwrap();
+                    let int = |f: &str| v[f].as_i64().unwrap();
+                    let max = v["max_temperature"].as_f64().unwrap().to_bits();
+                    (
+                        int("device_id"),
+                        int("window_start"),
+                        int("window_end"),
+                        Outcome::Rows { max, count: int("count") },
+                    )
+                })
+                .collect();
+            got.sort();
+            let missing: Vec<_> = expected.iter().filter(|e| !got.contains(e)).take(5).collect();
+            let extra: Vec<_> = got.iter().filter(|e| !expected.contains(e)).take(5).collect();
+            assert!(
+                got == expected,
+                "{window} {plugin}: {} vs {}; missing {missing:?}, extra {extra:?}",
+                got.len(),
+                expected.len()
+            );
+            assert_eq!(late, expected_late, "{window} {plugin}: late events");
+        }
+    }
+}
