@@ -105,6 +105,8 @@ impl PluginEngine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| EngineError(e.to_string()))?;
+        // Replays must see the same random bytes: see `determinism`.
+        super::determinism::add_to_linker(&mut linker).map_err(|e| EngineError(e.to_string()))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let stop = ticker_stop.clone();

@@ -4,6 +4,7 @@
 //! and configures it again.
 
 use super::bindings::{aggregate, map, window};
+use super::determinism::{CallContext, Hash};
 use super::engine::{EPOCH_TICK, MAX_PLUGIN_MEMORY};
 use super::error::{CallSite, Failure, LoadError, PluginError};
 use super::limits::PluginLimits;
@@ -201,6 +202,8 @@ impl PluginInstance {
             self.store = new_store(&self.plugin, &self.limits, &self.log);
         }
         self.arm_deadline();
+        // Start-up code and `configure` see the epoch and the params' seed.
+        self.store.data_mut().begin_call(CallContext::configure(&self.params));
         let live = instantiate(self.plugin.pre(), &mut self.store)
             .map_err(|e| self.error(site("instantiate"), Failure::Instantiate(format!("{e:#}"))))?;
         let configured = match &live {
@@ -261,10 +264,12 @@ impl PluginInstance {
         Failure::Trap(trap)
     }
 
-    /// Runs one call with the deadline set, the log drained, and a trap
-    /// turned into a typed error. `call_site` is only built on failure.
+    /// Runs one call with the deadline set, the clocks and random streams
+    /// set to `context`, the log drained, and a trap turned into a typed
+    /// error. `call_site` is only built on failure.
     fn call<R>(
         &mut self,
+        context: CallContext,
         call_site: impl FnOnce() -> CallSite,
         f: impl FnOnce(&mut Store<StoreState>, &Live) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, PluginError> {
@@ -276,7 +281,10 @@ impl PluginInstance {
         if self.plugin.engine().epochs() {
             self.store.set_epoch_deadline(self.deadline_ticks);
         }
-        self.store.data_mut().limiter.refused = None;
+        let state = self.store.data_mut();
+        state.limiter.refused = None;
+        // After `ensure_live`, whose `configure` sets its own context.
+        state.begin_call(context);
         let result = f(&mut self.store, live);
         match result {
             Ok(Ok(value)) => {
@@ -322,7 +330,12 @@ impl PluginInstance {
     /// `window.apply`: the output rows for one window of one key.
     pub fn apply(&mut self, key: &Value, window: Window, events: &Events) -> Result<Rows, PluginError> {
         let call_site = || CallSite { function: "apply", key: Some(key.to_string()), window: Some(window) };
-        let rows = self.call(call_site, |store, live| match live {
+        let mut h = Hash::new("apply");
+        h.value(key);
+        h.window(window);
+        h.i64s(&events.timestamps);
+        let context = CallContext::fired(h, &[window]);
+        let rows = self.call(context, call_site, |store, live| match live {
             Live::Window(b) => b.weir_functions_window().call_apply(store, key, window, events),
             _ => Ok(Err("not a window-function".into())),
         })?;
@@ -341,7 +354,13 @@ impl PluginInstance {
         events: &Events,
     ) -> Result<RowsMany, PluginError> {
         let call_site = || site("apply-many");
-        let rows = self.call(call_site, |store, live| match live {
+        let mut h = Hash::new("apply-many");
+        h.values(keys);
+        h.windows(windows);
+        h.u32s(ends);
+        h.i64s(&events.timestamps);
+        let context = CallContext::fired(h, windows);
+        let rows = self.call(context, call_site, |store, live| match live {
             Live::Window(b) => b.weir_functions_window().call_apply_many(store, keys, windows, ends, events),
             _ => Ok(Err("not a window-function".into())),
         })?;
@@ -358,7 +377,12 @@ impl PluginInstance {
         events: &Events,
     ) -> Result<Accumulators, PluginError> {
         let call_site = || site("add-many");
-        let accs = self.call(call_site, |store, live| match live {
+        let mut h = Hash::new("add-many");
+        h.accumulators(accumulators);
+        h.u32s(ends);
+        h.i64s(&events.timestamps);
+        let context = CallContext::batch(h, &events.timestamps);
+        let accs = self.call(context, call_site, |store, live| match live {
             Live::Aggregate(b) => {
                 b.weir_functions_aggregate().call_add_many(store, accumulators, ends, events)
             }
@@ -384,7 +408,13 @@ impl PluginInstance {
         accumulators: &Accumulators,
     ) -> Result<RowsMany, PluginError> {
         let call_site = || site("get-results");
-        let rows = self.call(call_site, |store, live| match live {
+        let mut h = Hash::new("get-results");
+        h.values(keys);
+        h.windows(windows);
+        h.u32s(ends);
+        h.accumulators(accumulators);
+        let context = CallContext::fired(h, windows);
+        let rows = self.call(context, call_site, |store, live| match live {
             Live::Aggregate(b) => {
                 b.weir_functions_aggregate().call_get_results(store, keys, windows, ends, accumulators)
             }
@@ -419,6 +449,7 @@ impl PluginInstance {
     /// `aggregate.create-accumulator`.
     pub fn create_accumulator(&mut self) -> Result<Vec<u8>, PluginError> {
         self.call(
+            CallContext::timeless(Hash::new("create-accumulator")),
             || site("create-accumulator"),
             |store, live| match live {
                 Live::Aggregate(b) => b.weir_functions_aggregate().call_create_accumulator(store).map(Ok),
@@ -430,7 +461,12 @@ impl PluginInstance {
     /// `aggregate.add`: folds a batch of one key's events into `accumulator`.
     pub fn add(&mut self, key: &Value, accumulator: &[u8], events: &Events) -> Result<Vec<u8>, PluginError> {
         let call_site = || CallSite { function: "add", key: Some(key.to_string()), window: None };
-        let acc = self.call(call_site, |store, live| match live {
+        let mut h = Hash::new("add");
+        h.value(key);
+        h.bytes(accumulator);
+        h.i64s(&events.timestamps);
+        let context = CallContext::batch(h, &events.timestamps);
+        let acc = self.call(context, call_site, |store, live| match live {
             Live::Aggregate(b) => b.weir_functions_aggregate().call_add(store, accumulator, events),
             _ => Ok(Err("not an aggregate-function".into())),
         })?;
@@ -440,7 +476,11 @@ impl PluginInstance {
     /// `aggregate.merge`: one accumulator from two of the same key.
     pub fn merge(&mut self, key: &Value, a: &[u8], b: &[u8]) -> Result<Vec<u8>, PluginError> {
         let call_site = || CallSite { function: "merge", key: Some(key.to_string()), window: None };
-        let acc = self.call(call_site, |store, live| match live {
+        let mut h = Hash::new("merge");
+        h.value(key);
+        h.bytes(a);
+        h.bytes(b);
+        let acc = self.call(CallContext::timeless(h), call_site, |store, live| match live {
             Live::Aggregate(bind) => bind.weir_functions_aggregate().call_merge(store, a, b),
             _ => Ok(Err("not an aggregate-function".into())),
         })?;
@@ -457,7 +497,12 @@ impl PluginInstance {
     ) -> Result<Rows, PluginError> {
         let call_site =
             || CallSite { function: "get-result", key: Some(key.to_string()), window: Some(window) };
-        let rows = self.call(call_site, |store, live| match live {
+        let mut h = Hash::new("get-result");
+        h.value(key);
+        h.window(window);
+        h.bytes(accumulator);
+        let context = CallContext::fired(h, &[window]);
+        let rows = self.call(context, call_site, |store, live| match live {
             Live::Aggregate(b) => {
                 b.weir_functions_aggregate().call_get_result(store, accumulator, key, window)
             }
@@ -470,7 +515,10 @@ impl PluginInstance {
     /// `map.map`: the mapped (or filtered) batch.
     pub fn map(&mut self, events: &Events) -> Result<Mapped, PluginError> {
         let call_site = || site("map");
-        let mapped = self.call(call_site, |store, live| match live {
+        let mut h = Hash::new("map");
+        h.i64s(&events.timestamps);
+        let context = CallContext::batch(h, &events.timestamps);
+        let mapped = self.call(context, call_site, |store, live| match live {
             Live::Map(b) => b.weir_functions_map().call_map(store, events),
             _ => Ok(Err("not a map-function".into())),
         })?;

@@ -14,10 +14,14 @@
 //!   key and the window; the instance is replaced and the host goes on.
 //! - Plugins get no filesystem, network, environment or arguments; their
 //!   stdout and stderr go to the host log, capped.
+//! - Plugins are deterministic: their clocks read the call's event time and
+//!   their random bytes come from a hash of the call's arguments
+//!   (`determinism.rs`), so a replayed call gives the same output.
 
 pub(crate) mod bindings;
 pub mod builtin;
 pub mod cache;
+mod determinism;
 mod engine;
 mod error;
 mod instance;
@@ -30,6 +34,8 @@ mod store;
 pub mod toolchain;
 mod window_function;
 
+#[cfg(test)]
+mod determinism_tests;
 #[cfg(test)]
 mod tests;
 

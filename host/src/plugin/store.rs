@@ -1,7 +1,9 @@
 //! What each plugin instance's `Store` holds: a capability-free WASI context
-//! and the memory limiter.
+//! with deterministic clocks and randomness, and the memory limiter.
 
+use super::determinism::{CallClock, CallContext, CallRandom, MonotonicClock, WallClock};
 use super::log::CappedLog;
+use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -11,6 +13,10 @@ pub(crate) struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
+    /// What the WASI clocks read; set before each call.
+    clock: Arc<CallClock>,
+    /// The `wasi:random` streams; reseeded before each call.
+    pub(crate) random: CallRandom,
 }
 
 impl StoreState {
@@ -18,13 +24,30 @@ impl StoreState {
     /// no network, no environment, no arguments, no stdin. Rust guests
     /// import `wasi:cli` and `wasi:io` through std even when they are pure
     /// compute, so the imports exist, but they reach nothing of the host.
+    /// The clocks and randomness are the call's (see `determinism`), not
+    /// the host's.
     pub(crate) fn new(memory_limit: usize, log: &CappedLog) -> Self {
-        let wasi = WasiCtx::builder().stdout(log.clone()).stderr(log.clone()).build();
+        let clock = Arc::new(CallClock::default());
+        let wasi = WasiCtx::builder()
+            .stdout(log.clone())
+            .stderr(log.clone())
+            .wall_clock(WallClock(clock.clone()))
+            .monotonic_clock(MonotonicClock(clock.clone()))
+            .build();
         StoreState {
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter { limit: memory_limit, refused: None },
+            clock,
+            random: CallRandom::new(CallContext::EPOCH.seed),
         }
+    }
+
+    /// Sets what the guest's clocks and random streams give during the next
+    /// call. Allocates nothing: it is on every call's path.
+    pub(crate) fn begin_call(&mut self, call: CallContext) {
+        self.clock.set(call.now_ms);
+        self.random.reseed(call.seed);
     }
 }
 
