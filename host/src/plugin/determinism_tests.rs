@@ -154,10 +154,10 @@ fn operator_output(n: usize) -> Vec<String> {
             let Column::F64(t) = &mut batch.columns[0] else { unreachable!() };
             t.push(rng.below(1_000) as f64);
         }
-        op.process(&batch, &mut function);
-        op.advance(ts - 1, &mut function, &mut collect);
+        op.process(&batch, 0..batch.len(), &mut function);
+        op.advance(Some(0), ts - 1, &mut function, &mut collect);
     }
-    op.advance(i64::MAX, &mut function, &mut collect);
+    op.advance(None, i64::MAX, &mut function, &mut collect);
     out
 }
 
