@@ -387,8 +387,12 @@ impl Pipeline {
             let end = polled == Poll::End;
             if end {
                 // The end of a bounded input (a file, or Kafka read up to
-                // the end offsets seen at start) fires every open window.
-                operator.handle_watermark(None, i64::MAX, &mut out);
+                // the end offsets seen at start) fires every open window,
+                // one partition at a time, so that each call to the
+                // function holds one partition's windows, as in a replay.
+                for partition in operator.state_partitions() {
+                    operator.handle_watermark(Some(partition), i64::MAX, &mut out);
+                }
             } else if !event_time {
                 // Processing time: the clock is every partition's watermark.
                 operator.handle_watermark(None, now_ms() - 1, &mut out);
