@@ -332,12 +332,11 @@ impl Check<'_> {
         if c.retain == 0 {
             return Err(self.error("checkpoint.retain", "must keep at least 1 checkpoint"));
         }
-        if c.mode == CheckpointMode::ExactlyOnce
-            && !(matches!(source, SourceSpec::File { .. }) && matches!(sink, SinkSpec::File { .. }))
-        {
+        let _ = source;
+        if c.mode == CheckpointMode::ExactlyOnce && !matches!(sink, SinkSpec::File { .. }) {
             return Err(self.error(
                 "checkpoint.mode",
-                "exactly-once is built for a file source and file sinks so far; use mode = \"at-least-once\"",
+                "exactly-once is built for file sinks so far; use mode = \"at-least-once\"",
             ));
         }
         Ok(())

@@ -388,6 +388,12 @@ impl KafkaSource {
         let Some(i) = self.index(m.partition) else {
             return Ok(false);
         };
+        // A record before the partition's next offset comes from an earlier
+        // assignment (fetched before a `seek`, still queued): it was read,
+        // or is to be skipped, already.
+        if m.offset < self.next[i] {
+            return Ok(false);
+        }
         let end = self.ends.as_ref().map(|ends| ends[i]);
         if let Some(end) = end
             && (self.done[i] || m.offset >= end)
@@ -519,6 +525,9 @@ impl Source for KafkaSource {
             }
             if self.done[i] {
                 continue;
+            }
+            if let Some(o) = resume {
+                self.next[i] = o;
             }
             let offset = match (resume, self.start) {
                 (Some(o), _) => Offset::Offset(o),
