@@ -96,8 +96,9 @@ pub enum RestartStrategyKind {
 
 /// `[checkpoint]`: what a job keeps so that, restarted, it goes on where it
 /// stopped. A checkpoint holds, per source partition, the next offset, the
-/// watermark and the window state, and the file sinks' lengths; on start a
-/// job restores its newest complete checkpoint.
+/// watermark and the window state, and each sink's state (a file's length;
+/// a sequenced Kafka sink's numbers and offsets); on start a job restores
+/// its newest complete checkpoint.
 ///
 /// ```toml
 /// [checkpoint]
