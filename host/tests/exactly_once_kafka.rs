@@ -239,6 +239,50 @@ fn sequence_restored_from_an_older_checkpoint_writes_each_record_once_on_tansu()
     restored_from_an_older_checkpoint_writes_each_record_once(&cluster, &tansu.bootstrap);
 }
 
+/// A window job (one source partition, in-order events, no lateness, so a
+/// replay fires the same windows) checkpointing every poll, restored from
+/// its first checkpoint after it finished: everything after that
+/// checkpoint is replayed and skipped, and the topic holds one clean run's
+/// windows.
+#[test]
+fn sequence_window_job_restored_from_its_first_checkpoint_writes_each_window_once() {
+    let cluster = Cluster::embedded(config()).unwrap();
+    cluster.create_topic("in", 1, 1).unwrap();
+    for topic in ["wclean-out", "wcrash-out"] {
+        cluster.create_topic(topic, 3, 1).unwrap();
+    }
+    produce(&cluster, "in", 0..6_000);
+    let window = |name: &str, checkpoint: &str| {
+        let text = format!(
+            "name = \"{name}\"\n[source]\ntype = \"kafka\"\ntopic = \"in\"\n[format]\nkey = \"device_id\"\n\
+             timestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\ntype = \"tumbling\"\n\
+             size = \"100ms\"\n[function]\nplugin = \"max-temperature\"\n[sink]\ntype = \"kafka\"\n\
+             topic = \"{name}-out\"\n{checkpoint}"
+        );
+        Job::parse(&text, &format!("{name}.toml"), Path::new(".")).unwrap()
+    };
+    let storage = tempfile::tempdir().unwrap();
+    let checkpoint = format!(
+        "[checkpoint]\nstorage = \"file://{}\"\ninterval = \"1ms\"\nretain = 1000\nmode = \"exactly-once\"\n",
+        storage.path().display()
+    );
+    let crash = window("wcrash", &checkpoint);
+    let first = run(&crash, Some(&cluster), RestoreFrom::Latest);
+    // A poll reads at most 1,000 records: checkpoint 1 is mid-input.
+    assert!(first.checkpoints >= 2, "{first:?}");
+    let replay = run(&crash, Some(&cluster), RestoreFrom::Checkpoint(1));
+    assert_eq!(replay.restored, Some(1));
+    assert!(replay.outputs > 0 && replay.outputs < first.outputs, "{replay:?}");
+    assert_eq!(replay.skipped, replay.outputs, "every replayed window is skipped");
+
+    let clean = run(&window("wclean", ""), Some(&cluster), RestoreFrom::Latest);
+    assert_eq!(clean.outputs, first.outputs);
+    let (crash_out, clean_out) = (read_all(&cluster, "wcrash-out"), read_all(&cluster, "wclean-out"));
+    assert_eq!(crash_out.len() as u64, clean.outputs);
+    assert_eq!(multiset(&crash_out), multiset(&clean_out), "windows differ from one clean run");
+    assert_dense_sequences(&crash_out);
+}
+
 /// At-least-once with checkpoints: the same restore from an older
 /// checkpoint writes the replayed records again, with no headers: the
 /// difference `sequence` makes.
