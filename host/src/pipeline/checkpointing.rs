@@ -601,6 +601,27 @@ mod tests {
         assert!(source.0.is_empty(), "no offsets are committed for it");
     }
 
+    #[test]
+    fn sink_states_round_trip_old_layouts_are_read_and_unknown_ones_refused() {
+        let states: SinkStates = [Some(b"file length".to_vec()), None, Some(Vec::new())];
+        assert_eq!(decode_sinks(&encode_sinks(&states)).unwrap(), states);
+        // Layout 1: a length per sink, which is the file sink's state.
+        let mut v1 = 1u32.to_le_bytes().to_vec();
+        for slot in [Some(41u64), None, Some(7)] {
+            v1.push(u8::from(slot.is_some()));
+            v1.extend_from_slice(&slot.unwrap_or(0).to_le_bytes());
+        }
+        let expected: SinkStates =
+            [Some(41u64.to_le_bytes().to_vec()), None, Some(7u64.to_le_bytes().to_vec())];
+        assert_eq!(decode_sinks(&v1).unwrap(), expected);
+        let mut v3 = encode_sinks(&states);
+        v3[..4].copy_from_slice(&3u32.to_le_bytes());
+        let err = decode_sinks(&v3).unwrap_err();
+        assert!(err.starts_with("layout version 3 is unknown: this weir reads versions 1 and 2"), "{err}");
+        let whole = encode_sinks(&states);
+        assert_eq!(decode_sinks(&whole[..whole.len() - 1]).unwrap_err(), "the record is cut short");
+    }
+
     struct NoMap;
 
     impl crate::pipeline::MapFunction for NoMap {
