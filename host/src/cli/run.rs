@@ -57,8 +57,8 @@ pub fn summary_lines(s: &RunSummary) -> String {
     )
 }
 
-/// "N checkpoints taken (restored from checkpoint M)\n", or nothing for a
-/// job without checkpoints.
+/// "N checkpoints taken (restored from checkpoint M)\n" and the records
+/// skipped after a restore, or nothing for a job without checkpoints.
 fn checkpoints_line(s: &RunSummary) -> String {
     let restarts = match s.restarts {
         0 => String::new(),
@@ -69,6 +69,10 @@ fn checkpoints_line(s: &RunSummary) -> String {
             (0, None) => String::new(),
             (n, None) => format!("{n} checkpoints taken, starting afresh\n"),
             (n, Some(id)) => format!("{n} checkpoints taken, resumed from checkpoint {id}\n"),
+        }
+        + &match s.skipped {
+            0 => String::new(),
+            n => format!("{n} records not written again: the run before the restore had written them\n"),
         }
 }
 

@@ -96,8 +96,9 @@ pub enum RestartStrategyKind {
 
 /// `[checkpoint]`: what a job keeps so that, restarted, it goes on where it
 /// stopped. A checkpoint holds, per source partition, the next offset, the
-/// watermark and the window state, and the file sinks' lengths; on start a
-/// job restores its newest complete checkpoint.
+/// watermark and the window state, and each sink's state (a file's length;
+/// a sequenced Kafka sink's numbers and offsets); on start a job restores
+/// its newest complete checkpoint.
 ///
 /// ```toml
 /// [checkpoint]
@@ -125,8 +126,9 @@ pub struct CheckpointConfig {
     pub retain: u32,
     /// `at-least-once` (the default): after a restore, output since the
     /// checkpoint may be written again to Kafka sinks (file sinks are cut
-    /// back to the checkpoint). `exactly-once`: output is written once;
-    /// built for a file source and file sinks only so far.
+    /// back to the checkpoint). `exactly-once`: output is written once:
+    /// with a file source and file sinks, or with Kafka sinks (see
+    /// `[sink] exactly_once`).
     #[serde(default)]
     pub mode: CheckpointMode,
 }
@@ -397,6 +399,31 @@ pub struct SinkConfig {
     /// retries, requests in flight, the partitioner) are refused.
     #[serde(default)]
     pub kafka: BTreeMap<String, PropertyValue>,
+    /// Kafka, with `[checkpoint] mode = "exactly-once"`: how output is kept
+    /// from repeating after a restore, `sequence` (the default) or
+    /// `transactions`. See [`ExactlyOnce`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exactly_once: Option<ExactlyOnce>,
+}
+
+/// `[sink] exactly_once`: how a Kafka sink writes each record once across
+/// restores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExactlyOnce {
+    /// Each record carries its source partition and a sequence number per
+    /// (source partition, output partition) in Kafka headers; a restored
+    /// sink reads back what was written after the checkpoint and skips
+    /// records the replay makes again. Works on any Kafka-compatible
+    /// broker; needs event time (`format.timestamp`), so that a replay
+    /// makes the same records.
+    #[default]
+    Sequence,
+    /// A transactional producer: a checkpoint's records are committed once
+    /// the checkpoint is complete, and a restore aborts what was not.
+    /// Needs brokers with transactions, and readers with
+    /// `isolation.level = read_committed`.
+    Transactions,
 }
 
 /// A sink's type.

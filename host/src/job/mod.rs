@@ -5,9 +5,9 @@
 pub mod config;
 
 pub use config::{
-    CheckpointConfig, CheckpointMode, FormatConfig, FunctionConfig, JobConfig, OnFailure, PropertyValue,
-    RestartConfig, RestartStrategyKind, SinkConfig, SinkKind, SourceConfig, SourceKind, StartFrom,
-    TimeConfig, WindowConfig, WindowKind,
+    CheckpointConfig, CheckpointMode, ExactlyOnce, FormatConfig, FunctionConfig, JobConfig, OnFailure,
+    PropertyValue, RestartConfig, RestartStrategyKind, SinkConfig, SinkKind, SourceConfig, SourceKind,
+    StartFrom, TimeConfig, WindowConfig, WindowKind,
 };
 
 use crate::decode::RecordSchema;
@@ -101,6 +101,9 @@ pub enum SinkSpec {
         late_output: Option<String>,
         /// Extra librdkafka properties for the sink's producers, checked.
         properties: BTreeMap<String, String>,
+        /// How records are kept from repeating after a restore: `None`
+        /// unless `[checkpoint] mode = "exactly-once"`.
+        exactly_once: Option<ExactlyOnce>,
     },
     /// Files, resolved against the job file's folder.
     File {
@@ -173,10 +176,11 @@ impl Job {
                 .error("format.key", "required: windows are computed per key (e.g. key = \"device_id\")"));
         }
         let source = check.source(&config.source, &config.name)?;
-        let sink = check.sink(&config.sink, &source, config.time.late_output.as_deref())?;
+        let mut sink = check.sink(&config.sink, &source, config.time.late_output.as_deref())?;
         if let Some(checkpoint) = &config.checkpoint {
             check.checkpoint(checkpoint, &source, &sink)?;
         }
+        check.exactly_once(&config, &mut sink)?;
         if let Some(restart) = &config.restart {
             crate::pipeline::RestartStrategy::new(restart)
                 .map_err(|(field, message)| check.error(&format!("restart.{field}"), message))?;
@@ -333,12 +337,51 @@ impl Check<'_> {
             return Err(self.error("checkpoint.retain", "must keep at least 1 checkpoint"));
         }
         let _ = source;
-        if c.mode == CheckpointMode::ExactlyOnce && !matches!(sink, SinkSpec::File { .. }) {
+        if c.mode == CheckpointMode::ExactlyOnce
+            && !matches!(sink, SinkSpec::File { .. } | SinkSpec::Kafka { .. })
+        {
             return Err(self.error(
                 "checkpoint.mode",
-                "exactly-once is built for file sinks so far; use mode = \"at-least-once\"",
+                "exactly-once is built for file and Kafka sinks; use mode = \"at-least-once\"",
             ));
         }
+        Ok(())
+    }
+
+    /// `[sink] exactly_once`: only for Kafka sinks of exactly-once
+    /// checkpoints, where it defaults to `sequence`; `sequence` needs event
+    /// time.
+    fn exactly_once(&self, config: &JobConfig, sink: &mut SinkSpec) -> Result<(), JobError> {
+        let exactly = config.checkpoint.as_ref().is_some_and(|c| c.mode == CheckpointMode::ExactlyOnce);
+        let field = "sink.exactly_once";
+        let SinkSpec::Kafka { exactly_once, .. } = sink else {
+            return match config.sink.exactly_once {
+                Some(_) => Err(self.error(
+                    field,
+                    "only for kafka sinks (file sinks are cut back to the checkpoint instead)",
+                )),
+                None => Ok(()),
+            };
+        };
+        if !exactly {
+            return match config.sink.exactly_once {
+                Some(_) => Err(self.error(
+                    field,
+                    "only with [checkpoint] mode = \"exactly-once\" (at-least-once needs no setting)",
+                )),
+                None => Ok(()),
+            };
+        }
+        let chosen = config.sink.exactly_once.unwrap_or_default();
+        if chosen == ExactlyOnce::Sequence && config.format.timestamp.is_none() {
+            return Err(self.error(
+                field,
+                "\"sequence\" needs event time: set format.timestamp, since a processing-time job \
+                 cannot replay the same records after a restore (or use exactly_once = \"transactions\", \
+                 or [checkpoint] mode = \"at-least-once\")",
+            ));
+        }
+        *exactly_once = Some(chosen);
         Ok(())
     }
 
@@ -364,6 +407,8 @@ impl Check<'_> {
                     dead_letter: snk.dead_letter.clone(),
                     late_output: late.map(str::to_string),
                     properties: self.properties("sink", &snk.kafka)?,
+                    // Set by `exactly_once` once the checkpoint is known.
+                    exactly_once: None,
                 }
             }
             SinkKind::File => {

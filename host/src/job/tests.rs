@@ -75,7 +75,7 @@ fn errors_name_the_file_the_field_and_the_problem() {
         ),
         (
             GOOD.replace("[sink]\ntype = \"kafka\"\n", "[sink]\ntype = \"kafka\"\ncolour = \"red\"\n"),
-            "jobs/max.toml: sink.colour: unknown field `colour`, expected one of `type`, `brokers`, `topic`, `path`, `dead_letter`, `kafka`",
+            "jobs/max.toml: sink.colour: unknown field `colour`, expected one of `type`, `brokers`, `topic`, `path`, `dead_letter`, `kafka`, `exactly_once`",
         ),
         (
             GOOD.replace("topic = \"readings\"\n", ""),
@@ -183,4 +183,73 @@ fn refused_and_unknown_kafka_properties_name_the_field() {
     assert_eq!(err, "jobs/max.toml: source.kafka: only for kafka sources");
     let err = parse(&format!("{file_job}[sink.kafka]\n\"client.id\" = \"x\"\n")).unwrap_err().to_string();
     assert_eq!(err, "jobs/max.toml: sink.kafka: only for kafka sinks");
+}
+
+/// `GOOD` with a `[checkpoint]` in `mode` and `[sink]` lines added.
+fn with_checkpoint(mode: &str, sink: &str) -> String {
+    let text =
+        GOOD.replace("dead_letter = \"readings-dlq\"\n", &format!("dead_letter = \"readings-dlq\"\n{sink}"));
+    format!("{text}[checkpoint]\nstorage = \"file:///tmp/weir-checkpoints\"\nmode = \"{mode}\"\n")
+}
+
+fn exactly_once_of(job: &Job) -> Option<ExactlyOnce> {
+    match &job.sink {
+        SinkSpec::Kafka { exactly_once, .. } => *exactly_once,
+        SinkSpec::File { .. } => panic!("a kafka sink"),
+    }
+}
+
+#[test]
+fn exactly_once_kafka_sinks_sequence_by_default_and_transact_when_asked() {
+    assert_eq!(
+        exactly_once_of(&parse(&with_checkpoint("exactly-once", "")).unwrap()),
+        Some(ExactlyOnce::Sequence)
+    );
+    let transactions = parse(&with_checkpoint("exactly-once", "exactly_once = \"transactions\"\n")).unwrap();
+    assert_eq!(exactly_once_of(&transactions), Some(ExactlyOnce::Transactions));
+    // At-least-once: the plain idempotent producer.
+    assert_eq!(exactly_once_of(&parse(&with_checkpoint("at-least-once", "")).unwrap()), None);
+    assert_eq!(exactly_once_of(&parse(GOOD).unwrap()), None);
+}
+
+#[test]
+fn exactly_once_errors_name_the_field_and_what_fits() {
+    let cases = [
+        (
+            with_checkpoint("exactly-once", "exactly_once = \"twice\"\n"),
+            "jobs/max.toml: sink.exactly_once: unknown variant `twice`, expected `sequence` or `transactions`",
+        ),
+        (
+            with_checkpoint("at-least-once", "exactly_once = \"sequence\"\n"),
+            "jobs/max.toml: sink.exactly_once: only with [checkpoint] mode = \"exactly-once\" (at-least-once needs no setting)",
+        ),
+        (
+            GOOD.replace(
+                "dead_letter = \"readings-dlq\"\n",
+                "dead_letter = \"readings-dlq\"\nexactly_once = \"sequence\"\n",
+            ),
+            "jobs/max.toml: sink.exactly_once: only with [checkpoint] mode = \"exactly-once\" (at-least-once needs no setting)",
+        ),
+        (
+            with_checkpoint("exactly-once", "").replace("timestamp = \"execution_time\"\n", ""),
+            "jobs/max.toml: sink.exactly_once: \"sequence\" needs event time: set format.timestamp, since a \
+             processing-time job cannot replay the same records after a restore (or use exactly_once = \
+             \"transactions\", or [checkpoint] mode = \"at-least-once\")",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(parse(&text).unwrap_err().to_string(), expected);
+    }
+    // A processing-time job may use transactions.
+    let text = with_checkpoint("exactly-once", "exactly_once = \"transactions\"\n")
+        .replace("timestamp = \"execution_time\"\n", "");
+    assert_eq!(exactly_once_of(&parse(&text).unwrap()), Some(ExactlyOnce::Transactions));
+    // File sinks are cut back instead.
+    let file = "name = \"f\"\n[source]\ntype = \"file\"\npath = \"in.jsonl\"\n[format]\ntimestamp = \"t\"\n\
+                [function]\nplugin = \"kelvin-to-celsius\"\n[sink]\ntype = \"file\"\npath = \"out.jsonl\"\n\
+                exactly_once = \"sequence\"\n[checkpoint]\nstorage = \"file:///tmp/c\"\nmode = \"exactly-once\"\n";
+    assert_eq!(
+        parse(file).unwrap_err().to_string(),
+        "jobs/max.toml: sink.exactly_once: only for kafka sinks (file sinks are cut back to the checkpoint instead)"
+    );
 }

@@ -184,7 +184,10 @@ pub const RESERVED_PROPERTIES: &[(&str, &str)] = &[
         "the producer retries until message.timeout.ms, so that nothing is dropped early",
     ),
     ("partitioner", "a key must always go to the same partition (murmur2_random, as the Java client does)"),
-    ("transactional.id", "the sink does not use transactions"),
+    (
+        "transactional.id",
+        "weir derives it from the job's name and the topic, with [sink] exactly_once = \"transactions\"",
+    ),
 ];
 
 /// Why a librdkafka property from a job file cannot be used.

@@ -1,9 +1,11 @@
 //! Taking checkpoints in the loop, and restoring the newest one when a job
 //! starts. A checkpoint is taken between polls: the sinks are flushed, and
 //! each source partition's next offset, clock and window state, and each
-//! file sink's length, are snapshot in memory; a writer thread writes them
+//! sink's state (a file's length; a Kafka sink's sequence numbers and
+//! offsets), are snapshot in memory; a writer thread writes them
 //! (`checkpoint::write_complete`) while the loop goes on, and only once
-//! they are written are the offsets committed to the source.
+//! they are written are the sinks told (a transactional one commits) and
+//! the offsets committed to the source.
 
 use super::Sinks;
 use super::operator::Operator;
@@ -18,8 +20,12 @@ use crate::time::{Watermarks, now_ms};
 use crate::window::SnapshotError;
 use std::time::{Duration, Instant};
 
-/// The version of the partition and sink files' layout.
+/// The version of the partition files' layout.
 const LAYOUT: u32 = 1;
+
+/// The version of the `sinks` file's layout. Version 1 held a length per
+/// sink (file sinks only); version 2 holds each sink's opaque state.
+const SINKS_LAYOUT: u32 = 2;
 
 /// A checkpoint that could not be taken or restored.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +172,9 @@ pub(super) struct Checkpointer {
     last_started: Instant,
     last_ended: Instant,
     in_flight: Option<InFlight>,
+    /// A sink of the checkpoint in flight commits when it completes: the
+    /// loop waits for it before sending more.
+    commit_pending: bool,
 }
 
 /// One source partition in a checkpoint.
@@ -197,26 +206,59 @@ fn decode_partition(partition: i32, bytes: &[u8]) -> Option<PartitionEntry> {
     })
 }
 
-fn encode_sinks(positions: [Option<u64>; 3]) -> Vec<u8> {
-    let mut out = LAYOUT.to_le_bytes().to_vec();
-    for p in positions {
-        out.push(u8::from(p.is_some()));
-        out.extend_from_slice(&p.unwrap_or(0).to_le_bytes());
+/// Each sink's state: the output, dead-letter and late sinks, in that
+/// order, `None` for one the job does not have.
+type SinkStates = [Option<Vec<u8>>; 3];
+
+fn encode_sinks(states: &SinkStates) -> Vec<u8> {
+    let mut out = SINKS_LAYOUT.to_le_bytes().to_vec();
+    for state in states {
+        out.push(u8::from(state.is_some()));
+        let bytes = state.as_deref().unwrap_or_default();
+        out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(bytes);
     }
     out
 }
 
-fn decode_sinks(bytes: &[u8]) -> Option<[Option<u64>; 3]> {
-    if bytes.len() != 4 + 3 * 9 || u32::from_le_bytes(bytes[..4].try_into().ok()?) != LAYOUT {
-        return None;
+fn decode_sinks(bytes: &[u8]) -> Result<SinkStates, String> {
+    let layout = bytes.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+    let short = || "the record is cut short".to_string();
+    let mut out: SinkStates = [None, None, None];
+    match layout {
+        // A file length per sink, as 8 bytes: the file sink's state.
+        Some(1) => {
+            if bytes.len() != 4 + 3 * 9 {
+                return Err(short());
+            }
+            for (i, slot) in out.iter_mut().enumerate() {
+                let at = 4 + 9 * i;
+                *slot = (bytes[at] == 1).then(|| bytes[at + 1..at + 9].to_vec());
+            }
+        }
+        Some(SINKS_LAYOUT) => {
+            let mut at = 4;
+            for slot in &mut out {
+                let present = *bytes.get(at).ok_or_else(short)?;
+                let len = bytes.get(at + 1..at + 5).ok_or_else(short)?;
+                let len = u32::from_le_bytes(len.try_into().map_err(|_| short())?) as usize;
+                at += 5;
+                let state = bytes.get(at..at + len).ok_or_else(short)?;
+                at += len;
+                *slot = (present == 1).then(|| state.to_vec());
+            }
+            if at != bytes.len() {
+                return Err("bytes after the last sink".into());
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "layout version {other} is unknown: this weir reads versions 1 and {SINKS_LAYOUT} (was the checkpoint written by a newer weir?)"
+            ));
+        }
+        None => return Err(short()),
     }
-    let mut out = [None; 3];
-    for (i, slot) in out.iter_mut().enumerate() {
-        let at = 4 + 9 * i;
-        let value = u64::from_le_bytes(bytes[at + 1..at + 9].try_into().ok()?);
-        *slot = (bytes[at] == 1).then_some(value);
-    }
-    Some(out)
+    Ok(out)
 }
 
 impl Checkpointer {
@@ -257,6 +299,7 @@ impl Checkpointer {
             last_started: now,
             last_ended: now,
             in_flight: None,
+            commit_pending: false,
         }
     }
 
@@ -268,7 +311,8 @@ impl Checkpointer {
 
     /// Restores the newest complete checkpoint, if there is one: the
     /// operator's state, the clocks, the source's offsets and the sinks'
-    /// lengths. Without one, file sinks are emptied, as a fresh run's are.
+    /// states. Without one, the sinks start afresh (file sinks are
+    /// emptied, as a fresh run's are).
     pub(super) fn restore(
         &mut self,
         operator: &mut dyn Operator,
@@ -294,7 +338,7 @@ impl Checkpointer {
         };
         let Some(Checkpoint { manifest, files }) = chosen else {
             for sink in sinks.slots().into_iter().flatten() {
-                sink.rewind(0)?;
+                sink.restore(None)?;
             }
             return Ok(None);
         };
@@ -305,7 +349,7 @@ impl Checkpointer {
             reason: reason.to_string(),
         };
         let mut offsets = Vec::new();
-        let mut sink_positions = None;
+        let mut sink_states = None;
         for (name, bytes) in &files {
             if let Some(what) = name.strip_prefix("identity-") {
                 let Some(&(key, ref now)) = self.identity.iter().find(|(k, _)| *k == what) else { continue };
@@ -320,8 +364,7 @@ impl Checkpointer {
                     .into());
                 }
             } else if name == "sinks" {
-                sink_positions =
-                    Some(decode_sinks(bytes).ok_or_else(|| content(name, "not a sinks record"))?);
+                sink_states = Some(decode_sinks(bytes).map_err(|reason| content(name, &reason))?);
             } else if let Some(p) = name.strip_prefix("partition-") {
                 let partition: i32 = p.parse().map_err(|_| content(name, "not a partition number"))?;
                 let entry = decode_partition(partition, bytes)
@@ -339,10 +382,10 @@ impl Checkpointer {
                 }
             }
         }
-        let positions = sink_positions.ok_or_else(|| content("sinks", "missing"))?;
-        for (sink, position) in sinks.slots().into_iter().zip(positions) {
+        let states = sink_states.ok_or_else(|| content("sinks", "missing"))?;
+        for (sink, state) in sinks.slots().into_iter().zip(&states) {
             if let Some(sink) = sink {
-                sink.rewind(position.unwrap_or(0))?;
+                sink.restore(state.as_deref())?;
             }
         }
         source.seek(&offsets)?;
@@ -351,7 +394,7 @@ impl Checkpointer {
     }
 
     /// Takes a checkpoint: flushes the sinks and snapshots every
-    /// partition's offset, clock and state and the sinks' lengths (the loop
+    /// partition's offset, clock and state and the sinks' states (the loop
     /// waits for this), then writes them on another thread; [`complete`]
     /// finishes it. Skipped (0) while another one is being written.
     ///
@@ -368,10 +411,11 @@ impl Checkpointer {
             return Ok(0);
         }
         self.last_started = Instant::now();
-        let mut positions = [None; 3];
-        for (slot, sink) in positions.iter_mut().zip(sinks.slots()) {
+        let mut states: SinkStates = [None, None, None];
+        for (slot, sink) in states.iter_mut().zip(sinks.slots()) {
             if let Some(sink) = sink {
-                *slot = sink.position()?;
+                *slot = Some(sink.checkpoint_state()?);
+                self.commit_pending |= sink.commits_at_checkpoints();
             }
         }
         let offsets = read.to_commit(|_| None);
@@ -382,7 +426,7 @@ impl Checkpointer {
         let mut files: Vec<(String, Vec<u8>)> =
             self.identity.iter().map(|(k, v)| (format!("identity-{k}"), v.clone().into_bytes())).collect();
         files.extend(self.records.iter().map(|(k, v)| (k.to_string(), v.clone().into_bytes())));
-        files.push(("sinks".into(), encode_sinks(positions)));
+        files.push(("sinks".into(), encode_sinks(&states)));
         for partition in partitions {
             let mut state = Vec::new();
             operator.snapshot_partition(partition, &mut state);
@@ -416,14 +460,18 @@ impl Checkpointer {
     }
 
     /// Completes the checkpoint in flight once it is written (waiting for
-    /// it if `wait`): commits its offsets to the source and drops
-    /// checkpoints beyond `retain`. Returns how many completed (0 or 1).
+    /// it if `wait`, or if a sink commits at checkpoints and must not be
+    /// sent more before it has): tells the sinks (a transactional one
+    /// commits), commits its offsets to the source and drops checkpoints
+    /// beyond `retain`. Returns how many completed (0 or 1).
     pub(super) fn complete(
         &mut self,
         source: &mut dyn Source,
+        sinks: &mut Sinks,
         wait: bool,
     ) -> Result<u64, super::PipelineError> {
         let Some(flight) = &self.in_flight else { return Ok(0) };
+        let wait = wait || self.commit_pending;
         let left = self.timeout.saturating_sub(flight.started.elapsed());
         let result = match wait {
             true => match flight.written.recv_timeout(left) {
@@ -447,6 +495,12 @@ impl Checkpointer {
                 let reason = "the writer stopped without a word".to_string();
                 return Err(CheckpointError::Content { checkpoint: id, file: String::new(), reason }.into());
             }
+        }
+        // Two phases: the checkpoint is complete (its manifest written)
+        // before a transactional sink commits what it holds.
+        self.commit_pending = false;
+        for sink in sinks.slots().into_iter().flatten() {
+            sink.checkpoint_complete()?;
         }
         source.commit(&offsets)?;
         let ids = checkpoint_ids(self.storage.as_ref(), &self.job).map_err(CheckpointError::from)?;
@@ -475,9 +529,9 @@ impl Checkpointer {
         sinks: &mut Sinks,
         read: &ReadPositions,
     ) -> Result<u64, super::PipelineError> {
-        let before = self.complete(source, true)?;
+        let before = self.complete(source, sinks, true)?;
         self.take(operator, watermarks, sinks, read)?;
-        Ok(before + self.complete(source, true)?)
+        Ok(before + self.complete(source, sinks, true)?)
     }
 }
 
@@ -547,9 +601,30 @@ mod tests {
         assert_eq!(cp.take(&stage, &watermarks, &mut sinks, &read).unwrap(), 1);
         assert!(started.elapsed() < Duration::from_millis(300), "the write does not hold the loop");
         let mut source = Committed(vec![]);
-        let err = cp.complete(&mut source, true).unwrap_err().to_string();
+        let err = cp.complete(&mut source, &mut sinks, true).unwrap_err().to_string();
         assert!(err.contains("checkpoint 1 was not written within 50ms"), "{err}");
         assert!(source.0.is_empty(), "no offsets are committed for it");
+    }
+
+    #[test]
+    fn sink_states_round_trip_old_layouts_are_read_and_unknown_ones_refused() {
+        let states: SinkStates = [Some(b"file length".to_vec()), None, Some(Vec::new())];
+        assert_eq!(decode_sinks(&encode_sinks(&states)).unwrap(), states);
+        // Layout 1: a length per sink, which is the file sink's state.
+        let mut v1 = 1u32.to_le_bytes().to_vec();
+        for slot in [Some(41u64), None, Some(7)] {
+            v1.push(u8::from(slot.is_some()));
+            v1.extend_from_slice(&slot.unwrap_or(0).to_le_bytes());
+        }
+        let expected: SinkStates =
+            [Some(41u64.to_le_bytes().to_vec()), None, Some(7u64.to_le_bytes().to_vec())];
+        assert_eq!(decode_sinks(&v1).unwrap(), expected);
+        let mut v3 = encode_sinks(&states);
+        v3[..4].copy_from_slice(&3u32.to_le_bytes());
+        let err = decode_sinks(&v3).unwrap_err();
+        assert!(err.starts_with("layout version 3 is unknown: this weir reads versions 1 and 2"), "{err}");
+        let whole = encode_sinks(&states);
+        assert_eq!(decode_sinks(&whole[..whole.len() - 1]).unwrap_err(), "the record is cut short");
     }
 
     struct NoMap;

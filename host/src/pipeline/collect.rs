@@ -28,10 +28,17 @@ pub struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    /// An output record.
-    pub fn output(&mut self, key: Option<&Key>, window: Option<Window>, refire: bool, record: &Value) {
+    /// An output record made from `partition`'s input.
+    pub fn output(
+        &mut self,
+        partition: i32,
+        key: Option<&Key>,
+        window: Option<Window>,
+        refire: bool,
+        record: &Value,
+    ) {
         self.summary.outputs += 1;
-        let result = send(Some(&mut self.sinks.output), key, record, "output");
+        let result = send(Some(&mut self.sinks.output), partition, key, record, "output");
         self.keep(result);
         (self.on_emit)(Emitted { key, window, record, refire });
     }
@@ -39,7 +46,7 @@ impl Collector<'_> {
     /// A record that could not be decoded.
     pub fn undecodable(&mut self, partition: i32, offset: i64, payload: &[u8], reason: &str) {
         let letter = dead_letter::record(self.source, partition, offset, payload, reason);
-        self.dead_letter(&letter);
+        self.dead_letter(partition, &letter);
     }
 
     /// The records of a batch the function failed on (map jobs).
@@ -56,7 +63,7 @@ impl Collector<'_> {
         let reason = error.to_string();
         for (partition, offset, payload) in records {
             let letter = dead_letter::record(self.source, partition, offset, payload, &reason);
-            self.dead_letter(&letter);
+            self.dead_letter(partition, &letter);
         }
     }
 
@@ -69,7 +76,7 @@ impl Collector<'_> {
         tracing::warn!("{error}");
         let letter =
             dead_letter::window(self.source, partition, self.key_field, key, window, &error.to_string());
-        self.dead_letter(&letter);
+        self.dead_letter(partition, &letter);
     }
 
     /// An event too late for every window it belongs to.
@@ -85,13 +92,13 @@ impl Collector<'_> {
         self.summary.late += 1;
         let letter =
             dead_letter::late(self.source, partition, offset, payload, event_time, watermark, lateness);
-        let result = send(self.sinks.late.as_mut(), None, &letter, "late event");
+        let result = send(self.sinks.late.as_mut(), partition, None, &letter, "late event");
         self.keep(result);
     }
 
-    fn dead_letter(&mut self, letter: &Value) {
+    fn dead_letter(&mut self, partition: i32, letter: &Value) {
         self.summary.dead_letters += 1;
-        let result = send(self.sinks.dead_letter.as_mut(), None, letter, "dead letter");
+        let result = send(self.sinks.dead_letter.as_mut(), partition, None, letter, "dead letter");
         self.keep(result);
     }
 
@@ -117,9 +124,11 @@ impl Collector<'_> {
     }
 }
 
-/// Writes one JSON record to a sink, or logs it when there is none.
+/// Writes one JSON record made from `partition`'s input to a sink, or logs
+/// it when there is none.
 fn send(
     sink: Option<&mut Box<dyn Sink>>,
+    partition: i32,
     key: Option<&Key>,
     record: &Value,
     what: &str,
@@ -131,7 +140,7 @@ fn send(
                 Key::Int(i) => i.to_string(),
                 Key::Str(s) => s.clone(),
             });
-            sink.send(key_text.as_deref().map(str::as_bytes), text.as_bytes())
+            sink.send_from(partition, key_text.as_deref().map(str::as_bytes), text.as_bytes())
         }
         None => {
             tracing::warn!("{what} (no output configured for it): {text}");

@@ -2,10 +2,10 @@
 //! cluster or on the embedded in-process broker.
 
 use super::{PipelineError, Sinks};
-use crate::job::{Job, SinkSpec, SourceSpec};
+use crate::job::{ExactlyOnce, Job, SinkSpec, SourceSpec};
 use crate::kafka::{BrokerSpec, Cluster, KafkaConfig, KafkaError};
 use crate::sink::file::FileSink;
-use crate::sink::kafka::KafkaSink;
+use crate::sink::kafka::{Delivery, KafkaSink};
 use crate::sink::{Sink, SinkError};
 use crate::source::file::FileSource;
 use crate::source::kafka::{KafkaSource, KafkaSourceOptions};
@@ -92,7 +92,7 @@ pub fn open_with(
                 late: late_output.as_deref().map(file).transpose()?,
             }
         }
-        SinkSpec::Kafka { brokers, topic, dead_letter, late_output, properties } => {
+        SinkSpec::Kafka { brokers, topic, dead_letter, late_output, properties, exactly_once } => {
             let cluster = cluster(brokers, &mut embedded, config, properties)
                 .map_err(|e| SinkError::OpenTopic { topic: topic.clone(), source: Box::new(e) })?;
             let partitions = match &job.source {
@@ -100,7 +100,8 @@ pub fn open_with(
                 SourceSpec::File { .. } => crate::job::DEFAULT_PARTITIONS,
             };
             let topic_sink = |t: &str| -> Result<Box<dyn Sink>, PipelineError> {
-                Ok(Box::new(kafka_sink(&cluster, t, partitions)?))
+                let delivery = delivery(&job.config.name, t, *exactly_once);
+                Ok(Box::new(kafka_sink(&cluster, t, partitions, &delivery)?))
             };
             let sinks = Sinks {
                 output: topic_sink(topic)?,
@@ -135,13 +136,30 @@ fn kafka_source(
     Ok((source, cluster))
 }
 
+/// How the sink on `topic` of job `job` delivers. A transactional id
+/// names the job and the topic: stable across runs, so that a restarted
+/// job fences its previous instance, and distinct per topic, since each
+/// topic has its own producer.
+fn delivery(job: &str, topic: &str, exactly_once: Option<ExactlyOnce>) -> Delivery {
+    match exactly_once {
+        None => Delivery::Idempotent,
+        Some(ExactlyOnce::Sequence) => Delivery::Sequence,
+        Some(ExactlyOnce::Transactions) => Delivery::Transactions { id: format!("weir-{job}-{topic}") },
+    }
+}
+
 /// Opens a sink on `topic`, creating the topic when missing: output topics
 /// are ours to create.
-fn kafka_sink(cluster: &Cluster, topic: &str, partitions: i32) -> Result<KafkaSink, SinkError> {
+fn kafka_sink(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+    delivery: &Delivery,
+) -> Result<KafkaSink, SinkError> {
     cluster
         .ensure_topic(topic, partitions, 1)
         .map_err(|e| SinkError::OpenTopic { topic: topic.to_string(), source: Box::new(e) })?;
-    KafkaSink::open(cluster, topic)
+    KafkaSink::open_with(cluster, topic, delivery)
 }
 
 #[cfg(test)]
@@ -198,8 +216,13 @@ dead_letter = "dlq"
         }
 
         let SinkSpec::Kafka { brokers, properties, .. } = &job.sink else { panic!("a kafka sink") };
-        let sink =
-            kafka_sink(&cluster(brokers, &mut embedded, &config, properties).unwrap(), "out", 2).unwrap();
+        let sink = kafka_sink(
+            &cluster(brokers, &mut embedded, &config, properties).unwrap(),
+            "out",
+            2,
+            &Delivery::Idempotent,
+        )
+        .unwrap();
         assert_eq!(sink.client_property("linger.ms").as_deref(), Some("42"));
         assert_eq!(sink.client_property("client.id").as_deref(), Some("weir"));
         assert_eq!(sink.client_property("fetch.wait.max.ms"), plain.client_property("fetch.wait.max.ms"));

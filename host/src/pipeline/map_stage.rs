@@ -75,7 +75,7 @@ impl<F: MapFunction> Operator for MapStage<F> {
                 for (i, &row) in mapped.rows.iter().enumerate() {
                     let row = row as usize;
                     let record = remap(payloads.get(row), &self.outputs, &mapped.columns, i);
-                    out.output(batch.keys[row].as_ref(), None, false, &record);
+                    out.output(batch.partitions[row], batch.keys[row].as_ref(), None, false, &record);
                 }
             }
             Err(error) => {

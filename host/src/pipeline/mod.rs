@@ -113,8 +113,12 @@ pub struct RunSummary {
     /// Windows (or map batches) the function failed on; each went to the
     /// dead letters.
     pub failed: u64,
-    /// Output records written.
+    /// Output records the job made (counting skipped ones).
     pub outputs: u64,
+    /// Records (output, dead letters, late events) a restored run did not
+    /// write again because the run before it had (Kafka sinks with
+    /// `exactly_once = "sequence"`).
+    pub skipped: u64,
     /// Checkpoints taken.
     pub checkpoints: u64,
     /// Restarts after failures (`run_with_restarts`).
@@ -410,9 +414,11 @@ impl Pipeline {
             }
             match &mut checkpointer {
                 Some(cp) => {
-                    out.summary.checkpoints += cp.complete(source, false)?;
+                    out.summary.checkpoints += cp.complete(source, out.sinks, false)?;
                     if cp.due(Instant::now()) {
                         cp.take(operator, &watermarks, out.sinks, &read)?;
+                        // A transactional sink commits before it is sent more.
+                        out.summary.checkpoints += cp.complete(source, out.sinks, false)?;
                     }
                 }
                 None if committed_at.elapsed() >= options.commit_interval => {
@@ -429,6 +435,7 @@ impl Pipeline {
             Some(cp) => summary.checkpoints += cp.finish(operator, &watermarks, source, sinks, &read)?,
             None => commit(sinks, source, operator, &read)?,
         }
+        summary.skipped = sinks.slots().into_iter().flatten().map(|s| s.skipped()).sum();
         summary.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
     }

@@ -68,9 +68,9 @@ impl<F: WindowFunction> Operator for WindowStage<F> {
     fn handle_watermark(&mut self, partition: Option<i32>, watermark: i64, out: &mut Collector<'_>) {
         let outputs = &self.outputs;
         self.operator.advance(partition, watermark, &mut self.function, &mut |firing| match firing {
-            Firing::Rows { key, window, rows, refire, .. } => {
+            Firing::Rows { partition, key, window, rows, refire, .. } => {
                 for record in window_records(out.key_field, key, window, outputs, rows) {
-                    out.output(Some(key), Some(window), refire, &record);
+                    out.output(partition, Some(key), Some(window), refire, &record);
                 }
             }
             Firing::Failed { partition, key, window, error, .. } => {

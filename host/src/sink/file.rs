@@ -31,7 +31,7 @@ impl FileSink {
 
     /// Opens `path` keeping what it holds, writing after it (creating it,
     /// and its folder, if needed): for a job that restores a checkpoint and
-    /// then cuts the file back with [`Sink::rewind`].
+    /// then cuts the file back with [`Sink::restore`].
     pub fn open_keeping(path: &Path) -> Result<FileSink, SinkError> {
         let fail = |source: std::io::Error| SinkError::CreateFile { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -68,24 +68,40 @@ impl Sink for FileSink {
         &self.name
     }
 
-    fn position(&mut self) -> Result<Option<u64>, SinkError> {
+    /// The file's length, as 8 bytes (little-endian).
+    fn checkpoint_state(&mut self) -> Result<Vec<u8>, SinkError> {
         self.flush()?;
-        Ok(Some(self.written))
+        Ok(self.written.to_le_bytes().to_vec())
     }
 
-    fn rewind(&mut self, position: u64) -> Result<(), SinkError> {
+    /// Cuts the file back to the recorded length (to nothing without a
+    /// checkpoint): a restored job writes what followed again.
+    fn restore(&mut self, state: Option<&[u8]>) -> Result<(), SinkError> {
+        let length = match state {
+            None => 0,
+            Some(bytes) => u64::from_le_bytes(bytes.try_into().map_err(|_| SinkError::State {
+                sink: self.name.clone(),
+                reason: format!("expected a file length (8 bytes), got {} bytes", bytes.len()),
+            })?),
+        };
+        self.truncate(length)
+    }
+}
+
+impl FileSink {
+    /// Cuts the file to `length` bytes and writes after them.
+    fn truncate(&mut self, length: u64) -> Result<(), SinkError> {
         self.flush()?;
-        if position > self.written {
+        if length > self.written {
             let message = format!(
-                "the file holds {} bytes, fewer than the {position} the checkpoint recorded: was it changed outside weir?",
+                "the file holds {} bytes, fewer than the {length} the checkpoint recorded: was it changed outside weir?",
                 self.written
             );
             return Err(self.write_error(std::io::Error::other(message)));
         }
-        let cut =
-            self.out.get_ref().set_len(position).and_then(|()| self.out.seek(SeekFrom::Start(position)));
+        let cut = self.out.get_ref().set_len(length).and_then(|()| self.out.seek(SeekFrom::Start(length)));
         cut.map_err(|e| self.write_error(e))?;
-        self.written = position;
+        self.written = length;
         Ok(())
     }
 }

@@ -8,19 +8,54 @@
 //!
 //! Messages are queued through `rd_kafka_produce` on a topic handle made
 //! once, because rdkafka's `BaseProducer::send` allocates the topic name for
-//! every message.
+//! every message. (Sequenced records, which carry headers and a partition,
+//! go through `BaseProducer::send`.)
+//!
+//! How records are kept from repeating after a restore is the sink's
+//! [`Delivery`]: not at all (at-least-once), by sequence numbers in headers
+//! (`sequence.rs`), or by transactions committed at checkpoints.
+
+mod sequence;
 
 use super::{DeliveryFailure, Sink, SinkError};
 use crate::kafka::{Cluster, KafkaError, effective_property, err_text};
 use rdkafka::ClientContext;
 use rdkafka::bindings as rd;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaRespErr;
+use sequence::Sequencer;
+pub use sequence::{SEQUENCE_HEADER, SOURCE_PARTITION_HEADER};
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+/// How a Kafka sink keeps records from repeating after a restore.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// It does not: the idempotent producer never repeats a record within a
+    /// run, but output after the last checkpoint is written again after a
+    /// restore (at-least-once).
+    #[default]
+    Idempotent,
+    /// Each record carries its source partition and a sequence number per
+    /// (source partition, output partition) as headers; the sink picks the
+    /// output partition itself (murmur2 of the key, as the Java client does,
+    /// or the source partition for records without a key), checkpoints the
+    /// numbers and the partitions' end offsets, and after a restore reads
+    /// back what was written since and skips what the replay makes again.
+    Sequence,
+    /// A transactional producer with this `transactional.id`: records are
+    /// committed when the checkpoint holding them completes, and a restore
+    /// aborts what was not; a newer producer with the same id fences this
+    /// one.
+    Transactions {
+        /// The `transactional.id`.
+        id: String,
+    },
+}
 
 /// Serve delivery reports after this many sends, so their memory is freed
 /// steadily rather than at flush.
@@ -37,17 +72,42 @@ pub struct KafkaSink {
     /// (`message.timeout.ms` as the producer has it).
     delivery_timeout: Duration,
     cluster: Cluster,
+    mode: Mode,
+}
+
+/// The sink's [`Delivery`], with what it keeps.
+enum Mode {
+    Idempotent,
+    Sequence(Box<Sequencer>),
+    /// Whether a transaction is open.
+    Transactions {
+        open: bool,
+    },
 }
 
 impl KafkaSink {
-    /// Opens a producer for `topic`, which must exist (create it with
-    /// [`Cluster::ensure_topic`] first if need be).
+    /// Opens an idempotent producer for `topic`, which must exist (create
+    /// it with [`Cluster::ensure_topic`] first if need be).
     pub fn open(cluster: &Cluster, topic: &str) -> Result<KafkaSink, SinkError> {
-        KafkaSink::connect(cluster, topic)
-            .map_err(|e| SinkError::OpenTopic { topic: topic.to_string(), source: Box::new(e) })
+        KafkaSink::open_with(cluster, topic, &Delivery::Idempotent)
     }
 
-    fn connect(cluster: &Cluster, topic: &str) -> Result<KafkaSink, KafkaError> {
+    /// Opens a producer for `topic` that delivers as `delivery` says. A
+    /// transactional one registers its id (fencing any older producer with
+    /// it) and opens a transaction.
+    pub fn open_with(cluster: &Cluster, topic: &str, delivery: &Delivery) -> Result<KafkaSink, SinkError> {
+        let mut sink = KafkaSink::connect(cluster, topic, delivery)
+            .map_err(|e| SinkError::OpenTopic { topic: topic.to_string(), source: Box::new(e) })?;
+        if let Mode::Transactions { .. } = sink.mode {
+            let timeout = sink.cluster.config().request_timeout;
+            let init = sink.producer.init_transactions(timeout);
+            init.map_err(|e| sink.transaction_error("init", e))?;
+            sink.begin()?;
+        }
+        Ok(sink)
+    }
+
+    fn connect(cluster: &Cluster, topic: &str, delivery: &Delivery) -> Result<KafkaSink, KafkaError> {
         let fail = |reason: String| KafkaError::Topic {
             brokers: cluster.label().to_string(),
             topic: topic.to_string(),
@@ -57,12 +117,20 @@ impl KafkaSink {
         // Fails with advice if the topic is missing, rather than letting the
         // broker create one with its default settings.
         let probe = cluster.metadata_client()?;
-        cluster.topic_metadata(&probe, topic)?;
-        drop(probe);
+        let metadata = cluster.topic_metadata(&probe, topic)?;
+        let partitions = metadata.topics().iter().map(|t| t.partitions().len()).sum::<usize>();
 
-        let producer: BaseProducer<Deliveries> = cluster
-            .config()
-            .producer(cluster.bootstrap())
+        let mut config = cluster.config().producer(cluster.bootstrap());
+        if let Delivery::Transactions { id } = delivery {
+            config.set("transactional.id", id);
+            // librdkafka wants a transaction to outlive a message's
+            // delivery timeout, unless the job sets it.
+            if !cluster.config().properties.contains_key("transaction.timeout.ms") {
+                let timeout = cluster.config().delivery_timeout.max(Duration::from_secs(60));
+                config.set("transaction.timeout.ms", timeout.as_millis().min(900_000).to_string());
+            }
+        }
+        let producer: BaseProducer<Deliveries> = config
             .create_with_context(Deliveries::default())
             .map_err(|e| fail(format!("cannot create a producer: {e}")))?;
         let name = CString::new(topic).map_err(|_| fail("the name contains a NUL byte".into()))?;
@@ -80,6 +148,14 @@ impl KafkaSink {
             unsafe { effective_property(producer.client().native_ptr(), "message.timeout.ms") }
                 .and_then(|ms| ms.parse::<u64>().ok())
                 .map_or(cluster.config().delivery_timeout, Duration::from_millis);
+        let mode = match delivery {
+            Delivery::Idempotent => Mode::Idempotent,
+            Delivery::Sequence => {
+                let count = i32::try_from(partitions).map_err(|_| fail("too many partitions".into()))?;
+                Mode::Sequence(Box::new(Sequencer::new(count, probe)))
+            }
+            Delivery::Transactions { .. } => Mode::Transactions { open: false },
+        };
         Ok(KafkaSink {
             topic_handle: TopicHandle(handle),
             producer,
@@ -87,7 +163,122 @@ impl KafkaSink {
             unpolled: 0,
             delivery_timeout,
             cluster: cluster.clone(),
+            mode,
         })
+    }
+
+    fn transaction_error(&self, action: &'static str, e: rdkafka::error::KafkaError) -> SinkError {
+        SinkError::Transaction {
+            topic: self.topic.clone(),
+            brokers: self.cluster.label().to_string(),
+            action,
+            source: Box::new(e),
+        }
+    }
+
+    /// Opens a transaction (transactional sinks).
+    fn begin(&mut self) -> Result<(), SinkError> {
+        self.producer.begin_transaction().map_err(|e| self.transaction_error("begin", e))?;
+        self.mode = Mode::Transactions { open: true };
+        Ok(())
+    }
+
+    /// Commits the open transaction and opens the next (transactional
+    /// sinks).
+    pub fn commit(&mut self) -> Result<(), SinkError> {
+        if let Mode::Transactions { open: true } = self.mode {
+            self.mode = Mode::Transactions { open: false };
+            let timeout = self.delivery_timeout + self.cluster.config().request_timeout;
+            self.producer.commit_transaction(timeout).map_err(|e| self.transaction_error("commit", e))?;
+            self.begin()?;
+        }
+        Ok(())
+    }
+
+    /// Aborts the open transaction and opens the next (transactional
+    /// sinks): what was sent in it is never seen by read_committed readers.
+    pub fn abort(&mut self) -> Result<(), SinkError> {
+        if let Mode::Transactions { open: true } = self.mode {
+            self.mode = Mode::Transactions { open: false };
+            let timeout = self.delivery_timeout + self.cluster.config().request_timeout;
+            self.producer.abort_transaction(timeout).map_err(|e| self.transaction_error("abort", e))?;
+            self.begin()?;
+        }
+        Ok(())
+    }
+
+    /// Queues a record with headers on partition `partition`, waiting for
+    /// room when the queue is full.
+    fn produce_sequenced(
+        &mut self,
+        partition: i32,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: rdkafka::message::OwnedHeaders,
+    ) -> Result<(), SinkError> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).partition(partition).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        record = record.headers(headers);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(10));
+                    self.unpolled = 0;
+                    self.check_failures()?;
+                }
+                Err((e, _)) => {
+                    return Err(SinkError::Queue {
+                        topic: self.topic.clone(),
+                        brokers: self.cluster.label().to_string(),
+                        source: e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a record on the partition librdkafka's partitioner picks.
+    fn produce(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<(), SinkError> {
+        let (key_ptr, key_len) = key.map_or((std::ptr::null(), 0), |k| (k.as_ptr(), k.len()));
+        loop {
+            // SAFETY: the topic handle is live; with F_COPY librdkafka copies
+            // key and payload before returning and never writes through the
+            // payload pointer.
+            let rc = unsafe {
+                rd::rd_kafka_produce(
+                    self.topic_handle.0,
+                    rdkafka::producer::PARTITION_UA,
+                    rd::RD_KAFKA_MSG_F_COPY,
+                    payload.as_ptr() as *mut std::ffi::c_void,
+                    payload.len(),
+                    key_ptr as *const std::ffi::c_void,
+                    key_len,
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc == 0 {
+                return Ok(());
+            }
+            // SAFETY: reads librdkafka's thread-local last error.
+            let err = unsafe { rd::rd_kafka_last_error() };
+            if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__QUEUE_FULL {
+                return Err(SinkError::Queue {
+                    topic: self.topic.clone(),
+                    brokers: self.cluster.label().to_string(),
+                    source: err.into(),
+                });
+            }
+            // Backpressure: the queue is full, so wait for deliveries to make
+            // room, and report a failure if one happened meanwhile.
+            self.producer.poll(Duration::from_millis(10));
+            self.unpolled = 0;
+            self.check_failures()?;
+        }
     }
 
     /// The value the producer actually uses for librdkafka property `name`
@@ -130,41 +321,25 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn send(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<(), SinkError> {
+        self.send_from(0, key, payload)
+    }
+
+    fn send_from(
+        &mut self,
+        source_partition: i32,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(), SinkError> {
         self.check_failures()?;
-        let (key_ptr, key_len) = key.map_or((std::ptr::null(), 0), |k| (k.as_ptr(), k.len()));
-        loop {
-            // SAFETY: the topic handle is live; with F_COPY librdkafka copies
-            // key and payload before returning and never writes through the
-            // payload pointer.
-            let rc = unsafe {
-                rd::rd_kafka_produce(
-                    self.topic_handle.0,
-                    rdkafka::producer::PARTITION_UA,
-                    rd::RD_KAFKA_MSG_F_COPY,
-                    payload.as_ptr() as *mut std::ffi::c_void,
-                    payload.len(),
-                    key_ptr as *const std::ffi::c_void,
-                    key_len,
-                    std::ptr::null_mut(),
-                )
-            };
-            if rc == 0 {
-                break;
+        match &mut self.mode {
+            Mode::Sequence(sequencer) => {
+                let partition =
+                    output_partition(&self.topic_handle, source_partition, key, sequencer.partitions());
+                // Written before the restore: the replay made it again.
+                let Some(headers) = sequencer.next(source_partition, partition) else { return Ok(()) };
+                self.produce_sequenced(partition, key, payload, headers)?;
             }
-            // SAFETY: reads librdkafka's thread-local last error.
-            let err = unsafe { rd::rd_kafka_last_error() };
-            if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__QUEUE_FULL {
-                return Err(SinkError::Queue {
-                    topic: self.topic.clone(),
-                    brokers: self.cluster.label().to_string(),
-                    source: err.into(),
-                });
-            }
-            // Backpressure: the queue is full, so wait for deliveries to make
-            // room, and report a failure if one happened meanwhile.
-            self.producer.poll(Duration::from_millis(10));
-            self.unpolled = 0;
-            self.check_failures()?;
+            Mode::Idempotent | Mode::Transactions { .. } => self.produce(key, payload)?,
         }
         self.unpolled += 1;
         if self.unpolled >= POLL_EVERY {
@@ -193,10 +368,54 @@ impl Sink for KafkaSink {
     fn name(&self) -> &str {
         &self.topic
     }
+
+    /// Flushes; a sequenced sink returns its sequence numbers and the
+    /// partitions' end offsets (`sequence.rs`), others nothing.
+    fn checkpoint_state(&mut self) -> Result<Vec<u8>, SinkError> {
+        self.flush()?;
+        match &self.mode {
+            Mode::Sequence(sequencer) => sequencer.state(&self.topic, &self.cluster),
+            Mode::Idempotent | Mode::Transactions { .. } => Ok(Vec::new()),
+        }
+    }
+
+    fn checkpoint_complete(&mut self) -> Result<(), SinkError> {
+        self.commit()
+    }
+
+    fn commits_at_checkpoints(&self) -> bool {
+        matches!(self.mode, Mode::Transactions { .. })
+    }
+
+    /// Sequenced: reads back what was written after the checkpoint, to skip
+    /// it when the replay makes it again. Transactional: aborts the open
+    /// transaction. Idempotent: nothing.
+    fn restore(&mut self, state: Option<&[u8]>) -> Result<(), SinkError> {
+        match &mut self.mode {
+            Mode::Sequence(sequencer) => {
+                let config = self.cluster.config().consumer(self.cluster.bootstrap(), "weir-read-back", true);
+                sequencer.restore(state, &self.topic, &self.cluster, config)
+            }
+            Mode::Transactions { .. } => self.abort(),
+            Mode::Idempotent => Ok(()),
+        }
+    }
+
+    fn skipped(&self) -> u64 {
+        match &self.mode {
+            Mode::Sequence(sequencer) => sequencer.skipped(),
+            Mode::Idempotent | Mode::Transactions { .. } => 0,
+        }
+    }
 }
 
 impl Drop for KafkaSink {
     fn drop(&mut self) {
+        // An uncommitted transaction is aborted: its records belong after
+        // the last checkpoint, and a restored run writes them again.
+        if let Mode::Transactions { open: true } = self.mode {
+            let _ = self.producer.abort_transaction(Duration::from_secs(5));
+        }
         // Dropping rdkafka's producer purges its queue; give queued messages
         // a short chance, and say if any are lost.
         if self.in_flight() > 0 && self.producer.flush(Duration::from_secs(5)).is_err() {
@@ -247,6 +466,29 @@ impl ProducerContext for Deliveries {
                 self.failed.fetch_add(1, Ordering::Release);
             }
         }
+    }
+}
+
+/// The output partition of a sequenced record: the Java client's murmur2
+/// of the key (as librdkafka's default partitioner picks for keyed
+/// messages), or the source partition for records without a key, modulo
+/// the topic's `count` partitions. Fixed, so that a replay numbers records
+/// as the run before it did.
+fn output_partition(handle: &TopicHandle, source_partition: i32, key: Option<&[u8]>, count: i32) -> i32 {
+    match key {
+        // SAFETY: the topic handle is live; the function only hashes the
+        // key.
+        Some(k) => unsafe {
+            rd::rd_kafka_msg_partitioner_murmur2(
+                handle.0,
+                k.as_ptr().cast(),
+                k.len(),
+                count,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        },
+        None => source_partition.rem_euclid(count),
     }
 }
 

@@ -75,6 +75,40 @@ pub enum SinkError {
         /// librdkafka's error.
         source: Box<rdkafka::error::KafkaError>,
     },
+    /// A checkpoint's state for this sink cannot be used.
+    #[error("sink {sink}: cannot restore the checkpoint's state: {reason}")]
+    State {
+        /// The file or topic.
+        sink: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A restored sink could not read back what it wrote after the
+    /// checkpoint (`exactly_once = "sequence"`).
+    #[error("sink topic '{topic}' on {brokers}: cannot read back partition {partition}: {reason}")]
+    ReadBack {
+        /// The topic.
+        topic: String,
+        /// The brokers.
+        brokers: String,
+        /// The output partition.
+        partition: i32,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A step of the transactional protocol failed
+    /// (`exactly_once = "transactions"`).
+    #[error("sink topic '{topic}' on {brokers}: cannot {action} a transaction")]
+    Transaction {
+        /// The topic.
+        topic: String,
+        /// The brokers.
+        brokers: String,
+        /// The step: "init", "begin", "commit" or "abort".
+        action: &'static str,
+        /// librdkafka's error.
+        source: Box<rdkafka::error::KafkaError>,
+    },
 }
 
 impl SinkError {
@@ -87,8 +121,32 @@ impl SinkError {
             SinkError::OpenTopic { topic, .. }
             | SinkError::Queue { topic, .. }
             | SinkError::Undelivered { topic, .. }
-            | SinkError::FlushTimeout { topic, .. } => topic.clone(),
+            | SinkError::FlushTimeout { topic, .. }
+            | SinkError::ReadBack { topic, .. }
+            | SinkError::Transaction { topic, .. } => topic.clone(),
+            SinkError::State { sink, .. } => sink.clone(),
         }
+    }
+
+    /// Whether another producer with the same transactional id took over
+    /// (fenced this one): it must not write again.
+    pub fn is_fenced(&self) -> bool {
+        let code = match self {
+            SinkError::Transaction { source, .. } | SinkError::FlushTimeout { source, .. } => {
+                source.rdkafka_error_code()
+            }
+            SinkError::Undelivered { source: Some(failure), .. } => failure.source.rdkafka_error_code(),
+            SinkError::Queue { source, .. } => Some(*source),
+            _ => None,
+        };
+        matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+            )
+        )
     }
 }
 
@@ -104,9 +162,30 @@ pub struct DeliveryFailure {
 
 /// A destination for records. Sinks run on the engine's own thread and
 /// buffer: `send` should not block except for backpressure.
+///
+/// A checkpoint asks each sink for its state ([`Sink::checkpoint_state`],
+/// opaque bytes the sink alone reads) and a restore hands it back
+/// ([`Sink::restore`]): a file sink records its length and cuts the file
+/// back to it; a Kafka sink with `exactly_once = "sequence"` records the
+/// sequence numbers and offsets it reached and skips what a replay would
+/// write again.
 pub trait Sink: Send {
     /// Queues one record; `key` is the Kafka message key (the record key).
+    /// Records that come from no source partition (tools, tests) go here.
     fn send(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<(), SinkError>;
+
+    /// Queues one record the job made from `source_partition`'s input. A
+    /// sink that numbers output per source partition (Kafka with
+    /// `exactly_once = "sequence"`) needs it; others ignore it.
+    fn send_from(
+        &mut self,
+        source_partition: i32,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(), SinkError> {
+        let _ = source_partition;
+        self.send(key, payload)
+    }
 
     /// Blocks until everything queued is written.
     fn flush(&mut self) -> Result<(), SinkError>;
@@ -114,16 +193,39 @@ pub trait Sink: Send {
     /// Where records go, for messages.
     fn name(&self) -> &str;
 
-    /// How far the sink has written, once flushed, for a checkpoint: a
-    /// file's length. `None` for a sink that cannot be cut back (Kafka).
-    fn position(&mut self) -> Result<Option<u64>, SinkError> {
-        Ok(None)
+    /// Flushes, then returns what a checkpoint keeps for this sink so that
+    /// [`Sink::restore`] can bring it back to this point. The default (a
+    /// sink that keeps no state) only flushes.
+    fn checkpoint_state(&mut self) -> Result<Vec<u8>, SinkError> {
+        self.flush()?;
+        Ok(Vec::new())
     }
 
-    /// Cuts the output back to `position` (from [`Sink::position`]),
-    /// dropping what was written after it: a restored job writes it again.
-    /// A sink that cannot be cut back keeps everything (at-least-once).
-    fn rewind(&mut self, _position: u64) -> Result<(), SinkError> {
+    /// Called once a checkpoint that holds this sink's state is complete
+    /// (its manifest written): a transactional sink commits here.
+    fn checkpoint_complete(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// Whether [`Sink::checkpoint_complete`] must run before the sink is
+    /// sent anything more (a transactional sink has one transaction open
+    /// at a time, so the loop waits for the checkpoint's write).
+    fn commits_at_checkpoints(&self) -> bool {
+        false
+    }
+
+    /// Brings the sink back to a checkpoint's `state` (from
+    /// [`Sink::checkpoint_state`]) before a restored job runs, or, with
+    /// `None`, to a fresh start. Called once, before any `send`. The
+    /// default keeps everything (at-least-once).
+    fn restore(&mut self, state: Option<&[u8]>) -> Result<(), SinkError> {
+        let _ = state;
+        Ok(())
+    }
+
+    /// Records not written because a restored run had written them before
+    /// (`exactly_once = "sequence"`).
+    fn skipped(&self) -> u64 {
+        0
     }
 }
