@@ -190,19 +190,26 @@ fn restored_from_an_older_checkpoint_writes_each_record_once(cluster: &Cluster, 
 
     let mut bad = produce(cluster, "in", 0..FIRST);
     let first = run(&crash, embedded, RestoreFrom::Latest);
-    assert_eq!((first.restored, first.checkpoints, first.skipped), (None, 1, 0));
+    // A fresh run checkpoints its empty start (1) before it sends anything,
+    // and its end (2).
+    assert_eq!((first.restored, first.checkpoints, first.skipped), (None, 2, 0));
     assert_eq!(first.outputs, FIRST);
     bad += produce(cluster, "in", FIRST..ALL);
     let second = run(&crash, embedded, RestoreFrom::Latest);
-    assert_eq!((second.restored, second.skipped), (Some(1), 0));
+    assert_eq!((second.restored, second.skipped), (Some(2), 0));
     assert_eq!((second.outputs, second.dead_letters), (ALL - FIRST, bad - first.dead_letters));
     // As if the second run had crashed after writing everything but before
-    // its checkpoint: restored from checkpoint 1, the job replays all it
+    // its checkpoint: restored from checkpoint 2, the job replays all it
     // wrote, and the sinks skip every record of it.
-    let replay = run(&crash, embedded, RestoreFrom::Checkpoint(1));
-    assert_eq!(replay.restored, Some(1));
+    let replay = run(&crash, embedded, RestoreFrom::Checkpoint(2));
+    assert_eq!(replay.restored, Some(2));
     assert_eq!(replay.outputs, second.outputs);
     assert_eq!(replay.skipped, second.outputs + second.dead_letters, "every replayed record is skipped");
+    // As if the first run had crashed before its first regular checkpoint:
+    // its empty start (1) is there to read back from.
+    let from_start = run(&crash, embedded, RestoreFrom::Checkpoint(1));
+    assert_eq!(from_start.restored, Some(1));
+    assert_eq!(from_start.skipped, ALL + bad, "every record of both runs is skipped");
 
     let clean = run(&job(brokers, "clean", ""), embedded, RestoreFrom::Latest);
     assert_eq!((clean.outputs, clean.dead_letters), (ALL, bad));
@@ -241,7 +248,7 @@ fn sequence_restored_from_an_older_checkpoint_writes_each_record_once_on_tansu()
 
 /// A window job (one source partition, in-order events, no lateness, so a
 /// replay fires the same windows) checkpointing every poll, restored from
-/// its first checkpoint after it finished: everything after that
+/// its first checkpoint past the start after it finished: everything after that
 /// checkpoint is replayed and skipped, and the topic holds one clean run's
 /// windows.
 #[test]
@@ -268,10 +275,11 @@ fn sequence_window_job_restored_from_its_first_checkpoint_writes_each_window_onc
     );
     let crash = window("wcrash", &checkpoint);
     let first = run(&crash, Some(&cluster), RestoreFrom::Latest);
-    // A poll reads at most 1,000 records: checkpoint 1 is mid-input.
-    assert!(first.checkpoints >= 2, "{first:?}");
-    let replay = run(&crash, Some(&cluster), RestoreFrom::Checkpoint(1));
-    assert_eq!(replay.restored, Some(1));
+    // Checkpoint 1 is the empty start; a poll reads at most 1,000 records,
+    // so checkpoint 2 is mid-input.
+    assert!(first.checkpoints >= 3, "{first:?}");
+    let replay = run(&crash, Some(&cluster), RestoreFrom::Checkpoint(2));
+    assert_eq!(replay.restored, Some(2));
     assert!(replay.outputs > 0 && replay.outputs < first.outputs, "{replay:?}");
     assert_eq!(replay.skipped, replay.outputs, "every replayed window is skipped");
 

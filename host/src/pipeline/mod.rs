@@ -309,6 +309,13 @@ impl Pipeline {
             for partition in operator.state_partitions() {
                 watermarks.set_due(partition, operator.next_due(partition), false);
             }
+            // A fresh start of a sink that reads back after a restore: a
+            // checkpoint of the empty start (the output topics' end
+            // offsets), complete before anything is sent.
+            if summary.restored.is_none() && sinks.slots().into_iter().flatten().any(|s| s.reads_back()) {
+                cp.take(operator, &watermarks, sinks, &read)?;
+                summary.checkpoints += cp.complete(source, sinks, true)?;
+            }
         }
         let mut out = Collector {
             sinks,

@@ -371,6 +371,10 @@ impl Sink for KafkaSink {
 
     /// Flushes; a sequenced sink returns its sequence numbers and the
     /// partitions' end offsets (`sequence.rs`), others nothing.
+    fn reads_back(&self) -> bool {
+        matches!(self.mode, Mode::Sequence(_))
+    }
+
     fn checkpoint_state(&mut self) -> Result<Vec<u8>, SinkError> {
         self.flush()?;
         match &self.mode {

@@ -228,4 +228,12 @@ pub trait Sink: Send {
     fn skipped(&self) -> u64 {
         0
     }
+
+    /// Whether a restore reads back what the sink wrote after the
+    /// checkpoint (`exactly_once = "sequence"`). A fresh run of such a sink
+    /// takes a checkpoint before it sends anything, so that a crash before
+    /// its first regular checkpoint still has a point to read back from.
+    fn reads_back(&self) -> bool {
+        false
+    }
 }

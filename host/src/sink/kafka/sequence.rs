@@ -8,11 +8,13 @@
 //! number 118 of another, on another partition, never arrived. Within a
 //! pair, what was written is always a prefix of what was sent.
 //!
-//! A checkpoint (taken after a flush) records each pair's last number and
-//! each output partition's end offset. A restore reads every output
-//! partition from that offset to its current end, finds the highest number
-//! written per pair, and the replay then skips each record whose number is
-//! not above it. This needs a replay that makes the same records, in the
+//! A checkpoint (taken after a flush) records each pair's last number, the
+//! highest number known written (above the last one while a restored run
+//! is still skipping what the run before it wrote), and each output
+//! partition's end offset. A restore reads every output partition from that
+//! offset to its current end, finds the highest number written per pair,
+//! and the replay then skips each record whose number is not above it or
+//! the recorded one. This needs a replay that makes the same records, in the
 //! same order, per source partition as the run before.
 
 use crate::kafka::{Cluster, WeirContext};
@@ -34,7 +36,7 @@ pub const SEQUENCE_HEADER: &str = "weir-sequence";
 const MAGIC: &[u8; 4] = b"WSEQ";
 
 /// The version of the state's layout.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// A (source partition, output partition) pair.
 type Pair = (i32, i32);
@@ -94,11 +96,22 @@ impl Sequencer {
             let (_, high) = self.watermarks(topic, cluster, partition)?;
             out.extend_from_slice(&high.to_le_bytes());
         }
-        out.extend_from_slice(&u32::try_from(self.last.len()).unwrap_or(u32::MAX).to_le_bytes());
-        for (&(source, output), &seq) in &self.last {
+        // A restored run that is still skipping knows numbers written beyond
+        // its last one: they stay known, or a restore of this checkpoint
+        // (whose end offsets are past them) would write them again.
+        let mut pairs: BTreeMap<Pair, (u64, u64)> = BTreeMap::new();
+        for (&pair, &seq) in &self.last {
+            pairs.entry(pair).or_default().0 = seq;
+        }
+        for (&pair, &written) in &self.written {
+            pairs.entry(pair).or_default().1 = written;
+        }
+        out.extend_from_slice(&u32::try_from(pairs.len()).unwrap_or(u32::MAX).to_le_bytes());
+        for (&(source, output), &(seq, written)) in &pairs {
             out.extend_from_slice(&source.to_le_bytes());
             out.extend_from_slice(&output.to_le_bytes());
             out.extend_from_slice(&seq.to_le_bytes());
+            out.extend_from_slice(&seq.max(written).to_le_bytes());
         }
         Ok(out)
     }
@@ -134,6 +147,10 @@ impl Sequencer {
         }
         self.last = decoded.last;
         self.written = self.read_back(topic, cluster, config, &decoded.ends)?;
+        for (pair, known) in decoded.written {
+            let written = self.written.entry(pair).or_insert(0);
+            *written = (*written).max(known);
+        }
         let found: u64 = self.written.values().sum();
         tracing::info!(
             "topic '{topic}': {} pair(s) of source and output partition written after the checkpoint (highest numbers summing to {found})",
@@ -234,6 +251,8 @@ fn pair_of(headers: &impl Headers) -> Option<(i32, u64)> {
 struct Decoded {
     ends: Vec<i64>,
     last: BTreeMap<Pair, u64>,
+    /// The highest number known written, per pair.
+    written: BTreeMap<Pair, u64>,
 }
 
 fn decode(bytes: &[u8]) -> Option<Decoded> {
@@ -252,13 +271,14 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
         ends.push(i64::from_le_bytes(take(8)?.try_into().ok()?));
     }
     let pairs = u32::from_le_bytes(take(4)?.try_into().ok()?);
-    let mut last = BTreeMap::new();
+    let (mut last, mut written) = (BTreeMap::new(), BTreeMap::new());
     for _ in 0..pairs {
         let source = i32::from_le_bytes(take(4)?.try_into().ok()?);
         let output = i32::from_le_bytes(take(4)?.try_into().ok()?);
         last.insert((source, output), u64::from_le_bytes(take(8)?.try_into().ok()?));
+        written.insert((source, output), u64::from_le_bytes(take(8)?.try_into().ok()?));
     }
-    (at == bytes.len()).then_some(Decoded { ends, last })
+    (at == bytes.len()).then_some(Decoded { ends, last, written })
 }
 
 #[cfg(test)]
@@ -276,9 +296,11 @@ mod tests {
         bytes.extend_from_slice(&3i32.to_le_bytes());
         bytes.extend_from_slice(&1i32.to_le_bytes());
         bytes.extend_from_slice(&77u64.to_le_bytes());
+        bytes.extend_from_slice(&90u64.to_le_bytes());
         let decoded = decode(&bytes).unwrap();
         assert_eq!(decoded.ends, [10, 0]);
         assert_eq!(decoded.last, BTreeMap::from([((3, 1), 77)]));
+        assert_eq!(decoded.written, BTreeMap::from([((3, 1), 90)]));
         assert!(decode(&bytes[..bytes.len() - 1]).is_none(), "cut short");
         let mut longer = bytes.clone();
         longer.push(0);
