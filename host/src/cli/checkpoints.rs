@@ -72,7 +72,7 @@ fn inspect(path: &str) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{:>9}  {:>12}  {:>14}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>7}",
+        "{:>9}  {:>12}  {:>14}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>7}  {:>14}",
         "partition",
         "next offset",
         "max event time",
@@ -81,14 +81,28 @@ fn inspect(path: &str) -> anyhow::Result<()> {
         "sessions",
         "events",
         "timers",
-        "refires"
+        "refires",
+        "watermark"
     );
     for p in summarize_checkpoint(&checkpoint)? {
         let max = p.max_event_time.map_or_else(|| "-".to_string(), |t| t.to_string());
         let s = p.state;
+        let watermark = match p.watermark {
+            i64::MIN => "-".to_string(),
+            w => w.to_string(),
+        };
         println!(
-            "{:>9}  {:>12}  {:>14}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>7}",
-            p.partition, p.next_offset, max, s.keys, s.panes, s.sessions, s.events, s.timers, s.refires
+            "{:>9}  {:>12}  {:>14}  {:>6}  {:>6}  {:>8}  {:>8}  {:>7}  {:>7}  {:>14}",
+            p.partition,
+            p.next_offset,
+            max,
+            s.keys,
+            s.panes,
+            s.sessions,
+            s.events,
+            s.timers,
+            s.refires,
+            watermark
         );
     }
     Ok(())

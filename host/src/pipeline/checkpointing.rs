@@ -21,7 +21,7 @@ use crate::window::SnapshotError;
 use std::time::{Duration, Instant};
 
 /// The version of the partition files' layout.
-const LAYOUT: u32 = 1;
+const LAYOUT: u32 = 2;
 
 /// The version of the `sinks` file's layout. Version 1 held a length per
 /// sink (file sinks only); version 2 holds each sink's opaque state.
@@ -125,6 +125,8 @@ pub struct PartitionSummary {
     pub next_offset: i64,
     /// The latest event time seen, if any.
     pub max_event_time: Option<i64>,
+    /// Its watermark (what its windows fire up to after a restore).
+    pub watermark: i64,
     /// What its window state holds.
     pub state: crate::window::SnapshotSummary,
 }
@@ -148,6 +150,7 @@ pub fn summarize(checkpoint: &Checkpoint) -> Result<Vec<PartitionSummary>, Check
             partition,
             next_offset: entry.next_offset,
             max_event_time: entry.max_event_time,
+            watermark: entry.watermark.max(state.watermark),
             state,
         });
     }
@@ -182,6 +185,10 @@ struct PartitionEntry {
     partition: i32,
     next_offset: i64,
     max_event_time: Option<i64>,
+    /// The partition's watermark in the loop, which an idle move may have
+    /// put past what its events say (and past what its windows fired up
+    /// to: a restore fires up to it).
+    watermark: i64,
     state: Vec<u8>,
 }
 
@@ -190,6 +197,7 @@ fn encode_partition(e: &PartitionEntry) -> Vec<u8> {
     out.extend_from_slice(&LAYOUT.to_le_bytes());
     out.extend_from_slice(&e.next_offset.to_le_bytes());
     out.extend_from_slice(&e.max_event_time.unwrap_or(i64::MIN).to_le_bytes());
+    out.extend_from_slice(&e.watermark.to_le_bytes());
     out.extend_from_slice(&e.state);
     out
 }
@@ -198,11 +206,13 @@ fn decode_partition(partition: i32, bytes: &[u8]) -> Option<PartitionEntry> {
     let layout = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
     let next_offset = i64::from_le_bytes(bytes.get(4..12)?.try_into().ok()?);
     let max = i64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?);
+    let watermark = i64::from_le_bytes(bytes.get(20..28)?.try_into().ok()?);
     (layout == LAYOUT).then(|| PartitionEntry {
         partition,
         next_offset,
         max_event_time: (max > i64::MIN).then_some(max),
-        state: bytes[20..].to_vec(),
+        watermark,
+        state: bytes[28..].to_vec(),
     })
 }
 
@@ -373,7 +383,7 @@ impl Checkpointer {
                 watermarks.restore(
                     partition,
                     entry.max_event_time,
-                    operator.watermark(partition),
+                    operator.watermark(partition).max(entry.watermark),
                     Instant::now(),
                 );
                 if entry.next_offset > 0 {
@@ -435,6 +445,7 @@ impl Checkpointer {
                 partition,
                 next_offset,
                 max_event_time: watermarks.max_event_time(partition),
+                watermark: watermarks.current(partition),
                 state,
             };
             files.push((format!("partition-{}", entry.partition), encode_partition(&entry)));

@@ -317,6 +317,7 @@ impl Pipeline {
                 summary.checkpoints += cp.complete(source, sinks, true)?;
             }
         }
+        let summary_restored = summary.restored.is_some();
         let mut out = Collector {
             sinks,
             summary: &mut summary,
@@ -336,7 +337,18 @@ impl Pipeline {
         // again at once). So each partition's output depends only on its
         // own records, not on how polls cut them or interleave partitions.
         let windowed = operator.windowed() && event_time;
-        let idle_moves = true;
+        // A restored checkpoint may hold watermarks past what their
+        // partitions' windows fired up to (an idle move, recorded before it
+        // took effect): fire up to them now, as the run before did.
+        if summary_restored && windowed {
+            for partition in operator.state_partitions() {
+                let watermark = watermarks.current(partition);
+                if watermark > operator.watermark(partition) {
+                    operator.handle_watermark(Some(partition), watermark, &mut out);
+                    watermarks.set_due(partition, operator.next_due(partition), false);
+                }
+            }
+        }
         loop {
             if options.stop.load(Ordering::Relaxed) {
                 break;
@@ -407,10 +419,31 @@ impl Pipeline {
             } else if !event_time {
                 // Processing time: the clock is every partition's watermark.
                 operator.handle_watermark(None, now_ms() - 1, &mut out);
-            } else if windowed && idle_moves {
-                for (partition, watermark) in watermarks.idle(Instant::now()) {
-                    operator.handle_watermark(Some(partition), watermark, &mut out);
-                    watermarks.set_due(partition, operator.next_due(partition), false);
+            } else if windowed {
+                // Idle partitions follow the highest watermark. The move
+                // depends on wall time, which a replay does not repeat: with
+                // checkpoints it is made only when one is due, recorded in
+                // it, and takes effect once it is complete, so a restore of
+                // that checkpoint makes the same move (see `restore`).
+                let now = Instant::now();
+                let moves = match &checkpointer {
+                    None => watermarks.idle(now),
+                    Some(cp) if cp.due(now) => watermarks.idle(now),
+                    Some(_) => Vec::new(),
+                };
+                if !moves.is_empty() {
+                    for &(partition, watermark) in &moves {
+                        watermarks.move_idle(partition, watermark);
+                    }
+                    if let Some(cp) = &mut checkpointer {
+                        out.summary.checkpoints += cp.complete(source, out.sinks, true)?;
+                        cp.take(operator, &watermarks, out.sinks, &read)?;
+                        out.summary.checkpoints += cp.complete(source, out.sinks, true)?;
+                    }
+                    for (partition, watermark) in moves {
+                        operator.handle_watermark(Some(partition), watermark, &mut out);
+                        watermarks.set_due(partition, operator.next_due(partition), false);
+                    }
                 }
             }
             if let Some(e) = out.take_failure() {

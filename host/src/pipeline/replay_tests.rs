@@ -13,6 +13,7 @@ use crate::window::tests::{Event, Outcome, never, oracle};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 
 /// Records per partition, read in an interleaving and poll sizes drawn
 /// from a seed; `None` reads the partitions one after the other, in
@@ -248,4 +249,144 @@ fn each_partition_gives_the_same_output_however_its_reads_interleave_with_the_ot
             assert_eq!(late, expected_late, "{window} {plugin}: late events");
         }
     }
+}
+
+/// Partition 0 keeps going while partition 1 falls quiet: `paced` polls of
+/// partition 0's records, `pause` apart, then `stop` is set.
+struct QuietSource {
+    early: Vec<(i32, Vec<u8>)>,
+    paced: Vec<Vec<u8>>,
+    next: usize,
+    offsets: [i64; 2],
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+impl Source for QuietSource {
+    fn partitions(&self) -> Vec<i32> {
+        vec![0, 1]
+    }
+
+    fn poll(
+        &mut self,
+        _: usize,
+        _: Duration,
+        each: &mut dyn FnMut(RawRecord<'_>),
+    ) -> Result<Poll, SourceError> {
+        let mut give = |partition: i32, payload: &[u8], offsets: &mut [i64; 2]| {
+            let offset = offsets[partition as usize];
+            offsets[partition as usize] += 1;
+            each(RawRecord { partition, offset, payload });
+        };
+        if !self.early.is_empty() {
+            for (partition, payload) in std::mem::take(&mut self.early) {
+                give(partition, &payload, &mut self.offsets);
+            }
+            return Ok(Poll::Records(1));
+        }
+        std::thread::sleep(self.pause);
+        match self.paced.get(self.next) {
+            Some(payload) => {
+                self.next += 1;
+                give(0, payload, &mut self.offsets);
+                Ok(Poll::Records(1))
+            }
+            None => {
+                self.stop.store(true, Ordering::Relaxed);
+                Ok(Poll::Idle)
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        "quiet"
+    }
+
+    fn commit(&mut self, _: &[(i32, i64)]) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
+fn reading(device: i64, ts: i64) -> Vec<u8> {
+    format!(r#"{{"device_id": {device}, "temperature": 300.5, "execution_time": {ts}}}"#).into_bytes()
+}
+
+#[test]
+fn an_idle_partitions_move_is_checkpointed_before_it_fires_and_a_restore_makes_it_again() {
+    let storage = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", storage.path().display());
+    let text = format!(
+        r#"
+name = "idle"
+[source]
+type = "file"
+path = "/dev/null"
+[format]
+key = "device_id"
+timestamp = "execution_time"
+fields = {{ temperature = "f64" }}
+[time]
+idle_timeout = "40ms"
+[window]
+type = "tumbling"
+size = "1s"
+[function]
+plugin = "max-temperature"
+[sink]
+type = "file"
+path = "/dev/null"
+[checkpoint]
+storage = "{url}"
+interval = "10ms"
+retain = 1000
+"#
+    );
+    let job = Job::parse(&text, "idle.toml", std::path::Path::new("/")).unwrap();
+    let run = |restore: RestoreFrom, source: &mut QuietSource| {
+        let mut pipeline = Pipeline::build(job.clone(), engine()).unwrap();
+        let output = Capture::default();
+        let mut sinks = Sinks { output: Box::new(output.clone()), dead_letter: None, late: None };
+        let options = RunOptions { stop: source.stop.clone(), restore, ..RunOptions::default() };
+        let summary = pipeline.run(source, &mut sinks, &options, &mut |_| {}).unwrap();
+        let lines = output.0.lock().unwrap().clone();
+        (summary, lines)
+    };
+    // Device 1 lives on partition 1, which speaks at 1,000-1,400 and then
+    // falls quiet; partition 0 (device 2) goes on to 9,000.
+    let source = |paced: usize| QuietSource {
+        early: vec![(1, reading(1, 1_000)), (1, reading(1, 1_400)), (0, reading(2, 1_100))],
+        paced: (0..paced as i64).map(|i| reading(2, 2_000 + 1_000 * i)).collect(),
+        next: 0,
+        offsets: [0, 0],
+        pause: Duration::from_millis(15),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let (summary, lines) = run(RestoreFrom::Nothing, &mut source(8));
+    let device1: Vec<&String> = lines.iter().filter(|l| l.contains(r#""device_id":1"#)).collect();
+    // Stopped, not ended: only the idle move can have fired device 1's window.
+    assert_eq!(device1.len(), 1, "{lines:?}");
+    assert!(device1[0].contains(r#""window_start":1000"#), "{lines:?}");
+    assert!(summary.checkpoints >= 2, "{summary:?}");
+
+    // The checkpoint that recorded the move holds partition 1's watermark
+    // past the window while its state has not fired it: restored, it fires
+    // it again, as the run did once the checkpoint was complete.
+    let storage = crate::checkpoint::open_storage(&url).unwrap();
+    let recorded = crate::checkpoint::checkpoint_ids(storage.as_ref(), "idle")
+        .unwrap()
+        .into_iter()
+        .find(|&id| {
+            let checkpoint = crate::checkpoint::read_complete(storage.as_ref(), "idle", id).unwrap();
+            let summary = summarize_checkpoint(&checkpoint).unwrap();
+            summary.iter().any(|p| p.partition == 1 && p.watermark >= 1_999 && p.state.watermark < 1_999)
+        })
+        .expect("a checkpoint recorded the idle move before it fired");
+    let (again, lines) = run(RestoreFrom::Checkpoint(recorded), &mut source(0));
+    assert_eq!(again.restored, Some(recorded));
+    let device1: Vec<&String> = lines.iter().filter(|l| l.contains(r#""device_id":1"#)).collect();
+    assert_eq!(device1.len(), 1, "the restore makes the move again: {lines:?}");
 }

@@ -7,9 +7,10 @@
 //! partitions' reads interleave.
 //!
 //! An idle partition (no record for `idle_timeout`) would keep its open
-//! windows forever; when the job allows it, its watermark follows the
-//! highest watermark of the others (see [`Watermarks::idle`]). That depends
-//! on wall time, so a replay does not reproduce it.
+//! windows forever; its watermark then follows the highest watermark of
+//! the others (see [`Watermarks::idle`]). That depends on wall time, so a
+//! job with checkpoints records each such move in a checkpoint before it
+//! takes effect, and a replay restores it from there.
 
 use std::time::{Duration, Instant};
 
@@ -116,22 +117,30 @@ impl Watermarks {
 
     /// The partitions idle at `now` (no record for the idle timeout) whose
     /// watermark may move up to the highest of all partitions, with that
-    /// watermark: a quiet partition's windows then fire as the others'
-    /// do. The move is recorded, so the partition's watermark never goes
-    /// back.
-    pub fn idle(&mut self, now: Instant) -> Vec<(i32, i64)> {
+    /// watermark: a quiet partition's windows then fire as the others' do.
+    /// Nothing changes until [`Watermarks::move_idle`].
+    pub fn idle(&self, now: Instant) -> Vec<(i32, i64)> {
         let Some(timeout) = self.idle_timeout else { return Vec::new() };
         let highest = self.clocks.iter().filter(|c| c.max_ts > i64::MIN).map(|c| self.of(c)).max();
         let Some(highest) = highest else { return Vec::new() };
-        let mut moved = Vec::new();
-        for i in 0..self.clocks.len() {
-            let c = &self.clocks[i];
-            if now.saturating_duration_since(c.last_event) >= timeout && self.of(c) < highest {
-                moved.push((c.partition, highest));
-                self.clocks[i].floor = highest;
-            }
-        }
-        moved
+        self.clocks
+            .iter()
+            .filter(|c| now.saturating_duration_since(c.last_event) >= timeout && self.of(c) < highest)
+            .map(|c| (c.partition, highest))
+            .collect()
+    }
+
+    /// Moves an idle partition's watermark up to `watermark`; it never goes
+    /// back when the partition wakes up.
+    pub fn move_idle(&mut self, partition: i32, watermark: i64) {
+        let c = self.clock(partition, Instant::now());
+        c.floor = c.floor.max(watermark);
+    }
+
+    /// `partition`'s watermark, without tracking a partition it does not
+    /// know (`i64::MIN` then).
+    pub fn current(&self, partition: i32) -> i64 {
+        self.clocks.iter().find(|c| c.partition == partition).map_or(i64::MIN, |c| self.of(c))
     }
 
     /// The maximum event time seen on `partition`, if any: what a
@@ -176,8 +185,14 @@ mod tests {
         assert_eq!(w.idle(t0 + Duration::from_secs(1)), vec![], "nobody is idle yet");
         w.observe(0, 12_000, t0 + Duration::from_secs(6));
         // Partition 1 spoke last at t0, partition 2 never: both are idle.
-        assert_eq!(w.idle(t0 + Duration::from_secs(6)), vec![(1, 11_999), (2, 11_999)]);
+        let moves = w.idle(t0 + Duration::from_secs(6));
+        assert_eq!(moves, vec![(1, 11_999), (2, 11_999)]);
+        assert_eq!(w.watermark(1), 2_999, "nothing moves until told");
+        for (p, wm) in moves {
+            w.move_idle(p, wm);
+        }
         assert_eq!(w.watermark(1), 11_999);
+        assert_eq!(w.current(2), 11_999);
         // Partition 1 wakes up behind: its watermark does not go back.
         assert_eq!(w.observe(1, 5_000, t0 + Duration::from_secs(7)), 11_999);
         let mut off = Watermarks::new(&[0, 1], Duration::ZERO, None, t0);
