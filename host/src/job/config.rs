@@ -350,6 +350,22 @@ pub struct FunctionConfig {
     /// `fail` stops the run with the error (then `[restart]` applies).
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// Map jobs: how many times a failed `map` call is tried again before
+    /// the records it failed on go to the dead letters.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Map jobs: the wait before the first retry; it doubles for each
+    /// further one.
+    #[serde(default = "default_retry_backoff", with = "crate::duration::serde_text")]
+    pub retry_backoff: Duration,
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+fn default_retry_backoff() -> Duration {
+    Duration::from_millis(100)
 }
 
 /// `[function] on_failure`.

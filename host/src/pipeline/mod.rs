@@ -237,7 +237,11 @@ impl Pipeline {
         };
         let instance = plugin.instantiate(params, job.config.function.limits.clone())?;
         let operator: Box<dyn Operator> = match reduce {
-            None => Box::new(MapStage::new(instance, inputs, input_types, d.outputs.clone())),
+            None => {
+                let function = &job.config.function;
+                let stage = MapStage::new(instance, inputs, input_types, d.outputs.clone());
+                Box::new(stage.with_retries(function.retries, function.retry_backoff))
+            }
             Some((reduce, spec)) => {
                 let lateness = job.allowed_lateness();
                 let windows = WindowOperator::new(spec, lateness, reduce, input_types, inputs);

@@ -459,7 +459,7 @@ impl MapFunction for RefusingMap {
 }
 
 #[test]
-fn a_map_batch_the_function_refuses_goes_to_the_dead_letters_record_by_record() {
+fn a_map_record_the_function_refuses_goes_to_the_dead_letters_alone() {
     let dir = tempfile::tempdir().unwrap();
     let mut input = readings(5_500, 0, 6);
     // One reading above the limit in the second and fifth batches of 1,000.
@@ -506,9 +506,10 @@ dead_letter = "{dir}/dead.jsonl"
     };
     let summary = pipeline.run(&mut source, &mut sinks, &RunOptions::default(), &mut |_| {}).unwrap();
     drop(sinks);
-    // Batches are the polls of 1,000 records: [1000, 2000) and [4000, 5000)
-    // are refused whole; every other record is mapped, once.
-    let refused = |i: usize| (1_000..2_000).contains(&i) || (4_000..5_000).contains(&i);
+    // The batches holding them are refused, then mapped record by record
+    // (no retries here): only the two records fail; every other record is
+    // mapped, once.
+    let refused = |i: usize| i == 1_234 || i == 4_321;
     let mut expected_out: Vec<(i64, u64)> = input
         .iter()
         .enumerate()
@@ -527,10 +528,75 @@ dead_letter = "{dir}/dead.jsonl"
     got_dead.sort();
     let expected_dead: Vec<i64> = (0..input.len() as i64).filter(|&i| refused(i as usize)).collect();
     assert_eq!(got_dead, expected_dead, "each record of a refused batch, once, by its offset");
+    assert!(dead.iter().all(|d| {
+        let reason = d["reason"].as_str().unwrap();
+        d["kind"] == "record" && reason.contains("above 400") && reason.ends_with("(after 2 attempts)")
+    }));
+    assert_eq!((summary.failed, summary.dead_letters, summary.outputs), (2, 2, 5_498));
+}
+
+#[test]
+fn map_calls_that_fail_for_a_while_are_retried_and_only_refused_records_are_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = readings(2_500, 0, 8);
+    input[10].2 = 300.5;
+    input[1_500].2 = 300.5;
+    write_lines(&dir.path().join("in.jsonl"), input.iter().map(reading_line));
+    let guest = crate::plugin::builtin::guests_dir().join("flaky_map.wasm");
+    let job = |name: &str, fail_first: u32, retries: u32| {
+        format!(
+            "name = \"{name}\"\n[source]\ntype = \"file\"\npath = \"{{dir}}/in.jsonl\"\n[format]\n\
+             fields = {{ temperature = \"f64\" }}\n[function]\nplugin = \"{}\"\nretries = {retries}\n\
+             retry_backoff = \"20ms\"\nparams = {{ fail_first = {fail_first}, refuse = 300.5 }}\n[sink]\n\
+             type = \"file\"\npath = \"{{dir}}/{name}-out.jsonl\"\ndead_letter = \"{{dir}}/{name}-dead.jsonl\"\n",
+            guest.display()
+        )
+    };
+    let celsius = |rows: &[Value]| -> Vec<(i64, u64)> {
+        let mut out: Vec<_> = rows
+            .iter()
+            .map(|r| (r["execution_time"].as_i64().unwrap(), r["celsius"].as_f64().unwrap().to_bits()))
+            .collect();
+        out.sort();
+        out
+    };
+    let offsets =
+        |rows: &[Value]| -> Vec<i64> { rows.iter().map(|d| d["offset"].as_i64().unwrap()).collect() };
+    let reasons = |rows: &[Value]| -> Vec<String> {
+        rows.iter().map(|d| d["reason"].as_str().unwrap().to_string()).collect()
+    };
+    let mut kept: Vec<(i64, u64)> =
+        input.iter().filter(|r| r.2 != 300.5).map(|r| (r.1, (r.2 - 273.15).to_bits())).collect();
+    kept.sort();
+
+    // Two failing calls, three retries: the first batch succeeds on its
+    // third try. The batches holding 300.5 fail on every try, then record
+    // by record only those two records fail.
+    let started = std::time::Instant::now();
+    let run = run_job(dir.path(), &job("retried", 2, 3)).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(20 + 40), "the retries waited, doubling");
+    assert_eq!(celsius(&run.output), kept);
+    assert_eq!(offsets(&run.dead), [10, 1_500]);
+    for reason in reasons(&run.dead) {
+        assert!(
+            reason.contains("refusing reading 300.5") && reason.ends_with("(after 5 attempts)"),
+            "{reason}"
+        );
+    }
+    assert_eq!((run.summary.failed, run.summary.dead_letters, run.summary.outputs), (2, 2, 2_498));
+
+    // Without retries, the first failure is pinned on a record too: the
+    // narrowing's first call fails (the guest's second failure), and that
+    // record is dead-lettered with the reason.
+    let run = run_job(dir.path(), &job("once", 2, 0)).unwrap();
+    assert_eq!(offsets(&run.dead), [0, 10, 1_500]);
     assert!(
-        dead.iter().all(|d| d["kind"] == "record" && d["reason"].as_str().unwrap().contains("above 400"))
+        reasons(&run.dead)[0].contains("failing on purpose")
+            && reasons(&run.dead)[0].ends_with("(after 2 attempts)")
     );
-    assert_eq!((summary.failed, summary.dead_letters, summary.outputs), (2, 2_000, 3_500));
+    let mut expected = kept.clone();
+    expected.retain(|&(ts, _)| ts != input[0].1);
+    assert_eq!(celsius(&run.output), expected);
 }
 
 /// A job over `{dir}/in.jsonl` with out-of-order input, lateness, a late
