@@ -116,10 +116,15 @@ pub struct CheckpointConfig {
     /// the next.
     #[serde(default, with = "crate::duration::serde_text")]
     pub min_pause: Duration,
-    /// How long writing a checkpoint may take; one that takes longer fails
-    /// the run (then `[restart]` applies).
+    /// How long writing a checkpoint may take; one that takes longer
+    /// failed.
     #[serde(default = "default_checkpoint_timeout", with = "crate::duration::serde_text")]
     pub timeout: Duration,
+    /// How many checkpoints in a row may fail (a storage error or the
+    /// timeout) while the job goes on; one more fails the run (then
+    /// `[restart]` applies). Flink's `tolerable-failed-checkpoints`.
+    #[serde(default = "default_tolerable_failures")]
+    pub tolerable_failures: u32,
     /// How many complete checkpoints to keep; older ones are removed.
     #[serde(default = "default_retain")]
     pub retain: u32,
@@ -137,6 +142,10 @@ fn default_checkpoint_interval() -> Duration {
 
 fn default_checkpoint_timeout() -> Duration {
     Duration::from_secs(600)
+}
+
+fn default_tolerable_failures() -> u32 {
+    10
 }
 
 fn default_retain() -> u32 {

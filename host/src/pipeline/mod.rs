@@ -114,6 +114,9 @@ pub struct RunSummary {
     pub outputs: u64,
     /// Checkpoints taken.
     pub checkpoints: u64,
+    /// Checkpoints that failed while the job went on (`[checkpoint]
+    /// tolerable_failures`).
+    pub failed_checkpoints: u64,
     /// Restarts after failures (`run_with_restarts`).
     pub restarts: u64,
     /// The checkpoint the run restored at start, if any.
@@ -384,7 +387,10 @@ impl Pipeline {
         match &mut checkpointer {
             // The end of the run (its input's, or a stop) is checkpointed:
             // started again, the job goes on from exactly here.
-            Some(cp) => summary.checkpoints += cp.finish(operator, &watermarks, source, sinks, &read)?,
+            Some(cp) => {
+                summary.checkpoints += cp.finish(operator, &watermarks, source, sinks, &read)?;
+                summary.failed_checkpoints = cp.failed();
+            }
             None => commit(sinks, source, operator, &read)?,
         }
         summary.elapsed_ms = started.elapsed().as_millis() as u64;
