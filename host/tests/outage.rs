@@ -207,6 +207,8 @@ fn ride_out_an_outage(dir: &Path, brokers: &str, down: &mut dyn FnMut(), up: &mu
             .lines()
             .rfind(|l| l.contains(&format!("{role} degraded")) || l.contains(&format!("{role} recovered")));
         assert!(last.is_none_or(|l| l.contains("recovered")), "the {role} never said it recovered:\n{log}");
+        let said = log.lines().filter(|l| l.contains(&format!("{role} degraded"))).count();
+        assert!(said <= 2, "the {role} said {said} times that it is degraded:\n{log}");
     }
 }
 

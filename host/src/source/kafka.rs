@@ -129,8 +129,7 @@ pub struct KafkaSource {
     cluster: Cluster,
 }
 
-/// How often a source in an outage with nothing to read asks the brokers
-/// whether they are back (records arriving say so sooner).
+/// How often a source in an outage asks the brokers whether they are back.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 impl KafkaSource {
@@ -427,9 +426,9 @@ impl KafkaSource {
         }
     }
 
-    /// In an outage with nothing read, asks the brokers (at most every
-    /// [`PROBE_EVERY`], waiting at most `wait`) whether they are back, so
-    /// the recovery is seen on an idle topic too.
+    /// In an outage, asks the brokers (at most every [`PROBE_EVERY`],
+    /// waiting at most `wait`) whether they are back. Records handed over
+    /// do not tell: librdkafka may have fetched them before the outage.
     fn probe(&mut self, wait: Duration) {
         if !self.outage.is_down() || self.probed.elapsed() < PROBE_EVERY {
             return;
@@ -460,7 +459,6 @@ impl KafkaSource {
         let bounded = self.ends.is_some();
         if m.err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
             if m.err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                self.outage.reachable();
                 // Everything up to the partition's current high watermark has
                 // been handed over, and that is at least the end seen at open.
                 if bounded && let Some(i) = self.index(m.partition) {
@@ -476,7 +474,6 @@ impl KafkaSource {
             self.outage.unreachable(&message_error(m));
             return Ok(false);
         }
-        self.outage.reachable();
         let Some(i) = self.index(m.partition) else {
             return Ok(false);
         };
@@ -571,9 +568,7 @@ impl KafkaSource {
                 break;
             }
         }
-        if handed == 0 {
-            self.probe(wait);
-        }
+        self.probe(wait);
         Ok(match handed {
             0 if self.ends.is_some() && self.remaining == 0 => Poll::End,
             0 => Poll::Idle,
