@@ -119,9 +119,4 @@ impl Tansu {
     pub fn kill(&mut self) {
         drop(self.child.take());
     }
-
-    /// The broker process's id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.0.id())
-    }
 }

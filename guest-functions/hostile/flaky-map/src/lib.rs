@@ -10,7 +10,9 @@ wit_bindgen::generate!({ world: "map-function", path: "../../../wit" });
 use exports::weir::functions::map::{Guest as MapGuest, Mapped};
 use exports::weir::functions::plugin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use weir::functions::types::{Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, ParamSpec, Value};
+use weir::functions::types::{
+    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, ParamSpec, Value,
+};
 
 struct FlakyMap;
 
