@@ -28,13 +28,19 @@ pub struct Args {
     /// is ready, and remove it when the broker stops.
     #[arg(long, value_name = "FILE")]
     address_file: Option<PathBuf>,
+    /// Read outage commands from standard input, one a line: `down` closes
+    /// every connection and refuses new ones, `up` serves again. For
+    /// testing how clients ride out a broker outage.
+    #[arg(long)]
+    control_stdin: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let stop = stop_on_ctrl_c()?;
     let options =
         DevBrokerOptions { listen: args.listen, partitions: args.partitions, topics: args.topics.clone() };
-    let broker = DevBroker::start(&options, Arc::new(MockBroker::start()?))?;
+    let mock = Arc::new(MockBroker::start()?);
+    let broker = DevBroker::start(&options, mock.clone())?;
     let bootstrap = broker.bootstrap();
     eprintln!("weir dev-broker: a Kafka broker (librdkafka's mock cluster) at {bootstrap}");
     eprintln!("  memory only: every topic and message is lost when it stops, and each partition");
@@ -46,6 +52,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         write_atomically(path, &bootstrap)?;
     }
     println!("{bootstrap}");
+    if args.control_stdin {
+        std::thread::Builder::new()
+            .name("weir-dev-broker-control".into())
+            .spawn(move || control(&mock))
+            .context("cannot start the control thread")?;
+    }
 
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
@@ -90,6 +102,29 @@ impl Backend for MockBroker {
             Err(KafkaError::TopicExists { .. }) => Err(TopicError::Exists),
             Err(KafkaError::Topic { reason, .. }) => Err(TopicError::Invalid(reason)),
             Err(e) => Err(TopicError::Failed(e.to_string())),
+        }
+    }
+}
+
+/// Applies `down` and `up` commands read from standard input until it
+/// ends. Down means the mock broker itself is down: the forwarder's
+/// connections to it are closed and new ones refused, so clients see what
+/// a dead broker process shows them.
+fn control(mock: &MockBroker) {
+    for line in std::io::stdin().lines() {
+        let Ok(line) = line else { break };
+        let done = match line.trim() {
+            "down" => mock.cluster.broker_down(-1),
+            "up" => mock.cluster.broker_up(-1),
+            "" => continue,
+            other => {
+                eprintln!("weir dev-broker: unknown command '{other}' (expected down or up)");
+                continue;
+            }
+        };
+        match done {
+            Ok(()) => eprintln!("weir dev-broker: broker {}", line.trim()),
+            Err(e) => eprintln!("weir dev-broker: {e}"),
         }
     }
 }

@@ -64,7 +64,12 @@ fn checkpoints_line(s: &RunSummary) -> String {
         0 => String::new(),
         n => format!("{n} restarts after failures\n"),
     };
+    let failed = match s.failed_checkpoints {
+        0 => String::new(),
+        n => format!("{n} checkpoints failed (the job went on)\n"),
+    };
     restarts
+        + &failed
         + &match (s.checkpoints, s.restored) {
             (0, None) => String::new(),
             (n, None) => format!("{n} checkpoints taken, starting afresh\n"),

@@ -117,10 +117,15 @@ pub struct CheckpointConfig {
     /// the next.
     #[serde(default, with = "crate::duration::serde_text")]
     pub min_pause: Duration,
-    /// How long writing a checkpoint may take; one that takes longer fails
-    /// the run (then `[restart]` applies).
+    /// How long writing a checkpoint may take; one that takes longer
+    /// failed.
     #[serde(default = "default_checkpoint_timeout", with = "crate::duration::serde_text")]
     pub timeout: Duration,
+    /// How many checkpoints in a row may fail (a storage error or the
+    /// timeout) while the job goes on; one more fails the run (then
+    /// `[restart]` applies). Flink's `tolerable-failed-checkpoints`.
+    #[serde(default = "default_tolerable_failures")]
+    pub tolerable_failures: u32,
     /// How many complete checkpoints to keep; older ones are removed.
     #[serde(default = "default_retain")]
     pub retain: u32,
@@ -139,6 +144,10 @@ fn default_checkpoint_interval() -> Duration {
 
 fn default_checkpoint_timeout() -> Duration {
     Duration::from_secs(600)
+}
+
+fn default_tolerable_failures() -> u32 {
+    10
 }
 
 fn default_retain() -> u32 {
@@ -352,6 +361,22 @@ pub struct FunctionConfig {
     /// `fail` stops the run with the error (then `[restart]` applies).
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// Map jobs: how many times a failed `map` call is tried again before
+    /// the records it failed on go to the dead letters.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Map jobs: the wait before the first retry; it doubles for each
+    /// further one.
+    #[serde(default = "default_retry_backoff", with = "crate::duration::serde_text")]
+    pub retry_backoff: Duration,
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+fn default_retry_backoff() -> Duration {
+    Duration::from_millis(100)
 }
 
 /// `[function] on_failure`.

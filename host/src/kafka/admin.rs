@@ -162,9 +162,9 @@ impl Cluster {
     }
 
     /// Metadata of one existing topic.
-    pub(crate) fn topic_metadata(
+    pub(crate) fn topic_metadata<C: rdkafka::consumer::ConsumerContext>(
         &self,
-        client: &BaseConsumer<WeirContext>,
+        client: &BaseConsumer<C>,
         topic: &str,
     ) -> Result<Metadata, KafkaError> {
         let metadata = client.fetch_metadata(Some(topic), self.config().request_timeout).map_err(|e| {

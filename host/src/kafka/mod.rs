@@ -16,6 +16,7 @@ mod config;
 mod context;
 mod embedded;
 mod error;
+mod outage;
 
 pub use admin::{PartitionInfo, TopicInfo, TopicSummary};
 pub use cluster::{BrokerSpec, Cluster};
@@ -29,6 +30,7 @@ pub use rdkafka::types::{RDKafkaApiKey as ApiKey, RDKafkaRespErr as RespErr};
 
 pub(crate) use context::{WeirContext, log as log_line};
 pub(crate) use embedded::err_text;
+pub(crate) use outage::{OutageReport, is_transient};
 
 use std::future::Future;
 use std::sync::Arc;

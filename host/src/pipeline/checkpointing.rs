@@ -171,6 +171,11 @@ pub(super) struct Checkpointer {
     min_pause: Duration,
     timeout: Duration,
     retain: usize,
+    /// Failed checkpoints tolerated in a row, how many failed in a row
+    /// now, and how many failed in all.
+    tolerable: u32,
+    failed_in_row: u32,
+    failed: u64,
     next_id: u64,
     last_started: Instant,
     last_ended: Instant,
@@ -305,6 +310,9 @@ impl Checkpointer {
             min_pause: config.min_pause,
             timeout: config.timeout,
             retain: config.retain.max(1) as usize,
+            tolerable: config.tolerable_failures,
+            failed_in_row: 0,
+            failed: 0,
             next_id: 1,
             last_started: now,
             last_ended: now,
@@ -474,8 +482,46 @@ impl Checkpointer {
     /// it if `wait`, or if a sink commits at checkpoints and must not be
     /// sent more before it has): tells the sinks (a transactional one
     /// commits), commits its offsets to the source and drops checkpoints
-    /// beyond `retain`. Returns how many completed (0 or 1).
+    /// beyond `retain`. Returns how many completed (0 or 1). A checkpoint
+    /// that failed is logged and counted, and the job goes on, unless more
+    /// than `tolerable_failures` failed in a row.
     pub(super) fn complete(
+        &mut self,
+        source: &mut dyn Source,
+        sinks: &mut Sinks,
+        wait: bool,
+    ) -> Result<u64, super::PipelineError> {
+        match self.try_complete(source, sinks, wait) {
+            Ok(n) => {
+                if n > 0 {
+                    self.failed_in_row = 0;
+                }
+                Ok(n)
+            }
+            Err(e @ super::PipelineError::Checkpoint(_)) => {
+                self.failed += 1;
+                self.failed_in_row += 1;
+                self.last_ended = Instant::now();
+                if self.failed_in_row > self.tolerable {
+                    return Err(e);
+                }
+                tracing::warn!(
+                    "{e}; the job goes on ({} in a row, {} tolerated; [checkpoint] tolerable_failures)",
+                    self.failed_in_row,
+                    self.tolerable
+                );
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How many checkpoints failed (and were tolerated) so far.
+    pub(super) fn failed(&self) -> u64 {
+        self.failed
+    }
+
+    fn try_complete(
         &mut self,
         source: &mut dyn Source,
         sinks: &mut Sinks,
@@ -514,9 +560,15 @@ impl Checkpointer {
             sink.checkpoint_complete()?;
         }
         source.commit(&offsets)?;
-        let ids = checkpoint_ids(self.storage.as_ref(), &self.job).map_err(CheckpointError::from)?;
-        for old in ids.iter().filter(|&&old| old + self.retain as u64 <= id) {
-            self.storage.remove_dir(&format!("{}/chk-{old:020}", self.job)).map_err(CheckpointError::from)?;
+        // An old checkpoint left behind costs only space: a storage that
+        // fails here is logged, and the next cleanup tries again.
+        let removed = checkpoint_ids(self.storage.as_ref(), &self.job).and_then(|ids| {
+            ids.iter()
+                .filter(|&&old| old + self.retain as u64 <= id)
+                .try_for_each(|old| self.storage.remove_dir(&format!("{}/chk-{old:020}", self.job)))
+        });
+        if let Err(e) = removed {
+            tracing::warn!("checkpoint {id}: cannot remove older checkpoints: {e}");
         }
         self.last_ended = Instant::now();
         Ok(1)
@@ -542,7 +594,9 @@ impl Checkpointer {
     ) -> Result<u64, super::PipelineError> {
         let before = self.complete(source, sinks, true)?;
         self.take(operator, watermarks, sinks, read)?;
-        Ok(before + self.complete(source, sinks, true)?)
+        // The run's last checkpoint is where the next run starts: if it
+        // cannot be written, the run fails (and may be restarted).
+        Ok(before + self.try_complete(source, sinks, true)?)
     }
 }
 
@@ -586,13 +640,13 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_written_too_slowly_times_out_and_commits_nothing() {
+    fn a_checkpoint_written_too_slowly_times_out_commits_nothing_and_is_tolerated_as_configured() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}", dir.path().display());
         let text = format!(
             "name = \"slow\"\n[source]\ntype = \"file\"\npath = \"in.jsonl\"\n[format]\nfields = {{ t = \"f64\" }}\n\
              [function]\nplugin = \"kelvin-to-celsius\"\n[sink]\ntype = \"file\"\npath = \"out.jsonl\"\n\
-             [checkpoint]\nstorage = \"{url}\"\ntimeout = \"50ms\"\n"
+             [checkpoint]\nstorage = \"{url}\"\ntimeout = \"50ms\"\ntolerable_failures = 1\n"
         );
         let job = Job::parse(&text, "slow.toml", dir.path()).unwrap();
         let config = job.config.checkpoint.clone().unwrap();
@@ -612,9 +666,15 @@ mod tests {
         assert_eq!(cp.take(&stage, &watermarks, &mut sinks, &read).unwrap(), 1);
         assert!(started.elapsed() < Duration::from_millis(300), "the write does not hold the loop");
         let mut source = Committed(vec![]);
+        // The first failure is tolerated and counted; the second in a row
+        // fails the run.
+        assert_eq!(cp.complete(&mut source, &mut sinks, true).unwrap(), 0);
+        assert_eq!(cp.failed(), 1);
+        assert_eq!(cp.take(&stage, &watermarks, &mut sinks, &read).unwrap(), 2);
         let err = cp.complete(&mut source, &mut sinks, true).unwrap_err().to_string();
-        assert!(err.contains("checkpoint 1 was not written within 50ms"), "{err}");
-        assert!(source.0.is_empty(), "no offsets are committed for it");
+        assert!(err.contains("checkpoint 2 was not written within 50ms"), "{err}");
+        assert_eq!(cp.failed(), 2);
+        assert!(source.0.is_empty(), "no offsets are committed for them");
     }
 
     #[test]

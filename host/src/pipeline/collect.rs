@@ -49,18 +49,19 @@ impl Collector<'_> {
         self.dead_letter(partition, &letter);
     }
 
-    /// The records of a batch the function failed on (map jobs).
+    /// Records the function failed on (map jobs), after `attempts` calls.
     pub fn failed_batch<'p>(
         &mut self,
         records: impl Iterator<Item = (i32, i64, &'p [u8])>,
         error: &PluginError,
+        attempts: u32,
     ) {
         self.summary.failed += 1;
         if self.fails(error) {
             return;
         }
         tracing::warn!("{error}");
-        let reason = error.to_string();
+        let reason = format!("{error} (after {attempts} attempts)");
         for (partition, offset, payload) in records {
             let letter = dead_letter::record(self.source, partition, offset, payload, &reason);
             self.dead_letter(partition, &letter);

@@ -121,6 +121,9 @@ pub struct RunSummary {
     pub skipped: u64,
     /// Checkpoints taken.
     pub checkpoints: u64,
+    /// Checkpoints that failed while the job went on (`[checkpoint]
+    /// tolerable_failures`).
+    pub failed_checkpoints: u64,
     /// Restarts after failures (`run_with_restarts`).
     pub restarts: u64,
     /// The checkpoint the run restored at start, if any.
@@ -244,7 +247,11 @@ impl Pipeline {
         };
         let instance = plugin.instantiate(params, job.config.function.limits.clone())?;
         let operator: Box<dyn Operator> = match reduce {
-            None => Box::new(MapStage::new(instance, inputs, input_types, d.outputs.clone())),
+            None => {
+                let function = &job.config.function;
+                let stage = MapStage::new(instance, inputs, input_types, d.outputs.clone());
+                Box::new(stage.with_retries(function.retries, function.retry_backoff))
+            }
             Some((reduce, spec)) => {
                 let lateness = job.allowed_lateness();
                 let windows = WindowOperator::new(spec, lateness, reduce, input_types, inputs);
@@ -432,15 +439,26 @@ impl Pipeline {
                     Some(_) => Vec::new(),
                 };
                 if !moves.is_empty() {
-                    for &(partition, watermark) in &moves {
-                        watermarks.move_idle(partition, watermark);
-                    }
+                    let before: Vec<i64> = moves
+                        .iter()
+                        .map(|&(partition, watermark)| watermarks.move_idle(partition, watermark))
+                        .collect();
+                    let mut recorded = true;
                     if let Some(cp) = &mut checkpointer {
                         out.summary.checkpoints += cp.complete(source, out.sinks, true)?;
                         cp.take(operator, &watermarks, out.sinks, &read)?;
-                        out.summary.checkpoints += cp.complete(source, out.sinks, true)?;
+                        let completed = cp.complete(source, out.sinks, true)?;
+                        out.summary.checkpoints += completed;
+                        recorded = completed > 0;
                     }
-                    for (partition, watermark) in moves {
+                    if !recorded {
+                        // The checkpoint failed (and was tolerated): no
+                        // move without its record; the next one tries again.
+                        for (&(partition, _), floor) in moves.iter().zip(before) {
+                            watermarks.undo_idle(partition, floor);
+                        }
+                    }
+                    for (partition, watermark) in moves.into_iter().filter(|_| recorded) {
                         operator.handle_watermark(Some(partition), watermark, &mut out);
                         watermarks.set_due(partition, operator.next_due(partition), false);
                     }
@@ -472,7 +490,10 @@ impl Pipeline {
         match &mut checkpointer {
             // The end of the run (its input's, or a stop) is checkpointed:
             // started again, the job goes on from exactly here.
-            Some(cp) => summary.checkpoints += cp.finish(operator, &watermarks, source, sinks, &read)?,
+            Some(cp) => {
+                summary.checkpoints += cp.finish(operator, &watermarks, source, sinks, &read)?;
+                summary.failed_checkpoints = cp.failed();
+            }
             None => commit(sinks, source, operator, &read)?,
         }
         summary.skipped = sinks.slots().into_iter().flatten().map(|s| s.skipped()).sum();

@@ -459,7 +459,7 @@ impl MapFunction for RefusingMap {
 }
 
 #[test]
-fn a_map_batch_the_function_refuses_goes_to_the_dead_letters_record_by_record() {
+fn a_map_record_the_function_refuses_goes_to_the_dead_letters_alone() {
     let dir = tempfile::tempdir().unwrap();
     let mut input = readings(5_500, 0, 6);
     // One reading above the limit in the second and fifth batches of 1,000.
@@ -506,9 +506,10 @@ dead_letter = "{dir}/dead.jsonl"
     };
     let summary = pipeline.run(&mut source, &mut sinks, &RunOptions::default(), &mut |_| {}).unwrap();
     drop(sinks);
-    // Batches are the polls of 1,000 records: [1000, 2000) and [4000, 5000)
-    // are refused whole; every other record is mapped, once.
-    let refused = |i: usize| (1_000..2_000).contains(&i) || (4_000..5_000).contains(&i);
+    // The batches holding them are refused, then mapped record by record
+    // (no retries here): only the two records fail; every other record is
+    // mapped, once.
+    let refused = |i: usize| i == 1_234 || i == 4_321;
     let mut expected_out: Vec<(i64, u64)> = input
         .iter()
         .enumerate()
@@ -527,10 +528,75 @@ dead_letter = "{dir}/dead.jsonl"
     got_dead.sort();
     let expected_dead: Vec<i64> = (0..input.len() as i64).filter(|&i| refused(i as usize)).collect();
     assert_eq!(got_dead, expected_dead, "each record of a refused batch, once, by its offset");
+    assert!(dead.iter().all(|d| {
+        let reason = d["reason"].as_str().unwrap();
+        d["kind"] == "record" && reason.contains("above 400") && reason.ends_with("(after 2 attempts)")
+    }));
+    assert_eq!((summary.failed, summary.dead_letters, summary.outputs), (2, 2, 5_498));
+}
+
+#[test]
+fn map_calls_that_fail_for_a_while_are_retried_and_only_refused_records_are_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = readings(2_500, 0, 8);
+    input[10].2 = 300.5;
+    input[1_500].2 = 300.5;
+    write_lines(&dir.path().join("in.jsonl"), input.iter().map(reading_line));
+    let guest = crate::plugin::builtin::guests_dir().join("flaky_map.wasm");
+    let job = |name: &str, fail_first: u32, retries: u32| {
+        format!(
+            "name = \"{name}\"\n[source]\ntype = \"file\"\npath = \"{{dir}}/in.jsonl\"\n[format]\n\
+             fields = {{ temperature = \"f64\" }}\n[function]\nplugin = \"{}\"\nretries = {retries}\n\
+             retry_backoff = \"20ms\"\nparams = {{ fail_first = {fail_first}, refuse = 300.5 }}\n[sink]\n\
+             type = \"file\"\npath = \"{{dir}}/{name}-out.jsonl\"\ndead_letter = \"{{dir}}/{name}-dead.jsonl\"\n",
+            guest.display()
+        )
+    };
+    let celsius = |rows: &[Value]| -> Vec<(i64, u64)> {
+        let mut out: Vec<_> = rows
+            .iter()
+            .map(|r| (r["execution_time"].as_i64().unwrap(), r["celsius"].as_f64().unwrap().to_bits()))
+            .collect();
+        out.sort();
+        out
+    };
+    let offsets =
+        |rows: &[Value]| -> Vec<i64> { rows.iter().map(|d| d["offset"].as_i64().unwrap()).collect() };
+    let reasons = |rows: &[Value]| -> Vec<String> {
+        rows.iter().map(|d| d["reason"].as_str().unwrap().to_string()).collect()
+    };
+    let mut kept: Vec<(i64, u64)> =
+        input.iter().filter(|r| r.2 != 300.5).map(|r| (r.1, (r.2 - 273.15).to_bits())).collect();
+    kept.sort();
+
+    // Two failing calls, three retries: the first batch succeeds on its
+    // third try. The batches holding 300.5 fail on every try, then record
+    // by record only those two records fail.
+    let started = std::time::Instant::now();
+    let run = run_job(dir.path(), &job("retried", 2, 3)).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(20 + 40), "the retries waited, doubling");
+    assert_eq!(celsius(&run.output), kept);
+    assert_eq!(offsets(&run.dead), [10, 1_500]);
+    for reason in reasons(&run.dead) {
+        assert!(
+            reason.contains("refusing reading 300.5") && reason.ends_with("(after 5 attempts)"),
+            "{reason}"
+        );
+    }
+    assert_eq!((run.summary.failed, run.summary.dead_letters, run.summary.outputs), (2, 2, 2_498));
+
+    // Without retries, the first failure is pinned on a record too: the
+    // narrowing's first call fails (the guest's second failure), and that
+    // record is dead-lettered with the reason.
+    let run = run_job(dir.path(), &job("once", 2, 0)).unwrap();
+    assert_eq!(offsets(&run.dead), [0, 10, 1_500]);
     assert!(
-        dead.iter().all(|d| d["kind"] == "record" && d["reason"].as_str().unwrap().contains("above 400"))
+        reasons(&run.dead)[0].contains("failing on purpose")
+            && reasons(&run.dead)[0].ends_with("(after 2 attempts)")
     );
-    assert_eq!((summary.failed, summary.dead_letters, summary.outputs), (2, 2_000, 3_500));
+    let mut expected = kept.clone();
+    expected.retain(|&(ts, _)| ts != input[0].1);
+    assert_eq!(celsius(&run.output), expected);
 }
 
 /// A job over `{dir}/in.jsonl` with out-of-order input, lateness, a late
@@ -673,4 +739,142 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_one_before_and_a_changed_window
         message.contains("was taken with window sliding:1s/250ms, but the job now has tumbling:1s"),
         "{message}"
     );
+}
+
+/// A source over lines that hands over only the lines the test has
+/// released, and ends once all are released and handed over: a job that
+/// runs as long as the test wants.
+struct Gated {
+    lines: Vec<String>,
+    next: usize,
+    released: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Source for Gated {
+    fn partitions(&self) -> Vec<i32> {
+        vec![0]
+    }
+
+    fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        each: &mut dyn FnMut(crate::source::RawRecord<'_>),
+    ) -> Result<Poll, SourceError> {
+        let until = self.released.load(Ordering::SeqCst).min(self.lines.len());
+        if self.next >= until {
+            if self.next == self.lines.len() {
+                return Ok(Poll::End);
+            }
+            std::thread::sleep(wait);
+            return Ok(Poll::Idle);
+        }
+        let n = (until - self.next).min(max);
+        for i in self.next..self.next + n {
+            each(crate::source::RawRecord {
+                partition: 0,
+                offset: i as i64,
+                payload: self.lines[i].as_bytes(),
+            });
+        }
+        self.next += n;
+        Ok(Poll::Records(n))
+    }
+
+    fn name(&self) -> &str {
+        "gated"
+    }
+
+    fn commit(&mut self, _: &[(i32, i64)]) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    fn seek(&mut self, offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        self.next = offsets.iter().find(|(p, _)| *p == 0).map_or(0, |&(_, o)| o as usize);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_namenode_restart_fails_some_checkpoints_and_the_job_goes_on_with_exact_output() {
+    use crate::checkpoint::{latest_complete, open_storage};
+    let hdfs = crate::testing::HdfsCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = readings(9_000, 0, 11).iter().map(reading_line).collect();
+    lines.insert(4_500, "{\"temperature\": \"warm\"}".into());
+    let url = format!("{}/weir/outage", hdfs.url);
+    let text = format!(
+        "name = \"nn\"\n[source]\ntype = \"file\"\npath = \"{{dir}}/unused.jsonl\"\n[format]\n\
+         fields = {{ temperature = \"f64\" }}\n[function]\nplugin = \"kelvin-to-celsius\"\n[sink]\ntype = \"file\"\n\
+         path = \"{{dir}}/out.jsonl\"\ndead_letter = \"{{dir}}/dead.jsonl\"\n[checkpoint]\nstorage = \"{url}\"\n\
+         interval = \"200ms\"\ntimeout = \"4s\"\ntolerable_failures = 100\nmode = \"exactly-once\"\n"
+    )
+    .replace("{dir}", &dir.path().display().to_string());
+    std::fs::write(dir.path().join("unused.jsonl"), "").unwrap();
+    let job = Job::parse(&text, "nn.toml", dir.path()).unwrap();
+
+    let released = Arc::new(std::sync::atomic::AtomicUsize::new(3_000));
+    let gate = released.clone();
+    let source_lines = lines.clone();
+    let runner = std::thread::spawn(move || {
+        let mut pipeline = Pipeline::build(job, engine()).unwrap();
+        let mut io = connect::open(pipeline.job(), true, None).unwrap();
+        let mut source = Gated { lines: source_lines, next: 0, released: gate };
+        pipeline.run(&mut source, &mut io.sinks, &RunOptions::default(), &mut |_| {})
+    });
+    let storage = open_storage(&url).unwrap();
+    let checkpointed = |at_least: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let latest = latest_complete(storage.as_ref(), "nn").unwrap();
+            let names: Vec<String> =
+                latest.iter().flat_map(|c| c.files.iter().map(|f| f.0.clone())).collect();
+            let offset = latest.and_then(|c| c.files.into_iter().find(|(name, _)| name == "partition-0"));
+            // The partition file starts with its layout (4 bytes), then
+            // the next offset.
+            let next = offset.map_or(0, |(_, b)| i64::from_le_bytes(b[4..12].try_into().unwrap()));
+            if next >= at_least as i64 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint past offset {at_least} within a minute: {next} {names:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    checkpointed(3_000);
+
+    // The NameNode goes away while more records flow: checkpoints time out
+    // (4 s) and are tolerated; the job keeps writing output.
+    crate::testing::HdfsCluster::run(hdfs.dir(), "stop-namenode");
+    released.store(6_000, Ordering::SeqCst);
+    let down = Instant::now();
+    let out = dir.path().join("out.jsonl");
+    while std::fs::read_to_string(&out).unwrap_or_default().lines().count() < 5_999 {
+        assert!(down.elapsed() < Duration::from_secs(30), "the job stopped writing while HDFS was down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Long enough for at least two checkpoints to time out.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(down.elapsed()));
+    assert!(!runner.is_finished(), "the job stopped while the NameNode was down");
+    crate::testing::HdfsCluster::run(hdfs.dir(), "start-namenode");
+    checkpointed(6_000);
+    released.store(lines.len(), Ordering::SeqCst);
+    let summary = runner.join().unwrap().unwrap_or_else(|e| panic!("the job failed: {e}"));
+    assert!(summary.failed_checkpoints >= 2, "{summary:?}");
+    assert!(summary.checkpoints >= 3, "{summary:?}");
+
+    // Every record mapped once, the bad line in the dead letters once.
+    let mut expected: Vec<(i64, u64)> =
+        readings(9_000, 0, 11).iter().map(|r| (r.1, (r.2 - 273.15).to_bits())).collect();
+    expected.sort();
+    let mut got: Vec<(i64, u64)> = read_json(&out)
+        .iter()
+        .map(|r| (r["execution_time"].as_i64().unwrap(), r["temperature"].as_f64().unwrap().to_bits()))
+        .collect();
+    got.sort();
+    assert!(got == expected, "{} records written, {} expected", got.len(), expected.len());
+    let dead = read_json(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.iter().map(|d| d["offset"].as_i64().unwrap()).collect::<Vec<_>>(), [4_500]);
 }

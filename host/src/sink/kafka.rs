@@ -131,7 +131,7 @@ impl KafkaSink {
             }
         }
         let producer: BaseProducer<Deliveries> = config
-            .create_with_context(Deliveries::default())
+            .create_with_context(Deliveries::new(topic, cluster.label()))
             .map_err(|e| fail(format!("cannot create a producer: {e}")))?;
         let name = CString::new(topic).map_err(|_| fail("the name contains a NUL byte".into()))?;
         // SAFETY: the producer is live; the name is copied. The handle is
@@ -432,12 +432,24 @@ impl Drop for KafkaSink {
     }
 }
 
-/// Counts delivery reports and keeps the first failure.
-#[derive(Default)]
+/// Counts delivery reports and keeps the first failure; reports broker
+/// outages once as they start and end.
 struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
     first_failure: Mutex<Option<DeliveryFailure>>,
+    outage: crate::kafka::OutageReport,
+}
+
+impl Deliveries {
+    fn new(topic: &str, brokers: &str) -> Deliveries {
+        Deliveries {
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            first_failure: Mutex::new(None),
+            outage: crate::kafka::OutageReport::new("sink", topic, brokers),
+        }
+    }
 }
 
 impl ClientContext for Deliveries {
@@ -447,6 +459,11 @@ impl ClientContext for Deliveries {
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::debug!(target: "librdkafka", "{error}: {reason}");
+        // The producer retries until the delivery timeout; meanwhile the
+        // job is degraded, which is said once.
+        if error.rdkafka_error_code().is_some_and(crate::kafka::is_transient) {
+            self.outage.unreachable(reason);
+        }
     }
 }
 
@@ -456,6 +473,7 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
             Ok(_) => {
+                self.outage.reachable();
                 self.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err((e, message)) => {

@@ -11,8 +11,11 @@
 //! watermark it had at open, then ends, even if more arrives meanwhile.
 
 use super::{CommitError, Poll, RawRecord, Source, SourceError};
-use crate::kafka::{Cluster, KafkaError, WeirContext, effective_property, err_text};
+use crate::kafka::{
+    Cluster, KafkaError, OutageReport, WeirContext, effective_property, err_text, is_transient,
+};
 use rdkafka::bindings as rd;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
@@ -98,6 +101,9 @@ const BATCH: usize = 1024;
 pub struct KafkaSource {
     /// The consumer's message queue; released before the consumer.
     queue: ConsumerQueue,
+    /// librdkafka's main queue: its log lines and client errors (a broker
+    /// down), which the source serves itself between polls.
+    events: ConsumerQueue,
     /// Message pointers of the batch being handed over.
     batch: MessageBatch,
     consumer: BaseConsumer<WeirContext>,
@@ -115,11 +121,16 @@ pub struct KafkaSource {
     remaining: usize,
     /// Where partitions start unless a seek says otherwise.
     start: StartFrom,
-    /// When each kind of consumer error was last logged, to keep a broker
-    /// outage from flooding the log.
-    last_warning: Option<(RDKafkaRespErr, Instant)>,
+    /// Whether the brokers are reachable: an outage is reported once when
+    /// it starts and once when it ends, not per failed request.
+    outage: OutageReport,
+    /// In an outage, when the brokers were last asked whether they are back.
+    probed: Instant,
     cluster: Cluster,
 }
+
+/// How often a source in an outage asks the brokers whether they are back.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 impl KafkaSource {
     /// Opens `options.topic` on `cluster`: reads its partitions and, in
@@ -218,6 +229,18 @@ impl KafkaSource {
         if queue.is_null() {
             return Err(fail("librdkafka gave no consumer queue".into()));
         }
+        let queue = ConsumerQueue(queue);
+        // rdkafka forwards the main queue (logs, errors) into the consumer
+        // queue, where the batch read would print them raw to stderr; they
+        // are taken apart again and served by `serve_events`.
+        // SAFETY: as for the consumer queue.
+        let events = unsafe { rd::rd_kafka_queue_get_main(consumer.client().native_ptr()) };
+        if events.is_null() {
+            return Err(fail("librdkafka gave no main queue".into()));
+        }
+        let events = ConsumerQueue(events);
+        // SAFETY: both queues are live.
+        unsafe { rd::rd_kafka_queue_forward(events.0, std::ptr::null_mut()) };
         let remaining = done.iter().filter(|d| !**d).count();
         tracing::debug!(
             "reading topic '{topic}' ({n} partitions) from {}{}",
@@ -225,7 +248,8 @@ impl KafkaSource {
             if options.until_end { ", up to the end offsets seen now" } else { "" }
         );
         Ok(KafkaSource {
-            queue: ConsumerQueue(queue),
+            queue,
+            events,
             batch: MessageBatch(vec![std::ptr::null_mut(); BATCH]),
             consumer,
             topic: topic.to_string(),
@@ -237,7 +261,8 @@ impl KafkaSource {
             done,
             remaining,
             start: options.start,
-            last_warning: None,
+            outage: OutageReport::new("source", topic, cluster.label()),
+            probed: Instant::now(),
             cluster: cluster.clone(),
         })
     }
@@ -318,7 +343,18 @@ impl KafkaSource {
         if changed.is_empty() {
             return Ok(());
         }
-        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| fail(CommitError::Request(Box::new(e))))?;
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => self.outage.reachable(),
+            // The brokers are away: the offsets stay uncommitted, and the
+            // next commit (which carries every partition's latest offset)
+            // sends them again. Only a restart in between would re-read
+            // what they cover, which at-least-once allows.
+            Err(e) if e.rdkafka_error_code().is_some_and(is_transient) => {
+                self.outage.unreachable(&format!("offsets not committed yet: {e}"));
+                return Ok(());
+            }
+            Err(e) => return Err(fail(CommitError::Request(Box::new(e)))),
+        }
         for (i, offset) in changed {
             self.committed[i] = offset;
         }
@@ -344,6 +380,65 @@ impl KafkaSource {
         tpl.add_partition(&self.topic, self.partitions[i]);
         // Only saves fetching; records past the end are skipped anyway.
         let _ = self.consumer.pause(&tpl);
+    }
+
+    /// Serves the events waiting in librdkafka's main queue: log lines go
+    /// to the log, and errors of brokers that are away start an outage.
+    fn serve_events(&mut self) {
+        loop {
+            // SAFETY: the queue is live; a returned event is destroyed below.
+            let event = unsafe { rd::rd_kafka_queue_poll(self.events.0, 0) };
+            if event.is_null() {
+                return;
+            }
+            // SAFETY: `event` is live until destroyed; the strings it hands
+            // out are owned by it and copied before that.
+            unsafe {
+                match rd::rd_kafka_event_type(event) {
+                    rd::RD_KAFKA_EVENT_LOG => {
+                        let (mut fac, mut text, mut level) = (std::ptr::null(), std::ptr::null(), 0);
+                        if rd::rd_kafka_event_log(event, &mut fac, &mut text, &mut level) == 0
+                            && !fac.is_null()
+                            && !text.is_null()
+                        {
+                            let fac = CStr::from_ptr(fac).to_string_lossy();
+                            let text = CStr::from_ptr(text).to_string_lossy();
+                            crate::kafka::log_line(log_level(level), &fac, &text);
+                        }
+                    }
+                    rd::RD_KAFKA_EVENT_ERROR => {
+                        let code = rd::rd_kafka_event_error(event);
+                        let text = rd::rd_kafka_event_error_string(event);
+                        let text = if text.is_null() {
+                            err_text(code)
+                        } else {
+                            CStr::from_ptr(text).to_string_lossy().into_owned()
+                        };
+                        tracing::debug!(target: "librdkafka", "{}: {text}", err_text(code));
+                        if is_transient(code.into()) {
+                            self.outage.unreachable(&text);
+                        }
+                    }
+                    _ => {}
+                }
+                rd::rd_kafka_event_destroy(event);
+            }
+        }
+    }
+
+    /// In an outage, asks the brokers (at most every [`PROBE_EVERY`],
+    /// waiting at most `wait`) whether they are back. Records handed over
+    /// do not tell: librdkafka may have fetched them before the outage.
+    fn probe(&mut self, wait: Duration) {
+        if !self.outage.is_down() || self.probed.elapsed() < PROBE_EVERY {
+            return;
+        }
+        self.probed = Instant::now();
+        let Some(&partition) = self.partitions.first() else { return };
+        let wait = wait.clamp(Duration::from_millis(10), Duration::from_secs(1));
+        if self.consumer.fetch_watermarks(&self.topic, partition, wait).is_ok() {
+            self.outage.reachable();
+        }
     }
 
     fn error(&self, code: RDKafkaRespErr, detail: String) -> SourceError {
@@ -374,15 +469,9 @@ impl KafkaSource {
             if is_fatal(m.err) {
                 return Err(self.error(m.err, message_detail(m)));
             }
-            let text = message_error(m);
-            let now = Instant::now();
-            if self
-                .last_warning
-                .is_none_or(|(e, at)| e != m.err || now.duration_since(at) > Duration::from_secs(10))
-            {
-                tracing::warn!("topic '{}': {text} (retrying)", self.topic);
-                self.last_warning = Some((m.err, now));
-            }
+            // Anything else is librdkafka saying what it retries by itself
+            // (a lost connection, a broker down): ride it out.
+            self.outage.unreachable(&message_error(m));
             return Ok(false);
         }
         let Some(i) = self.index(m.partition) else {
@@ -438,6 +527,10 @@ impl KafkaSource {
         if self.ends.is_some() && self.remaining == 0 {
             return Ok(Poll::End);
         }
+        // First, so that errors queued while the loop was busy elsewhere (a
+        // sink's flush waits out an outage) come before the records that
+        // show the brokers are back.
+        self.serve_events();
         let deadline = Instant::now() + wait;
         let mut handed = 0usize;
         while handed < max {
@@ -481,6 +574,7 @@ impl KafkaSource {
                 break;
             }
         }
+        self.probe(wait);
         Ok(match handed {
             0 if self.ends.is_some() && self.remaining == 0 => Poll::End,
             0 => Poll::Idle,
@@ -550,7 +644,16 @@ impl Source for KafkaSource {
     }
 }
 
-/// A reference to a consumer's queue, released on drop.
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        // The consumer's close (in rdkafka's drop) is answered on the main
+        // queue: forward it to the consumer queue again, as rdkafka set it.
+        // SAFETY: both queues are live until the fields drop, after this.
+        unsafe { rd::rd_kafka_queue_forward(self.events.0, self.queue.0) };
+    }
+}
+
+/// A reference to one of a consumer's queues, released on drop.
 struct ConsumerQueue(*mut rd::rd_kafka_queue_t);
 
 impl Drop for ConsumerQueue {
@@ -581,6 +684,18 @@ fn is_fatal(err: RDKafkaRespErr) -> bool {
             | RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED
             | RD_KAFKA_RESP_ERR__AUTHENTICATION
     )
+}
+
+/// librdkafka's syslog-style level as rdkafka's enum.
+fn log_level(level: i32) -> RDKafkaLogLevel {
+    match level {
+        i32::MIN..=2 => RDKafkaLogLevel::Critical,
+        3 => RDKafkaLogLevel::Error,
+        4 => RDKafkaLogLevel::Warning,
+        5 => RDKafkaLogLevel::Notice,
+        6 => RDKafkaLogLevel::Info,
+        _ => RDKafkaLogLevel::Debug,
+    }
 }
 
 /// The text of a consumer error message: librdkafka puts it in the payload.

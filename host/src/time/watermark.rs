@@ -131,10 +131,18 @@ impl Watermarks {
     }
 
     /// Moves an idle partition's watermark up to `watermark`; it never goes
-    /// back when the partition wakes up.
-    pub fn move_idle(&mut self, partition: i32, watermark: i64) {
+    /// back when the partition wakes up. Returns what to give
+    /// [`Watermarks::undo_idle`] if the move must not happen after all.
+    pub fn move_idle(&mut self, partition: i32, watermark: i64) -> i64 {
         let c = self.clock(partition, Instant::now());
+        let before = c.floor;
         c.floor = c.floor.max(watermark);
+        before
+    }
+
+    /// Takes back a move (the checkpoint meant to record it failed).
+    pub fn undo_idle(&mut self, partition: i32, before: i64) {
+        self.clock(partition, Instant::now()).floor = before;
     }
 
     /// `partition`'s watermark, without tracking a partition it does not

@@ -82,8 +82,10 @@ pub fn free_port() -> u16 {
 /// so bounded reads would stop early.
 pub struct Tansu {
     pub bootstrap: String,
-    _child: Child,
-    _dir: tempfile::TempDir,
+    binary: PathBuf,
+    url: String,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
 }
 
 pub fn start_tansu() -> Tansu {
@@ -91,16 +93,30 @@ pub fn start_tansu() -> Tansu {
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
-    let child = Child(
-        Command::new(&binary)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+    let mut tansu = Tansu { bootstrap: format!("127.0.0.1:{port}"), binary, url, child: None, dir };
+    tansu.start();
+    tansu
+}
+
+impl Tansu {
+    /// Starts the broker process (again) on the same port and storage.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "tansu is running already");
+        let child = Command::new(&self.binary)
+            .args(["broker", "--listener-url", &self.url, "--advertised-listener-url", &self.url])
             .args(["--storage-engine", "sqlite://tansu.sqlite"])
-            .current_dir(dir.path())
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display())),
-    );
-    Tansu { bootstrap: format!("127.0.0.1:{port}"), _child: child, _dir: dir }
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(Child(child));
+    }
+
+    /// Kills the broker process with SIGKILL and waits for it to be gone;
+    /// its storage stays.
+    pub fn kill(&mut self) {
+        drop(self.child.take());
+    }
 }
