@@ -285,11 +285,17 @@ fn topic_values(dir: &Path, brokers: &str, topic: &str) -> Vec<String> {
 /// Kafka to Kafka with `exactly_once = "sequence"` against `brokers`: a
 /// clean run, then a crash loop (`between` runs between kills, to restart
 /// the broker), then every output topic compared as a multiset.
-fn kafka_to_kafka(dir: &Path, brokers: &str, kills: usize, between: &mut dyn FnMut(usize)) {
+fn kafka_to_kafka(
+    dir: &Path,
+    brokers: &str,
+    out_partitions: &str,
+    kills: usize,
+    between: &mut dyn FnMut(usize),
+) {
     for name in ["clean", "crash"] {
         // Enough partitions that the mock cluster's 5 MB a partition holds
         // every record (checked below).
-        for (kind, partitions) in [("out", "24"), ("dead", "2"), ("late", "2")] {
+        for (kind, partitions) in [("out", out_partitions), ("dead", "2"), ("late", "2")] {
             let topic = format!("{name}-{kind}");
             weir_ok(
                 dir,
@@ -307,8 +313,11 @@ fn kafka_to_kafka(dir: &Path, brokers: &str, kills: usize, between: &mut dyn FnM
     eprintln!("the clean run took {:?}", started.elapsed());
 
     let storage = dir.join("checkpoints");
+    // Restarts ride out a broker that is slow to answer, as a user's job
+    // would.
     let checkpoint = format!(
-        "[checkpoint]\nstorage = \"file://{}\"\ninterval = \"200ms\"\nmode = \"exactly-once\"\n",
+        "[checkpoint]\nstorage = \"file://{}\"\ninterval = \"200ms\"\nmode = \"exactly-once\"\n\
+         [restart]\nstrategy = \"fixed-delay\"\nattempts = 10\ndelay = \"1s\"\n",
         storage.display()
     );
     let crash = kafka_job(
@@ -361,5 +370,5 @@ fn kafka_to_kafka_with_sequence_killed_again_and_again_writes_each_record_once()
     let (_broker, brokers) = start_dev_broker(d);
     write_input(&d.join("input.jsonl"), 600_000);
     produce(d, &brokers, 24);
-    kafka_to_kafka(d, &brokers, 10, &mut |_| {});
+    kafka_to_kafka(d, &brokers, "24", 10, &mut |_| {});
 }

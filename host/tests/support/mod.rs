@@ -99,19 +99,45 @@ pub fn start_tansu() -> Tansu {
 }
 
 impl Tansu {
-    /// Starts the broker process (again) on the same port and storage.
+    /// Starts the broker process (again) on the same port and storage, and
+    /// waits until it accepts connections. Started again right after a
+    /// kill, it may find the port still held and exit: it is tried again.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "tansu is running already");
-        let child = Command::new(&self.binary)
-            .args(["broker", "--listener-url", &self.url, "--advertised-listener-url", &self.url])
-            .args(["--storage-engine", "sqlite://tansu.sqlite"])
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
-        self.child = Some(Child(child));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let child = Command::new(&self.binary)
+                .args(["broker", "--listener-url", &self.url, "--advertised-listener-url", &self.url])
+                .args(["--storage-engine", "sqlite://tansu.sqlite"])
+                .current_dir(self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+            let mut child = Child(child);
+            loop {
+                if std::net::TcpStream::connect(&self.bootstrap).is_ok() {
+                    self.child = Some(child);
+                    return;
+                }
+                if child.0.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "tansu did not start listening on {}",
+                    self.bootstrap
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tansu exited at every start on {}",
+                self.bootstrap
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 
     /// Kills the broker process with SIGKILL and waits for it to be gone;
