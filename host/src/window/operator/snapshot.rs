@@ -393,6 +393,43 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Sorts by key: LSD radix sort on the key's bits, 11 at a time, skipping
+/// the digits all keys share (keys 0..1M take 2 passes).
+fn radix_sort<T: Copy>(items: &mut Vec<(i64, T)>) {
+    const BITS: u32 = 11;
+    const DIGITS: usize = 64_usize.div_ceil(BITS as usize);
+    const MASK: u64 = (1 << BITS) - 1;
+    // Flipping the sign bit orders i64 as u64.
+    let bits = |k: i64| (k as u64) ^ (1 << 63);
+    let digit = |k: i64, d: usize| ((bits(k) >> (BITS as usize * d)) & MASK) as usize;
+    let mut counts = vec![[0usize; 1 << BITS]; DIGITS];
+    for &(k, _) in items.iter() {
+        for (d, count) in counts.iter_mut().enumerate() {
+            count[digit(k, d)] += 1;
+        }
+    }
+    let Some(&first) = items.first() else { return };
+    let mut scratch = Vec::new();
+    for (d, count) in counts.iter().enumerate() {
+        if count.iter().any(|&c| c == items.len()) {
+            continue;
+        }
+        let mut offsets = [0usize; 1 << BITS];
+        let mut sum = 0;
+        for (o, &c) in offsets.iter_mut().zip(count) {
+            *o = sum;
+            sum += c;
+        }
+        scratch.resize(items.len(), first);
+        for &item in items.iter() {
+            let at = &mut offsets[digit(item.0, d)];
+            scratch[*at] = item;
+            *at += 1;
+        }
+        std::mem::swap(items, &mut scratch);
+    }
+}
+
 /// The window spec, as the snapshot's header holds it.
 fn write_spec(w: &mut Writer<'_>, spec: WindowSpec) {
     match spec {
@@ -445,17 +482,33 @@ impl WindowOperator {
     pub fn snapshot_partition(&self, partition: i32, out: &mut Vec<u8>) {
         let state = self.partitions.get(&partition);
         // Keys in order, so equal state gives equal bytes (and sorted
-        // integer keys are small deltas).
-        let mut keys: Vec<(&Key, &KeyState)> = state.map_or_else(Vec::new, |s| s.keys.iter().collect());
-        keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let key_kind = match (keys.first(), keys.last()) {
+        // integer keys are small deltas). Integer keys, the usual ones, are
+        // radix-sorted by value: a comparison sort of a million keys
+        // spread over the map takes a hundred milliseconds or more.
+        let map = state.map(|s| &s.keys);
+        let all_int = map.is_none_or(|m| m.keys().all(|k| matches!(k, Key::Int(_))));
+        let mut ints: Vec<(i64, &KeyState)> = Vec::new();
+        let mut others: Vec<(&Key, &KeyState)> = Vec::new();
+        if all_int {
+            ints = map
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| if let Key::Int(i) = k { Some((*i, v)) } else { None })
+                .collect();
+            radix_sort(&mut ints);
+        } else {
+            others = map.into_iter().flatten().collect();
+            others.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        }
+        let key_kind = match (others.first(), others.last()) {
             (Some((Key::Int(_), _)), Some((Key::Str(_), _))) => KEYS_MIXED,
             (Some((Key::Str(_), _)), _) => KEYS_STR,
             _ => KEYS_INT,
         };
+        let n = ints.len() + others.len();
         // Room for a typical state, so the buffer seldom grows.
         let sets = state.map_or(0, |s| s.timers.len() + s.refires.len());
-        out.reserve(64 + keys.len() * 32 + sets * 4);
+        out.reserve(64 + n * 32 + sets * 4);
         let mut w = Writer { out, key_kind, prev_key: 0, prev_start: 0, prev_offset: 0 };
         w.out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         w.out.extend_from_slice(&self.watermark(partition).to_le_bytes());
@@ -463,47 +516,24 @@ impl WindowOperator {
         w.var(self.types.len() as u64);
         self.types.iter().for_each(|&t| w.u8(type_tag(t)));
         w.u8(key_kind);
-        w.var(keys.len() as u64);
-        let (spec, lateness, pane) = (self.spec, self.lateness, self.pane);
+        w.var(n as u64);
         let mut scheduled = 0;
-        for &(key, key_state) in &keys {
-            w.key(key);
-            let entries = match spec {
-                WindowSpec::Session { .. } => key_state.sessions.len(),
-                _ => key_state.panes.len(),
-            };
-            let derived = derived_cleanup(spec, lateness, key_state);
-            let own = key_state.cleanup_at != derived;
-            w.var(((entries as u64) << 1) | u64::from(own));
-            if own {
-                match key_state.cleanup_at {
-                    Some(at) => {
-                        w.u8(1);
-                        w.signed(at.wrapping_sub(derived.unwrap_or(0)));
-                    }
-                    None => w.u8(0),
-                }
+        // In key order, the key states are all over the map: each is a
+        // cache miss. Touching the one a few keys ahead lets the misses
+        // overlap instead of coming one after the other.
+        const AHEAD: usize = 8;
+        let touch = |k: &KeyState| std::hint::black_box(k.panes.len() + k.sessions.len());
+        for (i, &(key, key_state)) in ints.iter().enumerate() {
+            if let Some(&(_, next)) = ints.get(i + AHEAD) {
+                touch(next);
             }
-            scheduled += usize::from(key_state.cleanup_at.is_some());
-            match spec {
-                WindowSpec::Session { .. } => {
-                    for (window, contents) in &key_state.sessions {
-                        w.signed(window.start.wrapping_sub(w.prev_start));
-                        w.prev_start = window.start;
-                        w.var(window.end.wrapping_sub(window.start) as u64);
-                        w.contents(contents, window.start);
-                    }
-                }
-                _ => {
-                    // Pane starts are multiples of the pane length.
-                    for p in &key_state.panes {
-                        let index = p.start.div_euclid(pane);
-                        w.signed(index.wrapping_sub(w.prev_start));
-                        w.prev_start = index;
-                        w.contents(&p.contents, p.start);
-                    }
-                }
+            scheduled += self.write_key_state(&mut w, &Key::Int(key), key_state);
+        }
+        for (i, &(key, key_state)) in others.iter().enumerate() {
+            if let Some(&(_, next)) = others.get(i + AHEAD) {
+                touch(next);
             }
+            scheduled += self.write_key_state(&mut w, key, key_state);
         }
         let Some(state) = state else {
             (0..3).for_each(|_| w.var(0));
@@ -522,6 +552,49 @@ impl WindowOperator {
             w.keyed_set(others.len(), others.into_iter());
         }
         w.keyed_set(state.refires.len(), state.refires.iter());
+    }
+
+    /// Writes one key and its panes or sessions; returns 1 if the key has a
+    /// cleanup scheduled (so it is in the cleanup set).
+    fn write_key_state(&self, w: &mut Writer<'_>, key: &Key, key_state: &KeyState) -> usize {
+        let (spec, pane) = (self.spec, self.pane);
+        w.key(key);
+        let entries = match spec {
+            WindowSpec::Session { .. } => key_state.sessions.len(),
+            _ => key_state.panes.len(),
+        };
+        let derived = derived_cleanup(spec, self.lateness, key_state);
+        let own = key_state.cleanup_at != derived;
+        w.var(((entries as u64) << 1) | u64::from(own));
+        if own {
+            match key_state.cleanup_at {
+                Some(at) => {
+                    w.u8(1);
+                    w.signed(at.wrapping_sub(derived.unwrap_or(0)));
+                }
+                None => w.u8(0),
+            }
+        }
+        match spec {
+            WindowSpec::Session { .. } => {
+                for (window, contents) in &key_state.sessions {
+                    w.signed(window.start.wrapping_sub(w.prev_start));
+                    w.prev_start = window.start;
+                    w.var(window.end.wrapping_sub(window.start) as u64);
+                    w.contents(contents, window.start);
+                }
+            }
+            _ => {
+                // Pane starts are multiples of the pane length.
+                for p in &key_state.panes {
+                    let index = p.start.div_euclid(pane);
+                    w.signed(index.wrapping_sub(w.prev_start));
+                    w.prev_start = index;
+                    w.contents(&p.contents, p.start);
+                }
+            }
+        }
+        usize::from(key_state.cleanup_at.is_some())
     }
 
     /// Restores `partition`'s window state and watermark from a snapshot,
@@ -711,5 +784,30 @@ impl WindowOperator {
             "watermark {} timers {:?} cleanups {:?} refires {:?} keys {keys:?}",
             state.watermark, state.timers, state.cleanups, state.refires
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::radix_sort;
+    use crate::testing::Lcg;
+
+    #[test]
+    fn radix_sort_orders_any_keys_as_a_comparison_sort_does() {
+        let mut rng = Lcg(7);
+        for n in [0usize, 1, 2, 100, 5000] {
+            for spread in [1u64 << 8, 1 << 24, u64::MAX] {
+                let mut keys: Vec<(i64, usize)> =
+                    (0..n).map(|i| ((rng.next() % spread) as i64 - (spread / 2) as i64, i)).collect();
+                keys.extend([(i64::MIN, n), (i64::MAX, n + 1), (-1, n + 2), (0, n + 3)]);
+                let mut expected = keys.clone();
+                expected.sort();
+                radix_sort(&mut keys);
+                assert_eq!(
+                    keys.iter().map(|k| k.0).collect::<Vec<_>>(),
+                    expected.iter().map(|k| k.0).collect::<Vec<_>>()
+                );
+            }
+        }
     }
 }
