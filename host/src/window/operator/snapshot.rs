@@ -132,16 +132,33 @@ impl Writer<'_> {
             }
         }
     }
-    /// A set sorted by time: time deltas, then the key.
-    fn keyed_set<'k>(&mut self, n: usize, set: impl Iterator<Item = &'k (i64, Key)>) {
-        self.var(n as u64);
-        let mut prev_at = 0i64;
-        self.prev_key = 0;
-        for (at, key) in set {
-            self.signed(at.wrapping_sub(prev_at));
-            prev_at = *at;
-            self.key(key);
+    /// A set sorted by time: how its keys are written, then time deltas
+    /// and keys. Its keys are expected to be of the partition's key kind;
+    /// if one is not, the set is written again with tagged keys.
+    fn keyed_set<'k>(&mut self, n: usize, set: impl Iterator<Item = &'k (i64, Key)> + Clone) {
+        let (mark, kind) = (self.out.len(), self.key_kind);
+        for kind in [kind, KEYS_MIXED] {
+            self.out.truncate(mark);
+            self.key_kind = kind;
+            self.u8(kind);
+            self.var(n as u64);
+            let mut prev_at = 0i64;
+            self.prev_key = 0;
+            let mut fits = true;
+            for (at, key) in set.clone() {
+                fits &= match key {
+                    Key::Int(_) => kind != KEYS_STR,
+                    Key::Str(_) => kind != KEYS_INT,
+                };
+                self.signed(at.wrapping_sub(prev_at));
+                prev_at = *at;
+                self.key(key);
+            }
+            if fits {
+                break;
+            }
         }
+        self.key_kind = kind;
     }
     fn events(&mut self, events: &Events, base: i64) {
         self.var(events.timestamps.len() as u64);
@@ -309,6 +326,11 @@ impl<'a> Reader<'a> {
         }
     }
     fn keyed_set(&mut self) -> Result<BTreeSet<(i64, Key)>, SnapshotError> {
+        let key_kind = self.key_kind;
+        self.key_kind = self.u8()?;
+        if self.key_kind > KEYS_MIXED {
+            return Err(self.invalid(format!("key kind {}", self.key_kind)));
+        }
         let n = self.len(2)?;
         let mut entries = Vec::with_capacity(n);
         let mut at = 0i64;
@@ -317,6 +339,7 @@ impl<'a> Reader<'a> {
             at = at.wrapping_add(self.signed()?);
             entries.push((at, self.key()?));
         }
+        self.key_kind = key_kind;
         // Written in order, so this is a bulk build, not a sort.
         Ok(BTreeSet::from_iter(entries))
     }
@@ -536,7 +559,7 @@ impl WindowOperator {
             scheduled += self.write_key_state(&mut w, key, key_state);
         }
         let Some(state) = state else {
-            (0..3).for_each(|_| w.var(0));
+            (0..3).for_each(|_| w.keyed_set(0, std::iter::empty()));
             return;
         };
         w.keyed_set(state.timers.len(), state.timers.iter());
@@ -544,12 +567,12 @@ impl WindowOperator {
         // there): only the others, left by cleanups rescheduled sooner,
         // are written. Equal counts mean there are none.
         if state.cleanups.len() == scheduled {
-            w.var(0);
+            w.keyed_set(0, std::iter::empty());
         } else {
             let own =
                 |(at, key): &&(i64, Key)| state.keys.get(key).is_some_and(|k| k.cleanup_at == Some(*at));
             let others: Vec<&(i64, Key)> = state.cleanups.iter().filter(|e| !own(e)).collect();
-            w.keyed_set(others.len(), others.into_iter());
+            w.keyed_set(others.len(), others.iter().copied());
         }
         w.keyed_set(state.refires.len(), state.refires.iter());
     }
@@ -790,7 +813,54 @@ impl WindowOperator {
 #[cfg(test)]
 mod tests {
     use super::radix_sort;
-    use crate::testing::Lcg;
+    use crate::decode::Batch;
+    use crate::record::Key;
+    use crate::testing::{Lcg, NativeMax};
+    use crate::types::{Column, Field, FieldType};
+    use crate::window::{Reduce, WindowOperator, WindowSpec};
+
+    #[test]
+    fn keys_of_both_kinds_survive_a_snapshot_in_the_key_list_and_in_the_sets() {
+        let spec = WindowSpec::Sliding { size: 100, slide: 50 };
+        let new_operator = || WindowOperator::new(spec, 30, Reduce::Apply, vec![FieldType::F64], vec![0]);
+        let mut op = new_operator();
+        let mut batch = Batch::new(&[Field { name: "t".into(), ty: FieldType::F64 }]);
+        for (i, key) in
+            [Key::Int(-3), Key::Str("a".into()), Key::Int(7), Key::Str("b".into())].into_iter().enumerate()
+        {
+            batch.partitions.push(0);
+            batch.offsets.push(i as i64);
+            batch.keys.push(Some(key));
+            batch.timestamps.push(1_000 + 20 * i as i64);
+            let Column::F64(t) = &mut batch.columns[0] else { unreachable!() };
+            t.push(i as f64);
+        }
+        op.process(&batch, 0..2, &mut NativeMax::new());
+        // Integer keys only in the key list, but a string key in a set
+        // (no operator does this; the encoding must not depend on it).
+        if let Some(state) = op.partitions.get_mut(&0) {
+            state.refires.insert((1_050, Key::Str("gone".into())));
+        }
+        let check = |op: &WindowOperator| {
+            let mut bytes = vec![];
+            op.snapshot_partition(0, &mut bytes);
+            let mut restored = new_operator();
+            restored.restore_partition(0, &bytes).unwrap();
+            let mut again = vec![];
+            restored.snapshot_partition(0, &mut again);
+            assert!(again == bytes);
+            assert_eq!(restored.bookkeeping(0), op.bookkeeping(0));
+        };
+        check(&op);
+        let mut op = new_operator();
+        op.process(&batch, 0..1, &mut NativeMax::new());
+        if let Some(state) = op.partitions.get_mut(&0) {
+            state.refires.insert((1_050, Key::Str("gone".into())));
+        }
+        check(&op);
+        op.process(&batch, 1..4, &mut NativeMax::new());
+        check(&op);
+    }
 
     #[test]
     fn radix_sort_orders_any_keys_as_a_comparison_sort_does() {
