@@ -434,7 +434,7 @@ fn radix_sort<T: Copy>(items: &mut Vec<(i64, T)>) {
     let Some(&first) = items.first() else { return };
     let mut scratch = Vec::new();
     for (d, count) in counts.iter().enumerate() {
-        if count.iter().any(|&c| c == items.len()) {
+        if count.contains(&items.len()) {
             continue;
         }
         let mut offsets = [0usize; 1 << BITS];
