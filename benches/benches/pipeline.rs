@@ -399,6 +399,8 @@ fn run_checkpoint(reduce: &str, keys: i64, dir: &Path) {
     let mut state = Vec::new();
     op.snapshot_partition(0, &mut state);
     let snapshot_ms = started.elapsed().as_secs_f64() * 1e3;
+    // A recovery starts in a new process: the original state is gone.
+    drop(op);
     let folder = dir.join(format!("checkpoint-{reduce}-{keys}"));
     let _ = std::fs::remove_dir_all(&folder);
     let storage = open_storage(&format!("file://{}", folder.display())).expect("storage");
@@ -408,13 +410,15 @@ fn run_checkpoint(reduce: &str, keys: i64, dir: &Path) {
     let write_ms = started.elapsed().as_secs_f64() * 1e3;
     let started = Instant::now();
     let checkpoint = read_complete(storage.as_ref(), "bench", 1).expect("read");
+    let read_ms = started.elapsed().as_secs_f64() * 1e3;
     let mut restored = new_operator();
     restored.restore_partition(0, &checkpoint.files[0].1).expect("restore");
     let restore_ms = started.elapsed().as_secs_f64() * 1e3;
     assert_eq!(restored.open_state().0, entries, "the restored operator holds every state");
     let _ = std::fs::remove_dir_all(&folder);
     println!(
-        "RESULT checkpoint:{reduce}:{keys} states={entries} bytes={bytes} snapshot_ms={snapshot_ms:.1} write_ms={write_ms:.1} restore_ms={restore_ms:.1}"
+        "RESULT checkpoint:{reduce}:{keys} states={entries} bytes={bytes} bytes_per_state={:.1} snapshot_ms={snapshot_ms:.1} write_ms={write_ms:.1} read_ms={read_ms:.1} restore_ms={restore_ms:.1}",
+        bytes as f64 / entries as f64
     );
 }
 
