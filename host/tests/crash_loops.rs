@@ -282,16 +282,21 @@ fn topic_values(dir: &Path, brokers: &str, topic: &str) -> Vec<String> {
     values
 }
 
-/// Kafka to Kafka with `exactly_once = "sequence"` against `brokers`: a
-/// clean run, then a crash loop (`between` runs between kills, to restart
-/// the broker), then every output topic compared as a multiset.
+/// An output topic (`out`, `late` or `dead`), with the clean run's and the
+/// crashed run's records, each sorted.
+type Compared = (&'static str, Vec<String>, Vec<String>);
+
+/// Kafka to Kafka against `brokers` (a clean run, then a crash loop), with
+/// `exactly_once = "sequence"` or at-least-once; `between` runs between
+/// kills. Returns the loop and, per output topic (results, late records,
+/// dead letters), the clean and the crashed run's records as multisets.
 fn kafka_to_kafka(
     dir: &Path,
     brokers: &str,
     out_partitions: &str,
-    kills: usize,
+    exactly_once: bool,
     between: &mut dyn FnMut(usize),
-) {
+) -> (Loop, Vec<Compared>) {
     for name in ["clean", "crash"] {
         // Enough partitions that the mock cluster's 5 MB a partition holds
         // every record (checked below).
@@ -308,49 +313,59 @@ fn kafka_to_kafka(
     let text =
         std::fs::read_to_string(&clean).unwrap().replace(&late("clean"), "late_output = \"clean-late\"");
     std::fs::write(&clean, text).unwrap();
-    let started = Instant::now();
     weir_ok(dir, &["run", clean.to_str().unwrap(), "--until-end"]);
-    eprintln!("the clean run took {:?}", started.elapsed());
 
     let storage = dir.join("checkpoints");
+    let (mode, sink) = match exactly_once {
+        true => ("exactly-once", "exactly_once = \"sequence\""),
+        false => ("at-least-once", ""),
+    };
     // Restarts ride out a broker that is slow to answer, as a user's job
     // would.
     let checkpoint = format!(
-        "[checkpoint]\nstorage = \"file://{}\"\ninterval = \"200ms\"\nmode = \"exactly-once\"\n\
+        "[checkpoint]\nstorage = \"file://{}\"\ninterval = \"200ms\"\nmode = \"{mode}\"\n\
          [restart]\nstrategy = \"fixed-delay\"\nattempts = 10\ndelay = \"1s\"\n",
         storage.display()
     );
-    let crash = kafka_job(
-        dir,
-        "crash",
-        brokers,
-        &kafka_sink("crash", brokers, "exactly_once = \"sequence\""),
-        &checkpoint,
-    );
+    let crash = kafka_job(dir, "crash", brokers, &kafka_sink("crash", brokers, sink), &checkpoint);
     let text =
         std::fs::read_to_string(&crash).unwrap().replace(&late("crash"), "late_output = \"crash-late\"");
     std::fs::write(&crash, text).unwrap();
     // A restart with Kafka sinks reads back their topics before it goes on
     // (about 1 s here): kill later than the file loops do.
-    let done = crash_loop_with(dir, &crash, kills, 5, (1_200, 2_000), between);
-    assert!(done.kills >= kills, "only {} kills: the job finished too soon to test recovery", done.kills);
+    let done = crash_loop_with(dir, &crash, 10, 5, (1_200, 2_000), between);
+    assert!(done.kills >= 10, "only {} kills: the job finished too soon to test recovery", done.kills);
     assert!(
         done.restored * 2 > done.kills,
         "{} of {} restarts restored a checkpoint",
         done.restored,
         done.kills
     );
-    assert!(
-        done.skipped > 0,
-        "no restored run skipped a record it had written before: the loop proved nothing"
-    );
+    let mut topics = Vec::new();
     for kind in ["out", "late", "dead"] {
         let (clean, crash) = (format!("clean-{kind}"), format!("crash-{kind}"));
         kept(dir, brokers, &clean);
         kept(dir, brokers, &crash);
         let expected = topic_values(dir, brokers, &clean);
-        let got = topic_values(dir, brokers, &crash);
         assert!(!expected.is_empty(), "the clean run wrote no {kind} records");
+        topics.push((kind, expected, topic_values(dir, brokers, &crash)));
+    }
+    (done, topics)
+}
+
+#[test]
+fn kafka_to_kafka_with_sequence_killed_again_and_again_writes_each_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_broker, brokers) = start_dev_broker(d);
+    write_input(&d.join("input.jsonl"), 600_000);
+    produce(d, &brokers, 24);
+    let (done, topics) = kafka_to_kafka(d, &brokers, "24", true, &mut |_| {});
+    assert!(
+        done.skipped > 0,
+        "no restored run skipped a record it had written before: the loop proved nothing"
+    );
+    for (kind, expected, got) in topics {
         let missing = expected.iter().filter(|l| got.binary_search(l).is_err()).count();
         assert!(
             got == expected,
@@ -363,12 +378,34 @@ fn kafka_to_kafka(
     }
 }
 
+/// At-least-once, the same loop: nothing is lost, and what was written
+/// after each restored checkpoint is written again, so there are
+/// duplicates, and only of records a clean run writes.
 #[test]
-fn kafka_to_kafka_with_sequence_killed_again_and_again_writes_each_record_once() {
+fn kafka_to_kafka_at_least_once_killed_again_and_again_loses_nothing_and_repeats_some() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (_broker, brokers) = start_dev_broker(d);
     write_input(&d.join("input.jsonl"), 600_000);
     produce(d, &brokers, 24);
-    kafka_to_kafka(d, &brokers, "24", 10, &mut |_| {});
+    let (done, topics) = kafka_to_kafka(d, &brokers, "24", false, &mut |_| {});
+    assert_eq!(done.skipped, 0, "at-least-once skips nothing");
+    let (_, expected, got) = &topics[0];
+    let mut counts: std::collections::BTreeMap<&String, i64> = std::collections::BTreeMap::new();
+    for line in got {
+        *counts.entry(line).or_default() += 1;
+    }
+    for line in expected {
+        *counts.entry(line).or_default() -= 1;
+    }
+    let missing = counts.values().filter(|&&c| c < 0).count();
+    let foreign = counts.iter().filter(|(l, c)| **c > 0 && expected.binary_search(l).is_err()).count();
+    let repeated: i64 = counts.values().filter(|&&c| c > 0).sum();
+    assert_eq!(missing, 0, "at-least-once lost records");
+    assert_eq!(foreign, 0, "records no clean run writes");
+    assert!(
+        repeated > 0,
+        "no duplicates after {} kills: the loop proved nothing about at-least-once",
+        done.kills
+    );
 }
