@@ -409,3 +409,54 @@ fn kafka_to_kafka_at_least_once_killed_again_and_again_loses_nothing_and_repeats
         done.kills
     );
 }
+
+/// A file source and file sinks with checkpoints in a real HDFS (started by
+/// `scripts/hdfs-test-cluster.sh`): killed again and again, the job writes
+/// byte for byte one clean run's output, and the NameNode's own shell lists
+/// the checkpoints it took.
+#[test]
+fn file_to_file_with_hdfs_checkpoints_killed_again_and_again_writes_exactly_one_runs_output() {
+    let hdfs = weir_devtools::hdfs::HdfsCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_input(&d.join("input.jsonl"), 1_200_000);
+    let job = |name: &str, checkpoint: &str| {
+        let text = format!(
+            "name = \"{name}\"\n[source]\ntype = \"file\"\npath = \"input.jsonl\"\n[format]\nkey = \"device_id\"\n\
+             timestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[time]\n\
+             max_out_of_orderness = \"300ms\"\nallowed_lateness = \"500ms\"\nlate_output = \"{name}-late.jsonl\"\n\
+             [window]\ntype = \"sliding\"\nsize = \"1s\"\nslide = \"100ms\"\n[function]\n\
+             plugin = \"max-temperature-agg\"\n{}\n{checkpoint}",
+            file_sink(name)
+        );
+        let path = d.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    weir_ok(d, &["run", job("clean", "").to_str().unwrap(), "--until-end"]);
+    let checkpoint = format!(
+        "[checkpoint]\nstorage = \"{}/weir\"\ninterval = \"300ms\"\nmode = \"exactly-once\"\nretain = 3\n",
+        hdfs.url
+    );
+    // Checkpoints in HDFS take longer to write and to restore: kill later.
+    let done = crash_loop_with(d, &job("crash", &checkpoint), 10, 13, (2_500, 2_500), &mut |_| {});
+    assert!(done.kills >= 10, "only {} kills: the job finished too soon to test recovery", done.kills);
+    assert!(
+        done.restored * 2 > done.kills,
+        "{} of {} restarts restored a checkpoint",
+        done.restored,
+        done.kills
+    );
+    for file in ["out", "late", "dead"] {
+        let clean = std::fs::read(d.join(format!("clean-{file}.jsonl"))).unwrap();
+        let crashed = std::fs::read(d.join(format!("crash-{file}.jsonl"))).unwrap();
+        assert!(!clean.is_empty(), "the clean run wrote no {file} records");
+        assert!(crashed == clean, "{file}: {} bytes vs {} in one clean run", crashed.len(), clean.len());
+    }
+    let listed = hdfs.fs_shell(&["-ls", "/weir/crash"]);
+    let checkpoints = listed.lines().filter(|l| l.contains("/weir/crash/chk-")).count();
+    assert!(
+        (1..=3).contains(&checkpoints),
+        "the NameNode lists {checkpoints} checkpoints (retain = 3):\n{listed}"
+    );
+}
