@@ -14,7 +14,9 @@ pub use format::{
     encode_file, latest_complete, read_complete, write_complete,
 };
 pub use hdfs::{DEFAULT_CALL_TIMEOUT, HdfsStorage};
-pub use storage::{CheckpointStorage, StorageError, StorageUrl, open_storage, parse_storage_url};
+pub use storage::{
+    CheckpointStorage, StorageError, StorageUrl, open_storage, open_storage_with, parse_storage_url,
+};
 
 #[cfg(test)]
 mod tests;

@@ -158,10 +158,19 @@ pub fn parse_storage_url(url: &str) -> Result<StorageUrl, StorageError> {
 /// created if missing. An HDFS storage bounds each call by
 /// [`DEFAULT_CALL_TIMEOUT`](super::hdfs::DEFAULT_CALL_TIMEOUT).
 pub fn open_storage(url: &str) -> Result<Box<dyn CheckpointStorage>, StorageError> {
+    open_storage_with(url, super::hdfs::DEFAULT_CALL_TIMEOUT)
+}
+
+/// [`open_storage`], an HDFS storage bounding each call by `call_timeout`
+/// (`[checkpoint] storage_timeout`).
+pub fn open_storage_with(
+    url: &str,
+    call_timeout: Duration,
+) -> Result<Box<dyn CheckpointStorage>, StorageError> {
     match parse_storage_url(url)? {
         StorageUrl::File { path } => Ok(Box::new(super::FileStorage::open(url, &path)?)),
         StorageUrl::Hdfs { namenode, path } => {
-            Ok(Box::new(super::HdfsStorage::open(url, &namenode, &path, super::hdfs::DEFAULT_CALL_TIMEOUT)?))
+            Ok(Box::new(super::HdfsStorage::open(url, &namenode, &path, call_timeout)?))
         }
     }
 }

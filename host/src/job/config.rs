@@ -126,6 +126,11 @@ pub struct CheckpointConfig {
     /// `[restart]` applies). Flink's `tolerable-failed-checkpoints`.
     #[serde(default = "default_tolerable_failures")]
     pub tolerable_failures: u32,
+    /// How long one call to the storage may take (HDFS: the client does
+    /// not give up on a dead NameNode by itself) before it fails, and with
+    /// it the checkpoint (default 30s).
+    #[serde(default = "default_storage_timeout", with = "crate::duration::serde_text")]
+    pub storage_timeout: Duration,
     /// How many complete checkpoints to keep; older ones are removed.
     #[serde(default = "default_retain")]
     pub retain: u32,
@@ -144,6 +149,10 @@ fn default_checkpoint_interval() -> Duration {
 
 fn default_checkpoint_timeout() -> Duration {
     Duration::from_secs(600)
+}
+
+fn default_storage_timeout() -> Duration {
+    crate::checkpoint::DEFAULT_CALL_TIMEOUT
 }
 
 fn default_tolerable_failures() -> u32 {

@@ -253,3 +253,14 @@ fn exactly_once_errors_name_the_field_and_what_fits() {
         "jobs/max.toml: sink.exactly_once: only for kafka sinks (file sinks are cut back to the checkpoint instead)"
     );
 }
+
+#[test]
+fn the_storage_timeout_defaults_to_30_seconds_and_is_read_from_the_job_file() {
+    let parse = |text: &str| Job::parse(text, "jobs/max.toml", std::path::Path::new("jobs")).unwrap();
+    let default = parse(&with_checkpoint("at-least-once", ""));
+    let config = default.config.checkpoint.as_ref().unwrap();
+    assert_eq!(config.storage_timeout, std::time::Duration::from_secs(30));
+    let set = parse(&(with_checkpoint("at-least-once", "") + "storage_timeout = \"5s\"\n"));
+    let config = set.config.checkpoint.as_ref().unwrap();
+    assert_eq!(config.storage_timeout, std::time::Duration::from_secs(5));
+}

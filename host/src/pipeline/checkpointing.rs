@@ -11,8 +11,8 @@ use super::Sinks;
 use super::operator::Operator;
 use super::positions::ReadPositions;
 use crate::checkpoint::{
-    Checkpoint, CheckpointStorage, ReadError, StorageError, checkpoint_ids, latest_complete, open_storage,
-    read_complete, write_complete,
+    Checkpoint, CheckpointStorage, ReadError, StorageError, checkpoint_ids, latest_complete,
+    open_storage_with, read_complete, write_complete,
 };
 use crate::job::{CheckpointConfig, Job};
 use crate::source::Source;
@@ -285,7 +285,13 @@ impl Checkpointer {
         plugin: String,
         sha256: String,
     ) -> Result<Self, CheckpointError> {
-        Ok(Checkpointer::with_storage(job, config, plugin, sha256, open_storage(&config.storage)?.into()))
+        Ok(Checkpointer::with_storage(
+            job,
+            config,
+            plugin,
+            sha256,
+            open_storage_with(&config.storage, config.storage_timeout)?.into(),
+        ))
     }
 
     /// The checkpointer of `job` over `storage`.
@@ -650,7 +656,8 @@ mod tests {
         );
         let job = Job::parse(&text, "slow.toml", dir.path()).unwrap();
         let config = job.config.checkpoint.clone().unwrap();
-        let slow = Slow { inner: open_storage(&url).unwrap(), delay: Duration::from_millis(400) };
+        let slow =
+            Slow { inner: crate::checkpoint::open_storage(&url).unwrap(), delay: Duration::from_millis(400) };
         let mut cp =
             Checkpointer::with_storage(&job, &config, "f@1".into(), "00".into(), std::sync::Arc::new(slow));
         let stage = MapStage::new(NoMap, vec![], vec![], vec![]);
