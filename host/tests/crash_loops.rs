@@ -160,8 +160,28 @@ fn crash_loop(dir: &Path, job: &Path, kills: usize, seed: u64) -> Loop {
 }
 
 /// [`crash_loop`], killing after `window.0` ms plus up to `window.1`, and
-/// calling `between(kill)` after each kill.
+/// calling `between(kill)` after each kill. Checks that the loop did what
+/// it claims: `kills` kills, and most restarts restored a checkpoint.
 fn crash_loop_with(
+    dir: &Path,
+    job: &Path,
+    kills: usize,
+    seed: u64,
+    window: (u64, u64),
+    between: &mut dyn FnMut(usize),
+) -> Loop {
+    let done = kill_and_restart(dir, job, kills, seed, window, between);
+    assert!(done.kills >= kills, "only {} kills: the job finished too soon to test recovery", done.kills);
+    assert!(
+        done.restored * 2 > done.kills,
+        "{} of {} restarts restored a checkpoint",
+        done.restored,
+        done.kills
+    );
+    done
+}
+
+fn kill_and_restart(
     dir: &Path,
     job: &Path,
     kills: usize,
@@ -229,13 +249,6 @@ fn kafka_to_file_killed_again_and_again_writes_exactly_one_runs_output() {
     );
     let crash = kafka_job(d, "crash", &brokers, &file_sink("crash"), &checkpoint);
     let done = crash_loop(d, &crash, 10, 3);
-    assert!(done.kills >= 10, "only {} kills: the job finished too soon to test recovery", done.kills);
-    assert!(
-        done.restored * 2 > done.kills,
-        "{} of {} restarts restored a checkpoint",
-        done.restored,
-        done.kills
-    );
     for file in ["out", "late", "dead"] {
         let expected = lines(d, &format!("clean-{file}.jsonl"));
         let got = lines(d, &format!("crash-{file}.jsonl"));
@@ -334,13 +347,6 @@ fn kafka_to_kafka(
     // A restart with Kafka sinks reads back their topics before it goes on
     // (about 1 s here): kill later than the file loops do.
     let done = crash_loop_with(dir, &crash, 10, 5, (1_200, 2_000), between);
-    assert!(done.kills >= 10, "only {} kills: the job finished too soon to test recovery", done.kills);
-    assert!(
-        done.restored * 2 > done.kills,
-        "{} of {} restarts restored a checkpoint",
-        done.restored,
-        done.kills
-    );
     let mut topics = Vec::new();
     for kind in ["out", "late", "dead"] {
         let (clean, crash) = (format!("clean-{kind}"), format!("crash-{kind}"));
@@ -439,14 +445,7 @@ fn file_to_file_with_hdfs_checkpoints_killed_again_and_again_writes_exactly_one_
         hdfs.url
     );
     // Checkpoints in HDFS take longer to write and to restore: kill later.
-    let done = crash_loop_with(d, &job("crash", &checkpoint), 10, 13, (2_500, 2_500), &mut |_| {});
-    assert!(done.kills >= 10, "only {} kills: the job finished too soon to test recovery", done.kills);
-    assert!(
-        done.restored * 2 > done.kills,
-        "{} of {} restarts restored a checkpoint",
-        done.restored,
-        done.kills
-    );
+    crash_loop_with(d, &job("crash", &checkpoint), 10, 13, (2_500, 2_500), &mut |_| {});
     for file in ["out", "late", "dead"] {
         let clean = std::fs::read(d.join(format!("clean-{file}.jsonl"))).unwrap();
         let crashed = std::fs::read(d.join(format!("crash-{file}.jsonl"))).unwrap();
