@@ -398,7 +398,6 @@ impl Checkpointer {
                     partition,
                     entry.max_event_time,
                     operator.watermark(partition).max(entry.watermark),
-                    Instant::now(),
                 );
                 if entry.next_offset > 0 {
                     read.advance(partition, entry.next_offset - 1);

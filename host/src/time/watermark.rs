@@ -42,6 +42,9 @@ pub struct Watermarks {
     /// runs of one partition, so a lookup is mostly the cached last one.
     clocks: Vec<PartitionClock>,
     last: usize,
+    /// When tracking began: a partition first seen later counts as quiet
+    /// since then until its first event (no clock read per record).
+    started: Instant,
 }
 
 impl Watermarks {
@@ -60,16 +63,17 @@ impl Watermarks {
             idle_timeout,
             clocks,
             last: 0,
+            started: now,
         }
     }
 
     #[inline]
-    fn clock(&mut self, partition: i32, now: Instant) -> &mut PartitionClock {
+    fn clock(&mut self, partition: i32) -> &mut PartitionClock {
         if self.clocks.get(self.last).is_none_or(|c| c.partition != partition) {
             self.last = match self.clocks.binary_search_by_key(&partition, |c| c.partition) {
                 Ok(i) => i,
                 Err(i) => {
-                    self.clocks.insert(i, PartitionClock::new(partition, now));
+                    self.clocks.insert(i, PartitionClock::new(partition, self.started));
                     i
                 }
             };
@@ -85,7 +89,7 @@ impl Watermarks {
     #[inline]
     pub fn watermark(&mut self, partition: i32) -> i64 {
         let bound = self.out_of_orderness;
-        let c = self.clock(partition, Instant::now());
+        let c = self.clock(partition);
         c.max_ts.saturating_sub(bound).saturating_sub(1).max(c.floor)
     }
 
@@ -94,7 +98,7 @@ impl Watermarks {
     #[inline]
     pub fn observe(&mut self, partition: i32, ts: i64, now: Instant) -> i64 {
         let bound = self.out_of_orderness;
-        let c = self.clock(partition, now);
+        let c = self.clock(partition);
         c.max_ts = c.max_ts.max(ts);
         c.last_event = now;
         c.max_ts.saturating_sub(bound).saturating_sub(1).max(c.floor)
@@ -103,7 +107,7 @@ impl Watermarks {
     /// The watermark at which `partition` has something to fire.
     #[inline]
     pub fn due(&mut self, partition: i32) -> i64 {
-        self.clock(partition, Instant::now()).due
+        self.clock(partition).due
     }
 
     /// Sets when `partition` has something to fire (after its operator
@@ -111,7 +115,7 @@ impl Watermarks {
     /// to the operator.
     #[inline]
     pub fn set_due(&mut self, partition: i32, due: i64, lower: bool) {
-        let c = self.clock(partition, Instant::now());
+        let c = self.clock(partition);
         c.due = if lower { c.due.min(due) } else { due };
     }
 
@@ -134,7 +138,7 @@ impl Watermarks {
     /// back when the partition wakes up. Returns what to give
     /// [`Watermarks::undo_idle`] if the move must not happen after all.
     pub fn move_idle(&mut self, partition: i32, watermark: i64) -> i64 {
-        let c = self.clock(partition, Instant::now());
+        let c = self.clock(partition);
         let before = c.floor;
         c.floor = c.floor.max(watermark);
         before
@@ -142,7 +146,7 @@ impl Watermarks {
 
     /// Takes back a move (the checkpoint meant to record it failed).
     pub fn undo_idle(&mut self, partition: i32, before: i64) {
-        self.clock(partition, Instant::now()).floor = before;
+        self.clock(partition).floor = before;
     }
 
     /// `partition`'s watermark, without tracking a partition it does not
@@ -159,8 +163,8 @@ impl Watermarks {
 
     /// Restores a partition's clock from a checkpoint, with the watermark
     /// its windows had fired up to (it never goes back).
-    pub fn restore(&mut self, partition: i32, max_event_time: Option<i64>, fired: i64, now: Instant) {
-        let c = self.clock(partition, now);
+    pub fn restore(&mut self, partition: i32, max_event_time: Option<i64>, fired: i64) {
+        let c = self.clock(partition);
         c.max_ts = c.max_ts.max(max_event_time.unwrap_or(i64::MIN));
         c.floor = c.floor.max(fired);
     }

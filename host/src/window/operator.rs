@@ -175,6 +175,8 @@ pub struct WindowOperator {
     pool: Vec<PaneState>,
     /// The windows due in the current round of firing.
     due: Vec<DueWindow>,
+    /// The partitions a round of firing covers (reused).
+    advancing: Vec<i32>,
     /// Reused buffers for batched plugin calls.
     calls: CallBuffers,
 }
@@ -276,6 +278,7 @@ impl WindowOperator {
             stats: OperatorStats::default(),
             pool: Vec::new(),
             due: Vec::new(),
+            advancing: Vec::new(),
             calls: CallBuffers::default(),
         }
     }
@@ -398,7 +401,9 @@ impl WindowOperator {
             // Rows of a poll come in runs of one partition: look its state
             // up once per run.
             let partition = batch.partitions[row];
-            let mut state = self.partitions.remove(&partition).unwrap_or_default();
+            // Taken out (not removed: no rebalancing) so that the methods
+            // below can borrow the operator; put back after the run.
+            let mut state = std::mem::take(self.partition(partition));
             while row < n && batch.partitions[row] == partition {
                 if let Some(key) = &batch.keys[row] {
                     self.stats.events += 1;
@@ -412,7 +417,7 @@ impl WindowOperator {
                 }
                 row += 1;
             }
-            self.partitions.insert(partition, state);
+            *self.partition(partition) = state;
         }
     }
 

@@ -30,10 +30,13 @@ impl WindowOperator {
         function: &mut dyn WindowFunction,
         out: &mut dyn FnMut(Firing<'_>),
     ) {
-        let partitions: Vec<i32> = match partition {
-            Some(p) => vec![p],
-            None => self.partitions.keys().copied().collect(),
-        };
+        // Reused: a partition fires often (at every window end it crosses).
+        let mut partitions = std::mem::take(&mut self.advancing);
+        partitions.clear();
+        match partition {
+            Some(p) => partitions.push(p),
+            None => partitions.extend(self.partitions.keys().copied()),
+        }
         for &p in &partitions {
             let state = self.partition(p);
             state.watermark = state.watermark.max(watermark);
@@ -85,7 +88,7 @@ impl WindowOperator {
             Reduce::Aggregate { .. } => self.fire_aggregates(&due, function, out),
         }
         self.due = due;
-        for partition in partitions {
+        for &partition in &partitions {
             loop {
                 let state = self.partition(partition);
                 let Some(first) = state.cleanups.first() else { break };
@@ -96,6 +99,7 @@ impl WindowOperator {
                 self.clean(partition, &key);
             }
         }
+        self.advancing = partitions;
     }
 
     /// The key's state, if it has any in `partition`.
