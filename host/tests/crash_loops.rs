@@ -156,21 +156,14 @@ fn skipped_in(stderr: &str) -> u64 {
 /// until it finishes by itself or has been killed `kills` times (then it
 /// runs to the end). Counts restarts that restored a checkpoint.
 fn crash_loop(dir: &Path, job: &Path, kills: usize, seed: u64) -> Loop {
-    crash_loop_with(dir, job, kills, seed, (200, 600), &mut |_| {})
+    crash_loop_with(dir, job, kills, seed, (200, 600))
 }
 
-/// [`crash_loop`], killing after `window.0` ms plus up to `window.1`, and
-/// calling `between(kill)` after each kill. Checks that the loop did what
-/// it claims: `kills` kills, and most restarts restored a checkpoint.
-fn crash_loop_with(
-    dir: &Path,
-    job: &Path,
-    kills: usize,
-    seed: u64,
-    window: (u64, u64),
-    between: &mut dyn FnMut(usize),
-) -> Loop {
-    let done = kill_and_restart(dir, job, kills, seed, window, between);
+/// [`crash_loop`], killing after `window.0` ms plus up to `window.1`.
+/// Checks that the loop did what it claims: `kills` kills, and most
+/// restarts restored a checkpoint.
+fn crash_loop_with(dir: &Path, job: &Path, kills: usize, seed: u64, window: (u64, u64)) -> Loop {
+    let done = kill_and_restart(dir, job, kills, seed, window);
     assert!(done.kills >= kills, "only {} kills: the job finished too soon to test recovery", done.kills);
     assert!(
         done.restored * 2 > done.kills,
@@ -181,14 +174,7 @@ fn crash_loop_with(
     done
 }
 
-fn kill_and_restart(
-    dir: &Path,
-    job: &Path,
-    kills: usize,
-    seed: u64,
-    window: (u64, u64),
-    between: &mut dyn FnMut(usize),
-) -> Loop {
+fn kill_and_restart(dir: &Path, job: &Path, kills: usize, seed: u64, window: (u64, u64)) -> Loop {
     let mut rng = Lcg(seed);
     let mut done = Loop { kills: 0, restored: 0, skipped: 0 };
     loop {
@@ -210,9 +196,6 @@ fn kill_and_restart(
             done.kills += 1;
         }
         let out = child.wait_with_output().unwrap();
-        if !finished {
-            between(done.kills);
-        }
         let stderr = String::from_utf8_lossy(&out.stderr);
         done.restored += usize::from(stderr.contains("restored checkpoint"));
         done.skipped += skipped_in(&stderr);
@@ -299,21 +282,19 @@ fn topic_values(dir: &Path, brokers: &str, topic: &str) -> Vec<String> {
 /// crashed run's records, each sorted.
 type Compared = (&'static str, Vec<String>, Vec<String>);
 
-/// Kafka to Kafka against `brokers` (a clean run, then a crash loop), with
-/// `exactly_once = "sequence"` or at-least-once; `between` runs between
-/// kills. Returns the loop and, per output topic (results, late records,
-/// dead letters), the clean and the crashed run's records as multisets.
-fn kafka_to_kafka(
-    dir: &Path,
-    brokers: &str,
-    out_partitions: &str,
-    exactly_once: bool,
-    between: &mut dyn FnMut(usize),
-) -> (Loop, Vec<Compared>) {
+/// Kafka to Kafka on a `weir dev-broker` of its own (a clean run, then a
+/// crash loop), with `exactly_once = "sequence"` or at-least-once. Returns
+/// the loop and, per output topic (results, late records, dead letters),
+/// the clean and the crashed run's records as multisets.
+fn kafka_to_kafka(dir: &Path, exactly_once: bool) -> (Loop, Vec<Compared>) {
+    let (_broker, brokers) = start_dev_broker(dir);
+    let brokers = brokers.as_str();
+    write_input(&dir.join("input.jsonl"), 600_000);
+    produce(dir, brokers, 24);
     for name in ["clean", "crash"] {
         // Enough partitions that the mock cluster's 5 MB a partition holds
         // every record (checked below).
-        for (kind, partitions) in [("out", out_partitions), ("dead", "2"), ("late", "2")] {
+        for (kind, partitions) in [("out", "24"), ("dead", "2"), ("late", "2")] {
             let topic = format!("{name}-{kind}");
             weir_ok(
                 dir,
@@ -346,7 +327,7 @@ fn kafka_to_kafka(
     std::fs::write(&crash, text).unwrap();
     // A restart with Kafka sinks reads back their topics before it goes on
     // (about 1 s here): kill later than the file loops do.
-    let done = crash_loop_with(dir, &crash, 10, 5, (1_200, 2_000), between);
+    let done = crash_loop_with(dir, &crash, 10, 5, (1_200, 2_000));
     let mut topics = Vec::new();
     for kind in ["out", "late", "dead"] {
         let (clean, crash) = (format!("clean-{kind}"), format!("crash-{kind}"));
@@ -362,11 +343,7 @@ fn kafka_to_kafka(
 #[test]
 fn kafka_to_kafka_with_sequence_killed_again_and_again_writes_each_record_once() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (_broker, brokers) = start_dev_broker(d);
-    write_input(&d.join("input.jsonl"), 600_000);
-    produce(d, &brokers, 24);
-    let (done, topics) = kafka_to_kafka(d, &brokers, "24", true, &mut |_| {});
+    let (done, topics) = kafka_to_kafka(dir.path(), true);
     assert!(
         done.skipped > 0,
         "no restored run skipped a record it had written before: the loop proved nothing"
@@ -390,11 +367,7 @@ fn kafka_to_kafka_with_sequence_killed_again_and_again_writes_each_record_once()
 #[test]
 fn kafka_to_kafka_at_least_once_killed_again_and_again_loses_nothing_and_repeats_some() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (_broker, brokers) = start_dev_broker(d);
-    write_input(&d.join("input.jsonl"), 600_000);
-    produce(d, &brokers, 24);
-    let (done, topics) = kafka_to_kafka(d, &brokers, "24", false, &mut |_| {});
+    let (done, topics) = kafka_to_kafka(dir.path(), false);
     assert_eq!(done.skipped, 0, "at-least-once skips nothing");
     let (_, expected, got) = &topics[0];
     let mut counts: std::collections::BTreeMap<&String, i64> = std::collections::BTreeMap::new();
@@ -445,7 +418,7 @@ fn file_to_file_with_hdfs_checkpoints_killed_again_and_again_writes_exactly_one_
         hdfs.url
     );
     // Checkpoints in HDFS take longer to write and to restore: kill later.
-    crash_loop_with(d, &job("crash", &checkpoint), 10, 13, (2_500, 2_500), &mut |_| {});
+    crash_loop_with(d, &job("crash", &checkpoint), 10, 13, (2_500, 2_500));
     for file in ["out", "late", "dead"] {
         let clean = std::fs::read(d.join(format!("clean-{file}.jsonl"))).unwrap();
         let crashed = std::fs::read(d.join(format!("crash-{file}.jsonl"))).unwrap();
