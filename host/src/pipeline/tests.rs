@@ -863,7 +863,12 @@ fn a_namenode_restart_fails_some_checkpoints_and_the_job_goes_on_with_exact_outp
     released.store(lines.len(), Ordering::SeqCst);
     let summary = runner.join().unwrap().unwrap_or_else(|e| panic!("the job failed: {e}"));
     assert!(summary.failed_checkpoints >= 2, "{summary:?}");
-    assert!(summary.checkpoints >= 3, "{summary:?}");
+    // The one before the outage, and the run's last one, written after the
+    // NameNode came back (the run fails if its last checkpoint fails). The
+    // checkpoint past offset 6,000 seen above may count as failed here: on
+    // a loaded machine a NameNode just restarted can take longer than the
+    // 4 s timeout to take it, and the writer then finishes late.
+    assert!(summary.checkpoints >= 2, "{summary:?}");
 
     // Every record mapped once, the bad line in the dead letters once.
     let mut expected: Vec<(i64, u64)> =
