@@ -280,6 +280,29 @@ fn idle_partitions_do_not_hold_the_watermark_back() {
 }
 
 #[test]
+fn a_partition_fetched_late_is_behind_not_idle() {
+    // Two brokers; the one leading partition 0 answers 1.5 s late, so the
+    // job reads the other partitions to their end long before partition 0's
+    // first records arrive. Partition 0 is not quiet (its records wait in
+    // the broker): it must not be moved on after the 1 s idle timeout,
+    // which would make its own records late.
+    let n = 4_000;
+    let cluster = Cluster::embedded(KafkaConfig { embedded_brokers: 2, ..KafkaConfig::default() }).unwrap();
+    cluster.create_topic("readings", 4, 1).unwrap();
+    produce(&cluster, "readings", n);
+    let leaders: Vec<i32> =
+        cluster.describe_topic("readings").unwrap().partitions.iter().map(|p| p.leader).collect();
+    assert!(leaders.iter().any(|&l| l != leaders[0]), "the partitions share one leader: {leaders:?}");
+    let mock = cluster.embedded_cluster().unwrap();
+    mock.set_round_trip(leaders[0], Duration::from_millis(1500)).unwrap();
+    let summary =
+        run(job("embedded", "type = \"tumbling\"\nsize = \"1s\"", "max-temperature"), Some(cluster.clone()));
+    mock.set_round_trip(leaders[0], Duration::ZERO).unwrap();
+    assert_eq!((summary.events, summary.late), (n, 0), "{summary:?}");
+    assert_eq!(results(&read_topic(&cluster, "max-temperature")), expected(n, 1000, 1000));
+}
+
+#[test]
 fn the_job_through_a_real_broker_process_matches_the_generator() {
     let tansu = support::start_tansu();
     let config = KafkaConfig { connect_attempts: 12, ..KafkaConfig::default() };

@@ -299,8 +299,8 @@ pub struct TimeConfig {
     /// How far out of order events may arrive (the watermark's bound).
     #[serde(with = "crate::duration::serde_text")]
     pub max_out_of_orderness: Duration,
-    /// A partition with no events for this long stops holding the
-    /// watermark back.
+    /// A partition with no events for this long, and none waiting to be
+    /// read, is idle: its watermark follows the highest partition's.
     #[serde(with = "crate::duration::serde_text")]
     pub idle_timeout: Duration,
     /// How long after a window fires late events still update it.

@@ -433,11 +433,13 @@ impl Pipeline {
                 // it, and takes effect once it is complete, so a restore of
                 // that checkpoint makes the same move (see `restore`).
                 let now = Instant::now();
-                let moves = match &checkpointer {
+                let mut moves = match &checkpointer {
                     None => watermarks.idle(now),
                     Some(cp) if cp.due(now) => watermarks.idle(now),
                     Some(_) => Vec::new(),
                 };
+                // Quiet, not just read late: its records are all in.
+                moves.retain(|&(partition, _)| source.caught_up(partition));
                 if !moves.is_empty() {
                     let before: Vec<i64> = moves
                         .iter()

@@ -20,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -441,6 +441,37 @@ impl KafkaSource {
         }
     }
 
+    /// Whether every record of `partition` below the high watermark of
+    /// librdkafka's last fetch from it has been handed over. Unknown (no
+    /// fetch answered yet, or nothing handed over from a partition that
+    /// holds records) counts as behind.
+    fn read_to_high_watermark(&self, partition: i32) -> bool {
+        let Some(i) = self.index(partition) else { return true };
+        if self.done.get(i).copied().unwrap_or(false) {
+            return true;
+        }
+        let Ok(topic) = CString::new(self.topic.as_str()) else { return false };
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client is live; the call only reads librdkafka's
+        // cached offsets of the partition into the two locals.
+        let err = unsafe {
+            rd::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || high < 0 {
+            return false;
+        }
+        match self.next[i] {
+            next if next >= 0 => next >= high,
+            _ => low >= 0 && high <= low,
+        }
+    }
+
     fn error(&self, code: RDKafkaRespErr, detail: String) -> SourceError {
         SourceError::Consume {
             topic: self.topic.clone(),
@@ -607,6 +638,10 @@ impl Source for KafkaSource {
         self.commit_offsets(next_offsets)
     }
 
+    fn caught_up(&self, partition: i32) -> bool {
+        self.read_to_high_watermark(partition)
+    }
+
     /// Assigns the partitions again, the listed ones at their offsets. In
     /// bounded mode a partition whose offset reached its end is done.
     fn seek(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
@@ -724,7 +759,43 @@ fn unique_suffix() -> u64 {
 mod tests {
     use super::*;
     use crate::kafka::{KafkaConfig, RESERVED_PROPERTIES};
+    use crate::sink::Sink;
     use std::collections::BTreeMap;
+
+    /// A partition is caught up only when every record below the broker's
+    /// high watermark was handed over: one read late is not idle.
+    #[test]
+    fn a_partition_is_caught_up_only_once_its_records_are_all_handed_over() {
+        let cluster = Cluster::embedded(KafkaConfig::default()).unwrap();
+        cluster.create_topic("in", 2, 1).unwrap();
+        let mut sink = crate::sink::kafka::KafkaSink::open(&cluster, "in").unwrap();
+        for i in 0..200 {
+            sink.send(Some(b"one key"), format!("{i}").as_bytes()).unwrap();
+        }
+        sink.flush().unwrap();
+        let mut source = KafkaSource::open(&cluster, &KafkaSourceOptions::new("in")).unwrap();
+        let mut seen = Vec::new();
+        while seen.is_empty() {
+            source.poll(10, Duration::from_secs(5), &mut |r| seen.push((r.partition, r.offset))).unwrap();
+        }
+        let full = seen[0].0;
+        let empty = 1 - full;
+        assert!(seen.len() < 200 && seen.iter().all(|&(p, _)| p == full), "{seen:?}");
+        assert!(!source.caught_up(full), "190 records wait in the broker: behind, not caught up");
+        // The empty partition is caught up once a fetch has answered for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !source.caught_up(empty) && Instant::now() < deadline {
+            source.poll(10, Duration::from_millis(50), &mut |r| seen.push((r.partition, r.offset))).unwrap();
+        }
+        assert!(source.caught_up(empty), "an empty partition has nothing to read");
+        while seen.len() < 200 && Instant::now() < deadline {
+            source
+                .poll(1000, Duration::from_millis(50), &mut |r| seen.push((r.partition, r.offset)))
+                .unwrap();
+        }
+        assert_eq!(seen, (0..200).map(|o| (full, o)).collect::<Vec<_>>());
+        assert!(source.caught_up(full), "every record handed over");
+    }
 
     /// Commits happen only when weir says: the consumer must never commit
     /// or store offsets by itself, and must read from its group's commits.

@@ -173,4 +173,13 @@ pub trait Source: Send {
     /// read)`), before the first poll: where a restored checkpoint left
     /// off. Partitions left out start as the source would.
     fn seek(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError>;
+
+    /// Whether the source has handed over every record of `partition` it
+    /// knows of. Only such a partition can be idle: one whose records are
+    /// merely read late (they wait in the broker while other partitions
+    /// are fetched) is not quiet, and moving its watermark on would make
+    /// its own records late. A source that cannot tell says yes.
+    fn caught_up(&self, _partition: i32) -> bool {
+        true
+    }
 }
