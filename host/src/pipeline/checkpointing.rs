@@ -183,6 +183,9 @@ pub(super) struct Checkpointer {
     /// A sink of the checkpoint in flight commits when it completes: the
     /// loop waits for it before sending more.
     commit_pending: bool,
+    /// The writer of the last completed checkpoint, maybe still removing
+    /// older ones: the end of a run waits for it.
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 /// One source partition in a checkpoint.
@@ -324,6 +327,7 @@ impl Checkpointer {
             last_ended: now,
             in_flight: None,
             commit_pending: false,
+            writer: None,
         }
     }
 
@@ -467,19 +471,26 @@ impl Checkpointer {
         // writes it; `complete` commits the offsets once it is written.
         let id = self.next_id;
         self.next_id += 1;
-        let (storage, job) = (self.storage.clone(), self.job.clone());
+        let (storage, job, retain) = (self.storage.clone(), self.job.clone(), self.retain);
         let (done, written) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("weir-checkpoint".into())
             .spawn(move || {
-                let _ = done.send(write_complete(storage.as_ref(), &job, id, now_ms(), &files));
+                let result = write_complete(storage.as_ref(), &job, id, now_ms(), &files);
+                let complete = result.is_ok();
+                let _ = done.send(result);
+                // Old checkpoints go here, not on the loop: a storage that
+                // hangs (a dead NameNode) holds up this thread only.
+                if complete {
+                    remove_older(storage.as_ref(), &job, id, retain);
+                }
             })
             .map_err(|e| CheckpointError::Content {
                 checkpoint: id,
                 file: String::new(),
                 reason: format!("cannot start the writer: {e}"),
             })?;
-        self.in_flight = Some(InFlight { id, started: Instant::now(), offsets, written });
+        self.in_flight = Some(InFlight { id, started: Instant::now(), offsets, written, writer });
         Ok(id)
     }
 
@@ -548,7 +559,8 @@ impl Checkpointer {
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
             },
         };
-        let Some(InFlight { id, offsets, .. }) = self.in_flight.take() else { return Ok(0) };
+        let Some(InFlight { id, offsets, writer, .. }) = self.in_flight.take() else { return Ok(0) };
+        self.writer = Some(writer);
         match result {
             Some(written) => {
                 written.map_err(CheckpointError::from)?;
@@ -565,16 +577,6 @@ impl Checkpointer {
             sink.checkpoint_complete()?;
         }
         source.commit(&offsets)?;
-        // An old checkpoint left behind costs only space: a storage that
-        // fails here is logged, and the next cleanup tries again.
-        let removed = checkpoint_ids(self.storage.as_ref(), &self.job).and_then(|ids| {
-            ids.iter()
-                .filter(|&&old| old + self.retain as u64 <= id)
-                .try_for_each(|old| self.storage.remove_dir(&format!("{}/chk-{old:020}", self.job)))
-        });
-        if let Err(e) = removed {
-            tracing::warn!("checkpoint {id}: cannot remove older checkpoints: {e}");
-        }
         self.last_ended = Instant::now();
         Ok(1)
     }
@@ -601,7 +603,27 @@ impl Checkpointer {
         self.take(operator, watermarks, sinks, read)?;
         // The run's last checkpoint is where the next run starts: if it
         // cannot be written, the run fails (and may be restarted).
-        Ok(before + self.try_complete(source, sinks, true)?)
+        let last = self.try_complete(source, sinks, true)?;
+        // A run leaves `retain` checkpoints behind: its writer's cleanup
+        // (each storage call bounded by the storage's timeout) ends first.
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        Ok(before + last)
+    }
+}
+
+/// Removes the checkpoints of `job` that `retain` newer ones, up to
+/// `newest`, make old. One left behind costs only space: a storage that
+/// fails here is logged, and the next cleanup tries again.
+fn remove_older(storage: &dyn CheckpointStorage, job: &str, newest: u64, retain: usize) {
+    let removed = checkpoint_ids(storage, job).and_then(|ids| {
+        ids.iter()
+            .filter(|&&old| old + retain as u64 <= newest)
+            .try_for_each(|old| storage.remove_dir(&format!("{job}/chk-{old:020}")))
+    });
+    if let Err(e) = removed {
+        tracing::warn!("checkpoint {newest}: cannot remove older checkpoints: {e}");
     }
 }
 
@@ -612,6 +634,8 @@ struct InFlight {
     /// The offsets to commit once it is written.
     offsets: Vec<(i32, i64)>,
     written: std::sync::mpsc::Receiver<Result<crate::checkpoint::Manifest, StorageError>>,
+    /// The writer, which removes older checkpoints once this one is.
+    writer: std::thread::JoinHandle<()>,
 }
 
 #[cfg(test)]

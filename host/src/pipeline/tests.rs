@@ -807,7 +807,7 @@ fn a_namenode_restart_fails_some_checkpoints_and_the_job_goes_on_with_exact_outp
         "name = \"nn\"\n[source]\ntype = \"file\"\npath = \"{{dir}}/unused.jsonl\"\n[format]\n\
          fields = {{ temperature = \"f64\" }}\n[function]\nplugin = \"kelvin-to-celsius\"\n[sink]\ntype = \"file\"\n\
          path = \"{{dir}}/out.jsonl\"\ndead_letter = \"{{dir}}/dead.jsonl\"\n[checkpoint]\nstorage = \"{url}\"\n\
-         interval = \"200ms\"\ntimeout = \"4s\"\nstorage_timeout = \"3s\"\ntolerable_failures = 100\nmode = \"exactly-once\"\n"
+         interval = \"200ms\"\ntimeout = \"4s\"\ntolerable_failures = 100\nmode = \"exactly-once\"\n"
     )
     .replace("{dir}", &dir.path().display().to_string());
     std::fs::write(dir.path().join("unused.jsonl"), "").unwrap();
