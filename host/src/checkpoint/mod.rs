@@ -4,6 +4,7 @@
 //! checksummed, made complete by a manifest written last).
 
 mod file;
+pub mod forked;
 mod format;
 mod hdfs;
 mod storage;

@@ -11,7 +11,7 @@ use super::Sinks;
 use super::operator::Operator;
 use super::positions::ReadPositions;
 use crate::checkpoint::{
-    Checkpoint, CheckpointStorage, ReadError, StorageError, checkpoint_ids, latest_complete,
+    Checkpoint, CheckpointStorage, ReadError, StorageError, checkpoint_ids, forked, latest_complete,
     open_storage_with, read_complete, write_complete,
 };
 use crate::job::{CheckpointConfig, Job};
@@ -422,8 +422,9 @@ impl Checkpointer {
 
     /// Takes a checkpoint: flushes the sinks and snapshots every
     /// partition's offset, clock and state and the sinks' states (the loop
-    /// waits for this), then writes them on another thread; [`complete`]
-    /// finishes it. Skipped (0) while another one is being written.
+    /// waits for this, but not for the window state's encoding, which a
+    /// forked child does), then writes them on another thread;
+    /// [`complete`] finishes it. Skipped (0) while another one is being written.
     ///
     /// [`complete`]: Checkpointer::complete
     pub(super) fn take(
@@ -454,29 +455,51 @@ impl Checkpointer {
             self.identity.iter().map(|(k, v)| (format!("identity-{k}"), v.clone().into_bytes())).collect();
         files.extend(self.records.iter().map(|(k, v)| (k.to_string(), v.clone().into_bytes())));
         files.push(("sinks".into(), encode_sinks(&states)));
-        for partition in partitions {
-            let mut state = Vec::new();
-            operator.snapshot_partition(partition, &mut state);
-            let next_offset = offsets.iter().find(|(p, _)| *p == partition).map_or(0, |&(_, o)| o);
-            let entry = PartitionEntry {
+        let entries: Vec<PartitionEntry> = partitions
+            .into_iter()
+            .map(|partition| PartitionEntry {
                 partition,
-                next_offset,
+                next_offset: offsets.iter().find(|(p, _)| *p == partition).map_or(0, |&(_, o)| o),
                 max_event_time: watermarks.max_event_time(partition),
                 watermark: watermarks.current(partition),
-                state,
-            };
-            files.push((format!("partition-{}", entry.partition), encode_partition(&entry)));
-        }
-        // The state is in memory now: the loop goes on while another thread
-        // writes it; `complete` commits the offsets once it is written.
+                state: Vec::new(),
+            })
+            .collect();
+        // The window state is encoded by a forked child from its frozen
+        // copy of the process: the loop stalls only for the fork. Where
+        // that fails, it is encoded here, the loop waiting.
+        let mut encode = |out: &mut Vec<u8>| {
+            for entry in &entries {
+                let mark = out.len();
+                out.extend_from_slice(&[0; 8]);
+                operator.snapshot_partition(entry.partition, out);
+                let len = (out.len() - mark - 8) as u64;
+                out[mark..mark + 8].copy_from_slice(&len.to_le_bytes());
+            }
+        };
         let id = self.next_id;
+        let states = match forked::fork_snapshot(&mut encode) {
+            Ok(child) => EncodedStates::Forked(child),
+            Err(e) => {
+                tracing::warn!("checkpoint {id}: {e}; the state is encoded while the job waits");
+                let mut out = Vec::new();
+                encode(&mut out);
+                EncodedStates::Here(out)
+            }
+        };
+        // The loop goes on while another thread collects the state and
+        // writes it; `complete` commits the offsets once it is written.
         self.next_id += 1;
-        let (storage, job, retain) = (self.storage.clone(), self.job.clone(), self.retain);
+        let (storage, job, retain, timeout) =
+            (self.storage.clone(), self.job.clone(), self.retain, self.timeout);
         let (done, written) = std::sync::mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("weir-checkpoint".into())
             .spawn(move || {
-                let result = write_complete(storage.as_ref(), &job, id, now_ms(), &files);
+                let result = states.collect(id, timeout).and_then(|states| {
+                    add_partitions(id, &mut files, entries, &states)?;
+                    Ok(write_complete(storage.as_ref(), &job, id, now_ms(), &files)?)
+                });
                 let complete = result.is_ok();
                 let _ = done.send(result);
                 // Old checkpoints go here, not on the loop: a storage that
@@ -563,7 +586,7 @@ impl Checkpointer {
         self.writer = Some(writer);
         match result {
             Some(written) => {
-                written.map_err(CheckpointError::from)?;
+                written?;
             }
             None => {
                 let reason = "the writer stopped without a word".to_string();
@@ -613,6 +636,53 @@ impl Checkpointer {
     }
 }
 
+/// The encoded window state of a checkpoint's partitions, each prefixed
+/// with its length (u64 LE).
+enum EncodedStates {
+    /// Being encoded by a forked child.
+    Forked(forked::ForkedSnapshot),
+    /// Encoded on the loop already.
+    Here(Vec<u8>),
+}
+
+impl EncodedStates {
+    fn collect(self, id: u64, within: Duration) -> Result<Vec<u8>, CheckpointError> {
+        match self {
+            EncodedStates::Forked(child) => child.collect(within).map_err(|e| CheckpointError::Content {
+                checkpoint: id,
+                file: "partition-*".into(),
+                reason: e.to_string(),
+            }),
+            EncodedStates::Here(bytes) => Ok(bytes),
+        }
+    }
+}
+
+/// Adds a `partition-<p>` file per entry to `files`, with its state cut
+/// from `states` (as [`EncodedStates`] lays them out).
+fn add_partitions(
+    id: u64,
+    files: &mut Vec<(String, Vec<u8>)>,
+    entries: Vec<PartitionEntry>,
+    mut states: &[u8],
+) -> Result<(), CheckpointError> {
+    for mut entry in entries {
+        let name = format!("partition-{}", entry.partition);
+        let cut = states.split_first_chunk::<8>().and_then(|(len, rest)| {
+            let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+            (len <= rest.len()).then(|| rest.split_at(len))
+        });
+        let Some((state, rest)) = cut else {
+            let reason = "the encoded window state is cut short".to_string();
+            return Err(CheckpointError::Content { checkpoint: id, file: name, reason });
+        };
+        entry.state = state.to_vec();
+        states = rest;
+        files.push((name, encode_partition(&entry)));
+    }
+    Ok(())
+}
+
 /// Removes the checkpoints of `job` that `retain` newer ones, up to
 /// `newest`, make old. One left behind costs only space: a storage that
 /// fails here is logged, and the next cleanup tries again.
@@ -633,7 +703,7 @@ struct InFlight {
     started: Instant,
     /// The offsets to commit once it is written.
     offsets: Vec<(i32, i64)>,
-    written: std::sync::mpsc::Receiver<Result<crate::checkpoint::Manifest, StorageError>>,
+    written: std::sync::mpsc::Receiver<Result<crate::checkpoint::Manifest, CheckpointError>>,
     /// The writer, which removes older checkpoints once this one is.
     writer: std::thread::JoinHandle<()>,
 }

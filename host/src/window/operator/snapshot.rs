@@ -4,7 +4,8 @@
 //! alone.
 //!
 //! The encoding is compact, because a checkpoint of a million open windows
-//! is encoded while the loop waits: numbers are LEB128 varints, signed ones
+//! is encoded (in a forked child, `checkpoint::forked`) and written while
+//! later checkpoints wait their turn: numbers are LEB128 varints, signed ones
 //! zigzag-coded, and most are deltas (sorted integer keys from the previous
 //! key, pane starts in panes from the previous pane, offsets and event
 //! timestamps from the previous one). What the operator can recompute is
