@@ -54,13 +54,15 @@ pub fn fork_snapshot(encode: &mut dyn FnMut(&mut Vec<u8>)) -> Result<ForkedSnaps
     }
     // SAFETY: both descriptors were just created and are owned here.
     let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: a plain system call.
+    let parent = unsafe { libc::getpid() };
     // SAFETY: the child only runs `child_main`, which keeps to what is safe
     // after a fork of a threaded process (see the module documentation).
     match unsafe { libc::fork() } {
         -1 => Err(ForkError::Fork(io::Error::last_os_error())),
         0 => {
             drop(read_end);
-            child_main(encode, write_end)
+            child_main(encode, write_end, parent)
         }
         pid => {
             drop(write_end);
@@ -70,12 +72,13 @@ pub fn fork_snapshot(encode: &mut dyn FnMut(&mut Vec<u8>)) -> Result<ForkedSnaps
 }
 
 /// The child: encode, write, exit. Never returns.
-fn child_main(encode: &mut dyn FnMut(&mut Vec<u8>), pipe: OwnedFd) -> ! {
-    // Dies with the parent (a killed job leaves no encoder behind).
+fn child_main(encode: &mut dyn FnMut(&mut Vec<u8>), pipe: OwnedFd, parent: libc::pid_t) -> ! {
+    // Dies with the thread that forked it (a killed job leaves no encoder
+    // behind); a parent gone before this call is caught by the check.
     // SAFETY: plain system calls on this process.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() == 1 {
+        if libc::getppid() != parent {
             libc::_exit(3);
         }
     }
