@@ -419,7 +419,9 @@ fn run_checkpoint(reduce: &str, keys: i64, dir: &Path) {
     let child =
         weir::checkpoint::forked::fork_snapshot(&mut |out| op.snapshot_partition(0, out)).expect("fork");
     let stall_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut child = child;
     let forked = child.collect(std::time::Duration::from_secs(120)).expect("the child's snapshot");
+    drop(child);
     let forked_ms = started.elapsed().as_secs_f64() * 1e3;
     // The same encoding on this thread, as without a fork: it must give the
     // same bytes.

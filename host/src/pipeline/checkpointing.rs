@@ -496,12 +496,15 @@ impl Checkpointer {
         let writer = std::thread::Builder::new()
             .name("weir-checkpoint".into())
             .spawn(move || {
+                let mut states = states;
                 let result = states.collect(id, timeout).and_then(|states| {
                     add_partitions(id, &mut files, entries, &states)?;
                     Ok(write_complete(storage.as_ref(), &job, id, now_ms(), &files)?)
                 });
                 let complete = result.is_ok();
                 let _ = done.send(result);
+                // Reaps a forked encoder, whose exit overlapped the write.
+                drop(states);
                 // Old checkpoints go here, not on the loop: a storage that
                 // hangs (a dead NameNode) holds up this thread only.
                 if complete {
@@ -646,14 +649,15 @@ enum EncodedStates {
 }
 
 impl EncodedStates {
-    fn collect(self, id: u64, within: Duration) -> Result<Vec<u8>, CheckpointError> {
+    /// The encoded states (a forked child is reaped when `self` drops).
+    fn collect(&mut self, id: u64, within: Duration) -> Result<Vec<u8>, CheckpointError> {
         match self {
             EncodedStates::Forked(child) => child.collect(within).map_err(|e| CheckpointError::Content {
                 checkpoint: id,
                 file: "partition-*".into(),
                 reason: e.to_string(),
             }),
-            EncodedStates::Here(bytes) => Ok(bytes),
+            EncodedStates::Here(bytes) => Ok(std::mem::take(bytes)),
         }
     }
 }
