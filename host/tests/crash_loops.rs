@@ -294,7 +294,7 @@ fn kafka_to_kafka(dir: &Path, exactly_once: bool) -> (Loop, Vec<Compared>) {
     for name in ["clean", "crash"] {
         // Enough partitions that the mock cluster's 5 MB a partition holds
         // every record (checked below).
-        for (kind, partitions) in [("out", "24"), ("dead", "2"), ("late", "2")] {
+        for (kind, partitions) in [("out", "48"), ("dead", "2"), ("late", "2")] {
             let topic = format!("{name}-{kind}");
             weir_ok(
                 dir,
@@ -325,9 +325,10 @@ fn kafka_to_kafka(dir: &Path, exactly_once: bool) -> (Loop, Vec<Compared>) {
     let text =
         std::fs::read_to_string(&crash).unwrap().replace(&late("crash"), "late_output = \"crash-late\"");
     std::fs::write(&crash, text).unwrap();
-    // A restart with Kafka sinks reads back their topics before it goes on
-    // (about 1 s here): kill later than the file loops do.
-    let done = crash_loop_with(dir, &crash, 10, 5, (1_200, 2_000));
+    // A restart with Kafka sinks reads back their topics before it goes on:
+    // kill later than the file loops do, but soon enough that ten kills
+    // come before the end.
+    let done = crash_loop_with(dir, &crash, 10, 5, (800, 1_200));
     let mut topics = Vec::new();
     for kind in ["out", "late", "dead"] {
         let (clean, crash) = (format!("clean-{kind}"), format!("crash-{kind}"));

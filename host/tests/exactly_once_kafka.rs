@@ -366,6 +366,7 @@ fn sequence_skips_per_source_and_output_partition_pair() {
         crashed.send_from(*source, Some(key.as_bytes()), payload.as_bytes()).unwrap();
     }
     let state = crashed.checkpoint_state().unwrap();
+    until_durable(&mut crashed);
     // Where each key went.
     let partition_of: BTreeMap<Vec<u8>, i32> =
         read_all(&cluster, "gap").into_iter().map(|r| (r.key.unwrap(), r.partition)).collect();
@@ -408,6 +409,56 @@ fn sequence_skips_per_source_and_output_partition_pair() {
     let expected: BTreeMap<String, usize> = records.iter().map(|(_, _, p)| (p.clone(), 1)).collect();
     assert_eq!(multiset(&topic), expected, "each record once");
     assert_dense_sequences(&topic);
+}
+
+/// Waits, as a checkpoint does before it completes, until what the sink
+/// was sent before its checkpoint state is acknowledged.
+fn until_durable(sink: &mut KafkaSink) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink.checkpoint_pending().unwrap() {
+        assert!(Instant::now() < deadline, "deliveries not acknowledged within 30 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A checkpoint's barrier does not wait for the brokers: the sink's state
+/// is taken at once, and the checkpoint is told to wait (`pending`) until
+/// every record sent before the barrier is acknowledged, not those after.
+/// Its read-back offsets are no later than the first record after it.
+#[test]
+fn a_barrier_does_not_wait_for_deliveries_but_the_checkpoint_does() {
+    let cluster = Cluster::embedded(config()).unwrap();
+    let mock = cluster.embedded_cluster().unwrap();
+    cluster.create_topic("slow", 1, 1).unwrap();
+    let mut sink = KafkaSink::open_with(&cluster, "slow", &Delivery::Sequence).unwrap();
+    sink.restore(None).unwrap();
+    for i in 0..100 {
+        sink.send_from(0, Some(b"k"), format!("before {i}").as_bytes()).unwrap();
+    }
+    sink.flush().unwrap();
+    for i in 100..200 {
+        sink.send_from(0, Some(b"k"), format!("before {i}").as_bytes()).unwrap();
+    }
+    mock.set_round_trip(-1, Duration::from_millis(800)).unwrap();
+    let started = Instant::now();
+    let state = sink.checkpoint_state().unwrap();
+    assert!(started.elapsed() < Duration::from_millis(400), "the barrier waited {:?}", started.elapsed());
+    assert!(sink.checkpoint_pending().unwrap(), "records before the barrier are still in flight");
+    for i in 0..100 {
+        sink.send_from(0, Some(b"k"), format!("after {i}").as_bytes()).unwrap();
+    }
+    until_durable(&mut sink);
+    assert!(sink.delivered() >= 200, "the 200 before the barrier are acknowledged: {}", sink.delivered());
+    mock.set_round_trip(-1, Duration::ZERO).unwrap();
+    sink.flush().unwrap();
+    // The state reads back from offset 100 at the latest (what was
+    // acknowledged at the barrier), so nothing after the barrier is missed.
+    let from = i64::from_le_bytes(state[12..20].try_into().unwrap());
+    assert!((0..=100).contains(&from), "reads back from {from}");
+    let out = read_all(&cluster, "slow");
+    assert_eq!(out.len(), 300);
+    let first_after = out.iter().position(|r| r.payload == "after 0").unwrap() as i64;
+    assert!(from <= first_after);
 }
 
 /// A restore with a state from another topic shape is refused, naming

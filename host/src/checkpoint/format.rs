@@ -149,6 +149,18 @@ pub fn write_complete(
     created_ms: i64,
     files: &[(String, Vec<u8>)],
 ) -> Result<Manifest, StorageError> {
+    let entries = write_files(storage, job, checkpoint, files)?;
+    write_manifest(storage, job, checkpoint, created_ms, entries)
+}
+
+/// The first half of [`write_complete`]: writes a checkpoint's files (not
+/// yet complete) and returns their manifest entries.
+pub fn write_files(
+    storage: &dyn CheckpointStorage,
+    job: &str,
+    checkpoint: u64,
+    files: &[(String, Vec<u8>)],
+) -> Result<Vec<ManifestEntry>, StorageError> {
     let dir = folder(job, checkpoint);
     let mut entries = Vec::with_capacity(files.len());
     for (name, payload) in files {
@@ -160,6 +172,19 @@ pub fn write_complete(
             sha256: hex(&Sha256::digest(&bytes)),
         });
     }
+    Ok(entries)
+}
+
+/// The second half of [`write_complete`]: the manifest that makes the
+/// checkpoint whose files are `entries` complete.
+pub fn write_manifest(
+    storage: &dyn CheckpointStorage,
+    job: &str,
+    checkpoint: u64,
+    created_ms: i64,
+    entries: Vec<ManifestEntry>,
+) -> Result<Manifest, StorageError> {
+    let dir = folder(job, checkpoint);
     let manifest = Manifest {
         version: CHECKPOINT_VERSION,
         job: job.to_string(),

@@ -12,7 +12,7 @@ mod storage;
 pub use file::FileStorage;
 pub use format::{
     CHECKPOINT_VERSION, Checkpoint, Manifest, ManifestEntry, ReadError, checkpoint_ids, decode_file,
-    encode_file, latest_complete, read_complete, write_complete,
+    encode_file, latest_complete, read_complete, write_complete, write_files, write_manifest,
 };
 pub use hdfs::{DEFAULT_CALL_TIMEOUT, HdfsStorage};
 pub use storage::{

@@ -12,7 +12,7 @@ use super::operator::Operator;
 use super::positions::ReadPositions;
 use crate::checkpoint::{
     Checkpoint, CheckpointStorage, ReadError, StorageError, checkpoint_ids, forked, latest_complete,
-    open_storage_with, read_complete, write_complete,
+    open_storage_with, read_complete, write_files, write_manifest,
 };
 use crate::job::{CheckpointConfig, Job};
 use crate::source::Source;
@@ -493,13 +493,27 @@ impl Checkpointer {
         let (storage, job, retain, timeout) =
             (self.storage.clone(), self.job.clone(), self.retain, self.timeout);
         let (done, written) = std::sync::mpsc::channel();
+        // The manifest waits until the loop says that what the sinks were
+        // sent before the barrier is durable (`complete`): a checkpoint
+        // must never be complete while output it accounts for may be lost.
+        let (durable, sinks_durable) = std::sync::mpsc::channel::<()>();
         let writer = std::thread::Builder::new()
             .name("weir-checkpoint".into())
             .spawn(move || {
                 let mut states = states;
+                let started = Instant::now();
                 let result = states.collect(id, timeout).and_then(|states| {
                     add_partitions(id, &mut files, entries, &states)?;
-                    Ok(write_complete(storage.as_ref(), &job, id, now_ms(), &files)?)
+                    let entries = write_files(storage.as_ref(), &job, id, &files)?;
+                    if sinks_durable.recv_timeout(timeout.saturating_sub(started.elapsed())).is_err() {
+                        let reason = "what the sinks were sent before it was not acknowledged in time".into();
+                        return Err(CheckpointError::Content {
+                            checkpoint: id,
+                            file: "manifest".into(),
+                            reason,
+                        });
+                    }
+                    Ok(write_manifest(storage.as_ref(), &job, id, now_ms(), entries)?)
                 });
                 let complete = result.is_ok();
                 let _ = done.send(result);
@@ -516,7 +530,8 @@ impl Checkpointer {
                 file: String::new(),
                 reason: format!("cannot start the writer: {e}"),
             })?;
-        self.in_flight = Some(InFlight { id, started: Instant::now(), offsets, written, writer });
+        self.in_flight =
+            Some(InFlight { id, started: Instant::now(), offsets, written, writer, durable: Some(durable) });
         Ok(id)
     }
 
@@ -569,8 +584,34 @@ impl Checkpointer {
         sinks: &mut Sinks,
         wait: bool,
     ) -> Result<u64, super::PipelineError> {
-        let Some(flight) = &self.in_flight else { return Ok(0) };
         let wait = wait || self.commit_pending;
+        let Some(flight) = &self.in_flight else { return Ok(0) };
+        // First, everything the sinks were sent before the barrier must be
+        // durable (a Kafka sink's deliveries acknowledged); only then may
+        // the writer make the checkpoint complete. The loop goes on
+        // meanwhile, or, when it must wait, flushes.
+        if flight.durable.is_some() {
+            loop {
+                let mut pending = false;
+                for sink in sinks.slots().into_iter().flatten() {
+                    pending |= sink.checkpoint_pending()?;
+                }
+                if !pending {
+                    break;
+                }
+                if self.in_flight.as_ref().is_none_or(|f| f.started.elapsed() >= self.timeout) {
+                    return Err(self.timed_out());
+                }
+                if !wait {
+                    return Ok(0);
+                }
+                sinks.flush()?;
+            }
+            if let Some(durable) = self.in_flight.as_mut().and_then(|f| f.durable.take()) {
+                let _ = durable.send(());
+            }
+        }
+        let Some(flight) = &self.in_flight else { return Ok(0) };
         let left = self.timeout.saturating_sub(flight.started.elapsed());
         let result = match wait {
             true => match flight.written.recv_timeout(left) {
@@ -710,6 +751,9 @@ struct InFlight {
     written: std::sync::mpsc::Receiver<Result<crate::checkpoint::Manifest, CheckpointError>>,
     /// The writer, which removes older checkpoints once this one is.
     writer: std::thread::JoinHandle<()>,
+    /// Tells the writer that the sinks hold what was sent before the
+    /// barrier, so it may write the manifest (`None` once told).
+    durable: Option<std::sync::mpsc::Sender<()>>,
 }
 
 #[cfg(test)]

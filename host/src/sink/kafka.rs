@@ -28,7 +28,7 @@ use rdkafka::types::RDKafkaRespErr;
 use sequence::Sequencer;
 pub use sequence::{SEQUENCE_HEADER, SOURCE_PARTITION_HEADER};
 use std::ffi::CString;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -73,6 +73,9 @@ pub struct KafkaSink {
     delivery_timeout: Duration,
     cluster: Cluster,
     mode: Mode,
+    /// Messages queued so far: each carries its number as its delivery
+    /// opaque, so a report tells whether it was sent before a barrier.
+    produced: u64,
 }
 
 /// The sink's [`Delivery`], with what it keeps.
@@ -131,7 +134,7 @@ impl KafkaSink {
             }
         }
         let producer: BaseProducer<Deliveries> = config
-            .create_with_context(Deliveries::new(topic, cluster.label()))
+            .create_with_context(Deliveries::new(topic, cluster.label(), partitions))
             .map_err(|e| fail(format!("cannot create a producer: {e}")))?;
         let name = CString::new(topic).map_err(|_| fail("the name contains a NUL byte".into()))?;
         // SAFETY: the producer is live; the name is copied. The handle is
@@ -164,6 +167,7 @@ impl KafkaSink {
             delivery_timeout,
             cluster: cluster.clone(),
             mode,
+            produced: 0,
         })
     }
 
@@ -216,14 +220,19 @@ impl KafkaSink {
         payload: &[u8],
         headers: rdkafka::message::OwnedHeaders,
     ) -> Result<(), SinkError> {
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).partition(partition).payload(payload);
+        let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, self.produced as usize)
+            .partition(partition)
+            .payload(payload);
         if let Some(k) = key {
             record = record.key(k);
         }
         record = record.headers(headers);
         loop {
             match self.producer.send(record) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.produced += 1;
+                    break;
+                }
                 Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     self.producer.poll(Duration::from_millis(10));
@@ -258,10 +267,13 @@ impl KafkaSink {
                     payload.len(),
                     key_ptr as *const std::ffi::c_void,
                     key_len,
-                    std::ptr::null_mut(),
+                    // The message's number, for its delivery report (rdkafka
+                    // reads a `usize` opaque back from the pointer's value).
+                    self.produced as usize as *mut std::ffi::c_void,
                 )
             };
             if rc == 0 {
+                self.produced += 1;
                 return Ok(());
             }
             // SAFETY: reads librdkafka's thread-local last error.
@@ -375,12 +387,42 @@ impl Sink for KafkaSink {
         matches!(self.mode, Mode::Sequence(_))
     }
 
+    /// The barrier: what was queued until now must be acknowledged before
+    /// the checkpoint completes ([`Sink::checkpoint_pending`]); the loop
+    /// does not wait for it here. A transactional sink flushes instead (its
+    /// transaction commits at completion). A sequenced sink's state holds,
+    /// per output partition, an offset no later than its first record after
+    /// the barrier: where a restore reads back from.
     fn checkpoint_state(&mut self) -> Result<Vec<u8>, SinkError> {
-        self.flush()?;
-        match &self.mode {
-            Mode::Sequence(sequencer) => sequencer.state(&self.topic, &self.cluster),
+        if let Mode::Transactions { .. } = self.mode {
+            self.flush()?;
+            return Ok(Vec::new());
+        }
+        self.producer.poll(Duration::ZERO);
+        self.unpolled = 0;
+        self.check_failures()?;
+        let deliveries = self.producer.context();
+        // Reports are served on this thread (in `poll`): every one so far
+        // is of a message before the barrier, and no more arrive meanwhile.
+        let resolved =
+            deliveries.delivered.load(Ordering::Relaxed) + deliveries.failed.load(Ordering::Relaxed);
+        deliveries.barrier.store(self.produced, Ordering::Relaxed);
+        deliveries.before_barrier.store(self.produced.saturating_sub(resolved), Ordering::Relaxed);
+        match &mut self.mode {
+            Mode::Sequence(sequencer) => {
+                let acked: Vec<i64> =
+                    deliveries.acked_end.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+                sequencer.state(&self.topic, &self.cluster, &acked)
+            }
             Mode::Idempotent | Mode::Transactions { .. } => Ok(Vec::new()),
         }
+    }
+
+    fn checkpoint_pending(&mut self) -> Result<bool, SinkError> {
+        self.producer.poll(Duration::ZERO);
+        self.unpolled = 0;
+        self.check_failures()?;
+        Ok(self.producer.context().before_barrier.load(Ordering::Relaxed) > 0)
     }
 
     fn checkpoint_complete(&mut self) -> Result<(), SinkError> {
@@ -439,15 +481,33 @@ struct Deliveries {
     failed: AtomicU64,
     first_failure: Mutex<Option<DeliveryFailure>>,
     outage: crate::kafka::OutageReport,
+    /// The number of the first message after the last checkpoint barrier,
+    /// and how many before it are still unreported.
+    barrier: AtomicU64,
+    before_barrier: AtomicU64,
+    /// Per output partition, the offset after the last acknowledged
+    /// message (0: none yet).
+    acked_end: Vec<AtomicI64>,
 }
 
 impl Deliveries {
-    fn new(topic: &str, brokers: &str) -> Deliveries {
+    fn new(topic: &str, brokers: &str, partitions: usize) -> Deliveries {
         Deliveries {
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             first_failure: Mutex::new(None),
             outage: crate::kafka::OutageReport::new("sink", topic, brokers),
+            barrier: AtomicU64::new(0),
+            before_barrier: AtomicU64::new(0),
+            acked_end: (0..partitions).map(|_| AtomicI64::new(0)).collect(),
+        }
+    }
+
+    /// A report of message `number`: one fewer before the barrier if it is.
+    fn reported(&self, number: usize) {
+        if (number as u64) < self.barrier.load(Ordering::Relaxed) {
+            let _ =
+                self.before_barrier.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
     }
 }
@@ -468,13 +528,20 @@ impl ClientContext for Deliveries {
 }
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, number: usize) {
         match result {
-            Ok(_) => {
+            Ok(message) => {
+                use rdkafka::Message;
                 self.outage.reachable();
+                if let Some(end) =
+                    usize::try_from(message.partition()).ok().and_then(|p| self.acked_end.get(p))
+                {
+                    end.fetch_max(message.offset() + 1, Ordering::Relaxed);
+                }
                 self.delivered.fetch_add(1, Ordering::Relaxed);
+                self.reported(number);
             }
             Err((e, message)) => {
                 use rdkafka::Message;
@@ -486,6 +553,7 @@ impl ProducerContext for Deliveries {
                 }
                 drop(first);
                 self.failed.fetch_add(1, Ordering::Release);
+                self.reported(number);
             }
         }
     }

@@ -193,12 +193,23 @@ pub trait Sink: Send {
     /// Where records go, for messages.
     fn name(&self) -> &str;
 
-    /// Flushes, then returns what a checkpoint keeps for this sink so that
-    /// [`Sink::restore`] can bring it back to this point. The default (a
-    /// sink that keeps no state) only flushes.
+    /// Returns what a checkpoint keeps for this sink so that
+    /// [`Sink::restore`] can bring it back to this point: the checkpoint's
+    /// barrier. Everything sent before it must be durable before the
+    /// checkpoint completes: a sink flushes here, or says it is not yet
+    /// with [`Sink::checkpoint_pending`]. The default (a sink that keeps no
+    /// state) only flushes.
     fn checkpoint_state(&mut self) -> Result<Vec<u8>, SinkError> {
         self.flush()?;
         Ok(Vec::new())
+    }
+
+    /// Whether some of what was sent before the last
+    /// [`Sink::checkpoint_state`] is not yet durable (a Kafka sink's
+    /// deliveries still unacknowledged): the checkpoint waits, and the
+    /// loop goes on meanwhile. An error is a send that failed.
+    fn checkpoint_pending(&mut self) -> Result<bool, SinkError> {
+        Ok(false)
     }
 
     /// Called once a checkpoint that holds this sink's state is complete

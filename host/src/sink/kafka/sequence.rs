@@ -52,11 +52,21 @@ pub(super) struct Sequencer {
     /// The highest number found written after the restored checkpoint.
     written: HashMap<Pair, u64>,
     skipped: u64,
+    /// Per output partition, an offset no later than anything this run
+    /// writes there: its end when the run started (asked once).
+    start_ends: Option<Vec<i64>>,
 }
 
 impl Sequencer {
     pub(super) fn new(partitions: i32, client: BaseConsumer<WeirContext>) -> Sequencer {
-        Sequencer { partitions, client, last: BTreeMap::new(), written: HashMap::new(), skipped: 0 }
+        Sequencer {
+            partitions,
+            client,
+            last: BTreeMap::new(),
+            written: HashMap::new(),
+            skipped: 0,
+            start_ends: None,
+        }
     }
 
     /// The topic's partition count.
@@ -86,15 +96,26 @@ impl Sequencer {
         )
     }
 
-    /// The checkpoint state, once the producer is flushed: each pair's last
-    /// number and each output partition's end offset.
-    pub(super) fn state(&self, topic: &str, cluster: &Cluster) -> Result<Vec<u8>, SinkError> {
+    /// The checkpoint state at a barrier: each pair's last number and, per
+    /// output partition, where a restore reads back from (`acked`: the
+    /// offset after the last acknowledged message, per partition).
+    pub(super) fn state(
+        &mut self,
+        topic: &str,
+        cluster: &Cluster,
+        acked: &[i64],
+    ) -> Result<Vec<u8>, SinkError> {
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&self.partitions.to_le_bytes());
-        for partition in 0..self.partitions {
-            let (_, high) = self.watermarks(topic, cluster, partition)?;
-            out.extend_from_slice(&high.to_le_bytes());
+        let start_ends = self.start_ends(topic, cluster)?;
+        for (partition, start) in start_ends.iter().enumerate() {
+            // Where a restore reads back from: after what the brokers have
+            // acknowledged (messages still in flight come later), or the
+            // run's start. Not asked of the brokers: that costs a round
+            // trip per partition at every checkpoint.
+            let from = (*start).max(acked.get(partition).copied().unwrap_or(0));
+            out.extend_from_slice(&from.to_le_bytes());
         }
         // A restored run that is still skipping knows numbers written beyond
         // its last one: they stay known, or a restore of this checkpoint
@@ -116,6 +137,21 @@ impl Sequencer {
         Ok(out)
     }
 
+    /// Each output partition's end offset when the run started, asked of
+    /// the brokers at the restore (or the first checkpoint of a sink never
+    /// restored).
+    fn start_ends(&mut self, topic: &str, cluster: &Cluster) -> Result<Vec<i64>, SinkError> {
+        if let Some(ends) = &self.start_ends {
+            return Ok(ends.clone());
+        }
+        let mut ends = Vec::with_capacity(self.partitions as usize);
+        for partition in 0..self.partitions {
+            ends.push(self.watermarks(topic, cluster, partition)?.1);
+        }
+        self.start_ends = Some(ends.clone());
+        Ok(ends)
+    }
+
     /// Goes back to a checkpoint's state (`None` or empty: a fresh start):
     /// numbering continues from its numbers, and what was written after it
     /// is read back (with a consumer made from `config`) so that the replay
@@ -130,6 +166,10 @@ impl Sequencer {
         self.last.clear();
         self.written.clear();
         self.skipped = 0;
+        // Asked now, before anything is sent: checkpoints then need no
+        // round trip to the brokers.
+        self.start_ends = None;
+        let highs = self.start_ends(topic, cluster)?;
         // An empty state is a checkpoint taken without sequencing (the job
         // was at-least-once): nothing to go on.
         let Some(state) = state.filter(|s| !s.is_empty()) else { return Ok(()) };
@@ -146,7 +186,7 @@ impl Sequencer {
             )));
         }
         self.last = decoded.last;
-        self.written = self.read_back(topic, cluster, config, &decoded.ends)?;
+        self.written = self.read_back(topic, cluster, config, &decoded.ends, &highs)?;
         for (pair, known) in decoded.written {
             let written = self.written.entry(pair).or_insert(0);
             *written = (*written).max(known);
@@ -160,13 +200,14 @@ impl Sequencer {
     }
 
     /// The highest number per pair in each output partition from `ends`
-    /// (the checkpoint's end offsets) to its end now.
+    /// (the checkpoint's read-back offsets) to `highs` (its end now).
     fn read_back(
         &self,
         topic: &str,
         cluster: &Cluster,
         config: ClientConfig,
         ends: &[i64],
+        highs: &[i64],
     ) -> Result<HashMap<Pair, u64>, SinkError> {
         let fail = |partition: i32, reason: String| SinkError::ReadBack {
             topic: topic.to_string(),
@@ -177,8 +218,7 @@ impl Sequencer {
         let mut wanted = TopicPartitionList::new();
         // The offset each partition must be read to.
         let mut until: BTreeMap<i32, i64> = BTreeMap::new();
-        for (partition, &from) in (0..self.partitions).zip(ends) {
-            let (_, high) = self.watermarks(topic, cluster, partition)?;
+        for ((partition, &from), &high) in (0..self.partitions).zip(ends).zip(highs) {
             if high > from {
                 wanted
                     .add_partition_offset(topic, partition, Offset::Offset(from))
