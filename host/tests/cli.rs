@@ -313,3 +313,23 @@ fn plugin_build_compiles_a_guest_crate_into_a_loadable_component() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("examples has no Cargo.toml"));
 }
+
+/// `weir … | head`: a reader that closes the pipe before the command
+/// prints ends it quietly, with no panic about a broken pipe.
+#[test]
+fn a_closed_stdout_pipe_ends_a_printing_command_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("file://{}", dir.path().display());
+    let mut child = support::weir_command(dir.path())
+        .args(["checkpoints", "list", &storage])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before anything is printed.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}

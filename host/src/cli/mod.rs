@@ -60,6 +60,15 @@ enum PluginCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // `weir topic describe … | head`: a reader that closes the pipe ends a
+    // printing command quietly, as it ends other Unix tools (Rust ignores
+    // SIGPIPE, so the next print would panic). Not for the long-running
+    // commands, which write to sockets and files, not to a reader.
+    if !matches!(cli.command, Command::Run(_) | Command::DevBroker(_)) {
+        // SAFETY: sets a signal's disposition back to the default, before
+        // any thread of ours writes to stdout.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
