@@ -465,6 +465,14 @@ impl WindowOperator {
                     }
                     let mut contents = self.pool.pop().unwrap_or_else(|| PaneState::new(&self.types));
                     contents.first_offset = batch.offsets[row];
+                    // A key's first pane gets room for one, not the four a
+                    // deque starts with: most keys of a tumbling window hold
+                    // one pane at a time, and a million keys would carry
+                    // 300 MB of empty room (more memory for a checkpoint's
+                    // fork to map, too).
+                    if key_state.panes.capacity() == 0 {
+                        key_state.panes.reserve_exact(1);
+                    }
                     key_state.panes.insert(i, Pane { start, first_end, contents });
                 }
                 (start, first_end, !found, i)
