@@ -176,14 +176,14 @@ enum KillAt {
     Start(u64, u64),
     /// As `Start`, but counted from when the run said it restored a
     /// checkpoint: it is killed after some progress however long its start
-    /// took. A run that does not say so within [`RESTORE_PATIENCE`] is
-    /// killed counting from then.
+    /// took. A run that does not say so within [`PATIENCE`] is killed
+    /// counting from then.
     Restored(u64, u64),
 }
 
-/// How long a crash loop waits for a run to restore before it counts its
-/// kill from then on.
-const RESTORE_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a crash loop waits for a run to say it restored a checkpoint,
+/// or that it has its broker back, before it goes on.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 /// [`crash_loop`], killing run `run` (from 0) as `kill_at(run)`, asked just
 /// before it starts, says, and calling `during(run)` halfway to each kill
@@ -228,15 +228,14 @@ fn kill_and_restart(
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // The run's log, read as it comes; `restored` hears of its restore.
-        let (restored, log) = read_log(child.stderr.take().unwrap());
+        let log = RunLog::read(child.stderr.take().unwrap());
         let last = done.kills >= kills;
         if !last {
             let (from, extra) = match kill {
                 KillAt::Start(base, extra) => (base, extra),
                 KillAt::Restored(base, extra) => {
-                    // Ends early if the run exits without restoring.
-                    let _ = restored.recv_timeout(RESTORE_PATIENCE);
+                    // Goes on early if the run exits without restoring.
+                    log.wait_for(PATIENCE, |state| state.restored);
                     (base, extra)
                 }
             };
@@ -244,6 +243,9 @@ fn kill_and_restart(
             std::thread::sleep(Duration::from_millis(wait / 2));
             during(done.kills);
             std::thread::sleep(Duration::from_millis(wait - wait / 2));
+            // A run that lost its broker is killed once it says it has it
+            // back: the loop sees it ride out the outage.
+            log.wait_for(PATIENCE, |state| !state.down || state.up);
         }
         let finished = last || child.try_wait().unwrap().is_some();
         if !finished {
@@ -251,7 +253,7 @@ fn kill_and_restart(
             done.kills += 1;
         }
         let status = child.wait().unwrap();
-        let stderr = log.join().unwrap();
+        let stderr = log.text();
         done.restored += usize::from(stderr.contains("restored checkpoint"));
         done.skipped += skipped_in(&stderr);
         done.degraded += usize::from(stderr.contains("is unreachable"));
@@ -263,26 +265,61 @@ fn kill_and_restart(
     }
 }
 
-/// Reads a run's standard error on a thread of its own: a channel that
-/// hears once the run restored a checkpoint (and closes when the stream
-/// ends), and the whole text once it ends.
-fn read_log(
-    stderr: std::process::ChildStderr,
-) -> (std::sync::mpsc::Receiver<()>, std::thread::JoinHandle<String>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let mut text = String::new();
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
-            let Ok(line) = line else { break };
-            if line.contains("restored checkpoint") {
-                let _ = tx.send(());
+/// What a run's standard error said so far.
+#[derive(Default)]
+struct LogState {
+    text: String,
+    /// It restored a checkpoint.
+    restored: bool,
+    /// It said a broker was unreachable.
+    down: bool,
+    /// It said a broker was reachable again.
+    up: bool,
+    /// The stream ended (the run exited).
+    ended: bool,
+}
+
+/// A run's standard error, read on a thread of its own as it comes.
+struct RunLog {
+    state: std::sync::Arc<(std::sync::Mutex<LogState>, std::sync::Condvar)>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl RunLog {
+    fn read(stderr: std::process::ChildStderr) -> RunLog {
+        let state =
+            std::sync::Arc::new((std::sync::Mutex::new(LogState::default()), std::sync::Condvar::new()));
+        let shared = state.clone();
+        let reader = std::thread::spawn(move || {
+            let (lock, changed) = &*shared;
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                let mut state = lock.lock().unwrap();
+                state.restored |= line.contains("restored checkpoint");
+                state.down |= line.contains("is unreachable");
+                state.up |= line.contains("is reachable again");
+                state.text.push_str(&line);
+                state.text.push('\n');
+                changed.notify_all();
             }
-            text.push_str(&line);
-            text.push('\n');
-        }
-        text
-    });
-    (rx, handle)
+            lock.lock().unwrap().ended = true;
+            changed.notify_all();
+        });
+        RunLog { state, reader }
+    }
+
+    /// Waits until `done` holds or the run exited, at most `limit`.
+    fn wait_for(&self, limit: Duration, done: impl Fn(&LogState) -> bool) {
+        let (lock, changed) = &*self.state;
+        let state = lock.lock().unwrap();
+        let _ = changed.wait_timeout_while(state, limit, |s| !s.ended && !done(s)).unwrap();
+    }
+
+    /// The whole text, once the run exited.
+    fn text(self) -> String {
+        self.reader.join().unwrap();
+        std::mem::take(&mut self.state.0.lock().unwrap().text)
+    }
 }
 
 /// The lines of `file`, sorted: a multiset.
@@ -533,7 +570,10 @@ fn kafka_to_kafka_on_tansu_with_broker_restarts_writes_each_record_once() {
     });
     assert!(restarts >= 3, "the broker was restarted {restarts} times");
     assert!(done.degraded > 0, "no run saw the broker go away: the restarts proved nothing");
-    assert!(done.recovered > 0, "no run went on after the broker came back");
+    assert_eq!(
+        done.recovered, done.degraded,
+        "runs that said they had the broker back, of those that lost it"
+    );
     eprintln!(
         "{} kills, {} restored, {} skipped, {} runs saw the broker away, {} saw it back",
         done.kills, done.restored, done.skipped, done.degraded, done.recovered
