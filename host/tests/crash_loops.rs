@@ -10,7 +10,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Child, Lcg, weir_command};
+use support::{Child, Lcg, start_tansu, weir_command};
 
 /// Readings 5 ms apart, keyed by device, up to 200 ms out of order, one in
 /// 300 far behind (late, or within the allowed lateness), and a bad line
@@ -139,6 +139,10 @@ struct Loop {
     restored: usize,
     /// Records a restored run did not write again (`sequence`).
     skipped: u64,
+    /// Runs that said a broker was unreachable (and waited for it).
+    degraded: usize,
+    /// Runs that said a broker was reachable again.
+    recovered: usize,
 }
 
 /// The count in a run summary's "N records not written again" line.
@@ -160,10 +164,40 @@ fn crash_loop(dir: &Path, job: &Path, kills: usize, seed: u64) -> Loop {
 }
 
 /// [`crash_loop`], killing after `window.0` ms plus up to `window.1`.
-/// Checks that the loop did what it claims: `kills` kills, and most
-/// restarts restored a checkpoint.
 fn crash_loop_with(dir: &Path, job: &Path, kills: usize, seed: u64, window: (u64, u64)) -> Loop {
-    let done = kill_and_restart(dir, job, kills, seed, window);
+    crash_loop_during(dir, job, kills, seed, &|_| KillAt::Start(window.0, window.1), &mut |_| {})
+}
+
+/// When a crash loop kills a run.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// This many ms after the run started, plus up to as many more again
+    /// (random).
+    Start(u64, u64),
+    /// As `Start`, but counted from when the run said it restored a
+    /// checkpoint: it is killed after some progress however long its start
+    /// took. A run that does not say so within [`PATIENCE`] is killed
+    /// counting from then.
+    Restored(u64, u64),
+}
+
+/// How long a crash loop waits for a run to say it restored a checkpoint,
+/// or that it has its broker back, before it goes on.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// [`crash_loop`], killing run `run` (from 0) as `kill_at(run)`, asked just
+/// before it starts, says, and calling `during(run)` halfway to each kill
+/// (to restart the broker). Checks that the loop did what it claims:
+/// `kills` kills, and most restarts restored a checkpoint.
+fn crash_loop_during(
+    dir: &Path,
+    job: &Path,
+    kills: usize,
+    seed: u64,
+    kill_at: &dyn Fn(usize) -> KillAt,
+    during: &mut dyn FnMut(usize),
+) -> Loop {
+    let done = kill_and_restart(dir, job, kills, seed, kill_at, during);
     assert!(done.kills >= kills, "only {} kills: the job finished too soon to test recovery", done.kills);
     assert!(
         done.restored * 2 > done.kills,
@@ -174,11 +208,19 @@ fn crash_loop_with(dir: &Path, job: &Path, kills: usize, seed: u64, window: (u64
     done
 }
 
-fn kill_and_restart(dir: &Path, job: &Path, kills: usize, seed: u64, window: (u64, u64)) -> Loop {
+fn kill_and_restart(
+    dir: &Path,
+    job: &Path,
+    kills: usize,
+    seed: u64,
+    kill_at: &dyn Fn(usize) -> KillAt,
+    during: &mut dyn FnMut(usize),
+) -> Loop {
     let mut rng = Lcg(seed);
-    let mut done = Loop { kills: 0, restored: 0, skipped: 0 };
+    let mut done = Loop { kills: 0, restored: 0, skipped: 0, degraded: 0, recovered: 0 };
     loop {
         assert!(done.kills < 60, "too many kills: the job makes no progress");
+        let kill = kill_at(done.kills);
         let mut child = weir_command(dir)
             .args(["run", job.to_str().unwrap(), "--until-end"])
             .stdin(Stdio::null())
@@ -186,23 +228,97 @@ fn kill_and_restart(dir: &Path, job: &Path, kills: usize, seed: u64, window: (u6
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let log = RunLog::read(child.stderr.take().unwrap());
         let last = done.kills >= kills;
         if !last {
-            std::thread::sleep(Duration::from_millis(window.0 + rng.below(window.1)));
+            let (from, extra) = match kill {
+                KillAt::Start(base, extra) => (base, extra),
+                KillAt::Restored(base, extra) => {
+                    // Goes on early if the run exits without restoring.
+                    log.wait_for(PATIENCE, |state| state.restored);
+                    (base, extra)
+                }
+            };
+            let wait = from + rng.below(extra);
+            std::thread::sleep(Duration::from_millis(wait / 2));
+            during(done.kills);
+            std::thread::sleep(Duration::from_millis(wait - wait / 2));
+            // A run that lost its broker is killed once it says it has it
+            // back: the loop sees it ride out the outage.
+            log.wait_for(PATIENCE, |state| !state.down || state.up);
         }
         let finished = last || child.try_wait().unwrap().is_some();
         if !finished {
             child.kill().unwrap();
             done.kills += 1;
         }
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let status = child.wait().unwrap();
+        let stderr = log.text();
         done.restored += usize::from(stderr.contains("restored checkpoint"));
         done.skipped += skipped_in(&stderr);
+        done.degraded += usize::from(stderr.contains("is unreachable"));
+        done.recovered += usize::from(stderr.contains("is reachable again"));
         if finished {
-            assert!(out.status.success(), "{stderr}");
+            assert!(status.success(), "{stderr}");
             return done;
         }
+    }
+}
+
+/// What a run's standard error said so far.
+#[derive(Default)]
+struct LogState {
+    text: String,
+    /// It restored a checkpoint.
+    restored: bool,
+    /// It said a broker was unreachable.
+    down: bool,
+    /// It said a broker was reachable again.
+    up: bool,
+    /// The stream ended (the run exited).
+    ended: bool,
+}
+
+/// A run's standard error, read on a thread of its own as it comes.
+struct RunLog {
+    state: std::sync::Arc<(std::sync::Mutex<LogState>, std::sync::Condvar)>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl RunLog {
+    fn read(stderr: std::process::ChildStderr) -> RunLog {
+        let state =
+            std::sync::Arc::new((std::sync::Mutex::new(LogState::default()), std::sync::Condvar::new()));
+        let shared = state.clone();
+        let reader = std::thread::spawn(move || {
+            let (lock, changed) = &*shared;
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                let mut state = lock.lock().unwrap();
+                state.restored |= line.contains("restored checkpoint");
+                state.down |= line.contains("is unreachable");
+                state.up |= line.contains("is reachable again");
+                state.text.push_str(&line);
+                state.text.push('\n');
+                changed.notify_all();
+            }
+            lock.lock().unwrap().ended = true;
+            changed.notify_all();
+        });
+        RunLog { state, reader }
+    }
+
+    /// Waits until `done` holds or the run exited, at most `limit`.
+    fn wait_for(&self, limit: Duration, done: impl Fn(&LogState) -> bool) {
+        let (lock, changed) = &*self.state;
+        let state = lock.lock().unwrap();
+        let _ = changed.wait_timeout_while(state, limit, |s| !s.ended && !done(s)).unwrap();
+    }
+
+    /// The whole text, once the run exited.
+    fn text(self) -> String {
+        self.reader.join().unwrap();
+        std::mem::take(&mut self.state.0.lock().unwrap().text)
     }
 }
 
@@ -282,19 +398,49 @@ fn topic_values(dir: &Path, brokers: &str, topic: &str) -> Vec<String> {
 /// crashed run's records, each sorted.
 type Compared = (&'static str, Vec<String>, Vec<String>);
 
+/// How a Kafka-to-Kafka loop is set up.
+struct KafkaLoop<'a> {
+    brokers: &'a str,
+    /// Partitions of the results topics (late records and dead letters get
+    /// 2).
+    out_partitions: u32,
+    /// `exactly_once = "sequence"`, or at-least-once.
+    exactly_once: bool,
+    /// When run `run` (from 0) is killed.
+    kill_at: &'a dyn Fn(usize) -> KillAt,
+    seed: u64,
+}
+
 /// Kafka to Kafka on a `weir dev-broker` of its own (a clean run, then a
 /// crash loop), with `exactly_once = "sequence"` or at-least-once. Returns
 /// the loop and, per output topic (results, late records, dead letters),
 /// the clean and the crashed run's records as multisets.
 fn kafka_to_kafka(dir: &Path, exactly_once: bool) -> (Loop, Vec<Compared>) {
     let (_broker, brokers) = start_dev_broker(dir);
-    let brokers = brokers.as_str();
     write_input(&dir.join("input.jsonl"), 600_000);
-    produce(dir, brokers, 24);
+    produce(dir, &brokers, 24);
+    // A restart with Kafka sinks reads back their topics before it goes on:
+    // kill later than the file loops do, but soon enough that ten kills
+    // come before the end. Enough output partitions that the mock
+    // cluster's 5 MB a partition holds every record (checked).
+    let setup = KafkaLoop {
+        brokers: &brokers,
+        out_partitions: 48,
+        exactly_once,
+        kill_at: &|_| KillAt::Start(800, 1_200),
+        seed: 5,
+    };
+    kafka_to_kafka_on(dir, &setup, &mut |_| {})
+}
+
+/// [`kafka_to_kafka`] on `setup.brokers`, whose topic `readings` holds the
+/// input; `during(run)` is called halfway to each kill (to restart the
+/// broker).
+fn kafka_to_kafka_on(dir: &Path, setup: &KafkaLoop, during: &mut dyn FnMut(usize)) -> (Loop, Vec<Compared>) {
+    let brokers = setup.brokers;
+    let out_partitions = setup.out_partitions.to_string();
     for name in ["clean", "crash"] {
-        // Enough partitions that the mock cluster's 5 MB a partition holds
-        // every record (checked below).
-        for (kind, partitions) in [("out", "48"), ("dead", "2"), ("late", "2")] {
+        for (kind, partitions) in [("out", out_partitions.as_str()), ("dead", "2"), ("late", "2")] {
             let topic = format!("{name}-{kind}");
             weir_ok(
                 dir,
@@ -303,14 +449,19 @@ fn kafka_to_kafka(dir: &Path, exactly_once: bool) -> (Loop, Vec<Compared>) {
         }
     }
     let late = |name: &str| format!("late_output = \"{name}-late.jsonl\"");
-    let clean = kafka_job(dir, "clean", brokers, &kafka_sink("clean", brokers, ""), "");
-    let text =
-        std::fs::read_to_string(&clean).unwrap().replace(&late("clean"), "late_output = \"clean-late\"");
-    std::fs::write(&clean, text).unwrap();
+    let job = |name: &str, sink: &str, extra: &str| {
+        let path = kafka_job(dir, name, brokers, &kafka_sink(name, brokers, sink), extra);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(&late(name), &format!("late_output = \"{name}-late\""));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let clean = job("clean", "", "");
     weir_ok(dir, &["run", clean.to_str().unwrap(), "--until-end"]);
 
     let storage = dir.join("checkpoints");
-    let (mode, sink) = match exactly_once {
+    let (mode, sink) = match setup.exactly_once {
         true => ("exactly-once", "exactly_once = \"sequence\""),
         false => ("at-least-once", ""),
     };
@@ -321,14 +472,8 @@ fn kafka_to_kafka(dir: &Path, exactly_once: bool) -> (Loop, Vec<Compared>) {
          [restart]\nstrategy = \"fixed-delay\"\nattempts = 10\ndelay = \"1s\"\n",
         storage.display()
     );
-    let crash = kafka_job(dir, "crash", brokers, &kafka_sink("crash", brokers, sink), &checkpoint);
-    let text =
-        std::fs::read_to_string(&crash).unwrap().replace(&late("crash"), "late_output = \"crash-late\"");
-    std::fs::write(&crash, text).unwrap();
-    // A restart with Kafka sinks reads back their topics before it goes on:
-    // kill later than the file loops do, but soon enough that ten kills
-    // come before the end.
-    let done = crash_loop_with(dir, &crash, 10, 5, (800, 1_200));
+    let crash = job("crash", sink, &checkpoint);
+    let done = crash_loop_during(dir, &crash, 10, setup.seed, setup.kill_at, during);
     let mut topics = Vec::new();
     for kind in ["out", "late", "dead"] {
         let (clean, crash) = (format!("clean-{kind}"), format!("crash-{kind}"));
@@ -341,10 +486,9 @@ fn kafka_to_kafka(dir: &Path, exactly_once: bool) -> (Loop, Vec<Compared>) {
     (done, topics)
 }
 
-#[test]
-fn kafka_to_kafka_with_sequence_killed_again_and_again_writes_each_record_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (done, topics) = kafka_to_kafka(dir.path(), true);
+/// Every output topic of a sequenced loop holds the clean run's records,
+/// and the loop skipped records a run before it had written.
+fn assert_each_record_once(done: &Loop, topics: &[Compared]) {
     assert!(
         done.skipped > 0,
         "no restored run skipped a record it had written before: the loop proved nothing"
@@ -360,6 +504,81 @@ fn kafka_to_kafka_with_sequence_killed_again_and_again_writes_each_record_once()
             expected.len()
         );
     }
+}
+
+#[test]
+fn kafka_to_kafka_with_sequence_killed_again_and_again_writes_each_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (done, topics) = kafka_to_kafka(dir.path(), true);
+    assert_each_record_once(&done, &topics);
+}
+
+/// Whether checkpoint storage `dir` holds a complete checkpoint.
+fn has_checkpoint(dir: &Path) -> bool {
+    let jobs = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    let checkpoints = jobs.flat_map(|job| std::fs::read_dir(job.path()).into_iter().flatten().flatten());
+    checkpoints.into_iter().any(|c| c.path().join("MANIFEST").is_file())
+}
+
+/// The runs of the tansu loop during which the broker is restarted.
+const BROKER_RESTARTS: [usize; 3] = [1, 4, 7];
+
+/// The sequenced loop on a real broker in its own process (tansu, SQLite
+/// storage), which is itself restarted while the job runs, three times
+/// among the kills: killed with SIGKILL, away for a second, started again
+/// on the same port and storage. SIGKILL loses nothing tansu acknowledged:
+/// it commits each produce request in a SQLite transaction (WAL journal)
+/// before it answers, and a killed process leaves committed transactions
+/// in the file. The runs are killed counting from their restore, since
+/// starting against tansu (opening three sinks and reading them back)
+/// takes 2 to 3 s and varies with the machine's load.
+#[test]
+fn kafka_to_kafka_on_tansu_with_broker_restarts_writes_each_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut tansu = start_tansu();
+    tansu.index_headers();
+    let brokers = tansu.bootstrap.clone();
+    write_input(&d.join("input.jsonl"), 200_000);
+    produce(d, &brokers, 6);
+    let setup = KafkaLoop {
+        brokers: &brokers,
+        out_partitions: 6,
+        exactly_once: true,
+        kill_at: &|run| match run {
+            // Until there is a checkpoint, a run starts afresh and says
+            // nothing of a restore.
+            _ if !has_checkpoint(&d.join("checkpoints")) => KillAt::Start(3_000, 1_500),
+            // Long enough to ride out the broker's restart halfway and go on.
+            run if BROKER_RESTARTS.contains(&run) => KillAt::Restored(3_000, 2_000),
+            // While they start and read their topics back.
+            3 | 8 => KillAt::Start(500, 2_000),
+            // A restored run writes again a second or two after it says so.
+            _ => KillAt::Restored(500, 1_500),
+        },
+        seed: 7,
+    };
+    let mut restarts = 0;
+    let (done, topics) = kafka_to_kafka_on(d, &setup, &mut |run| {
+        if BROKER_RESTARTS.contains(&run) {
+            tansu.kill();
+            // Away long enough that the job's clients find it gone.
+            std::thread::sleep(Duration::from_secs(1));
+            tansu.start();
+            restarts += 1;
+        }
+    });
+    assert!(restarts >= 3, "the broker was restarted {restarts} times");
+    assert!(done.degraded > 0, "no run saw the broker go away: the restarts proved nothing");
+    assert_eq!(
+        done.recovered, done.degraded,
+        "runs that said they had the broker back, of those that lost it"
+    );
+    eprintln!(
+        "{} kills, {} restored, {} skipped, {} runs saw the broker away, {} saw it back",
+        done.kills, done.restored, done.skipped, done.degraded, done.recovered
+    );
+    assert_each_record_once(&done, &topics);
 }
 
 /// At-least-once, the same loop: nothing is lost, and what was written
