@@ -420,11 +420,12 @@ impl Checkpointer {
         Ok(Some(Restored { checkpoint: id, partitions: offsets.len() }))
     }
 
-    /// Takes a checkpoint: flushes the sinks and snapshots every
-    /// partition's offset, clock and state and the sinks' states (the loop
-    /// waits for this, but not for the window state's encoding, which a
-    /// forked child does), then writes them on another thread;
-    /// [`complete`] finishes it. Skipped (0) while another one is being written.
+    /// Takes a checkpoint: asks each sink for its state at this barrier
+    /// and snapshots every partition's offset and clock (the loop waits
+    /// for this, but not for the window state's encoding, which a forked
+    /// child does), then writes them on another thread; [`complete`]
+    /// finishes it once the sinks hold what they were sent before the
+    /// barrier. Skipped (0) while another one is being written.
     ///
     /// [`complete`]: Checkpointer::complete
     pub(super) fn take(
