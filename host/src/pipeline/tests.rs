@@ -826,7 +826,16 @@ fn a_namenode_restart_fails_some_checkpoints_and_the_job_goes_on_with_exact_outp
     let checkpointed = |at_least: usize| {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let latest = latest_complete(storage.as_ref(), "nn").unwrap();
+            // The job removes the one listed here once a newer one is
+            // complete (retain = 1): a read that finds it gone looks again.
+            let latest = match latest_complete(storage.as_ref(), "nn") {
+                Ok(latest) => latest,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no checkpoint could be read within a minute: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
             let names: Vec<String> =
                 latest.iter().flat_map(|c| c.files.iter().map(|f| f.0.clone())).collect();
             let offset = latest.and_then(|c| c.files.into_iter().find(|(name, _)| name == "partition-0"));
