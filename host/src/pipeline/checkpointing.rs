@@ -826,6 +826,98 @@ mod tests {
         assert!(source.0.is_empty(), "no offsets are committed for them");
     }
 
+    /// A sink whose sends stay unacknowledged until `acked` is set (as a
+    /// Kafka sink's deliveries wait for the brokers).
+    struct Unacked {
+        acked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl crate::sink::Sink for Unacked {
+        fn send(&mut self, _: Option<&[u8]>, _: &[u8]) -> Result<(), crate::sink::SinkError> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), crate::sink::SinkError> {
+            Ok(())
+        }
+        fn name(&self) -> &str {
+            "unacked"
+        }
+        fn checkpoint_state(&mut self) -> Result<Vec<u8>, crate::sink::SinkError> {
+            Ok(Vec::new())
+        }
+        fn checkpoint_pending(&mut self) -> Result<bool, crate::sink::SinkError> {
+            Ok(!self.acked.load(std::sync::atomic::Ordering::SeqCst))
+        }
+    }
+
+    /// A checkpoint is complete (its manifest written, offsets committed)
+    /// only once what the sinks were sent before it is acknowledged; one
+    /// whose sends stay unacknowledged past `timeout` fails, is tolerated,
+    /// and leaves no manifest and no commit behind.
+    #[test]
+    fn a_checkpoint_waits_for_the_sinks_acknowledgements_and_fails_without_them() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let text = format!(
+            "name = \"acks\"\n[source]\ntype = \"file\"\npath = \"in.jsonl\"\n[format]\nfields = {{ t = \"f64\" }}\n\
+             [function]\nplugin = \"kelvin-to-celsius\"\n[sink]\ntype = \"file\"\npath = \"out.jsonl\"\n\
+             [checkpoint]\nstorage = \"{url}\"\ntimeout = \"500ms\"\ntolerable_failures = 1\n"
+        );
+        let job = Job::parse(&text, "acks.toml", dir.path()).unwrap();
+        let config = job.config.checkpoint.clone().unwrap();
+        let storage = crate::checkpoint::open_storage(&url).unwrap();
+        let mut cp = Checkpointer::with_storage(&job, &config, "f@1".into(), "00".into(), storage.into());
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stage = MapStage::new(NoMap, vec![], vec![], vec![]);
+        let mut sinks = crate::pipeline::Sinks {
+            output: Box::new(Unacked { acked: acked.clone() }),
+            dead_letter: None,
+            late: None,
+        };
+        let watermarks = Watermarks::new(&[0], Duration::ZERO, None, Instant::now());
+        let mut read = ReadPositions::default();
+        read.advance(0, 41);
+        let mut source = Committed(vec![]);
+        let check = crate::checkpoint::open_storage(&url).unwrap();
+        let complete = |id| crate::checkpoint::read_complete(check.as_ref(), "acks", id).is_ok();
+
+        // Unacknowledged: the loop goes on, nothing is complete.
+        assert_eq!(cp.take(&stage, &watermarks, &mut sinks, &read).unwrap(), 1);
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < deadline {
+            assert_eq!(cp.complete(&mut source, &mut sinks, false).unwrap(), 0);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!complete(1) && source.0.is_empty(), "complete before its sends were acknowledged");
+        // Acknowledged: the manifest is written and the offsets committed.
+        acked.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cp.complete(&mut source, &mut sinks, false).unwrap() == 0 {
+            assert!(Instant::now() < deadline, "not complete 10 s after the acknowledgements");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(complete(1));
+        assert_eq!(source.0, [(0, 42)]);
+
+        // Never acknowledged: it times out, is tolerated, and is never
+        // made complete.
+        acked.store(false, Ordering::SeqCst);
+        read.advance(0, 99);
+        assert_eq!(cp.take(&stage, &watermarks, &mut sinks, &read).unwrap(), 2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cp.failed() == 0 {
+            assert_eq!(cp.complete(&mut source, &mut sinks, false).unwrap(), 0);
+            assert!(Instant::now() < deadline, "no timeout 10 s after the 500 ms one");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Its writer gives up once the loop has (the loop dropped the
+        // channel it waited on): no manifest appears later either.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!complete(2), "a checkpoint whose sends were not acknowledged became complete");
+        assert_eq!(source.0, [(0, 42)], "no offsets are committed for it");
+    }
+
     #[test]
     fn sink_states_round_trip_old_layouts_are_read_and_unknown_ones_refused() {
         let states: SinkStates = [Some(b"file length".to_vec()), None, Some(Vec::new())];
