@@ -58,15 +58,39 @@ fn digest_output(digest: &mut Digest, o: Firing<'_>) {
     }
 }
 
-/// Adds a pipeline's output record to the digest.
+/// Adds a pipeline's output record to the digest: its key and window, and
+/// the function's row it holds. The record's bytes are checked against
+/// the row in `check_record`, for a sample.
 fn digest_record(digest: &mut Digest, e: &Emitted<'_>) {
-    let (Some(Key::Int(key)), Some(window)) = (e.key, e.window) else {
-        panic!("an output record without an integer key or a window: {}", e.record);
+    let (Some(Key::Int(key)), Some(window), Some(row)) = (e.key, e.window, e.row) else {
+        panic!(
+            "an output record without an integer key, a window or a row: {}",
+            String::from_utf8_lossy(e.record)
+        );
     };
-    let (Some(max), Some(count)) = (e.record["max_temperature"].as_f64(), e.record["count"].as_i64()) else {
-        panic!("an output record without max_temperature and count: {}", e.record);
+    let (Some(max), Some(count)) = (row.f64("max_temperature"), row.i64("count")) else {
+        panic!("an output record without max_temperature and count: {}", String::from_utf8_lossy(e.record));
     };
     digest.add(*key, window.start, window.end, max, count);
+    // Every 1,024th record's bytes are read back: they must say the same.
+    if digest.results % 1024 == 1 {
+        check_record(e, *key, window, max, count);
+    }
+}
+
+/// The record as written holds the key, window and row it was made from.
+fn check_record(e: &Emitted<'_>, key: i64, window: weir::types::Window, max: f64, count: i64) {
+    let text = String::from_utf8_lossy(e.record);
+    let json = e.json().unwrap_or_else(|err| panic!("an output record is not JSON ({err}): {text}"));
+    let read = (
+        json["device_id"].as_i64(),
+        json["window_start"].as_i64(),
+        json["window_end"].as_i64(),
+        json["max_temperature"].as_f64().map(f64::to_bits),
+        json["count"].as_i64(),
+    );
+    let want = (Some(key), Some(window.start), Some(window.end), Some(max.to_bits()), Some(count));
+    assert_eq!(read, want, "the record written is not the row it was made from: {text}");
 }
 
 fn peak_rss_mb() -> f64 {

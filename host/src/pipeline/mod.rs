@@ -32,7 +32,7 @@ use checkpointing::Checkpointer;
 pub use checkpointing::{
     CheckpointError, PartitionSummary, RestoreFrom, Restored, summarize as summarize_checkpoint,
 };
-pub use collect::Collector;
+pub use collect::{Collector, Emitted, OutputRow};
 pub use map_stage::{MapFunction, MapStage};
 pub use operator::Operator;
 pub use payloads::Payloads;
@@ -44,11 +44,10 @@ use crate::decode::{Batch, JsonDecoder};
 use crate::job::Job;
 use crate::plugin::schema::{SchemaError, bind_inputs, resolve_params};
 use crate::plugin::{LoadError, Plugin, PluginEngine, PluginError};
-use crate::record::Key;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Poll, Source, SourceError};
 use crate::time::{Watermarks, now_ms};
-use crate::types::{Descriptor, FunctionKind, Window};
+use crate::types::{Descriptor, FunctionKind};
 use crate::window::{Reduce, WindowOperator};
 use positions::ReadPositions;
 use std::sync::Arc;
@@ -57,6 +56,12 @@ use std::time::{Duration, Instant};
 
 /// Records per poll.
 pub const BATCH_SIZE: usize = 1_000;
+
+/// How far past its earliest due window end a partition's watermark goes
+/// before the partition fires: a round of firing (one batched plugin
+/// call) then covers every window that ends within that span of event
+/// time, at a point set by the partition's own records.
+pub const FIRE_DELAY: Duration = Duration::from_millis(1000);
 
 /// Aggregates add buffered events to their accumulator in batches of this
 /// many, so an open pane holds little more than its accumulator.
@@ -185,18 +190,6 @@ impl Sinks {
     }
 }
 
-/// One fired window or mapped record, as it was written.
-pub struct Emitted<'a> {
-    /// The record key, if any.
-    pub key: Option<&'a Key>,
-    /// The window, for window jobs.
-    pub window: Option<Window>,
-    /// The JSON written.
-    pub record: &'a serde_json::Value,
-    /// True when a late event made the window fire again.
-    pub refire: bool,
-}
-
 /// A job whose plugin is loaded and checked against it.
 pub struct Pipeline {
     job: Job,
@@ -255,7 +248,8 @@ impl Pipeline {
             Some((reduce, spec)) => {
                 let lateness = job.allowed_lateness();
                 let windows = WindowOperator::new(spec, lateness, reduce, input_types, inputs);
-                Box::new(WindowStage::new(windows, instance, d.outputs.clone(), lateness))
+                let key_field = job.config.format.key.as_deref().unwrap_or_default();
+                Box::new(WindowStage::new(windows, instance, key_field, d.outputs.clone(), lateness))
             }
         };
         Ok(Pipeline { job, descriptor, plugin_sha256, operator })
@@ -293,7 +287,8 @@ impl Pipeline {
             job.config.time.max_out_of_orderness,
             Some(job.config.time.idle_timeout),
             Instant::now(),
-        );
+        )
+        .with_fire_delay(FIRE_DELAY);
         let mut batch = Batch::new(&job.fields);
         let mut payloads = Payloads::default();
         let keep_payloads = operator.reads_payloads();
@@ -314,7 +309,7 @@ impl Pipeline {
                 .restore(operator, &mut watermarks, source, sinks, &mut read, options.restore)?
                 .map(|restored| restored.checkpoint);
             for partition in operator.state_partitions() {
-                watermarks.set_due(partition, operator.next_due(partition), false);
+                watermarks.set_due(partition, operator.next_due(partition));
             }
             // A fresh start of a sink that reads back after a restore: a
             // checkpoint of the empty start (the output topics' end
@@ -333,6 +328,7 @@ impl Pipeline {
             key_field: &key_field,
             on_failure: job.config.function.on_failure,
             failure: None,
+            buffers: collect::Buffers::default(),
         };
 
         // Per record: the record's partition's watermark moves with it, and
@@ -346,13 +342,15 @@ impl Pipeline {
         let windowed = operator.windowed() && event_time;
         // A restored checkpoint may hold watermarks past what their
         // partitions' windows fired up to (an idle move, recorded before it
-        // took effect): fire up to them now, as the run before did.
+        // took effect): fire up to them now, as the run before did. Only
+        // the recorded move: windows merely waiting for the fire delay
+        // wait for the same records as in the run before.
         if summary_restored && windowed {
             for partition in operator.state_partitions() {
-                let watermark = watermarks.current(partition);
+                let watermark = watermarks.floor(partition);
                 if watermark > operator.watermark(partition) {
                     operator.handle_watermark(Some(partition), watermark, &mut out);
-                    watermarks.set_due(partition, operator.next_due(partition), false);
+                    watermarks.set_due(partition, operator.next_due(partition));
                 }
             }
         }
@@ -396,20 +394,20 @@ impl Pipeline {
                         batch.truncate(row);
                         let (watermark, lateness) = (operator.watermark(partition), operator.lateness());
                         out.late(partition, record.offset, record.payload, ts, watermark, lateness);
-                        watermarks.set_due(partition, operator.next_due(partition), false);
+                        watermarks.set_due(partition, operator.next_due(partition));
                         return;
                     }
-                    watermarks.set_due(partition, operator.next_due(partition), false);
+                    watermarks.set_due(partition, operator.next_due(partition));
                 }
                 let after = watermarks.observe(partition, ts, polled_at);
-                watermarks.set_due(partition, operator.due_of(ts), true);
+                watermarks.lower_due(partition, ts, |ts| operator.due_of(ts));
                 // Behind but not late: it changed a window that may have
                 // fired, which fires again at once.
-                if behind || after >= watermarks.due(partition) {
+                if behind || watermarks.fires(partition, after) {
                     operator.process_batch(&batch, handed..row + 1, &payloads, &mut out);
                     handed = row + 1;
                     operator.handle_watermark(Some(partition), after, &mut out);
-                    watermarks.set_due(partition, operator.next_due(partition), false);
+                    watermarks.set_due(partition, operator.next_due(partition));
                 }
             })?;
             out.summary.events += batch.len() as u64;
@@ -462,7 +460,7 @@ impl Pipeline {
                     }
                     for (partition, watermark) in moves.into_iter().filter(|_| recorded) {
                         operator.handle_watermark(Some(partition), watermark, &mut out);
-                        watermarks.set_due(partition, operator.next_due(partition), false);
+                        watermarks.set_due(partition, operator.next_due(partition));
                     }
                 }
             }
