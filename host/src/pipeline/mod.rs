@@ -57,12 +57,6 @@ use std::time::{Duration, Instant};
 /// Records per poll.
 pub const BATCH_SIZE: usize = 1_000;
 
-/// How far past its earliest due window end a partition's watermark goes
-/// before the partition fires: a round of firing (one batched plugin
-/// call) then covers every window that ends within that span of event
-/// time, at a point set by the partition's own records.
-pub const FIRE_DELAY: Duration = Duration::from_millis(1000);
-
 /// Aggregates add buffered events to their accumulator in batches of this
 /// many, so an open pane holds little more than its accumulator.
 pub const AGGREGATE_FLUSH: usize = 256;
@@ -288,7 +282,7 @@ impl Pipeline {
             Some(job.config.time.idle_timeout),
             Instant::now(),
         )
-        .with_fire_delay(FIRE_DELAY);
+        .with_fire_delay(job.config.time.fire_delay);
         let mut batch = Batch::new(&job.fields);
         let mut payloads = Payloads::default();
         let keep_payloads = operator.reads_payloads();
