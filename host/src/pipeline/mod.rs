@@ -326,13 +326,15 @@ impl Pipeline {
         };
 
         // Per record: the record's partition's watermark moves with it, and
-        // when it reaches what the partition has due (its operator state's
-        // next timer, or an event still in the batch), the rows so far are
-        // handed over and that partition fires, right after the record.
-        // An event behind its partition's watermark first brings the
-        // operator up to date (to judge it late, or to fire its window
-        // again at once). So each partition's output depends only on its
-        // own records, not on how polls cut them or interleave partitions.
+        // when it is `fire_delay` past what the partition has due (its
+        // operator state's next timer, or an event still in the batch),
+        // the rows so far are handed over and that partition fires, right
+        // after the record: every window due by then, in one round. An
+        // event behind its partition's watermark first brings the operator
+        // up to date (to judge it late, or to fire its window again at
+        // once). So each partition's output, and each call to the
+        // function, depends only on its own records, not on how polls cut
+        // them or interleave partitions.
         let windowed = operator.windowed() && event_time;
         // A restored checkpoint may hold watermarks past what their
         // partitions' windows fired up to (an idle move, recorded before it
@@ -378,26 +380,32 @@ impl Pipeline {
                 }
                 let row = batch.len() - 1;
                 let ts = batch.timestamps[row];
-                let before = watermarks.watermark(partition);
-                let behind = ts <= before;
-                if behind {
-                    operator.process_batch(&batch, handed..row, &payloads, &mut out);
-                    handed = row;
-                    operator.handle_watermark(Some(partition), before, &mut out);
-                    if operator.is_late(partition, batch.keys[row].as_ref(), ts) {
-                        batch.truncate(row);
-                        let (watermark, lateness) = (operator.watermark(partition), operator.lateness());
-                        out.late(partition, record.offset, record.payload, ts, watermark, lateness);
+                let (after, fires) = match watermarks
+                    .event(partition, ts, polled_at, |ts| operator.due_of(ts))
+                {
+                    Ok(ahead) => ahead,
+                    Err(before) => {
+                        // Behind the watermark: the operator catches up
+                        // first, to judge it late against every window
+                        // that should have fired by now.
+                        operator.process_batch(&batch, handed..row, &payloads, &mut out);
+                        handed = row;
+                        operator.handle_watermark(Some(partition), before, &mut out);
                         watermarks.set_due(partition, operator.next_due(partition));
-                        return;
+                        if operator.is_late(partition, batch.keys[row].as_ref(), ts) {
+                            batch.truncate(row);
+                            let (watermark, lateness) = (operator.watermark(partition), operator.lateness());
+                            out.late(partition, record.offset, record.payload, ts, watermark, lateness);
+                            return;
+                        }
+                        let after = watermarks.observe(partition, ts, polled_at);
+                        watermarks.lower_due(partition, ts, |ts| operator.due_of(ts));
+                        // Not late: it changed a window that may have
+                        // fired, which fires again at once.
+                        (after, true)
                     }
-                    watermarks.set_due(partition, operator.next_due(partition));
-                }
-                let after = watermarks.observe(partition, ts, polled_at);
-                watermarks.lower_due(partition, ts, |ts| operator.due_of(ts));
-                // Behind but not late: it changed a window that may have
-                // fired, which fires again at once.
-                if behind || watermarks.fires(partition, after) {
+                };
+                if fires {
                     operator.process_batch(&batch, handed..row + 1, &payloads, &mut out);
                     handed = row + 1;
                     operator.handle_watermark(Some(partition), after, &mut out);

@@ -98,15 +98,21 @@ impl Watermarks {
     #[inline]
     fn clock(&mut self, partition: i32) -> &mut PartitionClock {
         if self.clocks.get(self.last).is_none_or(|c| c.partition != partition) {
-            self.last = match self.clocks.binary_search_by_key(&partition, |c| c.partition) {
-                Ok(i) => i,
-                Err(i) => {
-                    self.clocks.insert(i, PartitionClock::new(partition, self.started));
-                    i
-                }
-            };
+            self.find(partition);
         }
         &mut self.clocks[self.last]
+    }
+
+    /// Makes `partition`'s clock the cached one, tracking it if new.
+    #[cold]
+    fn find(&mut self, partition: i32) {
+        self.last = match self.clocks.binary_search_by_key(&partition, |c| c.partition) {
+            Ok(i) => i,
+            Err(i) => {
+                self.clocks.insert(i, PartitionClock::new(partition, self.started));
+                i
+            }
+        };
     }
 
     fn of(&self, c: &PartitionClock) -> i64 {
@@ -119,6 +125,39 @@ impl Watermarks {
         let bound = self.out_of_orderness;
         let c = self.clock(partition);
         c.max_ts.saturating_sub(bound).saturating_sub(1).max(c.floor)
+    }
+
+    /// An event at `ts` on `partition`, in one step: unless it is behind
+    /// the partition's watermark (`Err` with that watermark: nothing is
+    /// noted then), notes it, lowers what is due for it as
+    /// [`Watermarks::lower_due`] does, and returns the watermark after it
+    /// and whether the partition fires there ([`Watermarks::fires`]).
+    #[inline]
+    pub fn event(
+        &mut self,
+        partition: i32,
+        ts: i64,
+        now: Instant,
+        due_of: impl FnOnce(i64) -> i64,
+    ) -> Result<(i64, bool), i64> {
+        let (bound, delay) = (self.out_of_orderness, self.fire_delay);
+        let c = self.clock(partition);
+        let before = c.max_ts.saturating_sub(bound).saturating_sub(1).max(c.floor);
+        if ts <= before {
+            return Err(before);
+        }
+        c.max_ts = c.max_ts.max(ts);
+        c.last_event = now;
+        if ts < c.due_from {
+            c.due_from = ts;
+            let due = due_of(ts);
+            if due < c.due {
+                c.due = due;
+                c.fire_at = due.saturating_add(delay);
+            }
+        }
+        let after = c.max_ts.saturating_sub(bound).saturating_sub(1).max(c.floor);
+        Ok((after, after >= c.fire_at))
     }
 
     /// Notes an event at `ts` on `partition`; returns the partition's
