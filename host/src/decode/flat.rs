@@ -39,19 +39,19 @@ impl<T> Default for Names<T> {
     }
 }
 
-/// Scans `text` as a flat JSON object: for each field in order, `field`
-/// is called with what its name means (`meaning(name)`, asked only for a
+/// Scans `b` as a flat JSON object: for each field in order, `field` is
+/// called with what its name means (`meaning(name)`, asked only for a
 /// name not at its place of the last record) and its value, and returns
 /// false to give up. `meaning` must depend on the name alone. Returns
-/// true if the whole text was such an object (with only JSON whitespace
-/// around it) and `field` took every field.
+/// true if the whole of `b` was such an object (with only JSON whitespace
+/// around it) and `field` took every field: then `b` is UTF-8 (outside
+/// strings the grammar allows only ASCII, and every string was checked).
 pub fn scan<'a, T: Copy>(
-    text: &'a str,
+    b: &'a [u8],
     names: &mut Names<T>,
     mut meaning: impl FnMut(&str) -> T,
     mut field: impl FnMut(T, Scalar<'a>) -> bool,
 ) -> bool {
-    let b = text.as_bytes();
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
         return false;
@@ -66,24 +66,25 @@ pub fn scan<'a, T: Copy>(
             return false;
         }
         let start = i + 1;
-        let known = names.last.get(k).and_then(|(name, tag)| {
-            let end = start + name.len();
-            (b.get(start..end) == Some(name.as_slice()) && b.get(end) == Some(&b'"')).then_some((end, *tag))
+        // The name and its closing quote, as the last record had them
+        // here: then it is the same (checked) name.
+        let known = names.last.get(k).and_then(|(quoted, tag)| {
+            let end = start + quoted.len();
+            b.get(start..end).is_some_and(|here| same(here, quoted)).then_some((end - 1, *tag))
         });
         let (end, tag) = match known {
             Some(known) => known,
             None => {
-                let Some(end) = string_end(b, start) else { return false };
-                // Both ends are ASCII quotes in valid UTF-8: char boundaries.
-                let Some(name) = text.get(start..end) else { return false };
+                let Some((name, end)) = string(b, start) else { return false };
                 let tag = meaning(name);
+                let quoted = &b[start..=end];
                 match names.last.get_mut(k) {
                     Some(slot) => {
                         slot.0.clear();
-                        slot.0.extend_from_slice(name.as_bytes());
+                        slot.0.extend_from_slice(quoted);
                         slot.1 = tag;
                     }
-                    None => names.last.push((name.as_bytes().to_vec(), tag)),
+                    None => names.last.push((quoted.to_vec(), tag)),
                 }
                 (end, tag)
             }
@@ -94,7 +95,7 @@ pub fn scan<'a, T: Copy>(
             return false;
         }
         i = skip_ws(b, i + 1);
-        let Some((value, next)) = value(text, b, i) else { return false };
+        let Some((value, next)) = value(b, i) else { return false };
         if !field(tag, value) {
             return false;
         }
@@ -133,28 +134,53 @@ const STOPS: [bool; 256] = {
     stops
 };
 
-/// The index of the quote that closes a string whose contents start at
-/// `i`, if it has no escapes or control characters.
+/// A string whose contents start at `i`, if it has no escapes or control
+/// characters and is UTF-8, and the index of its closing quote.
 #[inline]
-fn string_end(b: &[u8], i: usize) -> Option<usize> {
+fn string(b: &[u8], i: usize) -> Option<(&str, usize)> {
     let len = b.get(i..)?.iter().position(|&c| STOPS[c as usize])?;
-    (b[i + len] == b'"').then_some(i + len)
+    let end = i + len;
+    if b[end] != b'"' {
+        return None;
+    }
+    Some((std::str::from_utf8(&b[i..end]).ok()?, end))
+}
+
+/// Whether two slices hold the same bytes, compared eight at a time
+/// (names are short, and a library compare costs a call).
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let word = |s: &[u8], at: usize| {
+        s.get(at..at + 8).map(|w| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]))
+    };
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a == b;
+    }
+    let mut at = 0;
+    while at + 8 < n {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last eight, overlapping the words before.
+    word(a, n - 8) == word(b, n - 8)
 }
 
 /// The value at `i`, and the index after it.
 #[inline]
-fn value<'a>(text: &'a str, b: &[u8], i: usize) -> Option<(Scalar<'a>, usize)> {
-    let literal =
-        |word: &[u8], value: Scalar<'a>| b[i..].starts_with(word).then_some((value, i + word.len()));
+fn value(b: &[u8], i: usize) -> Option<(Scalar<'_>, usize)> {
+    let literal = |word: &[u8], value| b[i..].starts_with(word).then_some((value, i + word.len()));
     match *b.get(i)? {
-        b'"' => {
-            let end = string_end(b, i + 1)?;
-            Some((Scalar::Str(text.get(i + 1..end)?), end + 1))
-        }
+        b'"' => string(b, i + 1).map(|(s, end)| (Scalar::Str(s), end + 1)),
         b't' => literal(b"true", Scalar::Bool(true)),
         b'f' => literal(b"false", Scalar::Bool(false)),
         b'n' => literal(b"null", Scalar::Null),
-        b'-' | b'0'..=b'9' => number(text, b, i),
+        b'-' | b'0'..=b'9' => number(b, i),
         _ => None,
     }
 }
@@ -201,6 +227,46 @@ fn digits(b: &[u8], mut i: usize, mantissa: &mut u64) -> usize {
     i
 }
 
+/// `mantissa / 10^k`, correctly rounded, for the cases that need no
+/// big numbers: Clinger's fast path (an integer and a power of ten that
+/// f64 holds exactly divide to the correctly rounded quotient), and for
+/// mantissas of 54 to 64 bits a division in 128 bits, rounded to nearest
+/// even by hand.
+#[inline]
+fn decimal(mantissa: u64, k: usize) -> Option<f64> {
+    if mantissa < 1 << 53 {
+        return EXACT_POWERS.get(k).map(|power| mantissa as f64 / power);
+    }
+    // m / 10^k = (m / 5^k) / 2^k: the quotient by 5^k to 53 bits, then an
+    // exact scaling by a power of two (the result is a normal number).
+    let five = *POWERS_OF_FIVE.get(k)?;
+    let n = u128::from(mantissa) << 64;
+    let (q, r) = (n / u128::from(five), n % u128::from(five));
+    // q >= 2^53 * 2^64 / 5^27 > 2^54: more than 53 bits.
+    let shift = 128 - q.leading_zeros() - 53;
+    let mut top = (q >> shift) as u64;
+    let rest = q & ((1u128 << shift) - 1);
+    let half = 1u128 << (shift - 1);
+    if rest > half || (rest == half && (r != 0 || top & 1 == 1)) {
+        top += 1;
+    }
+    // top <= 2^53: exact as f64.
+    let exponent = i64::from(shift) - 64 - k as i64;
+    let scale = f64::from_bits(((exponent + 1023) as u64) << 52);
+    Some(top as f64 * scale)
+}
+
+/// 5^k for k up to 27, the most that fit in 64 bits.
+const POWERS_OF_FIVE: [u64; 28] = {
+    let mut powers = [1u64; 28];
+    let mut k = 1;
+    while k < 28 {
+        powers[k] = powers[k - 1] * 5;
+        k += 1;
+    }
+    powers
+};
+
 /// Powers of ten that f64 holds exactly.
 const EXACT_POWERS: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
@@ -213,7 +279,7 @@ const EXACT_POWERS: [f64; 23] = [
 /// `-0` (a float for serde_json), long exponents, and numbers out of
 /// f64's range.
 #[inline]
-fn number<'a>(text: &'a str, b: &[u8], start: usize) -> Option<(Scalar<'a>, usize)> {
+fn number(b: &[u8], start: usize) -> Option<(Scalar<'static>, usize)> {
     let negative = b[start] == b'-';
     let mut i = start + usize::from(negative);
     // The digits, integer and fraction, as one integer (exact up to 19
@@ -257,16 +323,17 @@ fn number<'a>(text: &'a str, b: &[u8], start: usize) -> Option<(Scalar<'a>, usiz
         return None;
     }
     if float {
-        // Clinger's fast path: an integer and a power of ten that f64
-        // holds exactly divide to the correctly rounded value, as
-        // serde_json's (and std's) parsers give.
+        // Up to 19 digits the mantissa is exact, and a short fraction
+        // divides it by a power of ten exactly (`decimal`), to the
+        // correctly rounded value serde_json's (and std's) parsers give.
         let digits = int_digits + fraction_digits;
-        let x = if !exponent && digits <= 19 && mantissa < 1 << 53 && fraction_digits < EXACT_POWERS.len() {
-            let x = mantissa as f64 / EXACT_POWERS[fraction_digits];
-            if negative { -x } else { x }
-        } else {
-            text.get(start..i)?.parse().ok()?
+        let exact = (!exponent && digits <= 19).then(|| decimal(mantissa, fraction_digits)).flatten();
+        let x = match exact {
+            Some(x) => x,
+            // Digits, a sign, a point and an exponent: ASCII.
+            None => std::str::from_utf8(&b[start..i]).ok()?.parse().ok()?,
         };
+        let x = if negative && exact.is_some() { -x } else { x };
         return x.is_finite().then_some((Scalar::F64(x), i));
     }
     if int_digits > 18 {
@@ -392,7 +459,7 @@ mod tests {
                 known.len() - 1
             })
         };
-        let read = scan(text, names, meaning, |tag, value| {
+        let read = scan(text.as_bytes(), names, meaning, |tag, value| {
             out.push((known.borrow()[tag].clone(), Seen::from(value)));
             true
         });
@@ -545,6 +612,67 @@ mod tests {
             let at = (state % 8) as usize;
             other[at] = [b'/', b':', b' ', b'.', b'e', 0x80, 0xff, 0x10][(state >> 60) as usize % 8];
             assert!(!eight_digits(u64::from_le_bytes(other)), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn same_compares_as_equality_does() {
+        let mut state = 3u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        for _ in 0..50_000 {
+            let n = (next() % 40) as usize;
+            let a: Vec<u8> = (0..n).map(|_| b"ab"[(next() % 2) as usize]).collect();
+            let mut b = a.clone();
+            if n > 0 && next() % 2 == 0 {
+                let at = (next() % n as u64) as usize;
+                b[at] ^= 1 << (next() % 8);
+            }
+            if next() % 8 == 0 {
+                b.push(b'a');
+            }
+            assert_eq!(same(&a, &b), a == b, "{a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn long_decimals_are_rounded_as_std_rounds_them() {
+        // Mantissas of up to 19 digits with up to 27 of them after the
+        // point: the 128-bit division rounds each as std's parser does,
+        // ties and near-ties included.
+        let mut state = 11u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state
+        };
+        for round in 0..200_000 {
+            let digits = 16 + (next() % 4) as u32;
+            let mantissa = match round % 4 {
+                // Near a tie: an f64's halfway point, scaled to a decimal.
+                0 => (1u64 << 53) + (next() % (1 << 40)) * 2 + 1,
+                _ => next() % 10u64.pow(digits),
+            }
+            .min(10u64.pow(19) - 1);
+            let k = (next() % 28) as usize;
+            let text = mantissa.to_string();
+            let (int, frac) = if k >= text.len() {
+                ("0".to_string(), format!("{}{text}", "0".repeat(k - text.len())))
+            } else {
+                (text[..text.len() - k].to_string(), text[text.len() - k..].to_string())
+            };
+            let written = if k == 0 { int.clone() } else { format!("{int}.{frac}") };
+            let want: f64 = written.parse().unwrap();
+            if let Some(got) = decimal(mantissa, k) {
+                assert_eq!(got.to_bits(), want.to_bits(), "{written}");
+            }
+            if k > 0 && int.len() + frac.len() <= 19 {
+                assert_eq!(
+                    fast(&format!(r#"{{"x": {written}}}"#)),
+                    Some(vec![("x".into(), Seen::F64(want.to_bits()))])
+                );
+            }
         }
     }
 }

@@ -208,16 +208,20 @@ impl JsonDecoder {
         if payload.len() > self.schema.max_record_bytes {
             return Err(DecodeError::Oversized { size: payload.len(), limit: self.schema.max_record_bytes });
         }
-        let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
-        // Valid JSON that is not an object (an array, a number) is refused
-        // here; empty or broken input is left to the parser's message.
-        if text.trim_start().chars().next().is_some_and(|c| c != '{') {
-            return Err(DecodeError::NotAnObject);
-        }
         self.row.clear();
         let (schema, row) = (&self.schema, &mut self.row);
         let role = |name: &str| KeyRole::of(schema, name);
-        if !(fast && flat::scan(text, &mut self.names, role, |role, value| row.take(schema, role, value))) {
+        // A flat record that reads whole is UTF-8 and an object: the
+        // checks below can only pass for it.
+        if !(fast && flat::scan(payload, &mut self.names, role, |role, value| row.take(schema, role, value)))
+        {
+            let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
+            // Valid JSON that is not an object (an array, a number) is
+            // refused here; empty or broken input is left to the parser's
+            // message.
+            if text.trim_start().chars().next().is_some_and(|c| c != '{') {
+                return Err(DecodeError::NotAnObject);
+            }
             // Not a flat record, or a bad one: serde reads it again from the
             // start, and says what is wrong with it.
             self.row.clear();
