@@ -23,11 +23,14 @@ pub enum Scalar<'a> {
     Null,
 }
 
-/// The field names of the last record scanned, in order, each with what
-/// it means to the caller. Events of a stream mostly repeat their fields
-/// in the same order, so a field's name is first checked against the one
-/// at its place in the last record: one comparison, instead of scanning
-/// the name and looking it up.
+/// The fields of the last record scanned, in order: each one's text up to
+/// its value (from the record's start, or from after the comma before
+/// it, through the colon after its name) and what its name means to the
+/// caller. Events of a stream mostly repeat their fields in the same
+/// order and layout, so that text is first compared with the one at its
+/// place in the last record: one comparison instead of reading the
+/// punctuation, the name and looking the name up. Equal bytes read the
+/// same.
 #[derive(Debug, Clone)]
 pub struct Names<T> {
     last: Vec<(Vec<u8>, T)>,
@@ -41,67 +44,71 @@ impl<T> Default for Names<T> {
 
 /// Scans `b` as a flat JSON object: for each field in order, `field` is
 /// called with what its name means (`meaning(name)`, asked only for a
-/// name not at its place of the last record) and its value, and returns
-/// false to give up. `meaning` must depend on the name alone. Returns
-/// true if the whole of `b` was such an object (with only JSON whitespace
-/// around it) and `field` took every field: then `b` is UTF-8 (outside
-/// strings the grammar allows only ASCII, and every string was checked).
+/// field not laid out as the last record's at its place) and its value,
+/// and returns false to give up. `meaning` must depend on the name alone.
+/// Returns true if the whole of `b` was such an object (with only JSON
+/// whitespace around it) and `field` took every field: then `b` is UTF-8
+/// (outside strings the grammar allows only ASCII, and every string was
+/// checked).
 pub fn scan<'a, T: Copy>(
     b: &'a [u8],
     names: &mut Names<T>,
     mut meaning: impl FnMut(&str) -> T,
     mut field: impl FnMut(T, Scalar<'a>) -> bool,
 ) -> bool {
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return false;
-    }
-    i = skip_ws(b, i + 1);
-    if b.get(i) == Some(&b'}') {
-        return skip_ws(b, i + 1) == b.len();
-    }
+    // Where the text of field `k` starts: the record's start, then after
+    // each comma.
+    let mut i = 0;
     let mut k = 0;
     loop {
-        if b.get(i) != Some(&b'"') {
-            return false;
-        }
-        let start = i + 1;
-        // The name and its closing quote, as the last record had them
-        // here: then it is the same (checked) name.
-        let known = names.last.get(k).and_then(|(quoted, tag)| {
-            let end = start + quoted.len();
-            b.get(start..end).is_some_and(|here| same(here, quoted)).then_some((end - 1, *tag))
+        let known = names.last.get(k).and_then(|(text, tag)| {
+            let end = i + text.len();
+            b.get(i..end).is_some_and(|here| same(here, text)).then_some((end, *tag))
         });
-        let (end, tag) = match known {
+        let (at, tag) = match known {
             Some(known) => known,
             None => {
-                let Some((name, end)) = string(b, start) else { return false };
+                let from = i;
+                i = skip_ws(b, i);
+                if k == 0 {
+                    if b.get(i) != Some(&b'{') {
+                        return false;
+                    }
+                    i = skip_ws(b, i + 1);
+                    if b.get(i) == Some(&b'}') {
+                        return skip_ws(b, i + 1) == b.len();
+                    }
+                }
+                if b.get(i) != Some(&b'"') {
+                    return false;
+                }
+                let Some((name, end)) = string(b, i + 1) else { return false };
+                i = skip_ws(b, end + 1);
+                if b.get(i) != Some(&b':') {
+                    return false;
+                }
+                i += 1;
                 let tag = meaning(name);
-                let quoted = &b[start..=end];
+                let text = &b[from..i];
                 match names.last.get_mut(k) {
                     Some(slot) => {
                         slot.0.clear();
-                        slot.0.extend_from_slice(quoted);
+                        slot.0.extend_from_slice(text);
                         slot.1 = tag;
                     }
-                    None => names.last.push((quoted.to_vec(), tag)),
+                    None => names.last.push((text.to_vec(), tag)),
                 }
-                (end, tag)
+                (i, tag)
             }
         };
-        k += 1;
-        i = skip_ws(b, end + 1);
-        if b.get(i) != Some(&b':') {
-            return false;
-        }
-        i = skip_ws(b, i + 1);
-        let Some((value, next)) = value(b, i) else { return false };
+        let Some((value, next)) = value(b, skip_ws(b, at)) else { return false };
         if !field(tag, value) {
             return false;
         }
+        k += 1;
         i = skip_ws(b, next);
         match b.get(i) {
-            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b',') => i += 1,
             Some(b'}') => return skip_ws(b, i + 1) == b.len(),
             _ => return false,
         }
