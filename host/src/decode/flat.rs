@@ -192,14 +192,6 @@ fn value(b: &[u8], i: usize) -> Option<(Scalar<'_>, usize)> {
     }
 }
 
-/// Whether the 8 bytes of `v` (little-endian) are all ASCII digits.
-#[inline]
-fn eight_digits(v: u64) -> bool {
-    let high = v & 0xF0F0_F0F0_F0F0_F0F0;
-    let carried = v.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0;
-    (high | (carried >> 4)) == 0x3333_3333_3333_3333
-}
-
 /// The value of 8 ASCII digits (little-endian: the first in the lowest
 /// byte), in a few multiplications.
 #[inline]
@@ -210,20 +202,47 @@ fn eight_digits_value(v: u64) -> u64 {
     (v & 0x0000_FFFF_0000_FFFF).wrapping_mul(42_949_672_960_001) >> 32
 }
 
+/// How many of the 8 bytes of `v` (little-endian) are ASCII digits before
+/// the first that is not (8 if all are).
+#[inline]
+fn leading_digits(v: u64) -> u32 {
+    // Digits become 0..=9; a byte is flagged when it has its high bit, or
+    // gets it by adding 0x76 (at 10 and up; no carry leaves a byte).
+    let a = v ^ 0x3030_3030_3030_3030;
+    let flagged =
+        (a | ((a & 0x7F7F_7F7F_7F7F_7F7F).wrapping_add(0x7676_7676_7676_7676))) & 0x8080_8080_8080_8080;
+    flagged.trailing_zeros() / 8
+}
+
+/// Powers of ten up to 10^8.
+const POWERS_OF_TEN: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+
 /// Reads a run of digits from `i` into `mantissa` (wrapping past 19
-/// digits, which the caller does not use); returns the index after it.
+/// digits, which the caller does not use), up to eight at a time;
+/// returns the index after it.
 #[inline]
 fn digits(b: &[u8], mut i: usize, mantissa: &mut u64) -> usize {
     while let Some(chunk) = b.get(i..i + 8) {
-        let mut eight = [0; 8];
-        eight.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(eight);
-        if !eight_digits(v) {
-            break;
+        let v = u64::from_le_bytes([
+            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+        ]);
+        let n = leading_digits(v);
+        if n == 8 {
+            *mantissa = mantissa.wrapping_mul(100_000_000).wrapping_add(eight_digits_value(v));
+            i += 8;
+            continue;
         }
-        *mantissa = mantissa.wrapping_mul(100_000_000).wrapping_add(eight_digits_value(v));
-        i += 8;
+        if n > 0 {
+            // The n digits moved up to the high bytes, zeros ('0') below:
+            // eight digits of the same value.
+            let shift = 8 * (8 - n);
+            let padded = (v << shift) | (0x3030_3030_3030_3030 >> (64 - shift));
+            let power = POWERS_OF_TEN[n as usize];
+            *mantissa = mantissa.wrapping_mul(power).wrapping_add(eight_digits_value(padded));
+        }
+        return i + n as usize;
     }
+    // The record's last few bytes, one at a time.
     while let Some(&c) = b.get(i) {
         if !c.is_ascii_digit() {
             break;
@@ -611,14 +630,14 @@ mod tests {
                 *b = b'0' + ((state >> (i * 5 + 20)) % 10) as u8;
             }
             let v = u64::from_le_bytes(bytes);
-            assert!(eight_digits(v));
+            assert_eq!(leading_digits(v), 8);
             let want = bytes.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
             assert_eq!(eight_digits_value(v), want, "{}", String::from_utf8_lossy(&bytes));
             // Any one byte that is not a digit is seen.
             let mut other = bytes;
             let at = (state % 8) as usize;
             other[at] = [b'/', b':', b' ', b'.', b'e', 0x80, 0xff, 0x10][(state >> 60) as usize % 8];
-            assert!(!eight_digits(u64::from_le_bytes(other)), "{other:?}");
+            assert!(leading_digits(u64::from_le_bytes(other)) < 8, "{other:?}");
         }
     }
 
@@ -680,6 +699,36 @@ mod tests {
                     Some(vec![("x".into(), Seen::F64(want.to_bits()))])
                 );
             }
+        }
+    }
+
+    #[test]
+    fn digit_runs_of_every_length_and_place_are_read_exactly() {
+        let mut state = 5u64;
+        for _ in 0..100_000 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let run = (state >> 40) as usize % 22;
+            let before = (state >> 20) as usize % 5;
+            let after = (state >> 10) as usize % 12;
+            let mut text = vec![b'x'; before];
+            let digits_at = text.len();
+            for d in 0..run {
+                text.push(b'0' + ((state >> (d % 60)) % 10) as u8);
+            }
+            let tail: &[u8] = b",:}] .e-9";
+            text.extend((0..after).map(|j| tail[(j + (state as usize)) % tail.len()]));
+            let want_end =
+                digits_at + run + text[digits_at + run..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let want = text[digits_at..want_end]
+                .iter()
+                .fold(0u64, |n, &d| n.wrapping_mul(10).wrapping_add(u64::from(d - b'0')));
+            let mut got = 0;
+            let end = digits(&text, digits_at, &mut got);
+            assert_eq!((end, got), (want_end, want), "{}", String::from_utf8_lossy(&text));
+        }
+        for c in 0..=255u8 {
+            let v = u64::from_le_bytes([b'1', b'2', c, b'3', b'4', b'5', b'6', b'7']);
+            assert_eq!(leading_digits(v), if c.is_ascii_digit() { 8 } else { 2 }, "{c}");
         }
     }
 }
