@@ -153,13 +153,18 @@ fn string(b: &[u8], i: usize) -> Option<(&str, usize)> {
     Some((std::str::from_utf8(&b[i..end]).ok()?, end))
 }
 
+/// The eight bytes at `at`, little-endian, if there are eight.
+#[inline]
+fn word_at(b: &[u8], at: usize) -> Option<u64> {
+    let bytes: [u8; 8] = b.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
 /// Whether two slices hold the same bytes, compared eight at a time
 /// (names are short, and a library compare costs a call).
 #[inline]
 fn same(a: &[u8], b: &[u8]) -> bool {
-    let word = |s: &[u8], at: usize| {
-        s.get(at..at + 8).map(|w| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]))
-    };
+    let word = word_at;
     let n = a.len();
     if n != b.len() {
         return false;
@@ -222,10 +227,7 @@ const POWERS_OF_TEN: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 
 /// returns the index after it.
 #[inline]
 fn digits(b: &[u8], mut i: usize, mantissa: &mut u64) -> usize {
-    while let Some(chunk) = b.get(i..i + 8) {
-        let v = u64::from_le_bytes([
-            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
-        ]);
+    while let Some(v) = word_at(b, i) {
         let n = leading_digits(v);
         if n == 8 {
             *mantissa = mantissa.wrapping_mul(100_000_000).wrapping_add(eight_digits_value(v));
