@@ -260,7 +260,7 @@ mod tests {
             .unwrap();
         assert_eq!(seen, [(3, b"{\"a\": 3}".to_vec()), (4, b"{\"a\": 4}".to_vec())]);
         let mut source = FileSource::open(&path).unwrap();
-        let err = source.seek(&[(0, 9)]).err().expect("past the end");
+        let Err(err) = source.seek(&[(0, 9)]) else { panic!("a seek past the end") };
         assert!(err.to_string().contains("the file ends at line 5, before line 9"), "{err}");
     }
 }
