@@ -43,10 +43,13 @@ pub fn is_glob(path: &str) -> bool {
     path.contains(['*', '?', '['])
 }
 
-/// Reads several JSON-lines files as partitions `0..n`.
+/// Reads several JSON-lines files as partitions `0..n`, or some of them
+/// (a worker's share).
 pub struct FilesSource {
     name: String,
     files: Vec<FileSource>,
+    /// The partition of each file read.
+    partitions: Vec<i32>,
     /// Files read to their end.
     ended: Vec<bool>,
     /// The file the next poll reads first.
@@ -57,8 +60,37 @@ impl FilesSource {
     /// Opens `paths` as partitions `0..paths.len()`; `name` (the job's
     /// `path`: a folder or a glob) names the source in messages.
     pub fn open(name: &str, paths: &[PathBuf]) -> Result<FilesSource, SourceError> {
-        let files = paths.iter().map(|p| FileSource::open(p)).collect::<Result<Vec<_>, _>>()?;
-        Ok(FilesSource { name: name.to_string(), ended: vec![false; files.len()], files, next: 0 })
+        let all: Vec<i32> = (0..paths.len() as i32).collect();
+        FilesSource::open_partitions(name, paths, &all)
+    }
+
+    /// Opens only the files of `partitions` (file `i` of `paths` is
+    /// partition `i`).
+    pub fn open_partitions(
+        name: &str,
+        paths: &[PathBuf],
+        partitions: &[i32],
+    ) -> Result<FilesSource, SourceError> {
+        let mut files = Vec::with_capacity(partitions.len());
+        for &p in partitions {
+            let Some(path) = usize::try_from(p).ok().and_then(|i| paths.get(i)) else {
+                let reason = format!("partition {p} is not one of its {} files", paths.len());
+                return Err(SourceError::Seek { name: name.to_string(), reason });
+            };
+            files.push(FileSource::open(path)?);
+        }
+        Ok(FilesSource {
+            name: name.to_string(),
+            ended: vec![false; files.len()],
+            files,
+            partitions: partitions.to_vec(),
+            next: 0,
+        })
+    }
+
+    /// The index of `partition` among the files read.
+    fn index(&self, partition: i32) -> Option<usize> {
+        self.partitions.iter().position(|&p| p == partition)
     }
 
     fn fail(&self, reason: String) -> SourceError {
@@ -68,7 +100,7 @@ impl FilesSource {
 
 impl Source for FilesSource {
     fn partitions(&self) -> Vec<i32> {
-        (0..self.files.len() as i32).collect()
+        self.partitions.clone()
     }
 
     fn poll(
@@ -83,7 +115,7 @@ impl Source for FilesSource {
             if self.ended[index] {
                 continue;
             }
-            let partition = index as i32;
+            let partition = self.partitions[index];
             let polled = self.files[index].poll(max, wait, &mut |record| {
                 each(RawRecord { partition, ..record });
             })?;
@@ -109,11 +141,11 @@ impl Source for FilesSource {
 
     fn seek(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
         for &(partition, offset) in next_offsets {
-            let Some(file) = usize::try_from(partition).ok().and_then(|i| self.files.get_mut(i)) else {
+            let Some(i) = self.index(partition) else {
                 let files = self.files.len();
                 return Err(self.fail(format!("partition {partition} is not one of its {files} files")));
             };
-            file.seek(&[(0, offset)])?;
+            self.files[i].seek(&[(0, offset)])?;
         }
         Ok(())
     }
@@ -121,7 +153,7 @@ impl Source for FilesSource {
     /// Only a file read to its end is caught up: one whose turn has not
     /// come for a while still has records, which must not be made late.
     fn caught_up(&self, partition: i32) -> bool {
-        usize::try_from(partition).ok().and_then(|i| self.ended.get(i)).copied().unwrap_or(true)
+        self.index(partition).is_none_or(|i| self.ended[i])
     }
 }
 
@@ -197,6 +229,26 @@ mod tests {
         std::fs::create_dir(&empty).unwrap();
         let error = resolve(&empty).unwrap_err().to_string();
         assert!(error.contains("the folder holds no files"), "{error}");
+    }
+
+    /// A worker's share: only its files, under their own partition numbers.
+    #[test]
+    fn a_share_of_the_files_keeps_their_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> =
+            ["a", "b", "c"].iter().map(|n| write(dir.path(), &format!("{n}.jsonl"), &[n])).collect();
+        let mut source = FilesSource::open_partitions("dir", &paths, &[2, 0]).unwrap();
+        assert_eq!(source.partitions(), vec![2, 0]);
+        let mut seen = Vec::new();
+        while source
+            .poll(10, std::time::Duration::ZERO, &mut |r| seen.push((r.partition, r.payload.to_vec())))
+            .unwrap()
+            != Poll::End
+        {}
+        assert_eq!(seen, vec![(2, b"c".to_vec()), (0, b"a".to_vec())]);
+        source.seek(&[]).unwrap();
+        assert!(source.seek(&[(1, 0)]).is_err(), "partition 1 is another worker's");
+        assert!(FilesSource::open_partitions("dir", &paths, &[3]).is_err());
     }
 
     /// A seek goes to each partition's line; one to a missing partition is
