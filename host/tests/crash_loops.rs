@@ -1,6 +1,7 @@
 //! Crash loops against a broker in its own process: `weir run` reading a
-//! Kafka topic is killed with SIGKILL at random moments at least ten
-//! times, restarted each time from its newest checkpoint, then let finish.
+//! Kafka topic is killed with SIGKILL at least ten times, at moments spread
+//! over its input by the output it has written, restarted each time from
+//! its newest checkpoint, then let finish.
 //! Its outputs must then hold exactly what one crash-free run wrote: the
 //! same records as a multiset (the partitions' outputs interleave
 //! differently from run to run), none missing and none repeated.
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{Child, Lcg, start_tansu, weir_command};
+use weir::checkpoint::{checkpoint_ids, open_storage, read_complete};
+use weir::pipeline::summarize_checkpoint;
 
 /// Readings 5 ms apart, keyed by device, up to 200 ms out of order, one in
 /// 300 far behind (late, or within the allowed lateness), and a bad line
@@ -69,26 +72,41 @@ fn weir_ok(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Creates topic `readings` with `partitions` and sends it the input, keyed
-/// by device. The mock cluster keeps at most 5 MB a partition (it drops the
-/// oldest beyond that): check that every record is still there.
-fn produce(dir: &Path, brokers: &str, partitions: u32) {
+/// How many parts the input of a Kafka loop comes in: one before each of
+/// the ten killed runs, the rest before the last run.
+const CHUNKS: usize = 13;
+
+/// Splits `input.jsonl` into [`CHUNKS`] files `input-<i>.jsonl` of whole
+/// lines, in order.
+fn split_input(dir: &Path) {
+    let text = std::fs::read_to_string(dir.join("input.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let per = lines.len().div_ceil(CHUNKS);
+    for (i, chunk) in lines.chunks(per).enumerate() {
+        let mut part = chunk.join("\n");
+        part.push('\n');
+        std::fs::write(dir.join(format!("input-{i}.jsonl")), part).unwrap();
+    }
+}
+
+/// Creates topic `readings` with `partitions`.
+fn create_input(dir: &Path, brokers: &str, partitions: u32) {
     let p = partitions.to_string();
     weir_ok(dir, &["topic", "create", "--brokers", brokers, "--topic", "readings", "--partitions", &p]);
-    weir_ok(
-        dir,
-        &[
-            "produce",
-            "--brokers",
-            brokers,
-            "--topic",
-            "readings",
-            "--input",
-            "input.jsonl",
-            "--key",
-            "device_id",
-        ],
-    );
+}
+
+/// Sends `file` (JSON lines) to topic `readings`, keyed by device: parts
+/// sent one after another give each partition the same records in the same
+/// order as the whole file would.
+fn produce(dir: &Path, brokers: &str, file: &str) {
+    let args =
+        ["produce", "--brokers", brokers, "--topic", "readings", "--input", file, "--key", "device_id"];
+    weir_ok(dir, &args);
+}
+
+/// Checks that `readings` holds the whole input: the mock cluster keeps at
+/// most 5 MB a partition and drops the oldest beyond that.
+fn check_input(dir: &Path, brokers: &str) {
     let lines = std::fs::read_to_string(dir.join("input.jsonl")).unwrap().lines().count();
     assert_eq!(kept(dir, brokers, "readings"), lines, "records were dropped");
 }
@@ -115,14 +133,16 @@ fn kept(dir: &Path, brokers: &str, topic: &str) -> usize {
 }
 
 /// A window job reading `topic` on `brokers`, with `sink` and `extra`
-/// sections; returns its path.
+/// sections; returns its path. Its input comes in parts, with pauses
+/// between them (a run's kill, restart and restore): no partition is ever
+/// taken for idle, as none would be in one clean run of all of it.
 fn kafka_job(dir: &Path, name: &str, brokers: &str, sink: &str, extra: &str) -> PathBuf {
     let text = format!(
         "name = \"{name}\"\n[source]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"readings\"\n\
          start = \"earliest\"\ngroup = \"{name}\"\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\n\
          fields = {{ temperature = \"f64\" }}\n[time]\nmax_out_of_orderness = \"300ms\"\nallowed_lateness = \"500ms\"\n\
-         late_output = \"{name}-late.jsonl\"\n[window]\ntype = \"sliding\"\nsize = \"2s\"\nslide = \"1s\"\n\
-         [function]\nplugin = \"max-temperature-agg\"\n{sink}\n{extra}"
+         idle_timeout = \"1h\"\nlate_output = \"{name}-late.jsonl\"\n[window]\ntype = \"sliding\"\nsize = \"2s\"\n\
+         slide = \"1s\"\n[function]\nplugin = \"max-temperature-agg\"\n{sink}\n{extra}"
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
@@ -156,96 +176,190 @@ fn skipped_in(stderr: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs `job` with `--until-end`, killing it after a random 0.2 to 0.8 s,
-/// until it finishes by itself or has been killed `kills` times (then it
-/// runs to the end). Counts restarts that restored a checkpoint.
-fn crash_loop(dir: &Path, job: &Path, kills: usize, seed: u64) -> Loop {
-    crash_loop_with(dir, job, kills, seed, (200, 600))
+/// How far a job reading a bounded input (a file) got: the length of its
+/// results file against the one a clean run wrote.
+struct Progress {
+    file: PathBuf,
+    /// What one clean run wrote: where the last run ends.
+    total: u64,
 }
 
-/// [`crash_loop`], killing after `window.0` ms plus up to `window.1`.
-fn crash_loop_with(dir: &Path, job: &Path, kills: usize, seed: u64, window: (u64, u64)) -> Loop {
-    crash_loop_during(dir, job, kills, seed, &|_| KillAt::Start(window.0, window.1), &mut |_| {})
+impl Progress {
+    /// Progress of a run writing `file`, which a clean run wrote as `clean`.
+    fn new(file: PathBuf, clean: &Path) -> Progress {
+        let total = std::fs::metadata(clean).map(|m| m.len()).unwrap_or(0);
+        assert!(total > 0, "the clean run wrote nothing to {}", clean.display());
+        Progress { file, total }
+    }
+
+    fn written(&self) -> u64 {
+        std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The fraction `num / den` of the clean run's output.
+    fn part(&self, num: usize, den: usize) -> u64 {
+        self.total * num as u64 / den as u64
+    }
 }
 
 /// When a crash loop kills a run.
-#[derive(Debug, Clone, Copy)]
-enum KillAt {
-    /// This many ms after the run started, plus up to as many more again
-    /// (random).
-    Start(u64, u64),
-    /// As `Start`, but counted from when the run said it restored a
-    /// checkpoint: it is killed after some progress however long its start
-    /// took. A run that does not say so within [`PATIENCE`] is killed
-    /// counting from then.
-    Restored(u64, u64),
+enum KillBy<'a> {
+    /// A bounded input, which a run reads to its end (`--until-end`): run
+    /// `i` (from 0) is killed once its output passes `(i + 1) / (count +
+    /// 3)` of a clean run's (and has grown in that run), plus up to 200 ms
+    /// (random). Counting progress, not time, keeps every kill before the
+    /// end however fast the machine is, with a good part of the input left
+    /// for the last run.
+    Output(&'a Progress),
+    /// An input that comes in parts (a topic): `feed(run)` sends run
+    /// `run`'s part before it starts (`feed(count)` the rest, before the
+    /// last run). Runs before the last read without `--until-end`, so they
+    /// never end by themselves, and each is killed as `at(run)` says. The
+    /// last run reads to the end offsets it finds at its start.
+    Parts { storage: &'a Path, feed: &'a mut dyn FnMut(usize), at: &'a dyn Fn(usize) -> KillAt },
 }
 
-/// How long a crash loop waits for a run to say it restored a checkpoint,
-/// or that it has its broker back, before it goes on.
+/// When a run of an input in parts is killed: `base` ms plus up to `extra`
+/// more (random) after it says it restored a checkpoint (a fresh run:
+/// after its first checkpoint), and, if `progress`, after it also
+/// completed a checkpoint past the offsets it restored (so that every such
+/// run moves the job on, however slowly the broker answers). A run that
+/// says neither within [`PATIENCE`] is killed counting from then.
+#[derive(Clone, Copy)]
+struct KillAt {
+    base: u64,
+    extra: u64,
+    progress: bool,
+}
+
+/// The records before the next offsets of the newest complete checkpoint
+/// of job `crash` in `storage` (0 with none), read as a restore reads it.
+/// One that is incomplete, or removed while it is read (the job keeps only
+/// `retain`), is passed over for the one before.
+fn checkpointed(storage: &Path) -> u64 {
+    let Ok(storage) = open_storage(&format!("file://{}", storage.display())) else { return 0 };
+    let ids = checkpoint_ids(storage.as_ref(), "crash").unwrap_or_default();
+    let newest = ids.into_iter().rev().find_map(|id| {
+        let checkpoint = read_complete(storage.as_ref(), "crash", id).ok()?;
+        let partitions = summarize_checkpoint(&checkpoint).ok()?;
+        Some(partitions.iter().map(|p| p.next_offset.max(0) as u64).sum())
+    });
+    newest.unwrap_or(0)
+}
+
+/// How long a run may go without writing anything before the loop calls
+/// the job stuck.
+const STUCK: Duration = Duration::from_secs(120);
+
+/// How long a crash loop waits for a run to say it restored a checkpoint
+/// before it goes on.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// [`crash_loop`], killing run `run` (from 0) as `kill_at(run)`, asked just
-/// before it starts, says, and calling `during(run)` halfway to each kill
-/// (to restart the broker). Checks that the loop did what it claims:
-/// `kills` kills, and most restarts restored a checkpoint.
-fn crash_loop_during(
-    dir: &Path,
-    job: &Path,
-    kills: usize,
-    seed: u64,
-    kill_at: &dyn Fn(usize) -> KillAt,
-    during: &mut dyn FnMut(usize),
-) -> Loop {
-    let done = kill_and_restart(dir, job, kills, seed, kill_at, during);
-    assert!(done.kills >= kills, "only {} kills: the job finished too soon to test recovery", done.kills);
-    assert!(
-        done.restored * 2 > done.kills,
-        "{} of {} restarts restored a checkpoint",
-        done.restored,
-        done.kills
-    );
-    done
+/// How long a crash loop waits for a run that lost its broker to say it
+/// has it back. A restarted tansu can take tens of seconds to answer again
+/// on a loaded machine (it reopens its SQLite file), and the clients' backoff
+/// reaches 8 s between attempts.
+const RECOVERY: Duration = Duration::from_secs(120);
+
+/// Whether checkpoint storage `dir` holds a complete checkpoint.
+fn has_checkpoint(dir: &Path) -> bool {
+    let jobs = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    let checkpoints = jobs.flat_map(|job| std::fs::read_dir(job.path()).into_iter().flatten().flatten());
+    checkpoints.into_iter().any(|c| c.path().join("MANIFEST").is_file())
 }
 
-fn kill_and_restart(
+/// Kills `job` with SIGKILL `count` times, restarting it each time from its
+/// newest checkpoint, then lets the last run finish; `during(run)` is
+/// called halfway to each kill (to restart the broker). Checks that the
+/// loop did what it claims: `count` kills, and most restarts restored a
+/// checkpoint.
+fn crash_loop(
     dir: &Path,
     job: &Path,
-    kills: usize,
+    count: usize,
     seed: u64,
-    kill_at: &dyn Fn(usize) -> KillAt,
+    mut by: KillBy,
     during: &mut dyn FnMut(usize),
 ) -> Loop {
     let mut rng = Lcg(seed);
     let mut done = Loop { kills: 0, restored: 0, skipped: 0, degraded: 0, recovered: 0 };
     loop {
         assert!(done.kills < 60, "too many kills: the job makes no progress");
-        let kill = kill_at(done.kills);
-        let mut child = weir_command(dir)
-            .args(["run", job.to_str().unwrap(), "--until-end"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let run = done.kills;
+        let last = run >= count;
+        let bounded = last || matches!(by, KillBy::Output(_));
+        if let KillBy::Parts { feed, .. } = &mut by {
+            feed(run);
+        }
+        let started = Instant::now();
+        let mut command = weir_command(dir);
+        command.args(["run", job.to_str().unwrap()]);
+        if bounded {
+            command.arg("--until-end");
+        }
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let log = RunLog::read(child.stderr.take().unwrap());
-        let last = done.kills >= kills;
         if !last {
-            let (from, extra) = match kill {
-                KillAt::Start(base, extra) => (base, extra),
-                KillAt::Restored(base, extra) => {
-                    // Goes on early if the run exits without restoring.
-                    log.wait_for(PATIENCE, |state| state.restored);
-                    (base, extra)
+            match &by {
+                KillBy::Output(progress) => {
+                    let start = progress.written();
+                    let target =
+                        progress.part(run + 1, count + 3).max(start + progress.part(1, 2 * (count + 3)));
+                    let halfway = (start + target) / 2;
+                    let mut called = false;
+                    let (mut seen, mut moved) = (start, Instant::now());
+                    while !log.ended() {
+                        let written = progress.written();
+                        if written != seen {
+                            (seen, moved) = (written, Instant::now());
+                        }
+                        assert!(
+                            moved.elapsed() < STUCK,
+                            "run {run}: no output in {STUCK:?} (at {written} of {}, waiting for {target})",
+                            progress.total
+                        );
+                        if !called && written >= halfway {
+                            called = true;
+                            during(run);
+                        } else if written >= target {
+                            std::thread::sleep(ms(rng.below(200)));
+                            break;
+                        }
+                        std::thread::sleep(ms(20));
+                    }
                 }
-            };
-            let wait = from + rng.below(extra);
-            std::thread::sleep(Duration::from_millis(wait / 2));
-            during(done.kills);
-            std::thread::sleep(Duration::from_millis(wait - wait / 2));
+                KillBy::Parts { storage, at, .. } => {
+                    let kill = at(run);
+                    if has_checkpoint(storage) {
+                        // Goes on early if the run exits without restoring.
+                        log.wait_for(PATIENCE, |state| state.restored);
+                    } else {
+                        // A fresh run: counted from its first checkpoint.
+                        let deadline = Instant::now() + PATIENCE;
+                        while !has_checkpoint(storage) && !log.ended() && Instant::now() < deadline {
+                            std::thread::sleep(ms(20));
+                        }
+                    }
+                    // Its part of the input is there to be read: a
+                    // checkpoint past what it restored comes.
+                    let (from, since) = (checkpointed(storage), Instant::now());
+                    while kill.progress && checkpointed(storage) <= from && !log.ended() {
+                        assert!(
+                            since.elapsed() < STUCK,
+                            "run {run}: no checkpoint past {from} records in {STUCK:?}"
+                        );
+                        std::thread::sleep(ms(50));
+                    }
+                    let wait = kill.base + rng.below(kill.extra.max(1));
+                    std::thread::sleep(ms(wait / 2));
+                    during(run);
+                    std::thread::sleep(ms(wait - wait / 2));
+                }
+            }
             // A run that lost its broker is killed once it says it has it
             // back: the loop sees it ride out the outage.
-            log.wait_for(PATIENCE, |state| !state.down || state.up);
+            log.wait_for(RECOVERY, |state| !state.down || state.up);
         }
         let finished = last || child.try_wait().unwrap().is_some();
         if !finished {
@@ -258,11 +372,45 @@ fn kill_and_restart(
         done.skipped += skipped_in(&stderr);
         done.degraded += usize::from(stderr.contains("is unreachable"));
         done.recovered += usize::from(stderr.contains("is reachable again"));
+        if stderr.contains("is unreachable") && !stderr.contains("is reachable again") {
+            eprintln!("run {run} lost its broker and was killed before it said it had it back:\n{stderr}");
+            eprintln!("(after {:?})", started.elapsed());
+        }
+        // What a failure's reader needs: how far each run came.
+        match &by {
+            KillBy::Output(progress) => {
+                eprintln!(
+                    "run {run}: {:?}, output {} of {}",
+                    started.elapsed(),
+                    progress.written(),
+                    progress.total
+                )
+            }
+            KillBy::Parts { storage, .. } => {
+                eprintln!(
+                    "run {run}: {:?}, checkpointed {} records",
+                    started.elapsed(),
+                    checkpointed(storage)
+                )
+            }
+        }
         if finished {
             assert!(status.success(), "{stderr}");
-            return done;
+            break;
         }
     }
+    assert!(done.kills >= count, "only {} kills: run {} finished before its kill", done.kills, done.kills);
+    assert!(
+        done.restored * 2 > done.kills,
+        "{} of {} restarts restored a checkpoint",
+        done.restored,
+        done.kills
+    );
+    done
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 /// What a run's standard error said so far.
@@ -308,6 +456,11 @@ impl RunLog {
         RunLog { state, reader }
     }
 
+    /// Whether the run's standard error ended (it exited).
+    fn ended(&self) -> bool {
+        self.state.0.lock().unwrap().ended
+    }
+
     /// Waits until `done` holds or the run exited, at most `limit`.
     fn wait_for(&self, limit: Duration, done: impl Fn(&LogState) -> bool) {
         let (lock, changed) = &*self.state;
@@ -330,16 +483,29 @@ fn lines(dir: &Path, file: &str) -> Vec<String> {
     lines
 }
 
+/// Feeds the parts of a Kafka loop's input: part `run` before run `run`,
+/// the rest before the last run (`run == count`); then checks that the
+/// topic holds all of it.
+fn feeder<'a>(dir: &'a Path, brokers: &'a str, count: usize) -> impl FnMut(usize) + 'a {
+    move |run| {
+        let parts = if run < count { run..run + 1 } else { count..CHUNKS };
+        for part in parts {
+            produce(dir, brokers, &format!("input-{part}.jsonl"));
+        }
+        if run >= count {
+            check_input(dir, brokers);
+        }
+    }
+}
+
 #[test]
 fn kafka_to_file_killed_again_and_again_writes_exactly_one_runs_output() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (_broker, brokers) = start_dev_broker(d);
     write_input(&d.join("input.jsonl"), 400_000);
-    produce(d, &brokers, 16);
-
-    let clean = kafka_job(d, "clean", &brokers, &file_sink("clean"), "");
-    weir_ok(d, &["run", clean.to_str().unwrap(), "--until-end"]);
+    split_input(d);
+    create_input(d, &brokers, 16);
 
     let storage = d.join("checkpoints");
     let checkpoint = format!(
@@ -347,7 +513,16 @@ fn kafka_to_file_killed_again_and_again_writes_exactly_one_runs_output() {
         storage.display()
     );
     let crash = kafka_job(d, "crash", &brokers, &file_sink("crash"), &checkpoint);
-    let done = crash_loop(d, &crash, 10, 3);
+    let mut feed = feeder(d, &brokers, 10);
+    let by = KillBy::Parts {
+        storage: &storage,
+        feed: &mut feed,
+        at: &|_| KillAt { base: 200, extra: 600, progress: true },
+    };
+    let done = crash_loop(d, &crash, 10, 3, by, &mut |_| {});
+
+    let clean = kafka_job(d, "clean", &brokers, &file_sink("clean"), "");
+    weir_ok(d, &["run", clean.to_str().unwrap(), "--until-end"]);
     for file in ["out", "late", "dead"] {
         let expected = lines(d, &format!("clean-{file}.jsonl"));
         let got = lines(d, &format!("crash-{file}.jsonl"));
@@ -407,37 +582,32 @@ struct KafkaLoop<'a> {
     /// `exactly_once = "sequence"`, or at-least-once.
     exactly_once: bool,
     /// When run `run` (from 0) is killed.
-    kill_at: &'a dyn Fn(usize) -> KillAt,
+    at: &'a dyn Fn(usize) -> KillAt,
     seed: u64,
 }
 
-/// Kafka to Kafka on a `weir dev-broker` of its own (a clean run, then a
-/// crash loop), with `exactly_once = "sequence"` or at-least-once. Returns
+/// Kafka to Kafka on a `weir dev-broker` of its own (a crash loop, then a
+/// clean run), with `exactly_once = "sequence"` or at-least-once. Returns
 /// the loop and, per output topic (results, late records, dead letters),
 /// the clean and the crashed run's records as multisets.
 fn kafka_to_kafka(dir: &Path, exactly_once: bool) -> (Loop, Vec<Compared>) {
     let (_broker, brokers) = start_dev_broker(dir);
     write_input(&dir.join("input.jsonl"), 600_000);
-    produce(dir, &brokers, 24);
+    create_input(dir, &brokers, 24);
     // A restart with Kafka sinks reads back their topics before it goes on:
-    // kill later than the file loops do, but soon enough that ten kills
-    // come before the end. Enough output partitions that the mock
-    // cluster's 5 MB a partition holds every record (checked).
-    let setup = KafkaLoop {
-        brokers: &brokers,
-        out_partitions: 48,
-        exactly_once,
-        kill_at: &|_| KillAt::Start(800, 1_200),
-        seed: 5,
-    };
+    // kill later than the file loops do. Enough output partitions that the
+    // mock cluster's 5 MB a partition holds every record (checked).
+    let at = |_| KillAt { base: 800, extra: 1_200, progress: true };
+    let setup = KafkaLoop { brokers: &brokers, out_partitions: 48, exactly_once, at: &at, seed: 5 };
     kafka_to_kafka_on(dir, &setup, &mut |_| {})
 }
 
-/// [`kafka_to_kafka`] on `setup.brokers`, whose topic `readings` holds the
-/// input; `during(run)` is called halfway to each kill (to restart the
-/// broker).
+/// [`kafka_to_kafka`] on `setup.brokers`, whose topic `readings` is to get
+/// the input (`input.jsonl`), in parts as the loop goes; `during(run)` is
+/// called halfway to each kill (to restart the broker).
 fn kafka_to_kafka_on(dir: &Path, setup: &KafkaLoop, during: &mut dyn FnMut(usize)) -> (Loop, Vec<Compared>) {
     let brokers = setup.brokers;
+    split_input(dir);
     let out_partitions = setup.out_partitions.to_string();
     for name in ["clean", "crash"] {
         for (kind, partitions) in [("out", out_partitions.as_str()), ("dead", "2"), ("late", "2")] {
@@ -457,9 +627,6 @@ fn kafka_to_kafka_on(dir: &Path, setup: &KafkaLoop, during: &mut dyn FnMut(usize
         std::fs::write(&path, text).unwrap();
         path
     };
-    let clean = job("clean", "", "");
-    weir_ok(dir, &["run", clean.to_str().unwrap(), "--until-end"]);
-
     let storage = dir.join("checkpoints");
     let (mode, sink) = match setup.exactly_once {
         true => ("exactly-once", "exactly_once = \"sequence\""),
@@ -473,7 +640,12 @@ fn kafka_to_kafka_on(dir: &Path, setup: &KafkaLoop, during: &mut dyn FnMut(usize
         storage.display()
     );
     let crash = job("crash", sink, &checkpoint);
-    let done = crash_loop_during(dir, &crash, 10, setup.seed, setup.kill_at, during);
+    let mut feed = feeder(dir, brokers, 10);
+    let by = KillBy::Parts { storage: &storage, feed: &mut feed, at: setup.at };
+    let done = crash_loop(dir, &crash, 10, setup.seed, by, during);
+
+    let clean = job("clean", "", "");
+    weir_ok(dir, &["run", clean.to_str().unwrap(), "--until-end"]);
     let mut topics = Vec::new();
     for kind in ["out", "late", "dead"] {
         let (clean, crash) = (format!("clean-{kind}"), format!("crash-{kind}"));
@@ -513,13 +685,6 @@ fn kafka_to_kafka_with_sequence_killed_again_and_again_writes_each_record_once()
     assert_each_record_once(&done, &topics);
 }
 
-/// Whether checkpoint storage `dir` holds a complete checkpoint.
-fn has_checkpoint(dir: &Path) -> bool {
-    let jobs = std::fs::read_dir(dir).into_iter().flatten().flatten();
-    let checkpoints = jobs.flat_map(|job| std::fs::read_dir(job.path()).into_iter().flatten().flatten());
-    checkpoints.into_iter().any(|c| c.path().join("MANIFEST").is_file())
-}
-
 /// The runs of the tansu loop during which the broker is restarted.
 const BROKER_RESTARTS: [usize; 3] = [1, 4, 7];
 
@@ -531,7 +696,8 @@ const BROKER_RESTARTS: [usize; 3] = [1, 4, 7];
 /// before it answers, and a killed process leaves committed transactions
 /// in the file. The runs are killed counting from their restore, since
 /// starting against tansu (opening three sinks and reading them back)
-/// takes 2 to 3 s and varies with the machine's load.
+/// takes 2 to 3 s and varies with the machine's load; two of them right
+/// after it.
 #[test]
 fn kafka_to_kafka_on_tansu_with_broker_restarts_writes_each_record_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -540,21 +706,18 @@ fn kafka_to_kafka_on_tansu_with_broker_restarts_writes_each_record_once() {
     tansu.index_headers();
     let brokers = tansu.bootstrap.clone();
     write_input(&d.join("input.jsonl"), 200_000);
-    produce(d, &brokers, 6);
+    create_input(d, &brokers, 6);
     let setup = KafkaLoop {
         brokers: &brokers,
         out_partitions: 6,
         exactly_once: true,
-        kill_at: &|run| match run {
-            // Until there is a checkpoint, a run starts afresh and says
-            // nothing of a restore.
-            _ if !has_checkpoint(&d.join("checkpoints")) => KillAt::Start(3_000, 1_500),
+        at: &|run| match run {
             // Long enough to ride out the broker's restart halfway and go on.
-            run if BROKER_RESTARTS.contains(&run) => KillAt::Restored(3_000, 2_000),
-            // While they start and read their topics back.
-            3 | 8 => KillAt::Start(500, 2_000),
-            // A restored run writes again a second or two after it says so.
-            _ => KillAt::Restored(500, 1_500),
+            run if BROKER_RESTARTS.contains(&run) => KillAt { base: 3_000, extra: 2_000, progress: true },
+            // While they start reading, whether or not they got anywhere.
+            3 | 8 => KillAt { base: 0, extra: 1_000, progress: false },
+            // After a checkpoint past their restore, at a random moment.
+            _ => KillAt { base: 0, extra: 1_500, progress: true },
         },
         seed: 7,
     };
@@ -637,8 +800,8 @@ fn file_to_file_with_hdfs_checkpoints_killed_again_and_again_writes_exactly_one_
         "[checkpoint]\nstorage = \"{}/weir\"\ninterval = \"300ms\"\nmode = \"exactly-once\"\nretain = 3\n",
         hdfs.url
     );
-    // Checkpoints in HDFS take longer to write and to restore: kill later.
-    crash_loop_with(d, &job("crash", &checkpoint), 10, 13, (2_500, 2_500));
+    let progress = Progress::new(d.join("crash-out.jsonl"), &d.join("clean-out.jsonl"));
+    crash_loop(d, &job("crash", &checkpoint), 10, 13, KillBy::Output(&progress), &mut |_| {});
     for file in ["out", "late", "dead"] {
         let clean = std::fs::read(d.join(format!("clean-{file}.jsonl"))).unwrap();
         let crashed = std::fs::read(d.join(format!("crash-{file}.jsonl"))).unwrap();

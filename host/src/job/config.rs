@@ -200,7 +200,11 @@ pub struct SourceConfig {
     /// Kafka: partitions to create the topic with on the embedded broker.
     #[serde(default)]
     pub partitions: Option<i32>,
-    /// File: the JSON-lines file (relative to the job file).
+    /// File: the JSON-lines file (relative to the job file), or a folder
+    /// (its files, hidden ones left out) or a glob (`data/*.jsonl`): then
+    /// each file, in name order, is a partition of its own, with its own
+    /// watermark and keyed state, as a topic's partitions are (so a key
+    /// should live in one file).
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// Kafka: extra librdkafka properties for the source's clients, as

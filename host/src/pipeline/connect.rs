@@ -70,7 +70,7 @@ pub fn open_with(
     let mut embedded = embedded;
     let mut clusters = Vec::new();
     let source: Box<dyn Source> = match &job.source {
-        SourceSpec::File { path } => Box::new(FileSource::open(path)?),
+        SourceSpec::File { path } => open_files(path)?,
         SourceSpec::Kafka { .. } => {
             let (source, cluster) = kafka_source(job, until_end, &mut embedded, config)?;
             clusters.push(cluster);
@@ -160,6 +160,17 @@ fn kafka_sink(
         .ensure_topic(topic, partitions, 1)
         .map_err(|e| SinkError::OpenTopic { topic: topic.to_string(), source: Box::new(e) })?;
     KafkaSink::open_with(cluster, topic, delivery)
+}
+
+/// A file source: one file, or several (a folder or a glob), each its own
+/// partition.
+fn open_files(path: &std::path::Path) -> Result<Box<dyn Source>, SourceError> {
+    let text = path.to_string_lossy();
+    if !path.is_dir() && !crate::source::files::is_glob(&text) {
+        return Ok(Box::new(FileSource::open(path)?));
+    }
+    let files = crate::source::files::resolve(path)?;
+    Ok(Box::new(crate::source::files::FilesSource::open(&text, &files)?))
 }
 
 #[cfg(test)]

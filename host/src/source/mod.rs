@@ -3,6 +3,7 @@
 //! engine decodes them.
 
 pub mod file;
+pub mod files;
 pub mod kafka;
 
 use crate::kafka::KafkaError;
@@ -43,6 +44,14 @@ pub enum SourceError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// A file source's folder or glob names no file.
+    #[error("source path {}: {reason}", path.display())]
+    NoFiles {
+        /// The folder or the pattern.
+        path: PathBuf,
+        /// Why it names none.
+        reason: String,
     },
     /// A file source could not be read.
     #[error("source file {}: cannot read it", path.display())]
@@ -98,9 +107,9 @@ impl SourceError {
     /// The file or topic of the source that failed.
     pub fn source_name(&self) -> String {
         match self {
-            SourceError::OpenFile { path, .. } | SourceError::ReadFile { path, .. } => {
-                path.display().to_string()
-            }
+            SourceError::OpenFile { path, .. }
+            | SourceError::ReadFile { path, .. }
+            | SourceError::NoFiles { path, .. } => path.display().to_string(),
             SourceError::OpenTopic { topic, .. }
             | SourceError::Consume { topic, .. }
             | SourceError::Commit { topic, .. } => topic.clone(),
