@@ -24,6 +24,7 @@
 //! cargo bench -p weir-benches --bench pipeline                 # all cases, N = 10M
 //! cargo bench -p weir-benches --bench pipeline -- --n 1000000  # smaller
 //! cargo bench -p weir-benches --bench pipeline -- --case memory:tumbling:window
+//! cargo bench -p weir-benches --bench pipeline -- --case json:session:window --fire-delay 0s
 //! ```
 
 use std::io::Write;
@@ -58,15 +59,39 @@ fn digest_output(digest: &mut Digest, o: Firing<'_>) {
     }
 }
 
-/// Adds a pipeline's output record to the digest.
+/// Adds a pipeline's output record to the digest: its key and window, and
+/// the function's row it holds. The record's bytes are checked against
+/// the row in `check_record`, for a sample.
 fn digest_record(digest: &mut Digest, e: &Emitted<'_>) {
-    let (Some(Key::Int(key)), Some(window)) = (e.key, e.window) else {
-        panic!("an output record without an integer key or a window: {}", e.record);
+    let (Some(Key::Int(key)), Some(window), Some(row)) = (e.key, e.window, e.row) else {
+        panic!(
+            "an output record without an integer key, a window or a row: {}",
+            String::from_utf8_lossy(e.record)
+        );
     };
-    let (Some(max), Some(count)) = (e.record["max_temperature"].as_f64(), e.record["count"].as_i64()) else {
-        panic!("an output record without max_temperature and count: {}", e.record);
+    let (Some(max), Some(count)) = (row.f64("max_temperature"), row.i64("count")) else {
+        panic!("an output record without max_temperature and count: {}", String::from_utf8_lossy(e.record));
     };
     digest.add(*key, window.start, window.end, max, count);
+    // Every 1,024th record's bytes are read back: they must say the same.
+    if digest.results % 1024 == 1 {
+        check_record(e, *key, window, max, count);
+    }
+}
+
+/// The record as written holds the key, window and row it was made from.
+fn check_record(e: &Emitted<'_>, key: i64, window: weir::types::Window, max: f64, count: i64) {
+    let text = String::from_utf8_lossy(e.record);
+    let json = e.json().unwrap_or_else(|err| panic!("an output record is not JSON ({err}): {text}"));
+    let read = (
+        json["device_id"].as_i64(),
+        json["window_start"].as_i64(),
+        json["window_end"].as_i64(),
+        json["max_temperature"].as_f64().map(f64::to_bits),
+        json["count"].as_i64(),
+    );
+    let want = (Some(key), Some(window.start), Some(window.end), Some(max.to_bits()), Some(count));
+    assert_eq!(read, want, "the record written is not the row it was made from: {text}");
 }
 
 fn peak_rss_mb() -> f64 {
@@ -174,7 +199,15 @@ fn run_memory(n: u64, window: &str, reduce: &str) -> Measured {
 }
 
 /// Mode `json`: the events as JSON lines through the whole pipeline.
-fn run_json(n: u64, window: &str, reduce: &str, dir: &Path, checkpoints: bool) -> Measured {
+/// `fire_delay` sets the job's `[time] fire_delay` (else its default).
+fn run_json(
+    n: u64,
+    window: &str,
+    reduce: &str,
+    dir: &Path,
+    checkpoints: bool,
+    fire_delay: Option<&str>,
+) -> Measured {
     let input = dir.join(format!("readings-{n}.jsonl"));
     if !input.exists() {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&input).expect("input file"));
@@ -190,6 +223,7 @@ fn run_json(n: u64, window: &str, reduce: &str, dir: &Path, checkpoints: bool) -
     let (plugin, _) = plugin_for(reduce);
     let window_toml = window_toml(window);
     let output = dir.join("out.jsonl");
+    let time = fire_delay.map_or(String::new(), |d| format!("[time]\nfire_delay = \"{d}\"\n"));
     // Mode `json-checkpointed`: the same job, checkpointed every second to
     // a local folder (emptied first: the run must not restore).
     let checkpoint = match checkpoints {
@@ -201,13 +235,15 @@ fn run_json(n: u64, window: &str, reduce: &str, dir: &Path, checkpoints: bool) -
         false => String::new(),
     };
     let job = format!(
-        "name = \"bench\"\n[source]\ntype = \"file\"\npath = \"{}\"\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\n{window_toml}\n[function]\nplugin = \"{plugin}\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n{checkpoint}",
+        "name = \"bench\"\n[source]\ntype = \"file\"\npath = \"{}\"\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n{time}[window]\n{window_toml}\n[function]\nplugin = \"{plugin}\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n{checkpoint}",
         input.display(),
         output.display()
     );
     let job = weir::job::Job::parse(&job, "bench.toml", dir).expect("job");
-    let engine =
-        PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
+    // One instance runs: a small pool, whose reservation also fits under
+    // valgrind (256 slots of 1 GiB do not).
+    let config = EngineConfig { cache_dir: None, max_instances: 4 };
+    let engine = PluginEngine::new(config).expect("engine");
     let mut pipeline = Pipeline::build(job, &engine).expect("pipeline");
     let mut source = weir::source::file::FileSource::open(&input).expect("source");
     let mut sinks = Sinks {
@@ -463,7 +499,7 @@ fn current_rss_mb() -> f64 {
 }
 
 /// Runs one case; fails (exit code 1) when its output is not the oracle's.
-fn child(case: &str, n: u64, dir: &Path) -> ExitCode {
+fn child(case: &str, n: u64, dir: &Path, fire_delay: Option<&str>) -> ExitCode {
     if let Some(rest) = case.strip_prefix("checkpoint:") {
         let (reduce, keys) = rest.split_once(':').expect("checkpoint:<window|agg>:<keys>");
         run_checkpoint(reduce, keys.parse().expect("keys"), dir);
@@ -477,8 +513,8 @@ fn child(case: &str, n: u64, dir: &Path) -> ExitCode {
     let [mode, window, reduce] = parts[..] else { panic!("case is mode:window:kind, got {case}") };
     let m = match mode {
         "memory" => run_memory(n, window, reduce),
-        "json" => run_json(n, window, reduce, dir, false),
-        "json-checkpointed" => run_json(n, window, reduce, dir, true),
+        "json" => run_json(n, window, reduce, dir, false, fire_delay),
+        "json-checkpointed" => run_json(n, window, reduce, dir, true, fire_delay),
         "kafka" => run_kafka(n, window, reduce),
         other => panic!("unknown mode {other}"),
     };
@@ -513,7 +549,7 @@ fn main() -> ExitCode {
     let dir = value("--dir").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("weir-bench"));
     std::fs::create_dir_all(&dir).expect("bench dir");
     if let Some(case) = value("--case") {
-        return child(&case, n, &dir);
+        return child(&case, n, &dir, value("--fire-delay").as_deref());
     }
     let cases = [
         "memory:tumbling:window",

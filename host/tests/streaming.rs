@@ -264,7 +264,8 @@ fn idle_partitions_do_not_hold_the_watermark_back() {
     let mut windows = vec![];
     pipeline
         .run(io.source.as_mut(), &mut io.sinks, &options, &mut |e| {
-            windows.push((e.record["window_start"].as_i64().unwrap(), e.record["count"].as_i64().unwrap()));
+            let record = e.json().unwrap();
+            windows.push((record["window_start"].as_i64().unwrap(), record["count"].as_i64().unwrap()));
             // 2,000 readings 5 ms apart: 10 windows, 9 of them complete
             // (the watermark trails the last event by the bound).
             if windows.len() == 9 {
@@ -440,8 +441,9 @@ fn run_live(
     let options = RunOptions { stop, ..RunOptions::default() };
     let mut emitted = vec![];
     let summary = pipeline.run(io.source.as_mut(), &mut io.sinks, &options, &mut |e| {
-        emitted.push((e.record.clone(), e.refire));
-        let _ = tx.send((e.record.clone(), e.refire));
+        let record = e.json().expect("an output record is JSON");
+        emitted.push((record.clone(), e.refire));
+        let _ = tx.send((record, e.refire));
     });
     if let Err(panic) = feeder.join() {
         std::panic::resume_unwind(panic);

@@ -165,9 +165,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("{:>6}  {:<27}  {:>12}  {:>6}", "device", "window (UTC)", "max (K)", "count");
     let value_field = pipeline.descriptor().outputs.first().map(|f| f.name.clone()).unwrap_or_default();
     let summary = pipeline.run(&mut source, &mut io.sinks, &options, &mut |e| {
-        let (Some(key), Some(w)) = (e.key, e.window) else { return };
-        let max = e.record[value_field.as_str()].as_f64().unwrap_or(f64::NAN);
-        let count = e.record["count"].as_i64().unwrap_or(0);
+        let (Some(key), Some(w), Some(row)) = (e.key, e.window, e.row) else { return };
+        let max = row.f64(&value_field).unwrap_or(f64::NAN);
+        let count = row.i64("count").unwrap_or(0);
         let mark = if e.refire { " (late update)" } else { "" };
         println!(
             "{:>6}  {}–{}  {max:>12.3}  {count:>6}{mark}",

@@ -47,6 +47,11 @@ pub struct Args {
     /// `time.allowed_lateness`); later ones are reported as late.
     #[arg(long, default_value = "0s")]
     allowed_lateness: String,
+    /// How far past a window's end the watermark goes before it fires, so
+    /// one call covers the windows ending in that span (as
+    /// `time.fire_delay`).
+    #[arg(long, default_value = "1s")]
+    fire_delay: String,
     /// A parameter for the plugin, as name=value (value in JSON, or text).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
@@ -92,6 +97,7 @@ fn job_config(args: &Args) -> anyhow::Result<JobConfig> {
         "time": {
             "max_out_of_orderness": args.max_out_of_orderness,
             "allowed_lateness": args.allowed_lateness,
+            "fire_delay": args.fire_delay,
         },
         "window": window,
         "function": {

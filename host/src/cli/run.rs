@@ -122,7 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &options,
         &mut |e| {
             if print {
-                println!("{}", e.record);
+                println!("{}", String::from_utf8_lossy(e.record));
             }
         },
         &mut |restart| {

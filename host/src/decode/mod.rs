@@ -2,6 +2,7 @@
 //! and window assignment.
 
 mod batch;
+mod flat;
 mod json;
 
 pub use batch::Batch;

@@ -310,6 +310,12 @@ pub struct TimeConfig {
     /// How long after a window fires late events still update it.
     #[serde(with = "crate::duration::serde_text")]
     pub allowed_lateness: Duration,
+    /// How far past a window's end (minus 1 ms) a partition's watermark
+    /// goes before the window fires: a round of firing, one batched
+    /// plugin call, then covers every window that ends within this span
+    /// of event time. `0s` fires each window end on its own.
+    #[serde(with = "crate::duration::serde_text")]
+    pub fire_delay: Duration,
     /// Where events too late for any window go: a topic, or a path for
     /// file sinks. Without it they are counted and logged only.
     pub late_output: Option<String>,
@@ -321,6 +327,7 @@ impl Default for TimeConfig {
             max_out_of_orderness: Duration::ZERO,
             idle_timeout: Duration::from_secs(5),
             allowed_lateness: Duration::ZERO,
+            fire_delay: Duration::from_secs(1),
             late_output: None,
         }
     }

@@ -193,9 +193,9 @@ struct PartitionEntry {
     partition: i32,
     next_offset: i64,
     max_event_time: Option<i64>,
-    /// The partition's watermark in the loop, which an idle move may have
-    /// put past what its events say (and past what its windows fired up
-    /// to: a restore fires up to it).
+    /// What the partition's windows fire up to after a restore: what they
+    /// had fired up to, or the watermark an idle move put past what its
+    /// events say (recorded before the move fires).
     watermark: i64,
     state: Vec<u8>,
 }
@@ -462,7 +462,11 @@ impl Checkpointer {
                 partition,
                 next_offset: offsets.iter().find(|(p, _)| *p == partition).map_or(0, |&(_, o)| o),
                 max_event_time: watermarks.max_event_time(partition),
-                watermark: watermarks.current(partition),
+                // What a restore fires up to: the windows fired, or an
+                // idle move not yet made. Not the watermark the events
+                // gave, past windows still waiting for the fire delay:
+                // the same records fire them after a restore.
+                watermark: watermarks.floor(partition).max(operator.watermark(partition)),
                 state: Vec::new(),
             })
             .collect();

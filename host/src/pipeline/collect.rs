@@ -1,17 +1,79 @@
 //! Where operators put their output: the collector writes each record to
 //! its sink (results, dead letters, late events), counts it in the run
-//! summary, and shows it to the caller. A sink error (or, with `[function]
-//! on_failure = "fail"`, a function's) is kept, and the loop stops at the
-//! end of the step that hit it.
+//! summary, and shows it to the caller. Records are JSON text written
+//! into one reused buffer. A sink error (or, with `[function] on_failure
+//! = "fail"`, a function's) is kept, and the loop stops at the end of the
+//! step that hit it.
 
 use super::dead_letter;
-use super::{Emitted, PipelineError, RunSummary, Sinks};
+use super::{PipelineError, RunSummary, Sinks};
+use crate::encode::write_key;
 use crate::job::OnFailure;
 use crate::plugin::PluginError;
 use crate::record::Key;
 use crate::sink::{Sink, SinkError};
-use crate::types::Window;
-use serde_json::Value;
+use crate::types::{Column, Field, Value, Window};
+use crate::window::RowsRef;
+
+/// One fired window's output row or mapped record, as it was written.
+pub struct Emitted<'a> {
+    /// The record key, if any.
+    pub key: Option<&'a Key>,
+    /// The window, for window jobs.
+    pub window: Option<Window>,
+    /// The record as written: one JSON object (without a newline).
+    pub record: &'a [u8],
+    /// For window jobs, the function's output row the record holds, typed.
+    pub row: Option<OutputRow<'a>>,
+    /// True when a late event made the window fire again.
+    pub refire: bool,
+}
+
+impl Emitted<'_> {
+    /// The record, parsed.
+    pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_slice(self.record)
+    }
+}
+
+/// One row of a function's output, with the names of its fields.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputRow<'a> {
+    /// The function's declared outputs, in column order.
+    pub fields: &'a [Field],
+    /// The rows the row is one of.
+    pub rows: RowsRef<'a>,
+    /// The row, an index into `rows.columns`.
+    pub row: usize,
+}
+
+impl OutputRow<'_> {
+    fn column(&self, name: &str) -> Option<&Column> {
+        let i = self.fields.iter().position(|f| f.name == name)?;
+        self.rows.columns.get(i)
+    }
+
+    /// The value of output `name`.
+    pub fn get(&self, name: &str) -> Option<Value> {
+        self.column(name)?.get(self.row)
+    }
+
+    /// The value of the f64 output `name`.
+    pub fn f64(&self, name: &str) -> Option<f64> {
+        match self.column(name)? {
+            Column::F64(v) => v.get(self.row).copied(),
+            _ => None,
+        }
+    }
+
+    /// The value of the i64 output `name`.
+    pub fn i64(&self, name: &str) -> Option<i64> {
+        match self.column(name)? {
+            Column::I64(v) => v.get(self.row).copied(),
+            _ => None,
+        }
+    }
+}
 
 /// The output side of a running job, lent to its operator.
 pub struct Collector<'a> {
@@ -25,28 +87,43 @@ pub struct Collector<'a> {
     /// What a function failure does.
     pub(super) on_failure: OnFailure,
     pub(super) failure: Option<PipelineError>,
+    /// The record being written, and its key's text (reused).
+    pub(super) buffers: Buffers,
+}
+
+/// The collector's reused buffers.
+#[derive(Default)]
+pub struct Buffers {
+    record: Vec<u8>,
+    key: Vec<u8>,
 }
 
 impl Collector<'_> {
-    /// An output record made from `partition`'s input.
+    /// An output record made from `partition`'s input, which `write`
+    /// appends as JSON text to the buffer it is given.
     pub fn output(
         &mut self,
         partition: i32,
         key: Option<&Key>,
         window: Option<Window>,
         refire: bool,
-        record: &Value,
+        row: Option<OutputRow<'_>>,
+        write: impl FnOnce(&mut Vec<u8>),
     ) {
         self.summary.outputs += 1;
-        let result = send(Some(&mut self.sinks.output), partition, key, record, "output");
+        let Buffers { record, key: key_text } = &mut self.buffers;
+        record.clear();
+        write(record);
+        let result = send(Some(&mut self.sinks.output), partition, key, key_text, record, "output");
         self.keep(result);
-        (self.on_emit)(Emitted { key, window, record, refire });
+        (self.on_emit)(Emitted { key, window, record: &self.buffers.record, row, refire });
     }
 
     /// A record that could not be decoded.
     pub fn undecodable(&mut self, partition: i32, offset: i64, payload: &[u8], reason: &str) {
-        let letter = dead_letter::record(self.source, partition, offset, payload, reason);
-        self.dead_letter(partition, &letter);
+        self.buffers.record.clear();
+        dead_letter::record(&mut self.buffers.record, self.source, partition, offset, payload, reason);
+        self.dead_letter(partition);
     }
 
     /// Records the function failed on (map jobs), after `attempts` calls.
@@ -63,8 +140,9 @@ impl Collector<'_> {
         tracing::warn!("{error}");
         let reason = format!("{error} (after {attempts} attempts)");
         for (partition, offset, payload) in records {
-            let letter = dead_letter::record(self.source, partition, offset, payload, &reason);
-            self.dead_letter(partition, &letter);
+            self.buffers.record.clear();
+            dead_letter::record(&mut self.buffers.record, self.source, partition, offset, payload, &reason);
+            self.dead_letter(partition);
         }
     }
 
@@ -75,9 +153,18 @@ impl Collector<'_> {
             return;
         }
         tracing::warn!("{error}");
-        let letter =
-            dead_letter::window(self.source, partition, self.key_field, key, window, &error.to_string());
-        self.dead_letter(partition, &letter);
+        self.buffers.record.clear();
+        let reason = error.to_string();
+        dead_letter::window(
+            &mut self.buffers.record,
+            self.source,
+            partition,
+            self.key_field,
+            key,
+            window,
+            &reason,
+        );
+        self.dead_letter(partition);
     }
 
     /// An event too late for every window it belongs to.
@@ -91,15 +178,18 @@ impl Collector<'_> {
         lateness: i64,
     ) {
         self.summary.late += 1;
-        let letter =
-            dead_letter::late(self.source, partition, offset, payload, event_time, watermark, lateness);
-        let result = send(self.sinks.late.as_mut(), partition, None, &letter, "late event");
+        let Buffers { record, key } = &mut self.buffers;
+        record.clear();
+        dead_letter::late(record, self.source, partition, offset, payload, event_time, watermark, lateness);
+        let result = send(self.sinks.late.as_mut(), partition, None, key, record, "late event");
         self.keep(result);
     }
 
-    fn dead_letter(&mut self, partition: i32, letter: &Value) {
+    /// Sends the letter in the record buffer to the dead letters.
+    fn dead_letter(&mut self, partition: i32) {
         self.summary.dead_letters += 1;
-        let result = send(self.sinks.dead_letter.as_mut(), partition, None, letter, "dead letter");
+        let Buffers { record, key } = &mut self.buffers;
+        let result = send(self.sinks.dead_letter.as_mut(), partition, None, key, record, "dead letter");
         self.keep(result);
     }
 
@@ -126,25 +216,30 @@ impl Collector<'_> {
 }
 
 /// Writes one JSON record made from `partition`'s input to a sink, or logs
-/// it when there is none.
+/// it when there is none. The message key is the record key's text
+/// (`key_text` is the buffer it is written to).
 fn send(
     sink: Option<&mut Box<dyn Sink>>,
     partition: i32,
     key: Option<&Key>,
-    record: &Value,
+    key_text: &mut Vec<u8>,
+    record: &[u8],
     what: &str,
 ) -> Result<(), SinkError> {
-    let text = record.to_string();
     match sink {
         Some(sink) => {
-            let key_text = key.map(|k| match k {
-                Key::Int(i) => i.to_string(),
-                Key::Str(s) => s.clone(),
+            let key = key.map(|k| match k {
+                Key::Int(_) => {
+                    key_text.clear();
+                    write_key(key_text, k);
+                    &key_text[..]
+                }
+                Key::Str(s) => s.as_bytes(),
             });
-            sink.send_from(partition, key_text.as_deref().map(str::as_bytes), text.as_bytes())
+            sink.send_from(partition, key, record)
         }
         None => {
-            tracing::warn!("{what} (no output configured for it): {text}");
+            tracing::warn!("{what} (no output configured for it): {}", String::from_utf8_lossy(record));
             Ok(())
         }
     }

@@ -91,7 +91,11 @@ impl<F: MapFunction> MapStage<F> {
         for (i, &local) in mapped.rows.iter().enumerate() {
             let Some(&row) = rows.get(local as usize) else { continue };
             let record = remap(payloads.get(row), &self.outputs, &mapped.columns, i);
-            out.output(batch.partitions[row], batch.keys[row].as_ref(), None, false, &record);
+            // Writing a JSON value to a Vec cannot fail.
+            let write = |buffer: &mut Vec<u8>| {
+                let _ = serde_json::to_writer(buffer, &record);
+            };
+            out.output(batch.partitions[row], batch.keys[row].as_ref(), None, false, None, write);
         }
     }
 }

@@ -32,7 +32,7 @@ use checkpointing::Checkpointer;
 pub use checkpointing::{
     CheckpointError, PartitionSummary, RestoreFrom, Restored, summarize as summarize_checkpoint,
 };
-pub use collect::Collector;
+pub use collect::{Collector, Emitted, OutputRow};
 pub use map_stage::{MapFunction, MapStage};
 pub use operator::Operator;
 pub use payloads::Payloads;
@@ -44,11 +44,10 @@ use crate::decode::{Batch, JsonDecoder};
 use crate::job::Job;
 use crate::plugin::schema::{SchemaError, bind_inputs, resolve_params};
 use crate::plugin::{LoadError, Plugin, PluginEngine, PluginError};
-use crate::record::Key;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Poll, Source, SourceError};
 use crate::time::{Watermarks, now_ms};
-use crate::types::{Descriptor, FunctionKind, Window};
+use crate::types::{Descriptor, FunctionKind};
 use crate::window::{Reduce, WindowOperator};
 use positions::ReadPositions;
 use std::sync::Arc;
@@ -185,18 +184,6 @@ impl Sinks {
     }
 }
 
-/// One fired window or mapped record, as it was written.
-pub struct Emitted<'a> {
-    /// The record key, if any.
-    pub key: Option<&'a Key>,
-    /// The window, for window jobs.
-    pub window: Option<Window>,
-    /// The JSON written.
-    pub record: &'a serde_json::Value,
-    /// True when a late event made the window fire again.
-    pub refire: bool,
-}
-
 /// A job whose plugin is loaded and checked against it.
 pub struct Pipeline {
     job: Job,
@@ -255,7 +242,8 @@ impl Pipeline {
             Some((reduce, spec)) => {
                 let lateness = job.allowed_lateness();
                 let windows = WindowOperator::new(spec, lateness, reduce, input_types, inputs);
-                Box::new(WindowStage::new(windows, instance, d.outputs.clone(), lateness))
+                let key_field = job.config.format.key.as_deref().unwrap_or_default();
+                Box::new(WindowStage::new(windows, instance, key_field, d.outputs.clone(), lateness))
             }
         };
         Ok(Pipeline { job, descriptor, plugin_sha256, operator })
@@ -293,7 +281,8 @@ impl Pipeline {
             job.config.time.max_out_of_orderness,
             Some(job.config.time.idle_timeout),
             Instant::now(),
-        );
+        )
+        .with_fire_delay(job.config.time.fire_delay);
         let mut batch = Batch::new(&job.fields);
         let mut payloads = Payloads::default();
         let keep_payloads = operator.reads_payloads();
@@ -314,7 +303,7 @@ impl Pipeline {
                 .restore(operator, &mut watermarks, source, sinks, &mut read, options.restore)?
                 .map(|restored| restored.checkpoint);
             for partition in operator.state_partitions() {
-                watermarks.set_due(partition, operator.next_due(partition), false);
+                watermarks.set_due(partition, operator.next_due(partition));
             }
             // A fresh start of a sink that reads back after a restore: a
             // checkpoint of the empty start (the output topics' end
@@ -333,26 +322,31 @@ impl Pipeline {
             key_field: &key_field,
             on_failure: job.config.function.on_failure,
             failure: None,
+            buffers: collect::Buffers::default(),
         };
 
         // Per record: the record's partition's watermark moves with it, and
-        // when it reaches what the partition has due (its operator state's
-        // next timer, or an event still in the batch), the rows so far are
-        // handed over and that partition fires, right after the record.
-        // An event behind its partition's watermark first brings the
-        // operator up to date (to judge it late, or to fire its window
-        // again at once). So each partition's output depends only on its
-        // own records, not on how polls cut them or interleave partitions.
+        // when it is `fire_delay` past what the partition has due (its
+        // operator state's next timer, or an event still in the batch),
+        // the rows so far are handed over and that partition fires, right
+        // after the record: every window due by then, in one round. An
+        // event behind its partition's watermark first brings the operator
+        // up to date (to judge it late, or to fire its window again at
+        // once). So each partition's output, and each call to the
+        // function, depends only on its own records, not on how polls cut
+        // them or interleave partitions.
         let windowed = operator.windowed() && event_time;
         // A restored checkpoint may hold watermarks past what their
         // partitions' windows fired up to (an idle move, recorded before it
-        // took effect): fire up to them now, as the run before did.
+        // took effect): fire up to them now, as the run before did. Only
+        // the recorded move: windows merely waiting for the fire delay
+        // wait for the same records as in the run before.
         if summary_restored && windowed {
             for partition in operator.state_partitions() {
-                let watermark = watermarks.current(partition);
+                let watermark = watermarks.floor(partition);
                 if watermark > operator.watermark(partition) {
                     operator.handle_watermark(Some(partition), watermark, &mut out);
-                    watermarks.set_due(partition, operator.next_due(partition), false);
+                    watermarks.set_due(partition, operator.next_due(partition));
                 }
             }
         }
@@ -386,30 +380,36 @@ impl Pipeline {
                 }
                 let row = batch.len() - 1;
                 let ts = batch.timestamps[row];
-                let before = watermarks.watermark(partition);
-                let behind = ts <= before;
-                if behind {
-                    operator.process_batch(&batch, handed..row, &payloads, &mut out);
-                    handed = row;
-                    operator.handle_watermark(Some(partition), before, &mut out);
-                    if operator.is_late(partition, batch.keys[row].as_ref(), ts) {
-                        batch.truncate(row);
-                        let (watermark, lateness) = (operator.watermark(partition), operator.lateness());
-                        out.late(partition, record.offset, record.payload, ts, watermark, lateness);
-                        watermarks.set_due(partition, operator.next_due(partition), false);
-                        return;
+                let (after, fires) = match watermarks
+                    .event(partition, ts, polled_at, |ts| operator.due_of(ts))
+                {
+                    Ok(ahead) => ahead,
+                    Err(before) => {
+                        // Behind the watermark: the operator catches up
+                        // first, to judge it late against every window
+                        // that should have fired by now.
+                        operator.process_batch(&batch, handed..row, &payloads, &mut out);
+                        handed = row;
+                        operator.handle_watermark(Some(partition), before, &mut out);
+                        watermarks.set_due(partition, operator.next_due(partition));
+                        if operator.is_late(partition, batch.keys[row].as_ref(), ts) {
+                            batch.truncate(row);
+                            let (watermark, lateness) = (operator.watermark(partition), operator.lateness());
+                            out.late(partition, record.offset, record.payload, ts, watermark, lateness);
+                            return;
+                        }
+                        let after = watermarks.observe(partition, ts, polled_at);
+                        watermarks.lower_due(partition, ts, |ts| operator.due_of(ts));
+                        // Not late: it changed a window that may have
+                        // fired, which fires again at once.
+                        (after, true)
                     }
-                    watermarks.set_due(partition, operator.next_due(partition), false);
-                }
-                let after = watermarks.observe(partition, ts, polled_at);
-                watermarks.set_due(partition, operator.due_of(ts), true);
-                // Behind but not late: it changed a window that may have
-                // fired, which fires again at once.
-                if behind || after >= watermarks.due(partition) {
+                };
+                if fires {
                     operator.process_batch(&batch, handed..row + 1, &payloads, &mut out);
                     handed = row + 1;
                     operator.handle_watermark(Some(partition), after, &mut out);
-                    watermarks.set_due(partition, operator.next_due(partition), false);
+                    watermarks.set_due(partition, operator.next_due(partition));
                 }
             })?;
             out.summary.events += batch.len() as u64;
@@ -462,7 +462,7 @@ impl Pipeline {
                     }
                     for (partition, watermark) in moves.into_iter().filter(|_| recorded) {
                         operator.handle_watermark(Some(partition), watermark, &mut out);
-                        watermarks.set_due(partition, operator.next_due(partition), false);
+                        watermarks.set_due(partition, operator.next_due(partition));
                     }
                 }
             }

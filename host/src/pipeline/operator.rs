@@ -7,8 +7,9 @@
 //! - [`Operator::process_batch`] gets each batch of decoded events (or a
 //!   run of its rows, when a watermark must fire in the middle of it).
 //! - [`Operator::handle_watermark`] gets a partition's watermark when it
-//!   reaches [`Operator::next_due`], right after the record that moved it
-//!   (so firing depends only on that partition's records); every
+//!   is `[time] fire_delay` past [`Operator::next_due`], right after the
+//!   record that moved it (so firing depends only on that partition's
+//!   records), and at once before an event at or behind it; every
 //!   partition's, for the processing-time clock after each poll and for
 //!   +∞ at the end of a bounded input.
 //! - [`Operator::finish`] adds the operator's counters to the run summary.
@@ -51,7 +52,9 @@ pub trait Operator {
     }
 
     /// The watermark at which an event at `ts`, once processed, makes
-    /// something fire.
+    /// something fire. Monotonic: a later event is never due sooner (the
+    /// loop does not ask again for an event no earlier than one it asked
+    /// for).
     fn due_of(&self, _ts: i64) -> i64 {
         i64::MAX
     }

@@ -73,8 +73,20 @@ impl Source for ScriptedSource {
         Ok(())
     }
 
-    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), SourceError> {
+    fn seek(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), SourceError> {
+        for &(p, offset) in next_offsets {
+            if let Some(next) = self.next.get_mut(p as usize) {
+                *next = offset as usize;
+            }
+        }
         Ok(())
+    }
+
+    /// Only at the end of its records: a partition with records left is
+    /// never quiet, whatever the schedule.
+    fn caught_up(&self, partition: i32) -> bool {
+        let p = partition as usize;
+        self.next.get(p).zip(self.partitions.get(p)).is_none_or(|(next, records)| *next >= records.len())
     }
 }
 
@@ -103,15 +115,15 @@ impl Sink for Capture {
 /// Per partition, in order: results, late records, dead letters.
 type PerPartition = BTreeMap<i32, (Vec<String>, Vec<String>, Vec<String>)>;
 
-/// Three partitions; keys live on partition key % 3. Event time moves on
+/// `n` records on three partitions; keys live on partition key % 3. Event time moves on
 /// with disorder within the bound, some events far behind it (late, or
 /// within the allowed lateness), and a few undecodable lines.
-fn input(seed: u64) -> (Vec<Vec<Vec<u8>>>, Vec<Event>) {
+fn input(seed: u64, n: usize) -> (Vec<Vec<Vec<u8>>>, Vec<Event>) {
     let mut rng = Lcg(seed);
     let mut partitions = vec![vec![]; 3];
     let mut events = vec![];
     let mut clock = 1_000_000i64;
-    for _ in 0..4_000 {
+    for _ in 0..n {
         clock += rng.below(12) as i64;
         let key = rng.below(9) as i64;
         let p = (key % 3) as usize;
@@ -133,7 +145,8 @@ fn input(seed: u64) -> (Vec<Vec<Vec<u8>>>, Vec<Event>) {
     (partitions, events)
 }
 
-fn job(window: &str, plugin: &str) -> Job {
+/// The replay job, with `time` added to its `[time]` table.
+fn job_with(window: &str, plugin: &str, time: &str) -> Job {
     let text = format!(
         r#"
 name = "replay"
@@ -148,6 +161,7 @@ fields = {{ temperature = "f64" }}
 max_out_of_orderness = "300ms"
 allowed_lateness = "1s"
 late_output = "/dev/null"
+{time}
 [window]
 {window}
 [function]
@@ -164,7 +178,18 @@ path = "/dev/null"
 }
 
 fn run(window: &str, plugin: &str, partitions: &[Vec<Vec<u8>>], schedule: Option<u64>) -> PerPartition {
-    let mut pipeline = Pipeline::build(job(window, plugin), engine()).unwrap();
+    run_with(window, plugin, "", partitions, schedule)
+}
+
+/// [`run`], with `time` added to the job's `[time]` table.
+fn run_with(
+    window: &str,
+    plugin: &str,
+    time: &str,
+    partitions: &[Vec<Vec<u8>>],
+    schedule: Option<u64>,
+) -> PerPartition {
+    let mut pipeline = Pipeline::build(job_with(window, plugin, time), engine()).unwrap();
     let mut source = ScriptedSource {
         partitions: partitions.to_vec(),
         next: vec![0; partitions.len()],
@@ -177,17 +202,22 @@ fn run(window: &str, plugin: &str, partitions: &[Vec<Vec<u8>>], schedule: Option
         late: Some(Box::new(late.clone())),
     };
     pipeline.run(&mut source, &mut sinks, &RunOptions::default(), &mut |_| {}).unwrap();
-    let mut per: PerPartition = BTreeMap::new();
     let take = |c: &Capture| c.0.lock().unwrap().clone();
-    for line in take(&output) {
-        let v: Value = serde_json::from_str(&line).unwrap();
+    per_partition(take(&output), take(&late), take(&dead))
+}
+
+/// Output, late and dead-letter lines by source partition.
+fn per_partition(output: Vec<String>, late: Vec<String>, dead: Vec<String>) -> PerPartition {
+    let mut per: PerPartition = BTreeMap::new();
+    for line in output {
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
         per.entry((v["device_id"].as_i64().unwrap() % 3) as i32).or_default().0.push(line);
     }
-    for line in take(&late) {
+    for line in late {
         let v: Value = serde_json::from_str(&line).unwrap();
         per.entry(v["partition"].as_i64().unwrap() as i32).or_default().1.push(line);
     }
-    for line in take(&dead) {
+    for line in dead {
         let v: Value = serde_json::from_str(&line).unwrap();
         per.entry(v["partition"].as_i64().unwrap() as i32).or_default().2.push(line);
     }
@@ -196,7 +226,7 @@ fn run(window: &str, plugin: &str, partitions: &[Vec<Vec<u8>>], schedule: Option
 
 #[test]
 fn each_partition_gives_the_same_output_however_its_reads_interleave_with_the_others() {
-    let (partitions, events) = input(5);
+    let (partitions, events) = input(5, 4_000);
     let cases = [
         ("type = \"tumbling\"\nsize = \"1s\"", Some(WindowSpec::Tumbling { size: 1000 })),
         (
@@ -389,4 +419,188 @@ retain = 1000
     assert_eq!(again.restored, Some(recorded));
     let device1: Vec<&String> = lines.iter().filter(|l| l.contains(r#""device_id":1"#)).collect();
     assert_eq!(device1.len(), 1, "the restore makes the move again: {lines:?}");
+}
+
+/// The `clock-random` test guest: a window function whose rows report the
+/// call's clock (its latest window end - 1) and random values (seeded
+/// from the call's keys and windows), so they change when a call holds
+/// other windows.
+fn clock_random() -> String {
+    crate::plugin::builtin::guests_dir().join("clock_random.wasm").display().to_string()
+}
+
+/// The guest's rows without `std_hash`: std's hasher counts the instance's
+/// earlier calls, every partition's, so it changes with the interleaving.
+fn without_std_hash(per: PerPartition) -> PerPartition {
+    let strip = |line: &String| {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        v.as_object_mut().unwrap().remove("std_hash");
+        v.to_string()
+    };
+    per.into_iter()
+        .map(|(p, (results, late, dead))| (p, (results.iter().map(strip).collect(), late, dead)))
+        .collect()
+}
+
+const WINDOWS: [&str; 3] = [
+    "type = \"tumbling\"\nsize = \"1s\"",
+    "type = \"sliding\"\nsize = \"1s\"\nslide = \"250ms\"",
+    "type = \"session\"\ngap = \"40ms\"",
+];
+
+#[test]
+fn each_partition_makes_the_same_calls_however_its_reads_interleave() {
+    let (partitions, _) = input(11, 4_000);
+    let plugin = clock_random();
+    for window in WINDOWS {
+        let reference = without_std_hash(run(window, &plugin, &partitions, None));
+        // A round of firing covers the window ends of the fire delay: some
+        // calls hold windows that end before the call's latest one.
+        let mut batched = 0;
+        for line in reference.values().flat_map(|p| &p.0) {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let (clock, end) = (v["wall_ms"].as_i64().unwrap(), v["window_end"].as_i64().unwrap());
+            assert!(clock >= end - 1, "{window}: a call's clock before its window's end: {line}");
+            batched += usize::from(clock > end - 1);
+        }
+        assert!(batched > 10, "{window}: only {batched} windows shared a call with a later one");
+        for seed in [1, 2, 3] {
+            let got = without_std_hash(run(window, &plugin, &partitions, Some(seed)));
+            assert!(got == reference, "{window}: interleaving {seed} changed a partition's calls");
+        }
+    }
+}
+
+#[test]
+fn a_restore_from_any_checkpoint_makes_the_same_calls_as_one_run() {
+    let (partitions, _) = input(13, 16_000);
+    let plugin = clock_random();
+    let window = WINDOWS[1];
+    let reference = without_std_hash(run(window, &plugin, &partitions, None));
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/checkpoints", dir.path().display());
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let text = format!(
+        r#"
+name = "replay"
+[source]
+type = "file"
+path = "/dev/null"
+[format]
+key = "device_id"
+timestamp = "execution_time"
+fields = {{ temperature = "f64" }}
+[time]
+max_out_of_orderness = "300ms"
+allowed_lateness = "1s"
+late_output = "{late}"
+[window]
+{window}
+[function]
+plugin = "{plugin}"
+[sink]
+type = "file"
+path = "{out}"
+dead_letter = "{dead}"
+[checkpoint]
+storage = "{url}"
+interval = "1ms"
+retain = 100000
+"#,
+        late = file("late.jsonl"),
+        out = file("out.jsonl"),
+        dead = file("dead.jsonl"),
+    );
+    let job = Job::parse(&text, "replay.toml", std::path::Path::new("/")).unwrap();
+    let run = |restore: RestoreFrom, seed: u64| {
+        let mut pipeline = Pipeline::build(job.clone(), engine()).unwrap();
+        let mut io = connect::open(pipeline.job(), true, None).unwrap();
+        let mut source = ScriptedSource {
+            partitions: partitions.clone(),
+            next: vec![0; partitions.len()],
+            rng: Some(Lcg(seed)),
+        };
+        let options = RunOptions { restore, ..RunOptions::default() };
+        pipeline.run(&mut source, &mut io.sinks, &options, &mut |_| {}).unwrap()
+    };
+    let written = || {
+        let lines = |name: &str| -> Vec<String> {
+            std::fs::read_to_string(dir.path().join(name)).unwrap().lines().map(str::to_string).collect()
+        };
+        without_std_hash(per_partition(lines("out.jsonl"), lines("late.jsonl"), lines("dead.jsonl")))
+    };
+    let first = run(RestoreFrom::Nothing, 1);
+    assert!(first.checkpoints >= 5, "{first:?}");
+    assert!(written() == reference, "a checkpointed run changed a partition's calls");
+    let names = ["out.jsonl", "late.jsonl", "dead.jsonl"];
+    let files: Vec<Vec<u8>> =
+        names.iter().map(|name| std::fs::read(dir.path().join(name)).unwrap()).collect();
+
+    // Checkpoints taken while windows waited for the fire delay: events had
+    // moved a partition's watermark past what its windows had fired up to.
+    let storage = crate::checkpoint::open_storage(&url).unwrap();
+    let waiting: Vec<u64> = crate::checkpoint::checkpoint_ids(storage.as_ref(), "replay")
+        .unwrap()
+        .into_iter()
+        .filter(|&id| {
+            let checkpoint = crate::checkpoint::read_complete(storage.as_ref(), "replay", id).unwrap();
+            summarize_checkpoint(&checkpoint).unwrap().iter().any(|p| {
+                p.state.timers > 0 && p.max_event_time.is_some_and(|t| t - 300 - 1 > p.state.watermark)
+            })
+        })
+        .collect();
+    assert!(waiting.len() >= 3, "{waiting:?}");
+    // As if the first run had crashed after each of them: a restore cuts
+    // its files back to the checkpoint and reads on in another
+    // interleaving, and every partition's calls are one run's.
+    for (k, &id) in waiting.iter().step_by(waiting.len().div_ceil(4)).take(4).enumerate() {
+        for (name, bytes) in names.iter().zip(&files) {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let again = run(RestoreFrom::Checkpoint(id), 2 + k as u64);
+        assert_eq!(again.restored, Some(id));
+        assert!(written() == reference, "restored from checkpoint {id}, a partition's calls changed");
+    }
+}
+
+#[test]
+fn the_fire_delay_changes_which_windows_share_a_call_and_nothing_else() {
+    // The same records with the windows fired end by end, after the
+    // default second and after five: every partition's results, late
+    // records and dead letters are the same, byte for byte, in order.
+    let (partitions, _) = input(17, 4_000);
+    for window in WINDOWS {
+        for plugin in ["max-temperature", "max-temperature-agg"] {
+            let each_end = run_with(window, plugin, "fire_delay = \"0s\"", &partitions, Some(4));
+            let (results, late): (usize, usize) =
+                each_end.values().fold((0, 0), |(r, l), p| (r + p.0.len(), l + p.1.len()));
+            assert!(results > 100 && late > 0, "{window} {plugin}: {results} {late}");
+            for time in ["", "fire_delay = \"5s\""] {
+                let got = run_with(window, plugin, time, &partitions, Some(4));
+                assert!(got == each_end, "{window} {plugin} {time:?}: the output changed with the delay");
+            }
+        }
+    }
+    // Without a delay a call holds the window ends one record crossed
+    // (mostly one): far fewer windows share a call with a later end than
+    // with the delay.
+    let shared = |time: &str| {
+        let per = run_with(WINDOWS[1], &clock_random(), time, &partitions, None);
+        let mut fired = std::collections::HashSet::new();
+        let mut shared = 0;
+        for line in per.values().flat_map(|p| &p.0) {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let int = |f: &str| v[f].as_i64().unwrap();
+            let window = (int("device_id"), int("window_start"), int("window_end"));
+            // First firings only: a re-fire's call holds every window the
+            // late event changed.
+            shared += usize::from(fired.insert(window) && int("wall_ms") > window.2 - 1);
+        }
+        shared
+    };
+    let (none, default) = (shared("fire_delay = \"0s\""), shared(""));
+    assert!(
+        none * 10 < default,
+        "windows sharing a call with a later end: {none} without a delay, {default} with"
+    );
 }

@@ -3,11 +3,11 @@
 //! as output records and its failed windows as dead letters.
 
 use super::RunSummary;
-use super::collect::Collector;
+use super::collect::{Collector, OutputRow};
 use super::operator::Operator;
 use super::payloads::Payloads;
 use crate::decode::Batch;
-use crate::encode::window_records;
+use crate::encode::WindowRecords;
 use crate::record::Key;
 use crate::types::Field;
 use crate::window::{Firing, SnapshotError, WindowFunction, WindowOperator};
@@ -19,14 +19,24 @@ pub struct WindowStage<F> {
     function: F,
     /// The function's declared outputs, in column order.
     outputs: Vec<Field>,
+    /// How their rows are written as output records.
+    records: WindowRecords,
     /// Allowed lateness in ms, for late records.
     lateness: i64,
 }
 
 impl<F: WindowFunction> WindowStage<F> {
-    /// A stage over `operator` with `function`, whose rows have `outputs`.
-    pub fn new(operator: WindowOperator, function: F, outputs: Vec<Field>, lateness: i64) -> Self {
-        WindowStage { operator, function, outputs, lateness }
+    /// A stage over `operator` with `function`, whose rows have `outputs`;
+    /// output records name the key `key_field`.
+    pub fn new(
+        operator: WindowOperator,
+        function: F,
+        key_field: &str,
+        outputs: Vec<Field>,
+        lateness: i64,
+    ) -> Self {
+        let records = WindowRecords::new(key_field, &outputs);
+        WindowStage { operator, function, outputs, records, lateness }
     }
 
     /// The function.
@@ -66,11 +76,14 @@ impl<F: WindowFunction> Operator for WindowStage<F> {
     }
 
     fn handle_watermark(&mut self, partition: Option<i32>, watermark: i64, out: &mut Collector<'_>) {
-        let outputs = &self.outputs;
+        let (fields, records) = (&self.outputs, &self.records);
         self.operator.advance(partition, watermark, &mut self.function, &mut |firing| match firing {
             Firing::Rows { partition, key, window, rows, refire, .. } => {
-                for record in window_records(out.key_field, key, window, outputs, rows) {
-                    out.output(partition, Some(key), Some(window), refire, &record);
+                for row in rows.start..rows.start + rows.len {
+                    let typed = OutputRow { fields, rows, row };
+                    out.output(partition, Some(key), Some(window), refire, Some(typed), |buffer| {
+                        records.write(buffer, key, window, rows, row)
+                    });
                 }
             }
             Firing::Failed { partition, key, window, error, .. } => {

@@ -22,14 +22,29 @@ struct PartitionClock {
     /// watermark: it never goes back below this.
     floor: i64,
     last_event: Instant,
-    /// The watermark at which the partition's operator state has something
-    /// to fire (the loop's cache of it).
+    /// The watermark at which the partition has something to fire: its
+    /// operator state's earliest due window, or an event not yet handed
+    /// to it (the loop's cache of it).
     due: i64,
+    /// The watermark at which the partition fires: `due` plus the fire
+    /// delay.
+    fire_at: i64,
+    /// Events at or after this time cannot lower `due` (when one is due
+    /// is monotonic in event time): no need to ask.
+    due_from: i64,
 }
 
 impl PartitionClock {
     fn new(partition: i32, now: Instant) -> Self {
-        PartitionClock { partition, max_ts: i64::MIN, floor: i64::MIN, last_event: now, due: i64::MAX }
+        PartitionClock {
+            partition,
+            max_ts: i64::MIN,
+            floor: i64::MIN,
+            last_event: now,
+            due: i64::MAX,
+            fire_at: i64::MAX,
+            due_from: i64::MAX,
+        }
     }
 }
 
@@ -37,6 +52,10 @@ impl PartitionClock {
 #[derive(Debug, Clone)]
 pub struct Watermarks {
     out_of_orderness: i64,
+    /// How far past what it has due a partition's watermark goes before
+    /// it fires (ms): a round of firing then covers every window end in
+    /// that span.
+    fire_delay: i64,
     idle_timeout: Option<Duration>,
     /// Sorted by partition. Few partitions per job, and records come in
     /// runs of one partition, so a lookup is mostly the cached last one.
@@ -60,6 +79,7 @@ impl Watermarks {
         clocks.dedup_by_key(|c| c.partition);
         Watermarks {
             out_of_orderness: out_of_orderness.as_millis().min(i64::MAX as u128) as i64,
+            fire_delay: 0,
             idle_timeout,
             clocks,
             last: 0,
@@ -67,18 +87,32 @@ impl Watermarks {
         }
     }
 
+    /// Fires a partition only once its watermark is `delay` past what it
+    /// has due, instead of as soon as it reaches it (see
+    /// [`Watermarks::fires`]).
+    pub fn with_fire_delay(mut self, delay: Duration) -> Self {
+        self.fire_delay = delay.as_millis().min(i64::MAX as u128) as i64;
+        self
+    }
+
     #[inline]
     fn clock(&mut self, partition: i32) -> &mut PartitionClock {
         if self.clocks.get(self.last).is_none_or(|c| c.partition != partition) {
-            self.last = match self.clocks.binary_search_by_key(&partition, |c| c.partition) {
-                Ok(i) => i,
-                Err(i) => {
-                    self.clocks.insert(i, PartitionClock::new(partition, self.started));
-                    i
-                }
-            };
+            self.find(partition);
         }
         &mut self.clocks[self.last]
+    }
+
+    /// Makes `partition`'s clock the cached one, tracking it if new.
+    #[cold]
+    fn find(&mut self, partition: i32) {
+        self.last = match self.clocks.binary_search_by_key(&partition, |c| c.partition) {
+            Ok(i) => i,
+            Err(i) => {
+                self.clocks.insert(i, PartitionClock::new(partition, self.started));
+                i
+            }
+        };
     }
 
     fn of(&self, c: &PartitionClock) -> i64 {
@@ -91,6 +125,39 @@ impl Watermarks {
         let bound = self.out_of_orderness;
         let c = self.clock(partition);
         c.max_ts.saturating_sub(bound).saturating_sub(1).max(c.floor)
+    }
+
+    /// An event at `ts` on `partition`, in one step: unless it is behind
+    /// the partition's watermark (`Err` with that watermark: nothing is
+    /// noted then), notes it, lowers what is due for it as
+    /// [`Watermarks::lower_due`] does, and returns the watermark after it
+    /// and whether the partition fires there ([`Watermarks::fires`]).
+    #[inline]
+    pub fn event(
+        &mut self,
+        partition: i32,
+        ts: i64,
+        now: Instant,
+        due_of: impl FnOnce(i64) -> i64,
+    ) -> Result<(i64, bool), i64> {
+        let (bound, delay) = (self.out_of_orderness, self.fire_delay);
+        let c = self.clock(partition);
+        let before = c.max_ts.saturating_sub(bound).saturating_sub(1).max(c.floor);
+        if ts <= before {
+            return Err(before);
+        }
+        c.max_ts = c.max_ts.max(ts);
+        c.last_event = now;
+        if ts < c.due_from {
+            c.due_from = ts;
+            let due = due_of(ts);
+            if due < c.due {
+                c.due = due;
+                c.fire_at = due.saturating_add(delay);
+            }
+        }
+        let after = c.max_ts.saturating_sub(bound).saturating_sub(1).max(c.floor);
+        Ok((after, after >= c.fire_at))
     }
 
     /// Notes an event at `ts` on `partition`; returns the partition's
@@ -110,18 +177,49 @@ impl Watermarks {
         self.clock(partition).due
     }
 
-    /// Sets when `partition` has something to fire (after its operator
-    /// state changed), or lowers it (`lower`) for events not yet handed
-    /// to the operator.
+    /// Sets what `partition` has due after its operator state changed
+    /// (every event so far was handed to it).
     #[inline]
-    pub fn set_due(&mut self, partition: i32, due: i64, lower: bool) {
+    pub fn set_due(&mut self, partition: i32, due: i64) {
+        let delay = self.fire_delay;
         let c = self.clock(partition);
-        c.due = if lower { c.due.min(due) } else { due };
+        c.due = due;
+        c.fire_at = due.saturating_add(delay);
+        c.due_from = i64::MAX;
+    }
+
+    /// Lowers what `partition` has due for an event at `ts` not yet handed
+    /// to the operator, which makes something due at `due_of(ts)`.
+    /// `due_of` must be monotonic (a later event is never due sooner): it
+    /// is not asked for events at or after one already asked for.
+    #[inline]
+    pub fn lower_due(&mut self, partition: i32, ts: i64, due_of: impl FnOnce(i64) -> i64) {
+        let delay = self.fire_delay;
+        let c = self.clock(partition);
+        if ts >= c.due_from {
+            return;
+        }
+        c.due_from = ts;
+        let due = due_of(ts);
+        if due < c.due {
+            c.due = due;
+            c.fire_at = due.saturating_add(delay);
+        }
+    }
+
+    /// Whether `partition`, at `watermark`, fires: its watermark is the
+    /// fire delay past what it has due.
+    #[inline]
+    pub fn fires(&mut self, partition: i32, watermark: i64) -> bool {
+        watermark >= self.clock(partition).fire_at
     }
 
     /// The partitions idle at `now` (no record for the idle timeout) whose
     /// watermark may move up to the highest of all partitions, with that
     /// watermark: a quiet partition's windows then fire as the others' do.
+    /// An idle partition whose own watermark has reached what it has due,
+    /// but not the fire delay past it, is among them too (its watermark
+    /// "moves" to itself): no record will come to fire its windows.
     /// Nothing changes until [`Watermarks::move_idle`].
     pub fn idle(&self, now: Instant) -> Vec<(i32, i64)> {
         let Some(timeout) = self.idle_timeout else { return Vec::new() };
@@ -129,8 +227,9 @@ impl Watermarks {
         let Some(highest) = highest else { return Vec::new() };
         self.clocks
             .iter()
-            .filter(|c| now.saturating_duration_since(c.last_event) >= timeout && self.of(c) < highest)
-            .map(|c| (c.partition, highest))
+            .filter(|c| now.saturating_duration_since(c.last_event) >= timeout)
+            .filter(|c| self.of(c) < highest || self.of(c) >= c.due)
+            .map(|c| (c.partition, highest.max(self.of(c))))
             .collect()
     }
 
@@ -147,6 +246,12 @@ impl Watermarks {
     /// Takes back a move (the checkpoint meant to record it failed).
     pub fn undo_idle(&mut self, partition: i32, before: i64) {
         self.clock(partition).floor = before;
+    }
+
+    /// Where idle moves (or a restored checkpoint) put `partition`'s
+    /// watermark at least (`i64::MIN` for a partition it does not know).
+    pub fn floor(&self, partition: i32) -> i64 {
+        self.clocks.iter().find(|c| c.partition == partition).map_or(i64::MIN, |c| c.floor)
     }
 
     /// `partition`'s watermark, without tracking a partition it does not
