@@ -42,7 +42,7 @@ pub fn summary_lines(s: &RunSummary) -> String {
     format!(
         "{} records read, {} events processed, {} windows fired ({} re-fired for late events), {} output records\n\
          {} late events, {} dead letters, {} windows or batches the function failed on\n\
-         {}{:.1} s, {:.0} events/s",
+         {}{:.1} s, {:.0} events/s{}",
         s.records,
         s.events,
         s.windows,
@@ -53,7 +53,11 @@ pub fn summary_lines(s: &RunSummary) -> String {
         s.failed,
         checkpoints_line(s),
         secs,
-        s.events as f64 / secs
+        s.events as f64 / secs,
+        match s.workers {
+            0 | 1 => String::new(),
+            n => format!(" on {n} workers"),
+        }
     )
 }
 

@@ -16,6 +16,12 @@ use std::time::Duration;
 pub struct JobConfig {
     /// The job's name, shown in logs and used for the default consumer group.
     pub name: String,
+    /// Worker threads: the source's partitions are spread over them, each
+    /// with its own window state and its own instance of the function. By
+    /// default the machine's cores; never more than the source has
+    /// partitions, and one for a source that cannot be split (one file).
+    #[serde(default)]
+    pub parallelism: Option<usize>,
     /// Where records come from.
     pub source: SourceConfig,
     /// How records are decoded.

@@ -163,6 +163,9 @@ impl Job {
         if config.name.trim().is_empty() {
             return Err(check.error("name", "must not be empty"));
         }
+        if config.parallelism == Some(0) {
+            return Err(check.error("parallelism", "must be at least 1 (or left out: one worker per core)"));
+        }
         let fields = check.fields(&config.format)?;
         let window = match &config.window {
             None => None,

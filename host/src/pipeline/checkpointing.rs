@@ -9,6 +9,7 @@
 
 use super::Sinks;
 use super::operator::Operator;
+use super::part::Part;
 use super::positions::ReadPositions;
 use crate::checkpoint::{
     Checkpoint, CheckpointStorage, ReadError, StorageError, checkpoint_ids, forked, latest_complete,
@@ -19,6 +20,27 @@ use crate::source::Source;
 use crate::time::{Watermarks, now_ms};
 use crate::window::SnapshotError;
 use std::time::{Duration, Instant};
+
+/// What a checkpoint takes of one share of the job's partitions (one
+/// worker's, for a parallel job).
+pub(super) struct Share<'a> {
+    /// The operator holding the share's window state.
+    pub operator: &'a dyn Operator,
+    /// The share's clocks.
+    pub watermarks: &'a Watermarks,
+    /// How far the share has read.
+    pub read: &'a ReadPositions,
+}
+
+impl<'a> Share<'a> {
+    /// The share a part holds.
+    pub(super) fn of(part: &'a Part<'_>) -> Share<'a> {
+        Share { operator: &*part.operator, watermarks: &part.watermarks, read: &part.read }
+    }
+}
+
+/// Commits offsets to the source, once a checkpoint holds them.
+pub(super) type Commit<'a> = &'a mut dyn FnMut(&[(i32, i64)]) -> Result<(), crate::source::SourceError>;
 
 /// The version of the partition files' layout.
 const LAYOUT: u32 = 2;
@@ -331,6 +353,11 @@ impl Checkpointer {
         }
     }
 
+    /// Whether a checkpoint is being written (a new one would be skipped).
+    pub(super) fn busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
     /// Whether a checkpoint is due at `now`.
     pub(super) fn due(&self, now: Instant) -> bool {
         now.duration_since(self.last_started) >= self.interval
@@ -341,13 +368,14 @@ impl Checkpointer {
     /// operator's state, the clocks, the source's offsets and the sinks'
     /// states. Without one, the sinks start afresh (file sinks are
     /// emptied, as a fresh run's are).
+    ///
+    /// Each partition goes to the part that reads it (`parts[i]` reads
+    /// with `sources[i]`); one that no part reads, to the first.
     pub(super) fn restore(
         &mut self,
-        operator: &mut dyn Operator,
-        watermarks: &mut Watermarks,
-        source: &mut dyn Source,
+        parts: &mut [&mut Part<'_>],
+        sources: &mut [&mut dyn Source],
         sinks: &mut Sinks,
-        read: &mut ReadPositions,
         from: RestoreFrom,
     ) -> Result<Option<Restored>, super::PipelineError> {
         self.next_id = checkpoint_ids(self.storage.as_ref(), &self.job)
@@ -376,7 +404,7 @@ impl Checkpointer {
             file: file.to_string(),
             reason: reason.to_string(),
         };
-        let mut offsets = Vec::new();
+        let mut offsets: Vec<Vec<(i32, i64)>> = vec![Vec::new(); parts.len()];
         let mut sink_states = None;
         for (name, bytes) in &files {
             if let Some(what) = name.strip_prefix("identity-") {
@@ -397,15 +425,14 @@ impl Checkpointer {
                 let partition: i32 = p.parse().map_err(|_| content(name, "not a partition number"))?;
                 let entry = decode_partition(partition, bytes)
                     .ok_or_else(|| content(name, "not a partition record"))?;
-                operator.restore_partition(partition, &entry.state).map_err(CheckpointError::from)?;
-                watermarks.restore(
-                    partition,
-                    entry.max_event_time,
-                    operator.watermark(partition).max(entry.watermark),
-                );
+                let owner = parts.iter().position(|p| p.partitions.contains(&partition)).unwrap_or(0);
+                let Some(part) = parts.get_mut(owner) else { continue };
+                part.operator.restore_partition(partition, &entry.state).map_err(CheckpointError::from)?;
+                let fired = part.operator.watermark(partition).max(entry.watermark);
+                part.watermarks.restore(partition, entry.max_event_time, fired);
                 if entry.next_offset > 0 {
-                    read.advance(partition, entry.next_offset - 1);
-                    offsets.push((partition, entry.next_offset));
+                    part.read.advance(partition, entry.next_offset - 1);
+                    offsets[owner].push((partition, entry.next_offset));
                 }
             }
         }
@@ -415,9 +442,12 @@ impl Checkpointer {
                 sink.restore(state.as_deref())?;
             }
         }
-        source.seek(&offsets)?;
-        tracing::info!("restored checkpoint {id} of job '{}' ({} partitions)", self.job, offsets.len());
-        Ok(Some(Restored { checkpoint: id, partitions: offsets.len() }))
+        for (source, offsets) in sources.iter_mut().zip(&offsets) {
+            source.seek(offsets)?;
+        }
+        let partitions = offsets.iter().map(Vec::len).sum();
+        tracing::info!("restored checkpoint {id} of job '{}' ({partitions} partitions)", self.job);
+        Ok(Some(Restored { checkpoint: id, partitions }))
     }
 
     /// Takes a checkpoint: asks each sink for its state at this barrier
@@ -430,10 +460,8 @@ impl Checkpointer {
     /// [`complete`]: Checkpointer::complete
     pub(super) fn take(
         &mut self,
-        operator: &dyn Operator,
-        watermarks: &Watermarks,
+        shares: &[Share<'_>],
         sinks: &mut Sinks,
-        read: &ReadPositions,
     ) -> Result<u64, super::PipelineError> {
         // One checkpoint in flight at a time: a new one waits its turn.
         if self.in_flight.is_some() {
@@ -447,26 +475,30 @@ impl Checkpointer {
                 self.commit_pending |= sink.commits_at_checkpoints();
             }
         }
-        let offsets = read.to_commit(|_| None);
-        let mut partitions: Vec<i32> = offsets.iter().map(|&(p, _)| p).collect();
-        partitions.extend(operator.state_partitions());
+        let offsets: Vec<(i32, i64)> = shares.iter().flat_map(|s| s.read.to_commit(|_| None)).collect();
+        // Each partition with the share that holds it, in partition order.
+        let mut partitions: Vec<(i32, usize)> = Vec::new();
+        for (i, share) in shares.iter().enumerate() {
+            let read = share.read.to_commit(|_| None).into_iter().map(|(p, _)| p);
+            partitions.extend(read.chain(share.operator.state_partitions()).map(|p| (p, i)));
+        }
         partitions.sort_unstable();
-        partitions.dedup();
+        partitions.dedup_by_key(|&mut (p, _)| p);
         let mut files: Vec<(String, Vec<u8>)> =
             self.identity.iter().map(|(k, v)| (format!("identity-{k}"), v.clone().into_bytes())).collect();
         files.extend(self.records.iter().map(|(k, v)| (k.to_string(), v.clone().into_bytes())));
         files.push(("sinks".into(), encode_sinks(&states)));
         let entries: Vec<PartitionEntry> = partitions
-            .into_iter()
-            .map(|partition| PartitionEntry {
+            .iter()
+            .map(|&(partition, i)| PartitionEntry {
                 partition,
                 next_offset: offsets.iter().find(|(p, _)| *p == partition).map_or(0, |&(_, o)| o),
-                max_event_time: watermarks.max_event_time(partition),
+                max_event_time: shares[i].watermarks.max_event_time(partition),
                 // What a restore fires up to: the windows fired, or an
                 // idle move not yet made. Not the watermark the events
                 // gave, past windows still waiting for the fire delay:
                 // the same records fire them after a restore.
-                watermark: watermarks.floor(partition).max(operator.watermark(partition)),
+                watermark: shares[i].watermarks.floor(partition).max(shares[i].operator.watermark(partition)),
                 state: Vec::new(),
             })
             .collect();
@@ -474,10 +506,10 @@ impl Checkpointer {
         // copy of the process: the loop stalls only for the fork. Where
         // that fails, it is encoded here, the loop waiting.
         let mut encode = |out: &mut Vec<u8>| {
-            for entry in &entries {
+            for &(partition, i) in &partitions {
                 let mark = out.len();
                 out.extend_from_slice(&[0; 8]);
-                operator.snapshot_partition(entry.partition, out);
+                shares[i].operator.snapshot_partition(partition, out);
                 let len = (out.len() - mark - 8) as u64;
                 out[mark..mark + 8].copy_from_slice(&len.to_le_bytes());
             }
@@ -547,13 +579,16 @@ impl Checkpointer {
     /// beyond `retain`. Returns how many completed (0 or 1). A checkpoint
     /// that failed is logged and counted, and the job goes on, unless more
     /// than `tolerable_failures` failed in a row.
+    ///
+    /// `commit` commits offsets to the source (each worker's, for a
+    /// parallel job).
     pub(super) fn complete(
         &mut self,
-        source: &mut dyn Source,
+        commit: Commit<'_>,
         sinks: &mut Sinks,
         wait: bool,
     ) -> Result<u64, super::PipelineError> {
-        match self.try_complete(source, sinks, wait) {
+        match self.try_complete(commit, sinks, wait) {
             Ok(n) => {
                 if n > 0 {
                     self.failed_in_row = 0;
@@ -585,7 +620,7 @@ impl Checkpointer {
 
     fn try_complete(
         &mut self,
-        source: &mut dyn Source,
+        commit: Commit<'_>,
         sinks: &mut Sinks,
         wait: bool,
     ) -> Result<u64, super::PipelineError> {
@@ -648,7 +683,7 @@ impl Checkpointer {
         for sink in sinks.slots().into_iter().flatten() {
             sink.checkpoint_complete()?;
         }
-        source.commit(&offsets)?;
+        commit(&offsets)?;
         self.last_ended = Instant::now();
         Ok(1)
     }
@@ -665,17 +700,15 @@ impl Checkpointer {
     /// more and waits for it. Returns how many completed.
     pub(super) fn finish(
         &mut self,
-        operator: &dyn Operator,
-        watermarks: &Watermarks,
-        source: &mut dyn Source,
+        shares: &[Share<'_>],
+        commit: Commit<'_>,
         sinks: &mut Sinks,
-        read: &ReadPositions,
     ) -> Result<u64, super::PipelineError> {
-        let before = self.complete(source, sinks, true)?;
-        self.take(operator, watermarks, sinks, read)?;
+        let before = self.complete(&mut *commit, sinks, true)?;
+        self.take(shares, sinks)?;
         // The run's last checkpoint is where the next run starts: if it
         // cannot be written, the run fails (and may be restarted).
-        let last = self.try_complete(source, sinks, true)?;
+        let last = self.try_complete(commit, sinks, true)?;
         // A run leaves `retain` checkpoints behind: its writer's cleanup
         // (each storage call bounded by the storage's timeout) ends first.
         if let Some(writer) = self.writer.take() {
@@ -816,15 +849,21 @@ mod tests {
         let mut read = ReadPositions::default();
         read.advance(0, 41);
         let started = Instant::now();
-        assert_eq!(cp.take(&stage, &watermarks, &mut sinks, &read).unwrap(), 1);
+        assert_eq!(
+            cp.take(&[Share { operator: &stage, watermarks: &watermarks, read: &read }], &mut sinks).unwrap(),
+            1
+        );
         assert!(started.elapsed() < Duration::from_millis(300), "the write does not hold the loop");
         let mut source = Committed(vec![]);
         // The first failure is tolerated and counted; the second in a row
         // fails the run.
-        assert_eq!(cp.complete(&mut source, &mut sinks, true).unwrap(), 0);
+        assert_eq!(cp.complete(&mut |o| source.commit(o), &mut sinks, true).unwrap(), 0);
         assert_eq!(cp.failed(), 1);
-        assert_eq!(cp.take(&stage, &watermarks, &mut sinks, &read).unwrap(), 2);
-        let err = cp.complete(&mut source, &mut sinks, true).unwrap_err().to_string();
+        assert_eq!(
+            cp.take(&[Share { operator: &stage, watermarks: &watermarks, read: &read }], &mut sinks).unwrap(),
+            2
+        );
+        let err = cp.complete(&mut |o| source.commit(o), &mut sinks, true).unwrap_err().to_string();
         assert!(err.contains("checkpoint 2 was not written within 50ms"), "{err}");
         assert_eq!(cp.failed(), 2);
         assert!(source.0.is_empty(), "no offsets are committed for them");
@@ -887,17 +926,20 @@ mod tests {
         let complete = |id| crate::checkpoint::read_complete(check.as_ref(), "acks", id).is_ok();
 
         // Unacknowledged: the loop goes on, nothing is complete.
-        assert_eq!(cp.take(&stage, &watermarks, &mut sinks, &read).unwrap(), 1);
+        assert_eq!(
+            cp.take(&[Share { operator: &stage, watermarks: &watermarks, read: &read }], &mut sinks).unwrap(),
+            1
+        );
         let deadline = Instant::now() + Duration::from_millis(200);
         while Instant::now() < deadline {
-            assert_eq!(cp.complete(&mut source, &mut sinks, false).unwrap(), 0);
+            assert_eq!(cp.complete(&mut |o| source.commit(o), &mut sinks, false).unwrap(), 0);
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(!complete(1) && source.0.is_empty(), "complete before its sends were acknowledged");
         // Acknowledged: the manifest is written and the offsets committed.
         acked.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while cp.complete(&mut source, &mut sinks, false).unwrap() == 0 {
+        while cp.complete(&mut |o| source.commit(o), &mut sinks, false).unwrap() == 0 {
             assert!(Instant::now() < deadline, "not complete 10 s after the acknowledgements");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -908,10 +950,13 @@ mod tests {
         // made complete.
         acked.store(false, Ordering::SeqCst);
         read.advance(0, 99);
-        assert_eq!(cp.take(&stage, &watermarks, &mut sinks, &read).unwrap(), 2);
+        assert_eq!(
+            cp.take(&[Share { operator: &stage, watermarks: &watermarks, read: &read }], &mut sinks).unwrap(),
+            2
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while cp.failed() == 0 {
-            assert_eq!(cp.complete(&mut source, &mut sinks, false).unwrap(), 0);
+            assert_eq!(cp.complete(&mut |o| source.commit(o), &mut sinks, false).unwrap(), 0);
             assert!(Instant::now() < deadline, "no timeout 10 s after the 500 ms one");
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -98,6 +98,30 @@ pub struct Buffers {
     key: Vec<u8>,
 }
 
+impl<'a> Collector<'a> {
+    /// A collector of `job`'s output into `sinks`, counted in `summary`;
+    /// `source` names the source in dead letters.
+    pub(super) fn new(
+        sinks: &'a mut Sinks,
+        summary: &'a mut RunSummary,
+        on_emit: &'a mut dyn FnMut(Emitted<'_>),
+        source: &'a str,
+        key_field: &'a str,
+        job: &crate::job::Job,
+    ) -> Collector<'a> {
+        Collector {
+            sinks,
+            summary,
+            on_emit,
+            source,
+            key_field,
+            on_failure: job.config.function.on_failure,
+            failure: None,
+            buffers: Buffers::default(),
+        }
+    }
+}
+
 impl Collector<'_> {
     /// An output record made from `partition`'s input, which `write`
     /// appends as JSON text to the buffer it is given.

@@ -18,6 +18,8 @@ pub mod connect;
 mod dead_letter;
 mod map_stage;
 mod operator;
+mod parallel;
+mod part;
 mod payloads;
 mod positions;
 #[cfg(test)]
@@ -28,10 +30,10 @@ mod supervise;
 mod tests;
 mod window_stage;
 
-use checkpointing::Checkpointer;
 pub use checkpointing::{
     CheckpointError, PartitionSummary, RestoreFrom, Restored, summarize as summarize_checkpoint,
 };
+use checkpointing::{Checkpointer, Share};
 pub use collect::{Collector, Emitted, OutputRow};
 pub use map_stage::{MapFunction, MapStage};
 pub use operator::Operator;
@@ -40,16 +42,14 @@ pub use restart::RestartStrategy;
 pub use supervise::{Restart, run_with_restarts};
 pub use window_stage::WindowStage;
 
-use crate::decode::{Batch, JsonDecoder};
 use crate::job::Job;
 use crate::plugin::schema::{SchemaError, bind_inputs, resolve_params};
 use crate::plugin::{LoadError, Plugin, PluginEngine, PluginError};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Poll, Source, SourceError};
-use crate::time::{Watermarks, now_ms};
 use crate::types::{Descriptor, FunctionKind};
 use crate::window::{Reduce, WindowOperator};
-use positions::ReadPositions;
+use part::Part;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -90,6 +90,9 @@ pub enum PipelineError {
     /// A checkpoint could not be taken or restored.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The worker threads of a parallel job could not run.
+    #[error("parallel job: {0}")]
+    Parallel(String),
 }
 
 /// What a run did.
@@ -125,10 +128,29 @@ pub struct RunSummary {
     pub failed_checkpoints: u64,
     /// Restarts after failures (`run_with_restarts`).
     pub restarts: u64,
+    /// Worker threads the run's partitions were spread over (the job's
+    /// `parallelism`, capped at the partitions).
+    pub workers: usize,
     /// The checkpoint the run restored at start, if any.
     pub restored: Option<u64>,
     /// Wall time of the run, in ms.
     pub elapsed_ms: u64,
+}
+
+impl RunSummary {
+    /// Adds the counts of `other` (another worker's) to these.
+    fn add(&mut self, other: &RunSummary) {
+        self.records += other.records;
+        self.events += other.events;
+        self.dead_letters += other.dead_letters;
+        self.late += other.late;
+        self.windows += other.windows;
+        self.refired += other.refired;
+        self.failed += other.failed;
+        self.outputs += other.outputs;
+        self.checkpoints += other.checkpoints;
+        self.failed_checkpoints += other.failed_checkpoints;
+    }
 }
 
 /// Where a job's records go.
@@ -174,6 +196,17 @@ impl Sinks {
         [Some(&mut self.output), self.dead_letter.as_mut(), self.late.as_mut()]
     }
 
+    /// Whether a sink reads back what it wrote after a restore (so a fresh
+    /// run checkpoints its empty start first).
+    fn reads_back(&mut self) -> bool {
+        self.slots().into_iter().flatten().any(|s| s.reads_back())
+    }
+
+    /// Records the sinks did not write again after a restore.
+    fn skipped(&mut self) -> u64 {
+        self.slots().into_iter().flatten().map(|s| s.skipped()).sum()
+    }
+
     /// Blocks until everything sent to every sink is written.
     pub fn flush(&mut self) -> Result<(), SinkError> {
         self.output.flush()?;
@@ -190,7 +223,22 @@ pub struct Pipeline {
     descriptor: Descriptor,
     /// The plugin's sha256, recorded with checkpoints.
     plugin_sha256: String,
-    operator: Box<dyn Operator>,
+    /// How each worker's operator is made (`None` for a pipeline built
+    /// around a given operator, in tests: one worker).
+    recipe: Option<Recipe>,
+    /// The first worker's operator.
+    operator: Box<dyn Operator + Send>,
+}
+
+/// What makes an operator for the job: a plugin instance of its own (one
+/// per worker), fed the inputs it reads.
+struct Recipe {
+    plugin: Plugin,
+    params: Vec<crate::types::Param>,
+    inputs: Vec<usize>,
+    input_types: Vec<crate::types::FieldType>,
+    /// The window and how it is reduced; `None` for a map job.
+    reduce: Option<(Reduce, crate::window::WindowSpec)>,
 }
 
 impl Pipeline {
@@ -232,21 +280,17 @@ impl Pipeline {
                 Some((Reduce::Aggregate { flush_at: AGGREGATE_FLUSH }, *spec))
             }
         };
-        let instance = plugin.instantiate(params, job.config.function.limits.clone())?;
-        let operator: Box<dyn Operator> = match reduce {
-            None => {
-                let function = &job.config.function;
-                let stage = MapStage::new(instance, inputs, input_types, d.outputs.clone());
-                Box::new(stage.with_retries(function.retries, function.retry_backoff))
-            }
-            Some((reduce, spec)) => {
-                let lateness = job.allowed_lateness();
-                let windows = WindowOperator::new(spec, lateness, reduce, input_types, inputs);
-                let key_field = job.config.format.key.as_deref().unwrap_or_default();
-                Box::new(WindowStage::new(windows, instance, key_field, d.outputs.clone(), lateness))
-            }
-        };
-        Ok(Pipeline { job, descriptor, plugin_sha256, operator })
+        let recipe = Recipe { plugin, params, inputs, input_types, reduce };
+        let operator = recipe.operator(&job)?;
+        Ok(Pipeline { job, descriptor, plugin_sha256, recipe: Some(recipe), operator })
+    }
+
+    /// Another operator for the job, with an instance of its own.
+    fn another_operator(&self) -> Result<Box<dyn Operator + Send>, PipelineError> {
+        match &self.recipe {
+            Some(recipe) => recipe.operator(&self.job),
+            None => Err(PipelineError::Parallel("this pipeline has one operator only".into())),
+        }
     }
 
     /// The job.
@@ -261,8 +305,46 @@ impl Pipeline {
 
     /// Runs the job over `source` into `sinks` until the input ends (with
     /// a bounded source) or `stop` is set. `on_emit` sees every output
-    /// record as it is written.
+    /// record as it is written. With more than one worker (the job's
+    /// `parallelism`, for a source that can be split), the source's
+    /// partitions are spread over that many threads (`parallel.rs`).
     pub fn run(
+        &mut self,
+        source: &mut dyn Source,
+        sinks: &mut Sinks,
+        options: &RunOptions,
+        on_emit: &mut (dyn FnMut(Emitted<'_>) + Send),
+    ) -> Result<RunSummary, PipelineError> {
+        let workers = self.workers_for(source);
+        if workers > 1 {
+            return parallel::run(self, source, workers, sinks, options, on_emit);
+        }
+        self.run_alone(source, sinks, options, on_emit)
+    }
+
+    /// How many workers a run over `source` gets: the job's `parallelism`
+    /// (by default the machine's cores), at most one per partition, and one
+    /// for a source that cannot be split.
+    pub fn workers_for(&self, source: &dyn Source) -> usize {
+        if !source.splittable() || self.recipe.is_none() {
+            return 1;
+        }
+        let wanted =
+            self.job.config.parallelism.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+        wanted.clamp(1, source.partitions().len().max(1))
+    }
+
+    /// The job's checkpointer, if it has `[checkpoint]`.
+    fn checkpointer(&self) -> Result<Option<Checkpointer>, PipelineError> {
+        let Some(config) = &self.job.config.checkpoint else { return Ok(None) };
+        let plugin = format!("{}@{}", self.descriptor.name, self.descriptor.version);
+        Ok(Some(Checkpointer::open(&self.job, config, plugin, self.plugin_sha256.clone())?))
+    }
+
+    /// [`Pipeline::run`] on this thread, with one part.
+    fn run_alone(
         &mut self,
         source: &mut dyn Source,
         sinks: &mut Sinks,
@@ -270,199 +352,69 @@ impl Pipeline {
         on_emit: &mut dyn FnMut(Emitted<'_>),
     ) -> Result<RunSummary, PipelineError> {
         let started = Instant::now();
+        let mut checkpointer = self.checkpointer()?;
         let job = &self.job;
-        let operator = self.operator.as_mut();
         let key_field = job.config.format.key.clone().unwrap_or_default();
-        let event_time = job.config.format.timestamp.is_some();
         let source_name = source.name().to_string();
-        let mut decoder = JsonDecoder::new(job.record_schema());
-        let mut watermarks = Watermarks::new(
-            &source.partitions(),
-            job.config.time.max_out_of_orderness,
-            Some(job.config.time.idle_timeout),
-            Instant::now(),
-        )
-        .with_fire_delay(job.config.time.fire_delay);
-        let mut batch = Batch::new(&job.fields);
-        let mut payloads = Payloads::default();
-        let keep_payloads = operator.reads_payloads();
+        let mut part = Part::new(job, self.operator.as_mut(), source.partitions());
         let mut summary = RunSummary::default();
-        let mut read = ReadPositions::default();
         let mut committed_at = Instant::now();
         // With checkpoints, the run starts from the newest one, and commits
         // offsets only when a checkpoint holds the state they leave behind.
-        let mut checkpointer = match &job.config.checkpoint {
-            Some(config) => {
-                let plugin = format!("{}@{}", self.descriptor.name, self.descriptor.version);
-                Some(Checkpointer::open(job, config, plugin, self.plugin_sha256.clone())?)
-            }
-            None => None,
-        };
         if let Some(cp) = &mut checkpointer {
             summary.restored = cp
-                .restore(operator, &mut watermarks, source, sinks, &mut read, options.restore)?
-                .map(|restored| restored.checkpoint);
-            for partition in operator.state_partitions() {
-                watermarks.set_due(partition, operator.next_due(partition));
-            }
+                .restore(&mut [&mut part], &mut [&mut *source], sinks, options.restore)?
+                .map(|r| r.checkpoint);
+            part.set_dues();
             // A fresh start of a sink that reads back after a restore: a
             // checkpoint of the empty start (the output topics' end
             // offsets), complete before anything is sent.
-            if summary.restored.is_none() && sinks.slots().into_iter().flatten().any(|s| s.reads_back()) {
-                cp.take(operator, &watermarks, sinks, &read)?;
-                summary.checkpoints += cp.complete(source, sinks, true)?;
+            if summary.restored.is_none() && sinks.reads_back() {
+                cp.take(&[Share::of(&part)], sinks)?;
+                summary.checkpoints += cp.complete(&mut |o| source.commit(o), sinks, true)?;
             }
         }
-        let summary_restored = summary.restored.is_some();
-        let mut out = Collector {
-            sinks,
-            summary: &mut summary,
-            on_emit,
-            source: &source_name,
-            key_field: &key_field,
-            on_failure: job.config.function.on_failure,
-            failure: None,
-            buffers: collect::Buffers::default(),
-        };
-
-        // Per record: the record's partition's watermark moves with it, and
-        // when it is `fire_delay` past what the partition has due (its
-        // operator state's next timer, or an event still in the batch),
-        // the rows so far are handed over and that partition fires, right
-        // after the record: every window due by then, in one round. An
-        // event behind its partition's watermark first brings the operator
-        // up to date (to judge it late, or to fire its window again at
-        // once). So each partition's output, and each call to the
-        // function, depends only on its own records, not on how polls cut
-        // them or interleave partitions.
-        let windowed = operator.windowed() && event_time;
-        // A restored checkpoint may hold watermarks past what their
-        // partitions' windows fired up to (an idle move, recorded before it
-        // took effect): fire up to them now, as the run before did. Only
-        // the recorded move: windows merely waiting for the fire delay
-        // wait for the same records as in the run before.
-        if summary_restored && windowed {
-            for partition in operator.state_partitions() {
-                let watermark = watermarks.floor(partition);
-                if watermark > operator.watermark(partition) {
-                    operator.handle_watermark(Some(partition), watermark, &mut out);
-                    watermarks.set_due(partition, operator.next_due(partition));
-                }
-            }
+        let restored = summary.restored.is_some();
+        let mut out = Collector::new(sinks, &mut summary, on_emit, &source_name, &key_field, job);
+        if restored {
+            part.fire_restored(&mut out);
         }
         loop {
             if options.stop.load(Ordering::Relaxed) {
                 break;
             }
-            batch.clear();
-            payloads.clear();
-            let now = now_ms();
-            // One clock reading per poll: idleness is measured in seconds,
-            // so every event of a batch can share it.
-            let polled_at = Instant::now();
-            // Rows before this one have been handed to the operator.
-            let mut handed = 0;
-            let polled = source.poll(BATCH_SIZE, options.poll_wait, &mut |record| {
-                out.summary.records += 1;
-                read.advance(record.partition, record.offset);
-                let partition = record.partition;
-                if let Err(reason) =
-                    decoder.decode_into(record.payload, partition, record.offset, now, &mut batch)
-                {
-                    out.undecodable(partition, record.offset, record.payload, &reason.to_string());
-                    return;
-                }
-                if !windowed {
-                    if keep_payloads {
-                        payloads.push(record.payload);
-                    }
-                    return;
-                }
-                let row = batch.len() - 1;
-                let ts = batch.timestamps[row];
-                let (after, fires) = match watermarks
-                    .event(partition, ts, polled_at, |ts| operator.due_of(ts))
-                {
-                    Ok(ahead) => ahead,
-                    Err(before) => {
-                        // Behind the watermark: the operator catches up
-                        // first, to judge it late against every window
-                        // that should have fired by now.
-                        operator.process_batch(&batch, handed..row, &payloads, &mut out);
-                        handed = row;
-                        operator.handle_watermark(Some(partition), before, &mut out);
-                        watermarks.set_due(partition, operator.next_due(partition));
-                        if operator.is_late(partition, batch.keys[row].as_ref(), ts) {
-                            batch.truncate(row);
-                            let (watermark, lateness) = (operator.watermark(partition), operator.lateness());
-                            out.late(partition, record.offset, record.payload, ts, watermark, lateness);
-                            return;
-                        }
-                        let after = watermarks.observe(partition, ts, polled_at);
-                        watermarks.lower_due(partition, ts, |ts| operator.due_of(ts));
-                        // Not late: it changed a window that may have
-                        // fired, which fires again at once.
-                        (after, true)
-                    }
-                };
-                if fires {
-                    operator.process_batch(&batch, handed..row + 1, &payloads, &mut out);
-                    handed = row + 1;
-                    operator.handle_watermark(Some(partition), after, &mut out);
-                    watermarks.set_due(partition, operator.next_due(partition));
-                }
-            })?;
-            out.summary.events += batch.len() as u64;
-            operator.process_batch(&batch, handed..batch.len(), &payloads, &mut out);
-            let end = polled == Poll::End;
-            if end {
-                // The end of a bounded input (a file, or Kafka read up to
-                // the end offsets seen at start) fires every open window,
-                // one partition at a time, so that each call to the
-                // function holds one partition's windows, as in a replay.
-                for partition in operator.state_partitions() {
-                    operator.handle_watermark(Some(partition), i64::MAX, &mut out);
-                }
-            } else if !event_time {
-                // Processing time: the clock is every partition's watermark.
-                operator.handle_watermark(None, now_ms() - 1, &mut out);
-            } else if windowed {
+            let end = part.step(source, options.poll_wait, &mut out)? == Poll::End;
+            if !end && part.windowed() {
                 // Idle partitions follow the highest watermark. The move
                 // depends on wall time, which a replay does not repeat: with
                 // checkpoints it is made only when one is due, recorded in
                 // it, and takes effect once it is complete, so a restore of
                 // that checkpoint makes the same move (see `restore`).
                 let now = Instant::now();
-                let mut moves = match &checkpointer {
-                    None => watermarks.idle(now),
-                    Some(cp) if cp.due(now) => watermarks.idle(now),
-                    Some(_) => Vec::new(),
-                };
-                // Quiet, not just read late: its records are all in.
-                moves.retain(|&(partition, _)| source.caught_up(partition));
-                if !moves.is_empty() {
-                    let before: Vec<i64> = moves
-                        .iter()
-                        .map(|&(partition, watermark)| watermarks.move_idle(partition, watermark))
-                        .collect();
-                    let mut recorded = true;
-                    if let Some(cp) = &mut checkpointer {
-                        out.summary.checkpoints += cp.complete(source, out.sinks, true)?;
-                        cp.take(operator, &watermarks, out.sinks, &read)?;
-                        let completed = cp.complete(source, out.sinks, true)?;
-                        out.summary.checkpoints += completed;
-                        recorded = completed > 0;
-                    }
-                    if !recorded {
-                        // The checkpoint failed (and was tolerated): no
-                        // move without its record; the next one tries again.
-                        for (&(partition, _), floor) in moves.iter().zip(before) {
-                            watermarks.undo_idle(partition, floor);
+                if checkpointer.as_ref().is_none_or(|cp| cp.due(now)) {
+                    let moves = part::move_idle(&mut [&mut part], now, &|_, p| source.caught_up(p));
+                    let moves = moves.into_iter().next().unwrap_or_default();
+                    if !moves.is_empty() {
+                        let mut recorded = true;
+                        if let Some(cp) = &mut checkpointer {
+                            out.summary.checkpoints +=
+                                cp.complete(&mut |o| source.commit(o), out.sinks, true)?;
+                            cp.take(&[Share::of(&part)], out.sinks)?;
+                            let completed = cp.complete(&mut |o| source.commit(o), out.sinks, true)?;
+                            out.summary.checkpoints += completed;
+                            recorded = completed > 0;
                         }
-                    }
-                    for (partition, watermark) in moves.into_iter().filter(|_| recorded) {
-                        operator.handle_watermark(Some(partition), watermark, &mut out);
-                        watermarks.set_due(partition, operator.next_due(partition));
+                        if recorded {
+                            let fired: Vec<(i32, i64)> = moves.iter().map(|&(p, w, _)| (p, w)).collect();
+                            part.fire_moves(&fired, &mut out);
+                        } else {
+                            // The checkpoint failed (and was tolerated): no
+                            // move without its record; the next one tries
+                            // again.
+                            for &(partition, _, before) in &moves {
+                                part.watermarks.undo_idle(partition, before);
+                            }
+                        }
                     }
                 }
             }
@@ -474,50 +426,56 @@ impl Pipeline {
             }
             match &mut checkpointer {
                 Some(cp) => {
-                    out.summary.checkpoints += cp.complete(source, out.sinks, false)?;
+                    out.summary.checkpoints += cp.complete(&mut |o| source.commit(o), out.sinks, false)?;
                     if cp.due(Instant::now()) {
-                        cp.take(operator, &watermarks, out.sinks, &read)?;
+                        cp.take(&[Share::of(&part)], out.sinks)?;
                         // A transactional sink commits before it is sent more.
-                        out.summary.checkpoints += cp.complete(source, out.sinks, false)?;
+                        out.summary.checkpoints +=
+                            cp.complete(&mut |o| source.commit(o), out.sinks, false)?;
                     }
                 }
                 None if committed_at.elapsed() >= options.commit_interval => {
-                    commit(out.sinks, source, operator, &read)?;
+                    part.commit(out.sinks, source)?;
                     committed_at = Instant::now();
                 }
                 None => {}
             }
         }
-        operator.finish(out.summary);
+        part.operator.finish(out.summary);
         match &mut checkpointer {
             // The end of the run (its input's, or a stop) is checkpointed:
             // started again, the job goes on from exactly here.
             Some(cp) => {
-                summary.checkpoints += cp.finish(operator, &watermarks, source, sinks, &read)?;
+                summary.checkpoints += cp.finish(&[Share::of(&part)], &mut |o| source.commit(o), sinks)?;
                 summary.failed_checkpoints = cp.failed();
             }
-            None => commit(sinks, source, operator, &read)?,
+            None => part.commit(sinks, source)?,
         }
-        summary.skipped = sinks.slots().into_iter().flatten().map(|s| s.skipped()).sum();
+        summary.skipped = sinks.skipped();
         summary.elapsed_ms = started.elapsed().as_millis() as u64;
+        summary.workers = 1;
         Ok(summary)
     }
 }
 
-/// Flushes the sinks, then commits to the source the offsets whose output
-/// they now hold: what was read, held back to the oldest record a window
-/// still to fire needs. Without checkpoints, a restarted job reads those
-/// records again and rebuilds its open windows from them.
-fn commit(
-    sinks: &mut Sinks,
-    source: &mut dyn Source,
-    operator: &dyn Operator,
-    read: &ReadPositions,
-) -> Result<(), PipelineError> {
-    sinks.flush()?;
-    let mut held: Vec<(i32, i64)> = Vec::new();
-    operator.unfired_offsets(&mut |partition, offset| held.push((partition, offset)));
-    let offsets = read.to_commit(|p| held.iter().find(|(q, _)| *q == p).map(|&(_, o)| o));
-    source.commit(&offsets)?;
-    Ok(())
+impl Recipe {
+    /// An operator of `job` with a fresh instance of the plugin.
+    fn operator(&self, job: &Job) -> Result<Box<dyn Operator + Send>, PipelineError> {
+        let d = self.plugin.descriptor();
+        let instance = self.plugin.instantiate(self.params.clone(), job.config.function.limits.clone())?;
+        let (inputs, input_types) = (self.inputs.clone(), self.input_types.clone());
+        Ok(match self.reduce {
+            None => {
+                let function = &job.config.function;
+                let stage = MapStage::new(instance, inputs, input_types, d.outputs.clone());
+                Box::new(stage.with_retries(function.retries, function.retry_backoff))
+            }
+            Some((reduce, spec)) => {
+                let lateness = job.allowed_lateness();
+                let windows = WindowOperator::new(spec, lateness, reduce, input_types, inputs);
+                let key_field = job.config.format.key.as_deref().unwrap_or_default();
+                Box::new(WindowStage::new(windows, instance, key_field, d.outputs.clone(), lateness))
+            }
+        })
+    }
 }

@@ -38,7 +38,7 @@ pub fn run_with_restarts(
     until_end: bool,
     embedded: Option<Cluster>,
     options: &RunOptions,
-    on_emit: &mut dyn FnMut(Emitted<'_>),
+    on_emit: &mut (dyn FnMut(Emitted<'_>) + Send),
     on_restart: &mut dyn FnMut(Restart<'_>),
 ) -> Result<RunSummary, PipelineError> {
     let mut strategy = match &job.config.restart {

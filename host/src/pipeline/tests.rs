@@ -497,7 +497,8 @@ dead_letter = "{dir}/dead.jsonl"
         vec![crate::types::FieldType::F64],
         descriptor.outputs.clone(),
     );
-    let mut pipeline = Pipeline { job, descriptor, plugin_sha256: String::new(), operator: Box::new(stage) };
+    let mut pipeline =
+        Pipeline { job, descriptor, plugin_sha256: String::new(), recipe: None, operator: Box::new(stage) };
     let mut source = FileSource::open(&dir.path().join("in.jsonl")).unwrap();
     let mut sinks = Sinks {
         output: Box::new(FileSink::create(&dir.path().join("out.jsonl")).unwrap()),

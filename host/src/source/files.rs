@@ -47,6 +47,8 @@ pub fn is_glob(path: &str) -> bool {
 /// (a worker's share).
 pub struct FilesSource {
     name: String,
+    /// Every file of the source (a share reads some of them).
+    paths: Vec<PathBuf>,
     files: Vec<FileSource>,
     /// The partition of each file read.
     partitions: Vec<i32>,
@@ -81,6 +83,7 @@ impl FilesSource {
         }
         Ok(FilesSource {
             name: name.to_string(),
+            paths: paths.to_vec(),
             ended: vec![false; files.len()],
             files,
             partitions: partitions.to_vec(),
@@ -148,6 +151,20 @@ impl Source for FilesSource {
             self.files[i].seek(&[(0, offset)])?;
         }
         Ok(())
+    }
+
+    fn splittable(&self) -> bool {
+        true
+    }
+
+    /// Each share opens its files afresh: a split comes before any poll.
+    fn split(&mut self, shares: &[Vec<i32>]) -> Result<Vec<Box<dyn Source>>, SourceError> {
+        shares
+            .iter()
+            .map(|share| {
+                Ok(Box::new(FilesSource::open_partitions(&self.name, &self.paths, share)?) as Box<dyn Source>)
+            })
+            .collect()
     }
 
     /// Only a file read to its end is caught up: one whose turn has not

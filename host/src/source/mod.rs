@@ -191,4 +191,21 @@ pub trait Source: Send {
     fn caught_up(&self, _partition: i32) -> bool {
         true
     }
+
+    /// Whether [`Source::split`] can spread the partitions over workers.
+    fn splittable(&self) -> bool {
+        false
+    }
+
+    /// Splits the source into one source per share, share `i` reading the
+    /// partitions `shares[i]` (every partition in one share), each read by
+    /// a worker thread of its own. Only a source that is
+    /// [`Source::splittable`] can, before its first poll.
+    fn split(&mut self, shares: &[Vec<i32>]) -> Result<Vec<Box<dyn Source>>, SourceError> {
+        let _ = shares;
+        Err(SourceError::Seek {
+            name: self.name().to_string(),
+            reason: "it cannot be split over workers".into(),
+        })
+    }
 }

@@ -222,9 +222,21 @@ impl Watermarks {
     /// "moves" to itself): no record will come to fire its windows.
     /// Nothing changes until [`Watermarks::move_idle`].
     pub fn idle(&self, now: Instant) -> Vec<(i32, i64)> {
+        match self.highest() {
+            Some(highest) => self.idle_under(now, highest),
+            None => Vec::new(),
+        }
+    }
+
+    /// The highest watermark of a partition that has had an event, if any.
+    pub fn highest(&self) -> Option<i64> {
+        self.clocks.iter().filter(|c| c.max_ts > i64::MIN).map(|c| self.of(c)).max()
+    }
+
+    /// [`Watermarks::idle`], with `highest` the highest watermark of all
+    /// the job's partitions (those of other workers too).
+    pub fn idle_under(&self, now: Instant, highest: i64) -> Vec<(i32, i64)> {
         let Some(timeout) = self.idle_timeout else { return Vec::new() };
-        let highest = self.clocks.iter().filter(|c| c.max_ts > i64::MIN).map(|c| self.of(c)).max();
-        let Some(highest) = highest else { return Vec::new() };
         self.clocks
             .iter()
             .filter(|c| now.saturating_duration_since(c.last_event) >= timeout)
