@@ -63,31 +63,43 @@ fn digest_output(digest: &mut Digest, o: Firing<'_>) {
 /// the function's row it holds. The record's bytes are checked against
 /// the row in `check_record`, for a sample.
 fn digest_record(digest: &mut Digest, e: &Emitted<'_>) {
+    digest_record_of(digest, e, "max_temperature")
+}
+
+/// [`digest_record`] for a function whose max is the field `max`.
+fn digest_record_of(digest: &mut Digest, e: &Emitted<'_>, max_field: &str) {
     let (Some(Key::Int(key)), Some(window), Some(row)) = (e.key, e.window, e.row) else {
         panic!(
             "an output record without an integer key, a window or a row: {}",
             String::from_utf8_lossy(e.record)
         );
     };
-    let (Some(max), Some(count)) = (row.f64("max_temperature"), row.i64("count")) else {
-        panic!("an output record without max_temperature and count: {}", String::from_utf8_lossy(e.record));
+    let (Some(max), Some(count)) = (row.f64(max_field), row.i64("count")) else {
+        panic!("an output record without {max_field} and count: {}", String::from_utf8_lossy(e.record));
     };
     digest.add(*key, window.start, window.end, max, count);
     // Every 1,024th record's bytes are read back: they must say the same.
     if digest.results % 1024 == 1 {
-        check_record(e, *key, window, max, count);
+        check_record(e, *key, window, max_field, max, count);
     }
 }
 
 /// The record as written holds the key, window and row it was made from.
-fn check_record(e: &Emitted<'_>, key: i64, window: weir::types::Window, max: f64, count: i64) {
+fn check_record(
+    e: &Emitted<'_>,
+    key: i64,
+    window: weir::types::Window,
+    max_field: &str,
+    max: f64,
+    count: i64,
+) {
     let text = String::from_utf8_lossy(e.record);
     let json = e.json().unwrap_or_else(|err| panic!("an output record is not JSON ({err}): {text}"));
     let read = (
         json["device_id"].as_i64(),
         json["window_start"].as_i64(),
         json["window_end"].as_i64(),
-        json["max_temperature"].as_f64().map(f64::to_bits),
+        json[max_field].as_f64().map(f64::to_bits),
         json["count"].as_i64(),
     );
     let want = (Some(key), Some(window.start), Some(window.end), Some(max.to_bits()), Some(count));
@@ -262,6 +274,76 @@ fn run_json(
         assert!(taken >= want, "{taken} checkpoints in {want} s: not one a second");
         eprintln!("checkpoints: {taken}");
     }
+    Measured {
+        events: summary.events,
+        seconds: started.elapsed().as_secs_f64(),
+        outputs: summary.outputs,
+        digest,
+    }
+}
+
+/// Modes `files1` and `files2`: the events as JSON lines in two files
+/// (even devices in one, odd in the other: a key lives in one partition),
+/// read as two partitions on 1 or 2 workers (`parallelism`). Kind
+/// `percentile` runs the percentile guest at p = 1, which selects each
+/// window's max from all its values: real work per event, and the oracle's
+/// result.
+fn run_files(n: u64, window: &str, reduce: &str, dir: &Path, workers: usize) -> Measured {
+    let folder = dir.join(format!("parts-{n}"));
+    if !folder.join("1.jsonl").exists() {
+        std::fs::create_dir_all(&folder).expect("input folder");
+        let mut files: Vec<_> = (0..2)
+            .map(|i| {
+                std::io::BufWriter::new(
+                    std::fs::File::create(folder.join(format!("{i}.jsonl"))).expect("input"),
+                )
+            })
+            .collect();
+        let mut line = Vec::with_capacity(96);
+        for i in 0..n {
+            let reading = Reading::generate(i, DEVICES);
+            line.clear();
+            reading.write_json(&mut line);
+            line.push(b'\n');
+            files[(reading.device_id % 2) as usize].write_all(&line).expect("write");
+        }
+        for mut file in files {
+            file.flush().expect("flush");
+        }
+    }
+    let (plugin, params, max_field) = match reduce {
+        "percentile" => ("percentile", "params = { p = 1.0 }\n", "percentile"),
+        other => (plugin_for(other).0, "", "max_temperature"),
+    };
+    let output = dir.join("out.jsonl");
+    let job = format!(
+        "name = \"bench\"\nparallelism = {workers}\n[source]\ntype = \"file\"\npath = \"{}\"\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\n{}\n[function]\nplugin = \"{plugin}\"\n{params}[function.bind]\n{}\n[sink]\ntype = \"file\"\npath = \"{}\"\n",
+        folder.display(),
+        window_toml(window),
+        if plugin == "percentile" { "value = \"temperature\"" } else { "" },
+        output.display()
+    );
+    let job = weir::job::Job::parse(&job, "bench.toml", dir).expect("job");
+    let config = EngineConfig { cache_dir: None, max_instances: 4 };
+    let engine = PluginEngine::new(config).expect("engine");
+    let mut pipeline = Pipeline::build(job, &engine).expect("pipeline");
+    let paths = weir::source::files::resolve(&folder).expect("input files");
+    let mut source =
+        weir::source::files::FilesSource::open(&folder.display().to_string(), &paths).expect("source");
+    assert_eq!(pipeline.workers_for(&source), workers, "the run would not get {workers} workers");
+    let mut sinks = Sinks {
+        output: Box::new(weir::sink::file::FileSink::create(&output).expect("sink")),
+        dead_letter: None,
+        late: None,
+    };
+    let mut digest = Digest::default();
+    let started = Instant::now();
+    let summary = pipeline
+        .run(&mut source, &mut sinks, &RunOptions::default(), &mut |e| {
+            digest_record_of(&mut digest, &e, max_field)
+        })
+        .expect("run");
+    assert_eq!(summary.workers, workers);
     Measured {
         events: summary.events,
         seconds: started.elapsed().as_secs_f64(),
@@ -516,6 +598,8 @@ fn child(case: &str, n: u64, dir: &Path, fire_delay: Option<&str>) -> ExitCode {
         "json" => run_json(n, window, reduce, dir, false, fire_delay),
         "json-checkpointed" => run_json(n, window, reduce, dir, true, fire_delay),
         "kafka" => run_kafka(n, window, reduce),
+        "files1" => run_files(n, window, reduce, dir, 1),
+        "files2" => run_files(n, window, reduce, dir, 2),
         other => panic!("unknown mode {other}"),
     };
     // Peak memory of the run itself, before the check below builds its own
@@ -562,6 +646,10 @@ fn main() -> ExitCode {
         "json:tumbling:agg",
         "json:sliding:agg",
         "json:session:window",
+        "files1:tumbling:window",
+        "files2:tumbling:window",
+        "files1:tumbling:percentile",
+        "files2:tumbling:percentile",
         "kafka:tumbling:window",
         "kafka:session:agg",
     ];
