@@ -19,7 +19,8 @@ pub struct JobConfig {
     /// Worker threads: the source's partitions are spread over them, each
     /// with its own window state and its own instance of the function. By
     /// default the machine's cores; never more than the source has
-    /// partitions, and one for a source that cannot be split (one file).
+    /// partitions, and one for a source that cannot be split (a single
+    /// file, and for now a Kafka topic: its consumer is not split yet).
     #[serde(default)]
     pub parallelism: Option<usize>,
     /// Where records come from.
