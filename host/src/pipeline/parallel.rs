@@ -689,10 +689,10 @@ struct Vacant;
 
 impl Sink for Vacant {
     fn send(&mut self, _: Option<&[u8]>, _: &[u8]) -> Result<(), SinkError> {
-        Ok(())
+        Err(SinkError::Detached { sink: self.name().to_string() })
     }
     fn flush(&mut self) -> Result<(), SinkError> {
-        Ok(())
+        Err(SinkError::Detached { sink: self.name().to_string() })
     }
     fn name(&self) -> &str {
         "(shared by the workers)"

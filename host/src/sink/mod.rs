@@ -109,6 +109,13 @@ pub enum SinkError {
         /// librdkafka's error.
         source: Box<rdkafka::error::KafkaError>,
     },
+    /// A sink was used while the workers of a parallel run still held it
+    /// (a bug in weir, reported rather than losing records).
+    #[error("sink {sink}: used while the workers still hold it (this is a bug in weir; please report it)")]
+    Detached {
+        /// The sink's name.
+        sink: String,
+    },
 }
 
 impl SinkError {
@@ -124,7 +131,7 @@ impl SinkError {
             | SinkError::FlushTimeout { topic, .. }
             | SinkError::ReadBack { topic, .. }
             | SinkError::Transaction { topic, .. } => topic.clone(),
-            SinkError::State { sink, .. } => sink.clone(),
+            SinkError::State { sink, .. } | SinkError::Detached { sink } => sink.clone(),
         }
     }
 
