@@ -137,6 +137,83 @@ fn any_number_of_workers_writes_per_partition_what_one_worker_writes() {
     }
 }
 
+/// A job on the trap guest (it fails every window of more than one event)
+/// with 10 ms tumbling windows, which hold one event or several; `extra`
+/// goes into `[function]`.
+fn trap_job(dir: &Path, name: &str, parallelism: usize, extra: &str) -> String {
+    let trap = weir::plugin::builtin::guests_dir().join("trap.wasm");
+    let file = job(dir, name, &trap.display().to_string(), parallelism, "");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(
+            "type = \"sliding\"\nsize = \"1s\"\nslide = \"100ms\"",
+            "type = \"tumbling\"\nsize = \"10ms\"",
+        )
+        .replace("[sink]", &format!("{extra}\n[sink]"));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// A function that fails on some windows, in several workers at once:
+/// each worker dead-letters its failed windows and goes on, and the
+/// results, dead letters and late records are, per partition, what one
+/// worker writes.
+#[test]
+fn windows_a_function_fails_on_are_dead_lettered_per_partition_as_on_one_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_parts(d, 200);
+    run(d, &trap_job(d, "trap-one", 1, ""));
+    let failed = std::fs::read_to_string(d.join("trap-one-dead.jsonl")).unwrap();
+    let failed = failed.lines().filter(|l| l.contains("failed in apply")).count();
+    assert!(failed > 100, "{failed} windows failed: the trap guest proved nothing");
+    for workers in [2, 3] {
+        let name = format!("trap-p{workers}");
+        let stderr = run(d, &trap_job(d, &name, workers, ""));
+        assert!(stderr.contains(&format!("on {workers} workers")), "{stderr}");
+        assert_same(d, &name, "trap-one");
+    }
+}
+
+/// With `on_failure = "fail"`, a function's failure in the workers fails
+/// the run with the function's error, and every worker stops: the command
+/// ends.
+#[test]
+fn a_function_failing_the_run_stops_every_worker_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_parts(d, 200);
+    let file = trap_job(d, "trap-fail", 3, "on_failure = \"fail\"");
+    let mut child = weir_command(d)
+        .args(["run", &file, "--until-end"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut pipe, &mut text).map(|_| text)
+    });
+    // A bound on the wait, so that a worker left running fails the test
+    // instead of hanging it.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the run did not end after its function failed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = reader.join().unwrap().unwrap();
+    assert!(!status.success(), "{stderr}");
+    let error = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert!(error.contains("plugin 'trap' failed in apply") && error.contains("trapped"), "{stderr}");
+}
+
 #[test]
 fn parallelism_zero_is_refused_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
