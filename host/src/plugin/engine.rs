@@ -21,8 +21,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub const MAX_PLUGIN_MEMORY: usize = 1 << 30;
 
 /// Bytes of a pooled memory or table that a freed slot keeps mapped and
-/// zeroes by hand, instead of giving back to the kernel: a small guest's
-/// next instance then starts without page faults or an madvise call.
+/// zeroes by hand, instead of giving back to the kernel: the next instance
+/// finds those bytes without page faults or an madvise call. 64 KiB was
+/// the fastest of 64 KiB, 256 KiB and 1 MiB (the zeroing grows with it).
 const KEEP_RESIDENT: usize = 1 << 16;
 
 /// Settings for the shared engine.
