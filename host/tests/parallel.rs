@@ -176,8 +176,8 @@ fn windows_a_function_fails_on_are_dead_lettered_per_partition_as_on_one_worker(
 }
 
 /// With `on_failure = "fail"`, a function's failure in the workers fails
-/// the run with the function's error, and every worker stops: the command
-/// ends.
+/// the run with the function's error, and the command ends: a worker left
+/// waiting at a barrier or parked for the others would hang it.
 #[test]
 fn a_function_failing_the_run_stops_every_worker_with_its_error() {
     let dir = tempfile::tempdir().unwrap();
