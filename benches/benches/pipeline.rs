@@ -10,6 +10,10 @@
 //! - `kafka`: through the embedded broker: produced on another thread
 //!   while the job consumes (N = 1M by default, `--n-kafka`).
 //!
+//! - kinds `window` and `agg` run the bundled guests; `native` and
+//!   `native-agg` (memory mode) the host's built-in Rust max, with the
+//!   same results, to show what the sandbox costs;
+//!
 //! - `state`: the memory an open (key, window) costs, for window functions
 //!   (which keep the window's events) and aggregates (an accumulator).
 //!
@@ -36,7 +40,8 @@ use weir::pipeline::{Emitted, Pipeline, RunOptions, Sinks};
 use weir::plugin::{EngineConfig, PluginEngine, PluginLimits};
 use weir::record::Key;
 use weir::types::{Column, Field, FieldType};
-use weir::window::{Firing, Reduce, WindowOperator, WindowSpec};
+use weir::window::native::NativeMaxTemperature;
+use weir::window::{Firing, Reduce, WindowFunction, WindowOperator, WindowSpec};
 use weir_benches::{Digest, Windows, expected};
 use weir_devtools::readings::{Reading, START_MS};
 
@@ -178,8 +183,27 @@ fn instance_for(reduce: &str) -> (PluginEngine, weir::plugin::PluginInstance, Re
 /// Mode `memory`: batches of 1,000 events built in place, fed to the
 /// window operator, the watermark advanced after each batch (monotonous
 /// time, bound 0).
+///
+/// Kinds `native` and `native-agg` reduce with the host's built-in
+/// [`NativeMaxTemperature`] instead of the guests: the same case without
+/// the WebAssembly sandbox, to measure what it costs.
 fn run_memory(n: u64, window: &str, reduce: &str) -> Measured {
-    let (_engine, mut instance, mode) = instance_for(reduce);
+    let mut native = NativeMaxTemperature;
+    let (_engine, mut instance, mode);
+    let function: &mut dyn WindowFunction = match reduce {
+        "native" => {
+            mode = Reduce::Apply;
+            &mut native
+        }
+        "native-agg" => {
+            mode = plugin_for("agg").1;
+            &mut native
+        }
+        _ => {
+            (_engine, instance, mode) = instance_for(reduce);
+            &mut instance
+        }
+    };
     let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
     let mut op = WindowOperator::new(window_spec(window), 0, mode, vec![FieldType::F64], vec![0]);
     let mut batch = Batch::new(&fields);
@@ -201,11 +225,11 @@ fn run_memory(n: u64, window: &str, reduce: &str) -> Measured {
             temps.push(r.temperature);
         }
         let watermark = batch.timestamps[batch.len() - 1] - 1;
-        op.process(&batch, 0..batch.len(), &mut instance);
-        op.advance(Some(0), watermark, &mut instance, &mut collect);
+        op.process(&batch, 0..batch.len(), function);
+        op.advance(Some(0), watermark, function, &mut collect);
         i = end;
     }
-    op.advance(None, i64::MAX, &mut instance, &mut collect);
+    op.advance(None, i64::MAX, function, &mut collect);
     let seconds = started.elapsed().as_secs_f64();
     Measured { events: n, seconds, outputs: digest.results, digest }
 }
@@ -637,7 +661,9 @@ fn main() -> ExitCode {
     }
     let cases = [
         "memory:tumbling:window",
+        "memory:tumbling:native",
         "memory:tumbling:agg",
+        "memory:tumbling:native-agg",
         "memory:sliding:window",
         "memory:sliding:agg",
         "memory:session:window",

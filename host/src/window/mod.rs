@@ -7,6 +7,7 @@
 //!   whose spans overlap merge (a session ends at its last event + `gap`).
 
 mod function;
+pub mod native;
 mod operator;
 mod spec;
 mod state;
