@@ -22,9 +22,11 @@ pub const MAX_PLUGIN_MEMORY: usize = 1 << 30;
 
 /// Bytes of a pooled memory or table that a freed slot keeps mapped and
 /// zeroes by hand, instead of giving back to the kernel: the next instance
-/// finds those bytes without page faults or an madvise call. 64 KiB was
-/// the fastest of 64 KiB, 256 KiB and 1 MiB (the zeroing grows with it).
-const KEEP_RESIDENT: usize = 1 << 16;
+/// finds those bytes without page faults or an madvise call. 128 KiB holds
+/// a bundled guest's 64 KiB stack, its data and its first heap pages (see
+/// `toolchain::GUEST_RUSTFLAGS`); more only adds zeroing, which grows with
+/// the size.
+const KEEP_RESIDENT: usize = 1 << 17;
 
 /// Settings for the shared engine.
 #[derive(Debug, Clone)]
