@@ -8,7 +8,11 @@
 //! - `json`: the same events as JSON lines in a file, through the whole
 //!   pipeline (file source, decode, window, plugin, encode, file sink);
 //! - `kafka`: through the embedded broker: produced on another thread
-//!   while the job consumes (N = 1M by default, `--n-kafka`).
+//!   while the job consumes (N = 1M by default, `--n-kafka`);
+//! - `broker` and `tansu`: Kafka to Kafka through a broker in its own
+//!   process (`weir dev-broker`'s mock cluster, or tansu), the topic filled
+//!   first; with the producer's and a bare consumer's rates as stages
+//!   (N = 400k by default, `--n-broker`).
 //!
 //! - kinds `window` and `agg` run the bundled guests; `native` and
 //!   `native-agg` (memory mode) the host's built-in Rust max, with the
@@ -482,6 +486,213 @@ fn run_kafka(n: u64, window: &str, reduce: &str) -> Measured {
     }
 }
 
+/// A Kafka broker in a process of its own, killed when dropped.
+struct BrokerProcess {
+    child: std::process::Child,
+    bootstrap: String,
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `--serve-dev-broker FILE`: what `weir dev-broker --listen 127.0.0.1:0
+/// --address-file FILE` runs (the same mock broker and forwarder, from the
+/// library), until standard input closes: the bench runs it in a child
+/// process, so the broker's work is not the job's.
+fn serve_dev_broker(address_file: &Path) -> ExitCode {
+    use std::io::Read;
+    use weir_devtools::{DevBroker, DevBrokerOptions};
+    let backend = std::sync::Arc::new(weir::kafka::MockBackend::start().expect("mock broker"));
+    let options = DevBrokerOptions { listen: ([127, 0, 0, 1], 0).into(), partitions: 1, topics: vec![] };
+    let broker = DevBroker::start(&options, backend).expect("dev broker");
+    let tmp = address_file.with_extension("tmp");
+    std::fs::write(&tmp, broker.bootstrap()).expect("address file");
+    std::fs::rename(&tmp, address_file).expect("address file");
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    drop(broker);
+    ExitCode::SUCCESS
+}
+
+/// Starts this binary as a dev broker and waits for its address.
+fn start_dev_broker(dir: &Path) -> BrokerProcess {
+    let file = dir.join("dev-broker.address");
+    let _ = std::fs::remove_file(&file);
+    let exe = std::env::current_exe().expect("exe");
+    let child = Command::new(exe)
+        .args(["--serve-dev-broker", &file.display().to_string()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the dev broker");
+    let mut broker = BrokerProcess { child, bootstrap: String::new() };
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while broker.bootstrap.is_empty() {
+        broker.bootstrap = std::fs::read_to_string(&file).unwrap_or_default().trim().to_string();
+        assert!(Instant::now() < deadline, "the dev broker did not start in 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    broker
+}
+
+/// Starts tansu (SQLite storage, in `dir`) on a free loopback port: from
+/// `$WEIR_TANSU`, else PATH, else `~/.cargo/bin`. Without it the case
+/// fails: it never reports a figure it did not measure.
+fn start_tansu(dir: &Path) -> BrokerProcess {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("tansu"));
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu"));
+    let binary = std::env::var_os("WEIR_TANSU")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(on_path)
+        .chain(home)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "tansu is not installed: `cargo install tansu --version 0.6.0 --locked --features \
+                 dynostore,libsql`, or point WEIR_TANSU at it"
+            )
+        });
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("port").port();
+    let data = dir.join("tansu");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).expect("tansu dir");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(&binary)
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "sqlite://tansu.sqlite"])
+        .current_dir(&data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let broker = BrokerProcess { child, bootstrap: format!("127.0.0.1:{port}") };
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(&broker.bootstrap).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not start listening in 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    broker
+}
+
+/// Reads `topic` from the start to its end offsets, handing each payload to
+/// `each`; returns how many records it read and how long that took.
+fn read_topic(cluster: &weir::kafka::Cluster, topic: &str, each: &mut dyn FnMut(&[u8])) -> (u64, f64) {
+    use weir::source::kafka::{KafkaSource, KafkaSourceOptions};
+    use weir::source::{Poll, Source};
+    let options = KafkaSourceOptions { until_end: true, ..KafkaSourceOptions::new(topic) };
+    let mut source = KafkaSource::open(cluster, &options).expect("consumer");
+    let started = Instant::now();
+    let mut read = 0u64;
+    loop {
+        let polled = source
+            .poll(4096, std::time::Duration::from_millis(100), &mut |r| {
+                read += 1;
+                each(r.payload)
+            })
+            .expect("poll");
+        if polled == Poll::End {
+            return (read, started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Prints one stage of a case, as a row of the parent's table.
+fn stage(case: &str, name: &str, events: u64, seconds: f64) {
+    println!(
+        "STAGE {case}/{name} events={events} seconds={seconds:.3} events_per_s={:.0}",
+        events as f64 / seconds
+    );
+}
+
+/// Modes `broker` (`weir dev-broker`: librdkafka's mock cluster) and
+/// `tansu`, each in a process of its own: the readings are produced to a
+/// topic first, one partition per device (the mock cluster keeps only 5
+/// MiB a partition, so `--n-broker` stays within that), then read once
+/// without a job (consume only), then the job runs `--until-end` from that
+/// topic to an output topic, which is read back and must hold exactly what
+/// the job emitted. The producer and the consumer-only pass are reported
+/// as stages of the case, and so is opening the job's clients; the case's
+/// own figure is the run from the first poll to the last delivery.
+fn run_broker(case: &str, n: u64, window: &str, reduce: &str, kind: &str, dir: &Path) -> Measured {
+    use weir::kafka::{Cluster, KafkaConfig};
+    use weir::sink::Sink;
+    use weir::sink::kafka::KafkaSink;
+    let broker = match kind {
+        "broker" => start_dev_broker(dir),
+        _ => start_tansu(dir),
+    };
+    let cluster = Cluster::external(&broker.bootstrap, KafkaConfig::default()).expect("connect");
+    cluster.ensure_topic("readings", DEVICES as i32, 1).expect("input topic");
+
+    let started = Instant::now();
+    let mut sink = KafkaSink::open(&cluster, "readings").expect("producer");
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let r = Reading::generate(i, DEVICES);
+        key.clear();
+        value.clear();
+        r.write_key(&mut key);
+        r.write_json(&mut value);
+        let partition = (r.device_id - 1) as i32;
+        sink.send_to_partition(partition, Some(&key), &value).expect("send");
+    }
+    sink.flush().expect("every reading delivered");
+    drop(sink);
+    stage(case, "produce", n, started.elapsed().as_secs_f64());
+
+    let (read, seconds) = read_topic(&cluster, "readings", &mut |_| {});
+    assert_eq!(read, n, "the input topic holds {read} of the {n} readings produced: the broker lost some");
+    stage(case, "consume", read, seconds);
+
+    let (plugin, _) = plugin_for(reduce);
+    let job = format!(
+        "name = \"bench\"\n[source]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"readings\"\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\n{}\n[function]\nplugin = \"{plugin}\"\n[sink]\ntype = \"kafka\"\ntopic = \"max-temperature\"\n",
+        broker.bootstrap,
+        window_toml(window)
+    );
+    let job = weir::job::Job::parse(&job, "bench.toml", dir).expect("job");
+    let config = EngineConfig { cache_dir: None, max_instances: 4 };
+    let engine = PluginEngine::new(config).expect("engine");
+    let mut pipeline = Pipeline::build(job, &engine).expect("pipeline");
+    // Opening (metadata, end offsets, the producers) is timed apart: on
+    // topics this small it would weigh as much as the run.
+    let started = Instant::now();
+    let mut io = weir::pipeline::connect::open(pipeline.job(), true, None).expect("io");
+    stage(case, "open", 0, started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    let mut digest = Digest::default();
+    let summary = pipeline
+        .run(&mut *io.source, &mut io.sinks, &RunOptions::default(), &mut |e| digest_record(&mut digest, &e))
+        .expect("run");
+    let seconds = started.elapsed().as_secs_f64();
+    drop(io);
+
+    // What the topic holds must be what the job emitted, record for record.
+    let mut written = Digest::default();
+    let (records, _) = read_topic(&cluster, "max-temperature", &mut |payload| {
+        let text = String::from_utf8_lossy(payload);
+        let json: serde_json::Value = serde_json::from_slice(payload)
+            .unwrap_or_else(|e| panic!("an output record is not JSON ({e}): {text}"));
+        let field = |name: &str| json[name].as_i64().unwrap_or_else(|| panic!("no {name} in {text}"));
+        let max = json["max_temperature"].as_f64().unwrap_or_else(|| panic!("no max in {text}"));
+        written.add(field("device_id"), field("window_start"), field("window_end"), max, field("count"));
+    });
+    assert_eq!(
+        records, summary.outputs,
+        "the output topic holds {records} records, the job wrote {}",
+        summary.outputs
+    );
+    assert!(written == digest, "the output topic ({written}) is not what the job emitted ({digest})");
+    Measured { events: summary.events, seconds, outputs: summary.outputs, digest }
+}
+
 /// Mode `state`: the memory one open (key, window) costs. 100,000 keys,
 /// each with 20 events in one tumbling window that never fires; reports
 /// the RSS growth per open window.
@@ -624,6 +835,7 @@ fn child(case: &str, n: u64, dir: &Path, fire_delay: Option<&str>) -> ExitCode {
         "kafka" => run_kafka(n, window, reduce),
         "files1" => run_files(n, window, reduce, dir, 1),
         "files2" => run_files(n, window, reduce, dir, 2),
+        "broker" | "tansu" => run_broker(case, n, window, reduce, mode, dir),
         other => panic!("unknown mode {other}"),
     };
     // Peak memory of the run itself, before the check below builds its own
@@ -656,6 +868,12 @@ fn main() -> ExitCode {
     let n_kafka: u64 = value("--n-kafka").map_or(1_000_000, |v| v.parse().expect("--n-kafka takes a number"));
     let dir = value("--dir").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("weir-bench"));
     std::fs::create_dir_all(&dir).expect("bench dir");
+    // Brokers hold fewer: see `run_broker`.
+    let n_broker: u64 =
+        value("--n-broker").map_or(400_000, |v| v.parse().expect("--n-broker takes a number"));
+    if let Some(file) = value("--serve-dev-broker") {
+        return serve_dev_broker(Path::new(&file));
+    }
     if let Some(case) = value("--case") {
         return child(&case, n, &dir, value("--fire-delay").as_deref());
     }
@@ -678,6 +896,8 @@ fn main() -> ExitCode {
         "files2:tumbling:percentile",
         "kafka:tumbling:window",
         "kafka:session:agg",
+        "broker:tumbling:window",
+        "tansu:tumbling:window",
     ];
     let states = ["state:window", "state:agg"];
     let checkpoints = [
@@ -709,30 +929,42 @@ fn main() -> ExitCode {
             _ => failed.push((case, out.status, String::from_utf8_lossy(&out.stderr).into_owned())),
         }
     }
+    let events_for = |case: &str| match case.split(':').next() {
+        Some("kafka") => n_kafka,
+        Some("broker" | "tansu") => n_broker,
+        _ => n,
+    };
     for case in cases {
         let out = Command::new(&exe)
             .args(["--case", case, "--dir", &dir.display().to_string()])
-            .args(["--n", &if case.starts_with("kafka") { n_kafka } else { n }.to_string()])
+            .args(["--n", &events_for(case).to_string()])
             .output()
             .expect("run case");
         let text = String::from_utf8_lossy(&out.stdout);
         match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
             Some(line) if out.status.success() => {
-                let field = |k: &str| {
-                    line.split_whitespace()
-                        .find_map(|p| p.strip_prefix(&format!("{k}=")))
-                        .unwrap_or("?")
-                        .to_string()
-                };
-                let eps: f64 = field("events_per_s").parse().unwrap_or(0.0);
-                println!(
-                    "| {case} | {} | {} | {:.2} M | {} | {} |",
-                    field("events"),
-                    field("seconds"),
-                    eps / 1e6,
-                    field("outputs"),
-                    field("peak_rss_mb")
-                );
+                // A case's stages (a broker case's producer and consumer)
+                // first, then the case itself.
+                let stages = text.lines().filter_map(|l| l.strip_prefix("STAGE "));
+                for line in stages.chain([line]) {
+                    let (name, fields) = line.split_once(' ').unwrap_or((line, ""));
+                    let field = |k: &str| {
+                        fields
+                            .split_whitespace()
+                            .find_map(|p| p.strip_prefix(&format!("{k}=")))
+                            .unwrap_or("–")
+                            .to_string()
+                    };
+                    let eps: f64 = field("events_per_s").parse().unwrap_or(0.0);
+                    println!(
+                        "| {name} | {} | {} | {:.2} M | {} | {} |",
+                        field("events"),
+                        field("seconds"),
+                        eps / 1e6,
+                        field("outputs"),
+                        field("peak_rss_mb")
+                    );
+                }
             }
             _ => {
                 println!("| {case} | FAILED ({}) |", out.status);

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use weir::kafka::{EmbeddedCluster, KafkaError};
-use weir_devtools::{Backend, DevBroker, DevBrokerOptions, TopicError};
+use weir::kafka::MockBackend;
+use weir_devtools::{DevBroker, DevBrokerOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -39,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let stop = stop_on_ctrl_c()?;
     let options =
         DevBrokerOptions { listen: args.listen, partitions: args.partitions, topics: args.topics.clone() };
-    let mock = Arc::new(MockBroker::start()?);
+    let mock = Arc::new(MockBackend::start()?);
     let broker = DevBroker::start(&options, mock.clone())?;
     let bootstrap = broker.bootstrap();
     eprintln!("weir dev-broker: a Kafka broker (librdkafka's mock cluster) at {bootstrap}");
@@ -70,52 +70,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The broker behind the forwarder: a one-broker embedded (mock) cluster.
-struct MockBroker {
-    cluster: EmbeddedCluster,
-    address: SocketAddr,
-}
-
-impl MockBroker {
-    fn start() -> anyhow::Result<MockBroker> {
-        let cluster = EmbeddedCluster::start(1)?;
-        let address = cluster
-            .bootstrap()
-            .parse()
-            .with_context(|| format!("unexpected mock broker address '{}'", cluster.bootstrap()))?;
-        Ok(MockBroker { cluster, address })
-    }
-}
-
-impl Backend for MockBroker {
-    fn address(&self) -> SocketAddr {
-        self.address
-    }
-
-    fn advertise(&self, host: &str, port: u16) -> Result<(), String> {
-        self.cluster.advertise(1, host, port).map_err(|e| e.to_string())
-    }
-
-    fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TopicError> {
-        match self.cluster.create_topic(topic, partitions, 1) {
-            Ok(()) => Ok(()),
-            Err(KafkaError::TopicExists { .. }) => Err(TopicError::Exists),
-            Err(KafkaError::Topic { reason, .. }) => Err(TopicError::Invalid(reason)),
-            Err(e) => Err(TopicError::Failed(e.to_string())),
-        }
-    }
-}
-
 /// Applies `down` and `up` commands read from standard input until it
 /// ends. Down means the mock broker itself is down: the forwarder's
 /// connections to it are closed and new ones refused, so clients see what
 /// a dead broker process shows them.
-fn control(mock: &MockBroker) {
+fn control(mock: &MockBackend) {
     for line in std::io::stdin().lines() {
         let Ok(line) = line else { break };
         let done = match line.trim() {
-            "down" => mock.cluster.broker_down(-1),
-            "up" => mock.cluster.broker_up(-1),
+            "down" => mock.cluster().broker_down(-1),
+            "up" => mock.cluster().broker_up(-1),
             "" => continue,
             other => {
                 eprintln!("weir dev-broker: unknown command '{other}' (expected down or up)");

@@ -14,6 +14,7 @@ mod admin;
 mod cluster;
 mod config;
 mod context;
+mod dev_broker;
 mod embedded;
 mod error;
 mod outage;
@@ -22,6 +23,7 @@ pub use admin::{PartitionInfo, TopicInfo, TopicSummary};
 pub use cluster::{BrokerSpec, Cluster};
 pub(crate) use config::effective_property;
 pub use config::{Backoff, KafkaConfig, PropertyError, RESERVED_PROPERTIES, check_property};
+pub use dev_broker::MockBackend;
 pub use embedded::EmbeddedCluster;
 pub use error::KafkaError;
 /// librdkafka's protocol request kinds and error codes, for fault injection

@@ -253,6 +253,37 @@ impl KafkaSink {
 
     /// Queues a record on the partition librdkafka's partitioner picks.
     fn produce(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<(), SinkError> {
+        self.produce_on(rdkafka::producer::PARTITION_UA, key, payload)
+    }
+
+    /// Sends a record to partition `partition` of the topic instead of the
+    /// one its key hashes to: for loaders that lay data out by partition
+    /// (a benchmark puts each device in a partition of its own). Only for
+    /// an idempotent sink: the others place records themselves.
+    pub fn send_to_partition(
+        &mut self,
+        partition: i32,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(), SinkError> {
+        self.check_failures()?;
+        if !matches!(self.mode, Mode::Idempotent) {
+            return Err(SinkError::Queue {
+                topic: self.topic.clone(),
+                brokers: self.cluster.label().to_string(),
+                source: RDKafkaErrorCode::InvalidArgument,
+            });
+        }
+        self.produce_on(partition, key, payload)?;
+        self.unpolled += 1;
+        if self.unpolled >= POLL_EVERY {
+            self.producer.poll(Duration::ZERO);
+            self.unpolled = 0;
+        }
+        Ok(())
+    }
+
+    fn produce_on(&mut self, partition: i32, key: Option<&[u8]>, payload: &[u8]) -> Result<(), SinkError> {
         let (key_ptr, key_len) = key.map_or((std::ptr::null(), 0), |k| (k.as_ptr(), k.len()));
         loop {
             // SAFETY: the topic handle is live; with F_COPY librdkafka copies
@@ -261,7 +292,7 @@ impl KafkaSink {
             let rc = unsafe {
                 rd::rd_kafka_produce(
                     self.topic_handle.0,
-                    rdkafka::producer::PARTITION_UA,
+                    partition,
                     rd::RD_KAFKA_MSG_F_COPY,
                     payload.as_ptr() as *mut std::ffi::c_void,
                     payload.len(),

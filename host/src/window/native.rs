@@ -126,7 +126,8 @@ impl WindowFunction for NativeMaxTemperature {
     }
 
     fn add(&mut self, _key: &Value, accumulator: &[u8], events: &Events) -> Result<Vec<u8>, PluginError> {
-        let acc = Acc::decode(accumulator).ok_or_else(|| Self::error("add", "accumulator must be 16 bytes"))?;
+        let acc =
+            Acc::decode(accumulator).ok_or_else(|| Self::error("add", "accumulator must be 16 bytes"))?;
         let mut out = Vec::with_capacity(16);
         acc.with(Self::temps("add", events)?).write(&mut out);
         Ok(out)
@@ -241,7 +242,10 @@ mod tests {
         let key = Value::I64(3);
         let win = Window { start: 0, end: 10 };
         let some = events(&temps[3..40]);
-        assert_eq!(native.apply(&key, win, &some).expect("native"), window.apply(&key, win, &some).expect("guest"));
+        assert_eq!(
+            native.apply(&key, win, &some).expect("native"),
+            window.apply(&key, win, &some).expect("guest")
+        );
 
         let empty = native.create_accumulator().expect("native");
         assert_eq!(empty, agg.create_accumulator().expect("guest"));
