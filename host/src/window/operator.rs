@@ -528,11 +528,27 @@ impl WindowOperator {
         row: usize,
         function: &mut dyn WindowFunction,
     ) {
-        let fresh = self.fresh_contents();
-        let watermark = state.watermark;
-        let key_state = state.keys.entry_ref(key).or_default();
+        let PartitionState { watermark, keys, timers, cleanups, refires } = state;
+        let key_state = keys.entry_ref(key).or_default();
         let sessions = &mut key_state.sessions;
         let own = Window { start: ts, end: ts + gap };
+        // Fast path, for events in time order: the event falls in the key's
+        // last session, which it may extend. Every other session ends at or
+        // before that one's start, so none of them can merge.
+        if let Some((window, contents)) = sessions.last_mut()
+            && window.start <= ts
+            && ts < window.end
+        {
+            let previous_end = window.end;
+            window.end = window.end.max(own.end);
+            let window = *window;
+            push_row(&mut contents.events, ts, &batch.columns, &self.inputs, row);
+            flush_early(contents, self.reduce, function, key);
+            let grown = SessionGrown { window, previous_end, new: false, watermark: *watermark };
+            grown.schedule(timers, refires, cleanups, key_state, key, self.lateness);
+            return;
+        }
+        let fresh = self.fresh_contents();
         // Sessions are sorted and disjoint, so those that overlap the
         // event's own span are contiguous: [first, last).
         let first = sessions.partition_point(|(w, _)| w.end <= own.start);
@@ -564,20 +580,8 @@ impl WindowOperator {
         let window = *window;
         push_row(&mut contents.events, ts, &batch.columns, &self.inputs, row);
         flush_early(contents, self.reduce, function, key);
-        // A session's timer is set when it starts; when the session grows,
-        // the timer re-arms itself at the new end as it comes due (see
-        // `advance`), so growing costs nothing here.
-        if window.end - 1 <= watermark {
-            state.refires.insert((window.end, key.clone()));
-        } else if first == last || previous_end.saturating_sub(1) <= watermark {
-            // A new session, or one whose timer already fired: it needs a
-            // timer at its new end. Otherwise its pending timer re-arms.
-            state.timers.insert((window.end, key.clone()));
-        }
-        let cleanup = window.end.saturating_sub(1).saturating_add(self.lateness);
-        if let Some(key_state) = state.keys.get_mut(key) {
-            schedule_cleanup(&mut state.cleanups, key_state, key, cleanup);
-        }
+        let grown = SessionGrown { window, previous_end, new: first == last, watermark: *watermark };
+        grown.schedule(timers, refires, cleanups, key_state, key, self.lateness);
     }
 
     fn partition(&mut self, partition: i32) -> &mut PartitionState {
@@ -629,6 +633,42 @@ impl WindowOperator {
                 state.keys.remove(key);
             }
         }
+    }
+}
+
+/// A session an event went into: its bounds now, its end before (or that
+/// it is new), and the partition's watermark.
+struct SessionGrown {
+    window: Window,
+    previous_end: i64,
+    new: bool,
+    watermark: i64,
+}
+
+impl SessionGrown {
+    /// Sets the session's timer or re-fire, and the key's cleanup.
+    fn schedule(
+        self,
+        timers: &mut BTreeSet<(i64, Key)>,
+        refires: &mut BTreeSet<(i64, Key)>,
+        cleanups: &mut BTreeSet<(i64, Key)>,
+        key_state: &mut KeyState,
+        key: &Key,
+        lateness: i64,
+    ) {
+        let SessionGrown { window, previous_end, new, watermark } = self;
+        // A session's timer is set when it starts; when the session grows,
+        // the timer re-arms itself at the new end as it comes due (see
+        // `advance`), so growing costs nothing here.
+        if window.end - 1 <= watermark {
+            refires.insert((window.end, key.clone()));
+        } else if new || previous_end.saturating_sub(1) <= watermark {
+            // A new session, or one whose timer already fired: it needs a
+            // timer at its new end. Otherwise its pending timer re-arms.
+            timers.insert((window.end, key.clone()));
+        }
+        let cleanup = window.end.saturating_sub(1).saturating_add(lateness);
+        schedule_cleanup(cleanups, key_state, key, cleanup);
     }
 }
 
