@@ -6,7 +6,7 @@
 use crate::plugin::{
     CallSite, EngineConfig, Failure, PluginEngine, PluginError, PluginInstance, PluginLimits,
 };
-use crate::types::{Accumulators, Column, Events, Rows, RowsMany, Value, Window};
+use crate::types::{Accumulators, Column, Events, RowRange, Rows, RowsMany, Value, Window};
 use crate::window::WindowFunction;
 use std::sync::OnceLock;
 
@@ -166,15 +166,13 @@ impl WindowFunction for NativeMax {
         &mut self,
         keys: &[Value],
         windows: &[Window],
-        ends: &[u32],
+        ranges: &[RowRange],
         events: &Events,
     ) -> Result<RowsMany, PluginError> {
         self.batched_calls += 1;
-        let mut start = 0;
         let mut all = vec![];
-        for ((key, &window), &end) in keys.iter().zip(windows).zip(ends) {
-            all.push(self.apply(key, window, &slice(events, start, end as usize))?);
-            start = end as usize;
+        for ((key, &window), r) in keys.iter().zip(windows).zip(ranges) {
+            all.push(self.apply(key, window, &slice(events, r.start as usize, r.end as usize))?);
         }
         Ok(join(all))
     }
@@ -226,20 +224,19 @@ impl WindowFunction for NativeMax {
         &mut self,
         keys: &[Value],
         windows: &[Window],
-        ends: &[u32],
+        ranges: &[RowRange],
         accumulators: &Accumulators,
     ) -> Result<RowsMany, PluginError> {
         self.batched_calls += 1;
-        let (mut index, mut byte_start) = (0usize, 0usize);
         let mut all = vec![];
-        for ((key, &window), &end) in keys.iter().zip(windows).zip(ends) {
+        for ((key, &window), r) in keys.iter().zip(windows).zip(ranges) {
             let mut merged = acc(f64::MIN, 0);
-            while index < end as usize {
+            for index in r.start as usize..r.end as usize {
+                let byte_start = if index == 0 { 0 } else { accumulators.ends[index - 1] as usize };
                 let acc_end = accumulators.ends[index] as usize;
                 let (max, count) = unacc(&accumulators.bytes[byte_start..acc_end]);
                 let (m, c) = unacc(&merged);
                 merged = acc(m.max(max), c + count);
-                (byte_start, index) = (acc_end, index + 1);
             }
             all.push(self.get_result(key, window, &merged)?);
         }

@@ -8,8 +8,8 @@
 //! events does not depend on the plugin runtime's layout.
 
 pub use crate::plugin::bindings::types::{
-    Accumulators, Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, ParamSpec, Rows,
-    RowsMany, Value, Window,
+    Accumulators, Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, ParamSpec, RowRange,
+    Rows, RowsMany, Value, Window,
 };
 
 use std::fmt;

@@ -241,13 +241,21 @@ fn inspect_shows_the_descriptor_and_rejects_bad_plugins_by_name() {
     assert!(out.status.success());
     for line in [
         "plugin   max-temperature-agg 0.1.0",
-        "world    aggregate-function (weir:functions@0.1.0)",
+        "world    aggregate-function (weir:functions@0.2.0)",
+        "state    version 0",
         "inputs   temperature: f64",
         "outputs  max_temperature: f64, count: i64",
         "params   (none)",
     ] {
         assert!(text.contains(line), "expected '{line}' in:\n{text}");
     }
+    // A component built for the older contract says so.
+    let legacy = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm-guests/wasm32-wasip2/release/legacy_max_temperature.wasm");
+    let out = weir(&["plugin", "inspect", legacy.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("world    window-function (weir:functions@0.1.0)"), "{text}");
 
     let wrong = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/wasm-guests/wasm32-wasip2/release/wrong_world.wasm");

@@ -8,22 +8,22 @@
 /// its windows and calling the guest's own `apply` on each: the simplest
 /// correct `apply-many`, for functions with no faster way to do many
 /// windows at once. Use it inside `impl window::Guest for …`, with `Column`,
-/// `Events`, `RowsMany`, `Value` and `Window` in scope.
+/// `Events`, `RowRange`, `RowsMany`, `Value` and `Window` in scope.
 #[macro_export]
 macro_rules! apply_many_by_window {
     () => {
         fn apply_many(
             keys: Vec<Value>,
             windows: Vec<Window>,
-            ends: Vec<u32>,
+            ranges: Vec<RowRange>,
             events: Events,
         ) -> Result<RowsMany, String> {
             let mut out = RowsMany { ends: Vec::with_capacity(keys.len()), columns: Vec::new() };
-            let (mut start, mut total) = (0usize, 0u32);
-            for ((key, window), &end) in keys.into_iter().zip(windows).zip(&ends) {
-                let end = end as usize;
+            let mut total = 0u32;
+            for ((key, window), range) in keys.into_iter().zip(windows).zip(&ranges) {
+                let (start, end) = (range.start as usize, range.end as usize);
                 if end < start || end > events.timestamps.len() {
-                    return Err("ends do not fit the batch".into());
+                    return Err("a range does not fit the batch".into());
                 }
                 let columns = events
                     .columns
@@ -36,7 +36,6 @@ macro_rules! apply_many_by_window {
                     })
                     .collect();
                 let part = Events { timestamps: events.timestamps[start..end].to_vec(), columns };
-                start = end;
                 let rows = Self::apply(key, window, part)?;
                 total += rows.len;
                 out.ends.push(total);
@@ -57,6 +56,15 @@ macro_rules! apply_many_by_window {
             Ok(out)
         }
     };
+}
+
+/// Accumulator `i` of a buffer of several (`accumulators.bytes` and
+/// `accumulators.ends`: accumulator `i` is bytes `[ends[i - 1], ends[i])`),
+/// or `None` when the ends do not fit the bytes.
+pub fn accumulator<'a>(bytes: &'a [u8], ends: &[u32], i: usize) -> Option<&'a [u8]> {
+    let start = if i == 0 { 0 } else { *ends.get(i - 1)? as usize };
+    let end = *ends.get(i)? as usize;
+    bytes.get(start..end)
 }
 
 /// The maximum of `values` (`-inf` for none), eight at a time with wasm

@@ -16,6 +16,7 @@ struct KelvinToCelsius;
 impl plugin::Guest for KelvinToCelsius {
     fn describe() -> Descriptor {
         Descriptor {
+            state_version: 0,
             name: "kelvin-to-celsius".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             kind: FunctionKind::Map,

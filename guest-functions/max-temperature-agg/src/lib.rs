@@ -6,8 +6,8 @@ wit_bindgen::generate!({ world: "aggregate-function", path: "../../wit" });
 
 use exports::weir::functions::{aggregate, plugin};
 use weir::functions::types::{
-    Accumulators, Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, Rows, RowsMany, Value,
-    Window,
+    Accumulators, Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, RowRange, Rows,
+    RowsMany, Value, Window,
 };
 
 /// The accumulator: the maximum so far and the number of readings, as
@@ -50,6 +50,7 @@ struct MaxTemperatureAgg;
 impl plugin::Guest for MaxTemperatureAgg {
     fn describe() -> Descriptor {
         Descriptor {
+            state_version: 0,
             name: "max-temperature-agg".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             kind: FunctionKind::Aggregate,
@@ -122,21 +123,16 @@ impl aggregate::Guest for MaxTemperatureAgg {
     fn get_results(
         keys: Vec<Value>,
         _windows: Vec<Window>,
-        ends: Vec<u32>,
+        ranges: Vec<RowRange>,
         accumulators: Accumulators,
     ) -> Result<RowsMany, String> {
         let (mut maxes, mut counts) = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
         let mut row_ends = Vec::with_capacity(keys.len());
-        let mut acc_index = 0usize;
-        let mut byte_start = 0usize;
-        for &end in &ends {
+        for range in &ranges {
             let mut merged = Acc::EMPTY;
-            while acc_index < end as usize {
-                let acc_end =
-                    *accumulators.ends.get(acc_index).ok_or("ends do not fit the accumulators")? as usize;
-                let bytes = accumulators.bytes.get(byte_start..acc_end).ok_or("bad accumulator ends")?;
-                byte_start = acc_end;
-                acc_index += 1;
+            for i in range.start as usize..range.end as usize {
+                let bytes = guest_support::accumulator(&accumulators.bytes, &accumulators.ends, i)
+                    .ok_or("a range does not fit the accumulators")?;
                 let acc = Acc::decode(bytes)?;
                 merged = Acc { max: merged.max.max(acc.max), count: merged.count + acc.count };
             }
@@ -147,6 +143,11 @@ impl aggregate::Guest for MaxTemperatureAgg {
             row_ends.push(maxes.len() as u32);
         }
         Ok(RowsMany { ends: row_ends, columns: vec![Column::F64(maxes), Column::I64(counts)] })
+    }
+
+    fn migrate(_accumulator: Vec<u8>, from_version: u32) -> Result<Vec<u8>, String> {
+        // State version 0 is the first: there is nothing older.
+        Err(format!("max-temperature-agg has no state version {from_version} to migrate from"))
     }
 }
 

@@ -6,7 +6,8 @@ wit_bindgen::generate!({ world: "window-function", path: "../../wit" });
 
 use exports::weir::functions::{plugin, window};
 use weir::functions::types::{
-    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, Rows, RowsMany, Value, Window,
+    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, RowRange, Rows, RowsMany, Value,
+    Window,
 };
 
 struct MaxTemperature;
@@ -14,6 +15,7 @@ struct MaxTemperature;
 impl plugin::Guest for MaxTemperature {
     fn describe() -> Descriptor {
         Descriptor {
+            state_version: 0,
             name: "max-temperature".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             kind: FunctionKind::Window,
@@ -49,22 +51,22 @@ impl window::Guest for MaxTemperature {
     fn apply_many(
         keys: Vec<Value>,
         _windows: Vec<Window>,
-        ends: Vec<u32>,
+        ranges: Vec<RowRange>,
         events: Events,
     ) -> Result<RowsMany, String> {
         let Some(Column::F64(temps)) = events.columns.first() else {
             return Err("expected one f64 column 'temperature'".into());
         };
         let (mut maxes, mut counts) = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
-        let mut start = 0usize;
-        for &end in &ends {
-            let slice = temps.get(start..end as usize).ok_or("ends do not fit the batch")?;
-            start = end as usize;
+        for range in &ranges {
+            let slice = temps
+                .get(range.start as usize..range.end as usize)
+                .ok_or("a range does not fit the batch")?;
             maxes.push(guest_support::max_of(slice));
             counts.push(slice.len() as i64);
         }
         // One row per window.
-        let row_ends = (1..=ends.len() as u32).collect();
+        let row_ends = (1..=ranges.len() as u32).collect();
         Ok(RowsMany { ends: row_ends, columns: vec![Column::F64(maxes), Column::I64(counts)] })
     }
 }

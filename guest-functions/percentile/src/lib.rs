@@ -10,8 +10,8 @@ wit_bindgen::generate!({ world: "window-function", path: "../../wit" });
 use exports::weir::functions::{plugin, window};
 use std::sync::atomic::{AtomicU64, Ordering};
 use weir::functions::types::{
-    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, ParamSpec, Rows, RowsMany, Value,
-    Window,
+    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, ParamSpec, RowRange, Rows, RowsMany,
+    Value, Window,
 };
 
 const DEFAULT_P: f64 = 0.95;
@@ -25,6 +25,7 @@ struct Percentile;
 impl plugin::Guest for Percentile {
     fn describe() -> Descriptor {
         Descriptor {
+            state_version: 0,
             name: "percentile".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             kind: FunctionKind::Window,

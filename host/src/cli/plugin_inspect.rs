@@ -22,7 +22,10 @@ pub fn describe(plugin: &Plugin) -> String {
     let d = plugin.descriptor();
     let mut out = String::new();
     let _ = writeln!(out, "plugin   {} {}", d.name, d.version);
-    let _ = writeln!(out, "world    {} (weir:functions@{})", d.kind, weir::plugin::CONTRACT_VERSION);
+    let _ = writeln!(out, "world    {} (weir:functions@{})", d.kind, plugin.contract_version());
+    if d.kind == weir::types::FunctionKind::Aggregate {
+        let _ = writeln!(out, "state    version {}", d.state_version);
+    }
     let _ = writeln!(out, "about    {}", d.description);
     let _ = writeln!(out, "inputs   {}", fields(&d.inputs));
     let _ = writeln!(out, "outputs  {}", fields(&d.outputs));

@@ -490,6 +490,7 @@ dead_letter = "{dir}/dead.jsonl"
         inputs: vec![crate::types::Field { name: "temperature".into(), ty: crate::types::FieldType::F64 }],
         outputs: vec![crate::types::Field { name: "temperature".into(), ty: crate::types::FieldType::F64 }],
         params: vec![],
+        state_version: 0,
     };
     let stage = MapStage::new(
         RefusingMap { limit: 400.0 },

@@ -32,5 +32,7 @@ pub mod map {
 /// The contract's shared types; the engine uses them through `crate::types`.
 pub use window::weir::functions::types;
 
-/// The contract's package version; a plugin built for another is refused.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The contract's package version. A plugin built for it, or for
+/// [`super::legacy::LEGACY_VERSION`], loads; one built for another is
+/// refused.
+pub const CONTRACT_VERSION: &str = "0.2.0";

@@ -11,7 +11,7 @@
 //!   precision of event time.
 //! - **Random.** `wasi:random/random` (the "secure" stream) and
 //!   `wasi:random/insecure` are SplitMix64 streams restarted at every call
-//!   from a hash of the call's keys, windows, ends, timestamps and
+//!   from a hash of the call's keys, windows, ranges or ends, timestamps and
 //!   accumulators. They are **not** cryptographic, on purpose: a plugin has
 //!   no secrets to keep, and a guest asking for "secure" random gets these
 //!   deterministic bytes. `wasi:random/insecure-seed` is one fixed value:
@@ -122,6 +122,13 @@ impl Hash {
         self.u64(xs.len() as u64);
         for &x in xs {
             self.u64(u64::from(x));
+        }
+    }
+
+    pub(crate) fn ranges(&mut self, ranges: &[crate::types::RowRange]) {
+        self.u64(ranges.len() as u64);
+        for r in ranges {
+            self.u64(u64::from(r.start) << 32 | u64::from(r.end));
         }
     }
 

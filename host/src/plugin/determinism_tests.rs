@@ -43,6 +43,12 @@ fn cell(columns: &[Column], column: usize, row: usize) -> i64 {
 const W1: Window = Window { start: 60_000, end: 120_000 };
 const W2: Window = Window { start: 120_000, end: 180_000 };
 
+/// Ranges that cut a batch at `ends`.
+fn ranges(ends: &[u32]) -> Vec<crate::types::RowRange> {
+    let starts = std::iter::once(0).chain(ends.iter().copied());
+    starts.zip(ends).map(|(start, &end)| crate::types::RowRange { start, end }).collect()
+}
+
 /// The same calls, in the same order, that a replay would make.
 fn run(instance: &mut PluginInstance) -> (Vec<Rows>, RowsMany) {
     let singles = vec![
@@ -51,7 +57,12 @@ fn run(instance: &mut PluginInstance) -> (Vec<Rows>, RowsMany) {
         instance.apply(&Value::I64(1), W2, &events(&[130_000, 150_000])).unwrap(),
     ];
     let many = instance
-        .apply_many(&[Value::I64(1), Value::I64(2)], &[W1, W2], &[2, 3], &events(&[60_001, 60_002, 170_000]))
+        .apply_many(
+            &[Value::I64(1), Value::I64(2)],
+            &[W1, W2],
+            &ranges(&[2, 3]),
+            &events(&[60_001, 60_002, 170_000]),
+        )
         .unwrap();
     (singles, many)
 }
@@ -81,8 +92,9 @@ fn the_clocks_read_the_call_s_event_time_and_stand_still() {
     assert_eq!(cell(c, ELAPSED_NS, 0), 0, "time does not pass within a call");
 
     // A batch fires at the latest watermark of its windows.
-    let many =
-        guest.apply_many(&[Value::I64(1), Value::I64(1)], &[W2, W1], &[1, 2], &events(&[1, 2])).unwrap();
+    let many = guest
+        .apply_many(&[Value::I64(1), Value::I64(1)], &[W2, W1], &ranges(&[1, 2]), &events(&[1, 2]))
+        .unwrap();
     assert_eq!(cell(&many.columns, WALL_MS, 0), W2.end - 1);
     assert_eq!(cell(&many.columns, WALL_MS, 1), W2.end - 1);
 }

@@ -65,8 +65,9 @@ pub enum LoadError {
     },
     /// Built against another version of the contract.
     #[error(
-        "{origin} was built for weir:functions@{found}, but this weir speaks @{expected}: \
-         rebuild it against this weir's wit/"
+        "{origin} was built for weir:functions@{found}, but this weir speaks @{expected} (and still \
+         runs @{}): rebuild it against this weir's wit/",
+        crate::plugin::LEGACY_VERSION
     )]
     VersionMismatch {
         /// Which plugin.

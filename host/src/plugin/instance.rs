@@ -7,6 +7,7 @@ use super::bindings::{aggregate, map, window};
 use super::determinism::{CallContext, Hash};
 use super::engine::{EPOCH_TICK, MAX_PLUGIN_MEMORY};
 use super::error::{CallSite, Failure, LoadError, PluginError};
+use super::legacy::LegacyLive;
 use super::limits::PluginLimits;
 use super::load::{Plugin, WorldPre};
 use super::log::{CallLog, CappedLog};
@@ -14,7 +15,8 @@ use super::signatures;
 use super::store::StoreState;
 use crate::plugin::bindings::map::exports::weir::functions::map::Mapped;
 use crate::types::{
-    Accumulators, Column, Descriptor, Events, FieldType, FunctionKind, Param, Rows, RowsMany, Value, Window,
+    Accumulators, Column, Descriptor, Events, FieldType, FunctionKind, Param, RowRange, Rows, RowsMany,
+    Value, Window,
 };
 use wasmtime::{Store, Trap};
 
@@ -23,6 +25,8 @@ enum Live {
     Window(window::WindowFunction),
     Aggregate(aggregate::AggregateFunction),
     Map(map::MapFunction),
+    /// A component built for the 0.1.0 contract.
+    Legacy(LegacyLive),
 }
 
 /// Receives what a guest wrote to stdout and stderr during a call.
@@ -82,6 +86,7 @@ fn instantiate(pre: &WorldPre, store: &mut Store<StoreState>) -> wasmtime::Resul
         WorldPre::Window(p) => Live::Window(p.instantiate(store)?),
         WorldPre::Aggregate(p) => Live::Aggregate(p.instantiate(store)?),
         WorldPre::Map(p) => Live::Map(p.instantiate(store)?),
+        WorldPre::Legacy(p) => Live::Legacy(LegacyLive::new(p.instantiate(store)?)),
     })
 }
 
@@ -91,6 +96,7 @@ fn instance_pre(pre: &WorldPre) -> &wasmtime::component::InstancePre<StoreState>
         WorldPre::Window(p) => p.instance_pre(),
         WorldPre::Aggregate(p) => p.instance_pre(),
         WorldPre::Map(p) => p.instance_pre(),
+        WorldPre::Legacy(p) => p,
     }
 }
 
@@ -117,7 +123,11 @@ impl PluginInstance {
             problem: format!("{e:#}"),
         };
         let instance = instance_pre(pre).instantiate(&mut store).map_err(failed)?;
-        signatures::check_world(&mut store, &instance, kind).map_err(|detail| LoadError::WorldMismatch {
+        let checked = match pre {
+            WorldPre::Legacy(..) => signatures::check_legacy_world(&mut store, &instance, kind),
+            _ => signatures::check_world(&mut store, &instance, kind),
+        };
+        checked.map_err(|detail| LoadError::WorldMismatch {
             origin: origin.to_string(),
             world: kind,
             detail,
@@ -129,6 +139,7 @@ impl PluginInstance {
                 .and_then(|b| b.weir_functions_plugin().call_describe(&mut store)),
             WorldPre::Map(_) => map::MapFunction::new(&mut store, &instance)
                 .and_then(|b| b.weir_functions_plugin().call_describe(&mut store)),
+            WorldPre::Legacy(..) => LegacyLive::new(instance).describe(&mut store),
         };
         descriptor.map_err(failed)
     }
@@ -210,6 +221,7 @@ impl PluginInstance {
             Live::Window(b) => b.weir_functions_plugin().call_configure(&mut self.store, &self.params),
             Live::Aggregate(b) => b.weir_functions_plugin().call_configure(&mut self.store, &self.params),
             Live::Map(b) => b.weir_functions_plugin().call_configure(&mut self.store, &self.params),
+            Live::Legacy(l) => l.configure(&mut self.store, &self.params),
         };
         self.flush_log();
         match configured {
@@ -337,6 +349,7 @@ impl PluginInstance {
         let context = CallContext::fired(h, &[window]);
         let rows = self.call(context, call_site, |store, live| match live {
             Live::Window(b) => b.weir_functions_window().call_apply(store, key, window, events),
+            Live::Legacy(l) => l.apply(store, key, window, events),
             _ => Ok(Err("not a window-function".into())),
         })?;
         self.check_rows(&rows, call_site)?;
@@ -344,24 +357,27 @@ impl PluginInstance {
     }
 
     /// `window.apply-many`: several windows in one call. Window `i` is
-    /// `keys[i]`, `windows[i]` and the events at rows
-    /// `[ends[i - 1], ends[i])`. Any failure fails the whole call.
+    /// `keys[i]`, `windows[i]` and the events at rows `ranges[i]` (ranges
+    /// may overlap). Any failure fails the whole call.
     pub fn apply_many(
         &mut self,
         keys: &[Value],
         windows: &[Window],
-        ends: &[u32],
+        ranges: &[RowRange],
         events: &Events,
     ) -> Result<RowsMany, PluginError> {
         let call_site = || site("apply-many");
         let mut h = Hash::new("apply-many");
         h.values(keys);
         h.windows(windows);
-        h.u32s(ends);
+        h.ranges(ranges);
         h.i64s(&events.timestamps);
         let context = CallContext::fired(h, windows);
         let rows = self.call(context, call_site, |store, live| match live {
-            Live::Window(b) => b.weir_functions_window().call_apply_many(store, keys, windows, ends, events),
+            Live::Window(b) => {
+                b.weir_functions_window().call_apply_many(store, keys, windows, ranges, events)
+            }
+            Live::Legacy(l) => l.apply_many(store, keys, windows, ranges, events),
             _ => Ok(Err("not a window-function".into())),
         })?;
         self.check_many(&rows, keys.len(), call_site)?;
@@ -386,6 +402,7 @@ impl PluginInstance {
             Live::Aggregate(b) => {
                 b.weir_functions_aggregate().call_add_many(store, accumulators, ends, events)
             }
+            Live::Legacy(l) => l.add_many(store, accumulators, ends, events),
             _ => Ok(Err("not an aggregate-function".into())),
         })?;
         if accs.bytes.len() > self.limits.output {
@@ -398,26 +415,27 @@ impl PluginInstance {
         Ok(accs)
     }
 
-    /// `aggregate.get-results`: window `i` merges accumulators
-    /// `[ends[i - 1], ends[i])`.
+    /// `aggregate.get-results`: window `i` merges the accumulators at
+    /// `ranges[i]` (ranges may overlap).
     pub fn get_results(
         &mut self,
         keys: &[Value],
         windows: &[Window],
-        ends: &[u32],
+        ranges: &[RowRange],
         accumulators: &Accumulators,
     ) -> Result<RowsMany, PluginError> {
         let call_site = || site("get-results");
         let mut h = Hash::new("get-results");
         h.values(keys);
         h.windows(windows);
-        h.u32s(ends);
+        h.ranges(ranges);
         h.accumulators(accumulators);
         let context = CallContext::fired(h, windows);
         let rows = self.call(context, call_site, |store, live| match live {
             Live::Aggregate(b) => {
-                b.weir_functions_aggregate().call_get_results(store, keys, windows, ends, accumulators)
+                b.weir_functions_aggregate().call_get_results(store, keys, windows, ranges, accumulators)
             }
+            Live::Legacy(l) => l.get_results(store, keys, windows, ranges, accumulators),
             _ => Ok(Err("not an aggregate-function".into())),
         })?;
         self.check_many(&rows, keys.len(), call_site)?;
@@ -453,6 +471,7 @@ impl PluginInstance {
             || site("create-accumulator"),
             |store, live| match live {
                 Live::Aggregate(b) => b.weir_functions_aggregate().call_create_accumulator(store).map(Ok),
+                Live::Legacy(l) => l.create_accumulator(store),
                 _ => Ok(Err("not an aggregate-function".into())),
             },
         )
@@ -468,6 +487,7 @@ impl PluginInstance {
         let context = CallContext::batch(h, &events.timestamps);
         let acc = self.call(context, call_site, |store, live| match live {
             Live::Aggregate(b) => b.weir_functions_aggregate().call_add(store, accumulator, events),
+            Live::Legacy(l) => l.add(store, accumulator, events),
             _ => Ok(Err("not an aggregate-function".into())),
         })?;
         self.check_accumulator(acc, call_site)
@@ -482,6 +502,7 @@ impl PluginInstance {
         h.bytes(b);
         let acc = self.call(CallContext::timeless(h), call_site, |store, live| match live {
             Live::Aggregate(bind) => bind.weir_functions_aggregate().call_merge(store, a, b),
+            Live::Legacy(l) => l.merge(store, a, b),
             _ => Ok(Err("not an aggregate-function".into())),
         })?;
         self.check_accumulator(acc, call_site)
@@ -506,10 +527,30 @@ impl PluginInstance {
             Live::Aggregate(b) => {
                 b.weir_functions_aggregate().call_get_result(store, accumulator, key, window)
             }
+            Live::Legacy(l) => l.get_result(store, accumulator, key, window),
             _ => Ok(Err("not an aggregate-function".into())),
         })?;
         self.check_rows(&rows, call_site)?;
         Ok(rows)
+    }
+
+    /// `aggregate.migrate`: an accumulator saved by state version
+    /// `from_version` of this function, in its current layout. A component
+    /// built for the 0.1.0 contract has no `migrate`: an error.
+    pub fn migrate(&mut self, accumulator: &[u8], from_version: u32) -> Result<Vec<u8>, PluginError> {
+        let call_site = || site("migrate");
+        let mut h = Hash::new("migrate");
+        h.bytes(accumulator);
+        h.u64(u64::from(from_version));
+        let acc = self.call(CallContext::timeless(h), call_site, |store, live| match live {
+            Live::Aggregate(b) => b.weir_functions_aggregate().call_migrate(store, accumulator, from_version),
+            Live::Legacy(_) => Ok(Err(format!(
+                "it was built for weir:functions@{}, which has no migrate: rebuild it to upgrade its state",
+                super::legacy::LEGACY_VERSION
+            ))),
+            _ => Ok(Err("not an aggregate-function".into())),
+        })?;
+        self.check_accumulator(acc, call_site)
     }
 
     /// `map.map`: the mapped (or filtered) batch.
@@ -520,6 +561,7 @@ impl PluginInstance {
         let context = CallContext::batch(h, &events.timestamps);
         let mapped = self.call(context, call_site, |store, live| match live {
             Live::Map(b) => b.weir_functions_map().call_map(store, events),
+            Live::Legacy(l) => l.map(store, events),
             _ => Ok(Err("not a map-function".into())),
         })?;
         let size: usize = mapped.columns.iter().map(Column::data_size).sum::<usize>() + mapped.rows.len() * 4;

@@ -5,6 +5,7 @@ use super::bindings::{CONTRACT_VERSION, aggregate, map, window};
 use super::engine::PluginEngine;
 use super::error::{Failure, LoadError};
 use super::instance::PluginInstance;
+use super::legacy::LEGACY_VERSION;
 use super::limits::PluginLimits;
 use super::store::StoreState;
 use crate::types::{Descriptor, FunctionKind, Param};
@@ -24,6 +25,8 @@ struct Inner {
     sha256: String,
     size: usize,
     descriptor: Descriptor,
+    /// The contract version it was built for.
+    contract: &'static str,
     pre: WorldPre,
 }
 
@@ -34,12 +37,14 @@ pub(crate) enum WorldPre {
     Window(window::WindowFunctionPre<StoreState>),
     Aggregate(aggregate::AggregateFunctionPre<StoreState>),
     Map(map::MapFunctionPre<StoreState>),
+    /// A component built for the 0.1.0 contract (see `legacy`).
+    Legacy(InstancePre<StoreState>),
 }
 
-/// The full name of one of the contract's interfaces, as a component
-/// exports it.
-fn export_name(interface: &str) -> String {
-    format!("weir:functions/{interface}@{CONTRACT_VERSION}")
+/// The full name of one of the contract's interfaces, as a component built
+/// for contract `version` exports it.
+fn export_name(interface: &str, version: &str) -> String {
+    format!("weir:functions/{interface}@{version}")
 }
 
 impl Plugin {
@@ -50,7 +55,7 @@ impl Plugin {
         sha256: String,
         size: usize,
     ) -> Result<Plugin, LoadError> {
-        let kind = detect_world(&engine, &component, &origin)?;
+        let (kind, version) = detect_world(&engine, &component, &origin)?;
         let mismatch =
             |detail: String| LoadError::WorldMismatch { origin: origin.clone(), world: kind, detail };
 
@@ -58,7 +63,7 @@ impl Plugin {
         let exports: HashSet<String> =
             component.component_type().exports(engine.engine()).map(|(n, _)| n.to_string()).collect();
         for interface in ["plugin", kind.interface()] {
-            let name = export_name(interface);
+            let name = export_name(interface, version);
             if !exports.contains(&name) {
                 return Err(mismatch(format!("missing export `{name}`")));
             }
@@ -70,6 +75,7 @@ impl Plugin {
             .map_err(|e| LoadError::Imports { origin: origin.clone(), detail: format!("{e:#}") })?;
         let typed = |e: wasmtime::Error| mismatch(format!("{e:#}"));
         let pre = match kind {
+            _ if version == LEGACY_VERSION => WorldPre::Legacy(instance_pre),
             FunctionKind::Window => {
                 WorldPre::Window(window::WindowFunctionPre::new(instance_pre).map_err(typed)?)
             }
@@ -89,7 +95,8 @@ impl Plugin {
         check_descriptor(&descriptor)
             .map_err(|problem| LoadError::Descriptor { origin: origin.clone(), problem })?;
 
-        Ok(Plugin { inner: Arc::new(Inner { engine, origin, sha256, size, descriptor, pre }) })
+        let contract = version;
+        Ok(Plugin { inner: Arc::new(Inner { engine, origin, sha256, size, descriptor, contract, pre }) })
     }
 
     /// What the plugin says it is.
@@ -100,6 +107,12 @@ impl Plugin {
     /// The plugin's name (from its descriptor).
     pub fn name(&self) -> &str {
         &self.inner.descriptor.name
+    }
+
+    /// The contract version it was built for: [`CONTRACT_VERSION`], or
+    /// [`LEGACY_VERSION`] for an older component.
+    pub fn contract_version(&self) -> &'static str {
+        self.inner.contract
     }
 
     /// Which world it implements.
@@ -141,20 +154,28 @@ impl Plugin {
     }
 }
 
-/// Which world a component implements, from the names of its exports.
+/// Which world a component implements, and for which contract version
+/// (the current one, else the older one that still loads), from the names
+/// of its exports.
 fn detect_world(
     engine: &PluginEngine,
     component: &Component,
     origin: &str,
-) -> Result<FunctionKind, LoadError> {
+) -> Result<(FunctionKind, &'static str), LoadError> {
     let names: Vec<String> =
         component.component_type().exports(engine.engine()).map(|(n, _)| n.to_string()).collect();
-    let found: Vec<FunctionKind> = [FunctionKind::Window, FunctionKind::Aggregate, FunctionKind::Map]
-        .into_iter()
-        .filter(|k| names.contains(&export_name(k.interface())))
-        .collect();
+    let worlds = |version: &str| -> Vec<FunctionKind> {
+        [FunctionKind::Window, FunctionKind::Aggregate, FunctionKind::Map]
+            .into_iter()
+            .filter(|k| names.contains(&export_name(k.interface(), version)))
+            .collect()
+    };
+    let (found, version) = match worlds(CONTRACT_VERSION) {
+        found if found.is_empty() => (worlds(LEGACY_VERSION), LEGACY_VERSION),
+        found => (found, CONTRACT_VERSION),
+    };
     match found.as_slice() {
-        [kind] => Ok(*kind),
+        [kind] => Ok((*kind, version)),
         [] => {
             let other_version = names
                 .iter()

@@ -3,8 +3,9 @@
 
 use super::bindings::map::exports::weir::functions::map::Mapped;
 use super::bindings::{CONTRACT_VERSION, types};
+use super::legacy::{DescriptorV1, LEGACY_VERSION};
 use super::store::StoreState;
-use types::{Accumulators, Descriptor, Events, FunctionKind, Param, Rows, RowsMany, Value, Window};
+use types::{Accumulators, Descriptor, Events, FunctionKind, Param, RowRange, Rows, RowsMany, Value, Window};
 use wasmtime::Store;
 use wasmtime::component::{ComponentNamedList, Instance, Lift, Lower};
 
@@ -19,7 +20,22 @@ where
     P: ComponentNamedList + Lower,
     R: ComponentNamedList + Lift,
 {
-    let export = format!("weir:functions/{interface}@{CONTRACT_VERSION}");
+    check_version::<P, R>(store, instance, CONTRACT_VERSION, interface, name)
+}
+
+/// [`check`] for the contract version `version`.
+fn check_version<P, R>(
+    store: &mut Store<StoreState>,
+    instance: &Instance,
+    version: &str,
+    interface: &str,
+    name: &str,
+) -> Result<(), String>
+where
+    P: ComponentNamedList + Lower,
+    R: ComponentNamedList + Lift,
+{
+    let export = format!("weir:functions/{interface}@{version}");
     let iface = instance
         .get_export_index(&mut *store, None, &export)
         .ok_or_else(|| format!("missing export `{export}`"))?;
@@ -43,7 +59,7 @@ pub(crate) fn check_world(
     match kind {
         FunctionKind::Window => {
             check::<(&Value, Window, &Events), (Result<Rows, String>,)>(store, instance, "window", "apply")?;
-            type ApplyMany<'a> = (&'a [Value], &'a [Window], &'a [u32], &'a Events);
+            type ApplyMany<'a> = (&'a [Value], &'a [Window], &'a [RowRange], &'a Events);
             check::<ApplyMany, (Result<RowsMany, String>,)>(store, instance, "window", "apply-many")
         }
         FunctionKind::Aggregate => {
@@ -58,9 +74,57 @@ pub(crate) fn check_world(
             )?;
             type AddMany<'a> = (&'a Accumulators, &'a [u32], &'a Events);
             check::<AddMany, (Result<Accumulators, String>,)>(store, instance, "aggregate", "add-many")?;
-            type GetResults<'a> = (&'a [Value], &'a [Window], &'a [u32], &'a Accumulators);
-            check::<GetResults, (Result<RowsMany, String>,)>(store, instance, "aggregate", "get-results")
+            type GetResults<'a> = (&'a [Value], &'a [Window], &'a [RowRange], &'a Accumulators);
+            check::<GetResults, (Result<RowsMany, String>,)>(store, instance, "aggregate", "get-results")?;
+            check::<(&[u8], u32), (Result<Vec<u8>, String>,)>(store, instance, "aggregate", "migrate")
         }
         FunctionKind::Map => check::<(&Events,), (Result<Mapped, String>,)>(store, instance, "map", "map"),
+    }
+}
+
+/// [`check_world`] for a component built for the 0.1.0 contract: its
+/// descriptor has no state version, its batched calls take `ends`, and it
+/// has no `migrate`.
+pub(crate) fn check_legacy_world(
+    store: &mut Store<StoreState>,
+    instance: &Instance,
+    kind: FunctionKind,
+) -> Result<(), String> {
+    let v = LEGACY_VERSION;
+    check_version::<(), (DescriptorV1,)>(store, instance, v, "plugin", "describe")?;
+    check_version::<(&[Param],), (Result<(), String>,)>(store, instance, v, "plugin", "configure")?;
+    type Many<'a, T> = (&'a [Value], &'a [Window], &'a [u32], &'a T);
+    match kind {
+        FunctionKind::Window => {
+            type Apply<'a> = (&'a Value, Window, &'a Events);
+            check_version::<Apply, (Result<Rows, String>,)>(store, instance, v, "window", "apply")?;
+            check_version::<Many<Events>, (Result<RowsMany, String>,)>(
+                store,
+                instance,
+                v,
+                "window",
+                "apply-many",
+            )
+        }
+        FunctionKind::Aggregate => {
+            let a = "aggregate";
+            check_version::<(), (Vec<u8>,)>(store, instance, v, a, "create-accumulator")?;
+            check_version::<(&[u8], &Events), (Result<Vec<u8>, String>,)>(store, instance, v, a, "add")?;
+            check_version::<(&[u8], &[u8]), (Result<Vec<u8>, String>,)>(store, instance, v, a, "merge")?;
+            type GetResult<'a> = (&'a [u8], &'a Value, Window);
+            check_version::<GetResult, (Result<Rows, String>,)>(store, instance, v, a, "get-result")?;
+            type AddMany<'a> = (&'a Accumulators, &'a [u32], &'a Events);
+            check_version::<AddMany, (Result<Accumulators, String>,)>(store, instance, v, a, "add-many")?;
+            check_version::<Many<Accumulators>, (Result<RowsMany, String>,)>(
+                store,
+                instance,
+                v,
+                a,
+                "get-results",
+            )
+        }
+        FunctionKind::Map => {
+            check_version::<(&Events,), (Result<Mapped, String>,)>(store, instance, v, "map", "map")
+        }
     }
 }

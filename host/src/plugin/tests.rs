@@ -5,7 +5,7 @@
 use super::builtin::guests_dir;
 use super::*;
 use crate::testing::engine;
-use crate::types::{Accumulators, Column, Events, FunctionKind, Param, Rows, Value, Window};
+use crate::types::{Accumulators, Column, Events, FunctionKind, Param, RowRange, Rows, Value, Window};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -328,7 +328,7 @@ fn batched_calls_match_one_call_per_window() {
     let keys = [Value::I64(1), Value::I64(2), Value::String("x".into())];
     let windows = [WINDOW, Window { start: 2_000, end: 3_000 }, WINDOW];
     let mut max = instance("max_temperature.wasm", PluginLimits::default());
-    let many = max.apply_many(&keys, &windows, &ends, &events(&all)).unwrap();
+    let many = max.apply_many(&keys, &windows, &ranges(&ends), &events(&all)).unwrap();
     // One row per window, in order, each as `apply` gives it.
     assert_eq!(many.ends, vec![1, 2, 3]);
     for (i, t) in temps.iter().enumerate() {
@@ -345,9 +345,15 @@ fn batched_calls_match_one_call_per_window() {
         assert_eq!(row, single.columns);
         assert_eq!(single, expected_max(t));
     }
-    // Ends that do not fit the batch are the function's error.
-    let err = expect_err(max.apply_many(&keys[..1], &windows[..1], &[999], &events(&all)));
-    assert!(matches!(&err.failure, Failure::Returned(m) if m.contains("ends do not fit")), "{err}");
+    // Windows that overlap (a sliding window's) share the batch's rows.
+    let overlapping = [RowRange { start: 0, end: 207 }, RowRange { start: 7, end: 208 }];
+    let many = max.apply_many(&keys[..2], &windows[..2], &overlapping, &events(&all)).unwrap();
+    let (a, b) = (expected_max(&all[..207]), expected_max(&all[7..]));
+    assert_eq!(many.columns[0], Column::F64(vec![column_f64(&a), column_f64(&b)]));
+    assert_eq!(many.columns[1], Column::I64(vec![207, 201]));
+    // A range that does not fit the batch is the function's error.
+    let err = expect_err(max.apply_many(&keys[..1], &windows[..1], &ranges(&[999]), &events(&all)));
+    assert!(matches!(&err.failure, Failure::Returned(m) if m.contains("does not fit")), "{err}");
 
     let mut agg = instance("max_temperature_agg.wasm", PluginLimits::default());
     let empty = agg.create_accumulator().unwrap();
@@ -356,11 +362,23 @@ fn batched_calls_match_one_call_per_window() {
     let accs = agg.add_many(&three_empty, &ends, &events(&all)).unwrap();
     assert_eq!(accs.ends, vec![16, 32, 48]);
     // Window 0 merges accumulators 0 and 1; window 1 is accumulator 2.
-    let many = agg.get_results(&keys[..2], &windows[..2], &[2, 3], &accs).unwrap();
+    let many = agg.get_results(&keys[..2], &windows[..2], &ranges(&[2, 3]), &accs).unwrap();
     let first_two: Vec<f64> = temps[0].iter().chain(&temps[1]).copied().collect();
     let (a, b) = (expected_max(&first_two), expected_max(&temps[2]));
     assert_eq!(many.ends, vec![1, 2]);
     assert_eq!(many.columns[0], Column::F64(vec![column_f64(&a), column_f64(&b)]));
+    // Overlapping ranges share accumulators: 0 and 1, then 1 and 2.
+    let overlapping = [RowRange { start: 0, end: 2 }, RowRange { start: 1, end: 3 }];
+    let many = agg.get_results(&keys[..2], &windows[..2], &overlapping, &accs).unwrap();
+    let last_two: Vec<f64> = temps[1].iter().chain(&temps[2]).copied().collect();
+    assert_eq!(many.columns[0], Column::F64(vec![column_f64(&a), column_f64(&expected_max(&last_two))]));
+}
+
+/// Ranges that cut a batch at `ends`, as the partitioning `ends` of the
+/// 0.1.0 contract did.
+fn ranges(ends: &[u32]) -> Vec<RowRange> {
+    let starts = std::iter::once(0).chain(ends.iter().copied());
+    starts.zip(ends).map(|(start, &end)| RowRange { start, end }).collect()
 }
 
 fn column_f64(rows: &Rows) -> f64 {
@@ -373,10 +391,68 @@ fn column_f64(rows: &Rows) -> f64 {
 #[test]
 fn a_trap_inside_a_batched_call_is_contained() {
     let mut trap = instance("trap.wasm", PluginLimits::default());
-    let err = expect_err(trap.apply_many(&[KEY, KEY], &[WINDOW, WINDOW], &[1, 3], &events(&[1.0, 2.0, 3.0])));
+    let err = expect_err(trap.apply_many(
+        &[KEY, KEY],
+        &[WINDOW, WINDOW],
+        &ranges(&[1, 3]),
+        &events(&[1.0, 2.0, 3.0]),
+    ));
     assert_eq!(err.call.function, "apply-many");
     assert!(matches!(err.failure, Failure::Trap(_)), "{err}");
     // The next batched call works on a fresh instance.
-    let ok = trap.apply_many(&[KEY], &[WINDOW], &[1], &events(&[1.0])).unwrap();
+    let ok = trap.apply_many(&[KEY], &[WINDOW], &ranges(&[1]), &events(&[1.0])).unwrap();
     assert_eq!(ok.ends, vec![1]);
+}
+
+/// A component built for the 0.1.0 contract loads and gives what the
+/// current guests give, overlapping ranges included (the host cuts them
+/// into the `ends` it understands); it has state version 0 and no
+/// `migrate`.
+#[test]
+fn a_component_built_for_the_0_1_0_contract_loads_and_gives_the_same_results() {
+    let all = temperatures(300, 31);
+    let keys = [Value::I64(1), Value::I64(2), Value::I64(3)];
+    let windows = [WINDOW, Window { start: 2_000, end: 3_000 }, WINDOW];
+    let overlapping = [
+        RowRange { start: 0, end: 120 },
+        RowRange { start: 60, end: 300 },
+        RowRange { start: 100, end: 101 },
+    ];
+    let (mut old, mut new) = (
+        instance("legacy_max_temperature.wasm", PluginLimits::default()),
+        instance("max_temperature.wasm", PluginLimits::default()),
+    );
+    assert_eq!(old.plugin().contract_version(), LEGACY_VERSION);
+    assert_eq!(new.plugin().contract_version(), CONTRACT_VERSION);
+    assert_eq!(old.plugin().descriptor().state_version, 0);
+    let want = new.apply_many(&keys, &windows, &overlapping, &events(&all)).unwrap();
+    assert_eq!(old.apply_many(&keys, &windows, &overlapping, &events(&all)).unwrap(), want);
+    assert_eq!(old.apply(&KEY, WINDOW, &events(&all)).unwrap(), expected_max(&all));
+
+    let (mut old, mut new) = (
+        instance("legacy_max_temperature_agg.wasm", PluginLimits::default()),
+        instance("max_temperature_agg.wasm", PluginLimits::default()),
+    );
+    let empty = new.create_accumulator().unwrap();
+    assert_eq!(old.create_accumulator().unwrap(), empty);
+    let four = Accumulators { bytes: empty.repeat(4), ends: vec![16, 32, 48, 64] };
+    let ends = [50, 100, 200, 300];
+    let accs = new.add_many(&four, &ends, &events(&all)).unwrap();
+    assert_eq!(old.add_many(&four, &ends, &events(&all)).unwrap(), accs);
+    let panes = [RowRange { start: 0, end: 3 }, RowRange { start: 1, end: 4 }, RowRange { start: 3, end: 4 }];
+    let want = new.get_results(&keys, &windows, &panes, &accs).unwrap();
+    assert_eq!(old.get_results(&keys, &windows, &panes, &accs).unwrap(), want);
+    assert_eq!(
+        want.columns[0],
+        Column::F64(vec![
+            column_f64(&expected_max(&all[..200])),
+            column_f64(&expected_max(&all[50..])),
+            column_f64(&expected_max(&all[200..])),
+        ])
+    );
+
+    let refused = expect_err(old.migrate(&empty, 0));
+    assert!(matches!(&refused.failure, Failure::Returned(m) if m.contains("0.1.0")), "{refused}");
+    let refused = expect_err(new.migrate(&empty, 7));
+    assert!(matches!(&refused.failure, Failure::Returned(m) if m.contains("state version 7")), "{refused}");
 }

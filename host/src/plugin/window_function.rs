@@ -2,7 +2,7 @@
 //! the component, with the instance's limits and checks.
 
 use super::{PluginError, PluginInstance};
-use crate::types::{Accumulators, Events, Rows, RowsMany, Value, Window};
+use crate::types::{Accumulators, Events, RowRange, Rows, RowsMany, Value, Window};
 use crate::window::WindowFunction;
 
 impl WindowFunction for PluginInstance {
@@ -14,10 +14,10 @@ impl WindowFunction for PluginInstance {
         &mut self,
         keys: &[Value],
         windows: &[Window],
-        ends: &[u32],
+        ranges: &[RowRange],
         events: &Events,
     ) -> Result<RowsMany, PluginError> {
-        PluginInstance::apply_many(self, keys, windows, ends, events)
+        PluginInstance::apply_many(self, keys, windows, ranges, events)
     }
 
     fn create_accumulator(&mut self) -> Result<Vec<u8>, PluginError> {
@@ -49,9 +49,9 @@ impl WindowFunction for PluginInstance {
         &mut self,
         keys: &[Value],
         windows: &[Window],
-        ends: &[u32],
+        ranges: &[RowRange],
         accumulators: &Accumulators,
     ) -> Result<RowsMany, PluginError> {
-        PluginInstance::get_results(self, keys, windows, ends, accumulators)
+        PluginInstance::get_results(self, keys, windows, ranges, accumulators)
     }
 }

@@ -6,28 +6,30 @@
 //! knows which, so its oracle tests run without building any guest.
 
 use crate::plugin::PluginError;
-use crate::types::{Accumulators, Events, Rows, RowsMany, Value, Window};
+use crate::types::{Accumulators, Events, RowRange, Rows, RowsMany, Value, Window};
 
 /// The calls of a window function (`apply`) or of an aggregate
 /// (`create-accumulator`, `add`, `merge`, `get-result`), single and
 /// batched, with the meaning the WIT contract gives them. A function
 /// implements the calls of its kind; the operator only makes those.
 ///
-/// Batched calls pass many windows or accumulators in flat buffers: item
-/// `i` covers rows `[ends[i - 1], ends[i])` (from 0 for the first). Any
-/// error fails the whole batched call; the operator then retries item by
-/// item with the single calls, to pin the failure on its window.
+/// Batched calls pass many windows or accumulators in flat buffers: window
+/// `i` covers the rows (or accumulators) at `ranges[i]`, and ranges may
+/// overlap, so the windows of a sliding window share their panes; `add_many`
+/// cuts its events by `ends` (item `i` is rows `[ends[i - 1], ends[i])`).
+/// Any error fails the whole batched call; the operator then retries item
+/// by item with the single calls, to pin the failure on its window.
 pub trait WindowFunction {
     /// The rows of one window of one key.
     fn apply(&mut self, key: &Value, window: Window, events: &Events) -> Result<Rows, PluginError>;
 
     /// The rows of many windows: window `i` is `keys[i]`, `windows[i]` and
-    /// the events at rows `[ends[i - 1], ends[i])`.
+    /// the events at rows `ranges[i]`.
     fn apply_many(
         &mut self,
         keys: &[Value],
         windows: &[Window],
-        ends: &[u32],
+        ranges: &[RowRange],
         events: &Events,
     ) -> Result<RowsMany, PluginError>;
 
@@ -52,13 +54,13 @@ pub trait WindowFunction {
         events: &Events,
     ) -> Result<Accumulators, PluginError>;
 
-    /// The rows of many windows: window `i` merges accumulators
-    /// `[ends[i - 1], ends[i])`.
+    /// The rows of many windows: window `i` merges the accumulators at
+    /// `ranges[i]`.
     fn get_results(
         &mut self,
         keys: &[Value],
         windows: &[Window],
-        ends: &[u32],
+        ranges: &[RowRange],
         accumulators: &Accumulators,
     ) -> Result<RowsMany, PluginError>;
 }

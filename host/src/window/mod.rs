@@ -10,7 +10,7 @@ mod function;
 pub mod native;
 mod operator;
 mod spec;
-mod state;
+pub(crate) mod state;
 
 pub use function::WindowFunction;
 pub use operator::{

@@ -8,7 +8,7 @@
 //! offered to job files, whose functions are always sandboxed.
 
 use crate::plugin::{CallSite, Failure, PluginError};
-use crate::types::{Accumulators, Column, Events, Rows, RowsMany, Value, Window};
+use crate::types::{Accumulators, Column, Events, RowRange, Rows, RowsMany, Value, Window};
 use crate::window::WindowFunction;
 
 /// The max temperature and reading count of each window, as a window
@@ -100,22 +100,20 @@ impl WindowFunction for NativeMaxTemperature {
         &mut self,
         keys: &[Value],
         _windows: &[Window],
-        ends: &[u32],
+        ranges: &[RowRange],
         events: &Events,
     ) -> Result<RowsMany, PluginError> {
         let temps = Self::temps("apply-many", events)?;
         let (mut maxes, mut counts) = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
-        let mut start = 0;
-        for &end in ends {
+        for r in ranges {
             let slice = temps
-                .get(start..end as usize)
-                .ok_or_else(|| Self::error("apply-many", "ends do not fit the batch"))?;
-            start = end as usize;
+                .get(r.start as usize..r.end as usize)
+                .ok_or_else(|| Self::error("apply-many", "a range does not fit the batch"))?;
             maxes.push(max_of(slice));
             counts.push(slice.len() as i64);
         }
         // One row per window, as the guest returns them.
-        let row_ends = (1..=ends.len() as u32).collect();
+        let row_ends = (1..=ranges.len() as u32).collect();
         Ok(RowsMany { ends: row_ends, columns: vec![Column::F64(maxes), Column::I64(counts)] })
     }
 
@@ -180,26 +178,21 @@ impl WindowFunction for NativeMaxTemperature {
         &mut self,
         keys: &[Value],
         _windows: &[Window],
-        ends: &[u32],
+        ranges: &[RowRange],
         accumulators: &Accumulators,
     ) -> Result<RowsMany, PluginError> {
         let (mut maxes, mut counts) = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
         let mut row_ends = Vec::with_capacity(keys.len());
-        let (mut index, mut byte_start) = (0, 0);
-        for &end in ends {
+        for r in ranges {
             let mut merged = Acc::EMPTY;
-            while index < end as usize {
-                let acc_end = *accumulators
-                    .ends
-                    .get(index)
-                    .ok_or_else(|| Self::error("get-results", "ends do not fit the accumulators"))?
-                    as usize;
-                let acc = accumulators
-                    .bytes
-                    .get(byte_start..acc_end)
+            for i in r.start as usize..r.end as usize {
+                let start = if i == 0 { Some(0) } else { accumulators.ends.get(i - 1).map(|&e| e as usize) };
+                let end = accumulators.ends.get(i).map(|&e| e as usize);
+                let acc = start
+                    .zip(end)
+                    .and_then(|(start, end)| accumulators.bytes.get(start..end))
                     .and_then(Acc::decode)
-                    .ok_or_else(|| Self::error("get-results", "bad accumulator ends"))?;
-                (byte_start, index) = (acc_end, index + 1);
+                    .ok_or_else(|| Self::error("get-results", "a range does not fit the accumulators"))?;
                 merged = merged.merge(acc);
             }
             if merged.count > 0 {
@@ -217,6 +210,10 @@ mod tests {
     use super::*;
     use crate::testing::instance;
 
+    fn range(start: u32, end: u32) -> RowRange {
+        RowRange { start, end }
+    }
+
     fn events(temps: &[f64]) -> Events {
         Events { timestamps: (0..temps.len() as i64).collect(), columns: vec![Column::F64(temps.to_vec())] }
     }
@@ -233,11 +230,12 @@ mod tests {
         let keys: Vec<Value> = (0..ends.len() as i64).map(Value::I64).collect();
         let windows: Vec<Window> = (0..ends.len() as i64).map(|i| Window { start: i, end: i + 1 }).collect();
         let all = events(&temps);
-        // A window function sees no empty window: drop the first.
-        let (k, w, e) = (&keys[1..], &windows[1..], &ends[1..]);
+        // Overlapping ranges, as sliding windows have them.
+        let ranges = [range(0, 1), range(0, 9), range(5, 17), range(9, 500), range(17, 1000)];
+        let (k, w) = (&keys[1..], &windows[1..]);
         assert_eq!(
-            native.apply_many(k, w, e, &all).expect("native"),
-            window.apply_many(k, w, e, &all).expect("guest")
+            native.apply_many(k, w, &ranges, &all).expect("native"),
+            window.apply_many(k, w, &ranges, &all).expect("guest")
         );
         let key = Value::I64(3);
         let win = Window { start: 0, end: 10 };
@@ -263,12 +261,13 @@ mod tests {
             native.get_result(&key, win, &merged).expect("native"),
             agg.get_result(&key, win, &merged).expect("guest")
         );
-        // Windows of panes: the empty first pane, then runs of 1, 3 and 2.
-        let pane_ends = [1u32, 2, 5, 6];
+        // Windows of panes that overlap, one of them with only the empty
+        // first pane.
+        let panes = [range(0, 1), range(0, 3), range(1, 5), range(3, 6)];
         let (k, w) = (&keys[..4], &windows[..4]);
         assert_eq!(
-            native.get_results(k, w, &pane_ends, &added).expect("native"),
-            agg.get_results(k, w, &pane_ends, &added).expect("guest")
+            native.get_results(k, w, &panes, &added).expect("native"),
+            agg.get_results(k, w, &panes, &added).expect("guest")
         );
     }
 

@@ -21,7 +21,7 @@ use super::{WindowFunction, WindowSpec};
 use crate::decode::Batch;
 use crate::plugin::PluginError;
 use crate::record::Key;
-use crate::types::{Accumulators, Column, Events, FieldType, Rows, Value, Window};
+use crate::types::{Accumulators, Column, Events, FieldType, RowRange, Rows, Value, Window};
 use rustc_hash::FxBuildHasher;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -203,10 +203,21 @@ enum PaneHome {
 struct CallBuffers {
     keys: Vec<Value>,
     windows: Vec<Window>,
+    /// `add-many`: where each accumulator's events end.
     ends: Vec<u32>,
+    /// `apply-many` and `get-results`: each window's rows or accumulators.
+    ranges: Vec<RowRange>,
     accs: Accumulators,
     /// For each window in the call, its index in the round's due windows.
     due_index: Vec<usize>,
+    /// The round's due windows in the order calls take them: by partition
+    /// and key, so that a key's windows share its panes.
+    order: Vec<usize>,
+    /// The panes of the key being gathered: start, and its rows (or its
+    /// accumulator's index) in the call.
+    pane_rows: Vec<(i64, u32, u32)>,
+    /// The call's windows in due order, to hand out their rows in it.
+    emit: Vec<usize>,
     /// For `add-many`: each accumulator's pane, and whether it had an
     /// accumulator before (to put things back if the call fails).
     homes: Vec<(i32, Key, PaneHome, bool)>,
@@ -218,6 +229,7 @@ impl CallBuffers {
         self.keys.clear();
         self.windows.clear();
         self.ends.clear();
+        self.ranges.clear();
         self.accs.bytes.clear();
         self.accs.ends.clear();
         self.due_index.clear();
@@ -231,8 +243,12 @@ impl Default for CallBuffers {
             keys: Vec::new(),
             windows: Vec::new(),
             ends: Vec::new(),
+            ranges: Vec::new(),
             accs: Accumulators { bytes: Vec::new(), ends: Vec::new() },
             due_index: Vec::new(),
+            order: Vec::new(),
+            pane_rows: Vec::new(),
+            emit: Vec::new(),
             homes: Vec::new(),
         }
     }

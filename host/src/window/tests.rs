@@ -347,6 +347,181 @@ fn the_webassembly_guests_match_the_oracle_too() {
 }
 
 #[test]
+fn components_built_for_the_0_1_0_contract_match_the_oracle() {
+    for (seed, (spec, lateness)) in CASES.into_iter().enumerate() {
+        let batches = scenario(seed as u64 + 11, 3000, 300);
+        let (expected, expected_late) = oracle(spec, lateness, 300, &batches, &never);
+        for (reduce, name) in [
+            (Reduce::Apply, "legacy_max_temperature.wasm"),
+            (Reduce::Aggregate { flush_at: 3 }, "legacy_max_temperature_agg.wasm"),
+        ] {
+            let mut legacy = instance(name, vec![]);
+            assert_eq!(legacy.plugin().descriptor().state_version, 0);
+            let (got, late) = run(spec, lateness, 300, reduce, &batches, &mut legacy);
+            assert_eq!(late, expected_late, "{spec} lateness {lateness} {name}: late events");
+            assert_eq!(got, expected, "{spec} lateness {lateness} {name}");
+        }
+    }
+}
+
+/// Counts what the batched calls carry: the events (or accumulators)
+/// passed, and the rows the windows' ranges cover together.
+struct Counting<'a> {
+    inner: &'a mut dyn WindowFunction,
+    passed: usize,
+    covered: usize,
+}
+
+impl Counting<'_> {
+    fn count(&mut self, passed: usize, ranges: &[crate::types::RowRange]) {
+        self.passed += passed;
+        self.covered += ranges.iter().map(|r| (r.end - r.start) as usize).sum::<usize>();
+    }
+}
+
+impl WindowFunction for Counting<'_> {
+    fn apply(
+        &mut self,
+        key: &crate::types::Value,
+        window: Window,
+        events: &crate::types::Events,
+    ) -> Result<crate::types::Rows, crate::plugin::PluginError> {
+        self.inner.apply(key, window, events)
+    }
+    fn apply_many(
+        &mut self,
+        keys: &[crate::types::Value],
+        windows: &[Window],
+        ranges: &[crate::types::RowRange],
+        events: &crate::types::Events,
+    ) -> Result<crate::types::RowsMany, crate::plugin::PluginError> {
+        self.count(events.timestamps.len(), ranges);
+        self.inner.apply_many(keys, windows, ranges, events)
+    }
+    fn create_accumulator(&mut self) -> Result<Vec<u8>, crate::plugin::PluginError> {
+        self.inner.create_accumulator()
+    }
+    fn add(
+        &mut self,
+        key: &crate::types::Value,
+        accumulator: &[u8],
+        events: &crate::types::Events,
+    ) -> Result<Vec<u8>, crate::plugin::PluginError> {
+        self.inner.add(key, accumulator, events)
+    }
+    fn merge(
+        &mut self,
+        key: &crate::types::Value,
+        a: &[u8],
+        b: &[u8],
+    ) -> Result<Vec<u8>, crate::plugin::PluginError> {
+        self.inner.merge(key, a, b)
+    }
+    fn get_result(
+        &mut self,
+        key: &crate::types::Value,
+        window: Window,
+        accumulator: &[u8],
+    ) -> Result<crate::types::Rows, crate::plugin::PluginError> {
+        self.inner.get_result(key, window, accumulator)
+    }
+    fn add_many(
+        &mut self,
+        accumulators: &crate::types::Accumulators,
+        ends: &[u32],
+        events: &crate::types::Events,
+    ) -> Result<crate::types::Accumulators, crate::plugin::PluginError> {
+        self.inner.add_many(accumulators, ends, events)
+    }
+    fn get_results(
+        &mut self,
+        keys: &[crate::types::Value],
+        windows: &[Window],
+        ranges: &[crate::types::RowRange],
+        accumulators: &crate::types::Accumulators,
+    ) -> Result<crate::types::RowsMany, crate::plugin::PluginError> {
+        self.count(accumulators.ends.len(), ranges);
+        self.inner.get_results(keys, windows, ranges, accumulators)
+    }
+}
+
+/// Sliding windows share their panes: a round of firing passes each pane's
+/// events (or accumulator) once, and the windows are overlapping ranges of
+/// them, with late events and re-fires, for both function kinds, natively
+/// and through the guests; the output is still the oracle's.
+#[test]
+fn sliding_windows_pass_each_pane_once_and_match_the_oracle() {
+    let (spec, lateness) = (WindowSpec::Sliding { size: 1000, slide: 250 }, 700);
+    let batches = scenario(29, 3000, 300);
+    let (expected, expected_late) = oracle(spec, lateness, 300, &batches, &never);
+    for reduce in [Reduce::Apply, Reduce::Aggregate { flush_at: 3 }] {
+        let guest = match reduce {
+            Reduce::Apply => "max-temperature",
+            Reduce::Aggregate { .. } => "max-temperature-agg",
+        };
+        let (mut native, mut wasm) = (NativeMax::new(), instance(guest, vec![]));
+        for inner in [&mut native as &mut dyn WindowFunction, &mut wasm] {
+            // This driver fires as soon as a window is due: rounds are
+            // small, and late events re-fire windows.
+            let mut counting = Counting { inner, passed: 0, covered: 0 };
+            let (got, late) = run(spec, lateness, 300, reduce, &batches, &mut counting);
+            assert_eq!((got, late), (expected.clone(), expected_late), "{reduce:?}");
+            assert!(counting.passed <= counting.covered, "{reduce:?}");
+
+            // Rounds of a whole poll (in-order events, as the pipeline
+            // fires them) cover many windows: each pane goes once for the
+            // 4 windows that hold it.
+            let mut counting = Counting { inner: counting.inner, passed: 0, covered: 0 };
+            let (got, want) = in_polls(spec, reduce, &mut counting);
+            assert_eq!(got, want, "{reduce:?}, whole polls");
+            let (passed, covered) = (counting.passed, counting.covered);
+            assert!(passed > 0 && passed * 3 < covered, "{reduce:?}: {passed} passed for {covered} covered");
+        }
+    }
+}
+
+/// 4,000 in-order events of 10 keys in polls of 500, the watermark moved to
+/// the end of each poll: what fired (sorted), and the oracle's windows.
+fn in_polls(
+    spec: WindowSpec,
+    reduce: Reduce,
+    function: &mut dyn WindowFunction,
+) -> (Vec<Emission>, Vec<Emission>) {
+    let events: Vec<Event> = (0..4000)
+        .map(|i| Event { partition: 0, key: i % 10, ts: i * 5, temp: ((i * 7919) % 1013) as f64 / 7.0 })
+        .collect();
+    let polls: Vec<Vec<Event>> = events.chunks(500).map(<[Event]>::to_vec).collect();
+    let (want, late) = oracle(spec, 0, 0, &polls, &never);
+    assert_eq!(late, 0, "in order: nothing is late");
+    let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
+    let mut op = WindowOperator::new(spec, 0, reduce, vec![FieldType::F64], vec![0]);
+    let mut got = vec![];
+    let mut collect = |firing: Firing<'_>| match firing {
+        Firing::Rows { key: Key::Int(k), window, rows, .. } => {
+            got.push((*k, window.start, window.end, max_and_count(rows)))
+        }
+        _ => panic!("only rows"),
+    };
+    for poll in &polls {
+        let mut batch = Batch::new(&fields);
+        for e in poll {
+            batch.partitions.push(e.partition);
+            batch.offsets.push(0);
+            batch.keys.push(Some(Key::Int(e.key)));
+            batch.timestamps.push(e.ts);
+            let Column::F64(t) = &mut batch.columns[0] else { unreachable!() };
+            t.push(e.temp);
+        }
+        op.process(&batch, 0..batch.len(), function);
+        let last = poll.last().map_or(0, |e| e.ts);
+        op.advance(Some(0), last, function, &mut collect);
+    }
+    op.advance(None, i64::MAX, function, &mut collect);
+    got.sort();
+    (got, want)
+}
+
+#[test]
 fn in_order_events_within_the_bound_are_never_late() {
     let batches = scenario(99, 2000, 200)
         .into_iter()

@@ -17,7 +17,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use wasi::clocks::{monotonic_clock, wall_clock};
 use wasi::random::{insecure, insecure_seed, random};
 use weir::functions::types::{
-    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, Rows, RowsMany, Value, Window,
+    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, RowRange, Rows, RowsMany, Value,
+    Window,
 };
 
 /// The output columns, in order.
@@ -39,6 +40,7 @@ struct ClockRandom;
 impl plugin::Guest for ClockRandom {
     fn describe() -> Descriptor {
         Descriptor {
+            state_version: 0,
             name: "clock-random".into(),
             version: "0.0.0".into(),
             kind: FunctionKind::Window,

@@ -24,6 +24,7 @@ static FAIL_FIRST: AtomicU64 = AtomicU64::new(0);
 impl plugin::Guest for FlakyMap {
     fn describe() -> Descriptor {
         Descriptor {
+            state_version: 0,
             name: "flaky-map".into(),
             version: "0.0.0".into(),
             kind: FunctionKind::Map,

@@ -12,8 +12,8 @@ wit_bindgen::generate!({ world: "aggregate-function", path: "../../../wit" });
 use exports::weir::functions::{aggregate, plugin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use weir::functions::types::{
-    Accumulators, Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, ParamSpec, Rows,
-    RowsMany, Value, Window,
+    Accumulators, Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, ParamSpec, RowRange,
+    Rows, RowsMany, Value, Window,
 };
 
 struct Refuse;
@@ -49,6 +49,7 @@ fn rows(max: f64, count: i64) -> Rows {
 impl plugin::Guest for Refuse {
     fn describe() -> Descriptor {
         Descriptor {
+            state_version: 0,
             name: "refuse".into(),
             version: "0.0.0".into(),
             kind: FunctionKind::Aggregate,
@@ -134,7 +135,9 @@ impl aggregate::Guest for Refuse {
                     .columns
                     .iter()
                     .map(|c| match c {
-                        Column::F64(v) => Ok(Column::F64(v.get(range.clone()).ok_or("ends do not fit")?.to_vec())),
+                        Column::F64(v) => {
+                            Ok(Column::F64(v.get(range.clone()).ok_or("ends do not fit")?.to_vec()))
+                        }
                         _ => Err("expected one f64 column".to_string()),
                     })
                     .collect::<Result<_, _>>()?,
@@ -148,18 +151,19 @@ impl aggregate::Guest for Refuse {
     fn get_results(
         keys: Vec<Value>,
         windows: Vec<Window>,
-        ends: Vec<u32>,
+        ranges: Vec<RowRange>,
         accumulators: Accumulators,
     ) -> Result<RowsMany, String> {
         let (mut maxes, mut counts, mut row_ends) = (vec![], vec![], vec![]);
-        let (mut index, mut byte_start) = (0usize, 0usize);
-        for ((key, window), &end) in keys.into_iter().zip(windows).zip(&ends) {
+        for ((key, window), range) in keys.into_iter().zip(windows).zip(&ranges) {
             let mut merged = Self::create_accumulator();
-            while index < end as usize {
-                let acc_end = *accumulators.ends.get(index).ok_or("ends do not fit")? as usize;
-                let acc = accumulators.bytes.get(byte_start..acc_end).ok_or("bad accumulator ends")?;
-                byte_start = acc_end;
-                index += 1;
+            for i in range.start as usize..range.end as usize {
+                let start = match i {
+                    0 => 0,
+                    _ => *accumulators.ends.get(i - 1).ok_or("a range does not fit")? as usize,
+                };
+                let end = *accumulators.ends.get(i).ok_or("a range does not fit")? as usize;
+                let acc = accumulators.bytes.get(start..end).ok_or("bad accumulator ends")?;
                 merged = Self::merge(merged, acc.to_vec())?;
             }
             let r = Self::get_result(merged, key, window)?;
@@ -173,6 +177,10 @@ impl aggregate::Guest for Refuse {
             row_ends.pop();
         }
         Ok(RowsMany { ends: row_ends, columns: vec![Column::F64(maxes), Column::I64(counts)] })
+    }
+
+    fn migrate(_accumulator: Vec<u8>, from_version: u32) -> Result<Vec<u8>, String> {
+        Err(format!("refuse has no state version {from_version} to migrate from"))
     }
 }
 

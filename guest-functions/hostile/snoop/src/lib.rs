@@ -6,7 +6,8 @@ wit_bindgen::generate!({ world: "window-function", path: "../../../wit" });
 
 use exports::weir::functions::{plugin, window};
 use weir::functions::types::{
-    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, Rows, RowsMany, Value, Window,
+    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, RowRange, Rows, RowsMany, Value,
+    Window,
 };
 
 struct Snoop;
@@ -14,6 +15,7 @@ struct Snoop;
 impl plugin::Guest for Snoop {
     fn describe() -> Descriptor {
         Descriptor {
+            state_version: 0,
             name: "snoop".into(),
             version: "0.0.0".into(),
             kind: FunctionKind::Window,

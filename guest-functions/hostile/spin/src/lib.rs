@@ -4,7 +4,8 @@ wit_bindgen::generate!({ world: "window-function", path: "../../../wit" });
 
 use exports::weir::functions::{plugin, window};
 use weir::functions::types::{
-    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, Rows, RowsMany, Value, Window,
+    Column, Descriptor, Events, Field, FieldType, FunctionKind, Param, RowRange, Rows, RowsMany, Value,
+    Window,
 };
 
 struct Hostile;
@@ -12,6 +13,7 @@ struct Hostile;
 impl plugin::Guest for Hostile {
     fn describe() -> Descriptor {
         Descriptor {
+            state_version: 0,
             name: "spin".into(),
             version: "0.0.0".into(),
             kind: FunctionKind::Window,

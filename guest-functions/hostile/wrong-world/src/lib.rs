@@ -1,10 +1,10 @@
 //! A guest built for the wrong world: it claims the window-function world of
-//! weir:functions@0.1.0, but its `apply` has the wrong signature, so that a
+//! weir:functions@0.2.0, but its `apply` has the wrong signature, so that a
 //! test can prove the host rejects it with a message naming the export.
 
 wit_bindgen::generate!({
     inline: r#"
-        package weir:functions@0.1.0;
+        package weir:functions@0.2.0;
 
         interface plugin {
             /// Not the contract's signature: returns a bare string.

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::plugin::PluginError;
 use crate::record::Key;
-use crate::types::{Accumulators, Events, Rows, RowsMany, Window};
+use crate::types::{Accumulators, Events, RowRange, Rows, RowsMany, Window};
 use crate::window::WindowFunction;
 use crate::window::WindowSpec;
 use crate::window::state::{PaneState, append_events, append_range, clear_events, empty_events};
@@ -120,33 +120,101 @@ impl WindowOperator {
         }
     }
 
-    /// Appends the events of a due window to the call's batch; returns the
-    /// window's bounds, or `None` if it holds nothing (merged away, or
-    /// empty).
-    fn gather_events(&mut self, d: &DueWindow) -> Option<Window> {
+    /// Sorts the due windows `chunk` into `self.calls.order` by partition,
+    /// key and end: the windows of one key come together, so that its
+    /// panes go into a call once and its windows are ranges of them.
+    fn order_by_key(&mut self, due: &[DueWindow], chunk: std::ops::Range<usize>) {
+        let order = &mut self.calls.order;
+        order.clear();
+        order.extend(chunk);
+        order.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&due[a], &due[b]);
+            (a.partition, &a.key, a.end, a.refire).cmp(&(b.partition, &b.key, b.end, b.refire))
+        });
+    }
+
+    /// The end of the run of `self.calls.order` from `i` that has one
+    /// partition and key.
+    fn key_run(&self, due: &[DueWindow], i: usize) -> usize {
+        let order = &self.calls.order;
+        let first = &due[order[i]];
+        let same = |j: &usize| due[*j].partition == first.partition && due[*j].key == first.key;
+        i + order[i..].iter().take_while(|j| same(j)).count()
+    }
+
+    /// Adds one key's due windows (`run`, in end order) to the call: its
+    /// events once each, every window a range of them. Panes that no
+    /// window of the run holds stay out.
+    fn gather_run(&mut self, due: &[DueWindow], run: std::ops::Range<usize>) {
         let spec = self.spec;
-        let state = self.partitions.get_mut(&d.partition)?;
-        let key_state = state.keys.get_mut(&d.key)?;
+        let first = &due[self.calls.order[run.start]];
+        let Some(key_state) = self.partitions.get(&first.partition).and_then(|s| s.keys.get(&first.key))
+        else {
+            return;
+        };
+        let (scratch, calls) = (&mut self.scratch, &mut self.calls);
+        let len = |scratch: &Events| scratch.timestamps.len() as u32;
         match spec {
             WindowSpec::Session { .. } => {
-                let (window, contents) = key_state.sessions.iter().find(|(w, _)| w.end == d.end)?;
-                append_events(&mut self.scratch, &contents.events);
-                Some(*window)
+                for &i in &calls.order[run] {
+                    let d = &due[i];
+                    let Some((window, contents)) = key_state.sessions.iter().find(|(w, _)| w.end == d.end)
+                    else {
+                        continue;
+                    };
+                    let start = len(scratch);
+                    append_events(scratch, &contents.events);
+                    if len(scratch) > start {
+                        calls.keys.push(d.key.to_value());
+                        calls.windows.push(*window);
+                        calls.ranges.push(RowRange { start, end: len(scratch) });
+                        calls.due_index.push(i);
+                    }
+                }
             }
             WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
-                let window = Window { start: d.end - size, end: d.end };
-                let first = key_state.panes.partition_point(|p| p.start < window.start);
-                let before = self.scratch.timestamps.len();
-                for pane in key_state.panes.range(first..).take_while(|p| p.start < window.end) {
-                    append_events(&mut self.scratch, &pane.contents.events);
+                let windows = &calls.order[run];
+                let (lo, hi) = (due[windows[0]].end - size, due[windows[windows.len() - 1]].end);
+                let first = key_state.panes.partition_point(|p| p.start < lo);
+                calls.pane_rows.clear();
+                let mut w = 0;
+                for pane in key_state.panes.range(first..).take_while(|p| p.start < hi) {
+                    // Windows come in end (so start) order: the first that
+                    // ends after the pane holds it, or none does.
+                    while w < windows.len() && due[windows[w]].end <= pane.start {
+                        w += 1;
+                    }
+                    if w == windows.len() {
+                        break;
+                    }
+                    if due[windows[w]].end - size > pane.start {
+                        continue;
+                    }
+                    let start = len(scratch);
+                    append_events(scratch, &pane.contents.events);
+                    calls.pane_rows.push((pane.start, start, len(scratch)));
                 }
-                (self.scratch.timestamps.len() > before).then_some(window)
+                for &i in windows {
+                    let d = &due[i];
+                    let window = Window { start: d.end - size, end: d.end };
+                    let rows = &calls.pane_rows;
+                    let a = rows.partition_point(|p| p.0 < window.start);
+                    let b = rows.partition_point(|p| p.0 < window.end);
+                    if a == b || rows[a].1 == rows[b - 1].2 {
+                        continue;
+                    }
+                    calls.keys.push(d.key.to_value());
+                    calls.windows.push(window);
+                    calls.ranges.push(RowRange { start: rows[a].1, end: rows[b - 1].2 });
+                    calls.due_index.push(i);
+                }
             }
         }
     }
 
-    /// Hands out a batched call's rows; if the call failed, fires its
-    /// windows one by one so the failure is pinned on the right windows.
+    /// Hands out a batched call's rows, window by window in due order; if
+    /// the call failed, fires its windows one by one so the failure is
+    /// pinned on the right windows.
     fn report(
         &mut self,
         due: &[DueWindow],
@@ -155,26 +223,36 @@ impl WindowOperator {
         out: &mut dyn FnMut(Firing<'_>),
     ) {
         let due_index = std::mem::take(&mut self.calls.due_index);
+        let mut emit = std::mem::take(&mut self.calls.emit);
+        emit.clear();
+        emit.extend(0..due_index.len());
+        emit.sort_unstable_by_key(|&k| due_index[k]);
         match results {
             Ok(many) => {
-                let mut start = 0usize;
-                for ((&i, &end), &window) in due_index.iter().zip(&many.ends).zip(&self.calls.windows) {
-                    let d = &due[i];
-                    let rows = RowsRef { columns: &many.columns, start, len: end as usize - start };
-                    start = end as usize;
+                for &k in &emit {
+                    // The instance checked the ends; a native function is
+                    // trusted, but still cannot make this panic.
+                    let start = if k == 0 { Some(0) } else { many.ends.get(k - 1).map(|&e| e as usize) };
+                    let (Some(start), Some(end)) = (start, many.ends.get(k).map(|&e| e as usize)) else {
+                        continue;
+                    };
+                    let d = &due[due_index[k]];
+                    let window = self.calls.windows[k];
+                    let rows = RowsRef { columns: &many.columns, start, len: end - start };
                     self.stats.count_fired(d.refire);
                     out(Firing::Rows { partition: d.partition, key: &d.key, window, rows, refire: d.refire });
                 }
             }
             Err(error) => {
                 tracing::warn!("{error}; retrying its windows one by one");
-                for &i in &due_index {
-                    let d = &due[i];
+                for &k in &emit {
+                    let d = &due[due_index[k]];
                     self.fire(d, function, out);
                 }
             }
         }
         self.calls.due_index = due_index;
+        self.calls.emit = emit;
     }
 
     /// Fires due windows of a window function, many per `apply-many` call.
@@ -186,28 +264,27 @@ impl WindowOperator {
     ) {
         let mut next = 0;
         while next < due.len() {
-            clear_events(&mut self.scratch);
-            self.calls.clear();
-            while next < due.len()
-                && self.scratch.timestamps.len() < MAX_CALL_EVENTS
-                && self.calls.due_index.len() < MAX_CALL_WINDOWS
-            {
-                let d = &due[next];
-                if let Some(window) = self.gather_events(d) {
-                    let c = &mut self.calls;
-                    c.keys.push(d.key.to_value());
-                    c.windows.push(window);
-                    c.ends.push(self.scratch.timestamps.len() as u32);
-                    c.due_index.push(next);
+            let chunk = next..(next + MAX_CALL_WINDOWS).min(due.len());
+            next = chunk.end;
+            self.order_by_key(due, chunk);
+            let mut i = 0;
+            while i < self.calls.order.len() {
+                clear_events(&mut self.scratch);
+                self.calls.clear();
+                while i < self.calls.order.len()
+                    && (self.calls.due_index.is_empty() || self.scratch.timestamps.len() < MAX_CALL_EVENTS)
+                {
+                    let run = i..self.key_run(due, i);
+                    i = run.end;
+                    self.gather_run(due, run);
                 }
-                next += 1;
+                if self.calls.due_index.is_empty() {
+                    continue;
+                }
+                let c = &self.calls;
+                let results = function.apply_many(&c.keys, &c.windows, &c.ranges, &self.scratch);
+                self.report(due, results, function, out);
             }
-            if self.calls.due_index.is_empty() {
-                continue;
-            }
-            let c = &self.calls;
-            let results = function.apply_many(&c.keys, &c.windows, &c.ends, &self.scratch);
-            self.report(due, results, function, out);
         }
     }
 
@@ -228,65 +305,106 @@ impl WindowOperator {
         let refusal = |partition: i32, key: &Key, home: PaneHome| {
             refused.iter().find(|(p, k, h, _)| *p == partition && k == key && *h == home).map(|r| &r.3)
         };
+        let spec = self.spec;
         let mut next = 0;
         while next < due.len() {
+            let chunk = next..(next + MAX_CALL_WINDOWS).min(due.len());
+            next = chunk.end;
+            self.order_by_key(due, chunk);
             self.calls.clear();
-            while next < due.len() && self.calls.due_index.len() < MAX_CALL_WINDOWS {
-                let d = &due[next];
-                next += 1;
-                let spec = self.spec;
-                let Some(state) = self.partitions.get(&d.partition) else { continue };
-                let Some(key_state) = state.keys.get(&d.key) else { continue };
-                let c = &mut self.calls;
-                let (before, bytes_before) = (c.accs.ends.len(), c.accs.bytes.len());
-                let mut failure: Option<PluginError> = None;
-                let window = match spec {
-                    WindowSpec::Session { .. } => {
-                        let Some((w, contents)) = key_state.sessions.iter().find(|(w, _)| w.end == d.end)
-                        else {
-                            continue;
-                        };
-                        failure = contents
-                            .broken
-                            .as_deref()
-                            .or_else(|| refusal(d.partition, &d.key, PaneHome::Session(w.end)))
-                            .cloned();
-                        push_acc(&mut c.accs, contents.acc.as_deref());
-                        *w
-                    }
-                    WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
-                        let window = Window { start: d.end - size, end: d.end };
-                        let first = key_state.panes.partition_point(|p| p.start < window.start);
-                        for pane in key_state.panes.range(first..).take_while(|p| p.start < window.end) {
-                            if failure.is_none() && !refused.is_empty() {
-                                failure = refusal(d.partition, &d.key, PaneHome::Pane(pane.start)).cloned();
-                            }
-                            push_acc(&mut c.accs, pane.contents.acc.as_deref());
-                        }
-                        window
-                    }
+            let mut i = 0;
+            while i < self.calls.order.len() {
+                let run = i..self.key_run(due, i);
+                i = run.end;
+                let first = &due[self.calls.order[run.start]];
+                let Some(key_state) =
+                    self.partitions.get(&first.partition).and_then(|s| s.keys.get(&first.key))
+                else {
+                    continue;
                 };
-                if let Some(error) = failure {
-                    c.accs.ends.truncate(before);
-                    c.accs.bytes.truncate(bytes_before);
-                    self.stats.failed += 1;
-                    let (partition, key, refire) = (d.partition, &d.key, d.refire);
-                    out(Firing::Failed { partition, key, window, error: &error, refire });
-                    continue;
+                let c = &mut self.calls;
+                // The key's accumulators go into the call once; each window
+                // is a range of them.
+                c.pane_rows.clear();
+                if let WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } = spec {
+                    let windows = &c.order[run.clone()];
+                    let (lo, hi) = (due[windows[0]].end - size, due[windows[windows.len() - 1]].end);
+                    let from = key_state.panes.partition_point(|p| p.start < lo);
+                    let mut w = 0;
+                    for pane in key_state.panes.range(from..).take_while(|p| p.start < hi) {
+                        while w < windows.len() && due[windows[w]].end <= pane.start {
+                            w += 1;
+                        }
+                        if w == windows.len() {
+                            break;
+                        }
+                        if due[windows[w]].end - size > pane.start {
+                            continue;
+                        }
+                        let start = c.accs.ends.len() as u32;
+                        push_acc(&mut c.accs, pane.contents.acc.as_deref());
+                        c.pane_rows.push((pane.start, start, c.accs.ends.len() as u32));
+                    }
                 }
-                if c.accs.ends.len() == before {
-                    continue;
+                for k in run {
+                    let index = c.order[k];
+                    let d = &due[index];
+                    let (window, range, failure) = match spec {
+                        WindowSpec::Session { .. } => {
+                            let Some((w, contents)) = key_state.sessions.iter().find(|(w, _)| w.end == d.end)
+                            else {
+                                continue;
+                            };
+                            let failure = contents
+                                .broken
+                                .as_deref()
+                                .or_else(|| refusal(d.partition, &d.key, PaneHome::Session(w.end)))
+                                .cloned();
+                            let start = c.accs.ends.len() as u32;
+                            if failure.is_none() {
+                                push_acc(&mut c.accs, contents.acc.as_deref());
+                            }
+                            (*w, RowRange { start, end: c.accs.ends.len() as u32 }, failure)
+                        }
+                        WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
+                            let window = Window { start: d.end - size, end: d.end };
+                            let rows = &c.pane_rows;
+                            let a = rows.partition_point(|p| p.0 < window.start);
+                            let b = rows.partition_point(|p| p.0 < window.end);
+                            let failure = match refused.is_empty() {
+                                true => None,
+                                false => rows[a..b]
+                                    .iter()
+                                    .find_map(|p| refusal(d.partition, &d.key, PaneHome::Pane(p.0)))
+                                    .cloned(),
+                            };
+                            let range = match a < b {
+                                true => RowRange { start: rows[a].1, end: rows[b - 1].2 },
+                                false => RowRange { start: 0, end: 0 },
+                            };
+                            (window, range, failure)
+                        }
+                    };
+                    if let Some(error) = failure {
+                        self.stats.failed += 1;
+                        let (partition, key, refire) = (d.partition, &d.key, d.refire);
+                        out(Firing::Failed { partition, key, window, error: &error, refire });
+                        continue;
+                    }
+                    if range.start == range.end {
+                        continue;
+                    }
+                    c.keys.push(d.key.to_value());
+                    c.windows.push(window);
+                    c.ranges.push(range);
+                    c.due_index.push(index);
                 }
-                c.keys.push(d.key.to_value());
-                c.windows.push(window);
-                c.ends.push(c.accs.ends.len() as u32);
-                c.due_index.push(next - 1);
             }
             if self.calls.due_index.is_empty() {
                 continue;
             }
             let c = &self.calls;
-            let results = function.get_results(&c.keys, &c.windows, &c.ends, &c.accs);
+            let results = function.get_results(&c.keys, &c.windows, &c.ranges, &c.accs);
             self.report(due, results, function, out);
         }
     }
