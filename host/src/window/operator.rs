@@ -118,6 +118,10 @@ struct KeyState {
     /// When this key's next cleanup is scheduled: one at a time per key,
     /// rescheduled as panes and sessions expire.
     cleanup_at: Option<i64>,
+    /// Tumbling and sliding: the end of the key's next window to fire, the
+    /// one timer its panes have. Firing it walks on through the key's
+    /// windows the watermark has passed and sets the timer at the next.
+    timer_at: Option<i64>,
 }
 
 /// Schedules a cleanup of `key` at `at`, unless one comes sooner.
@@ -460,11 +464,6 @@ impl WindowOperator {
             .back()
             .filter(|p| p.start <= ts && ts < p.start + pane)
             .map(|p| (p.start, p.first_end));
-        // Windows that also hold the new pane's neighbours already have
-        // timers (those neighbours registered them): only windows ending
-        // after the previous pane's last window and before the next pane's
-        // first one are new. In order, that is one window per pane.
-        let mut covered = (i64::MIN, i64::MAX);
         let (pane_start, first_end, new_pane, index) = match newest {
             Some((start, first_end)) => (start, first_end, false, key_state.panes.len() - 1),
             None => {
@@ -473,12 +472,6 @@ impl WindowOperator {
                 let found = key_state.panes.get(i).is_some_and(|p| p.start == start);
                 let first_end = self.first_window_end(start);
                 if !found {
-                    if let Some(prev) = i.checked_sub(1).and_then(|j| key_state.panes.get(j)) {
-                        covered.0 = self.last_window_end(prev.start);
-                    }
-                    if let Some(next) = key_state.panes.get(i) {
-                        covered.1 = next.first_end;
-                    }
                     let mut contents = self.pool.pop().unwrap_or_else(|| PaneState::new(&self.types));
                     contents.first_offset = batch.offsets[row];
                     // A key's first pane gets room for one, not the four a
@@ -499,26 +492,34 @@ impl WindowOperator {
         flush_early(contents, self.reduce, function, key);
 
         // Windows already fired (end - 1 <= watermark) change: fire them
-        // again. New panes need timers for the windows still to come.
+        // again. A new pane's first window still to come may be the key's
+        // next one: then the key's timer moves to it.
         if !new_pane && first_end - 1 > watermark {
             return;
         }
         self.spec.assign(pane_start, &mut self.windows);
+        let mut next = None;
         for w in &self.windows {
             if w.end.saturating_sub(1).saturating_add(lateness) <= watermark {
                 continue;
             }
             if w.end - 1 <= watermark {
                 state.refires.insert((w.end, key.clone()));
-            } else if new_pane && covered.0 < w.end && w.end < covered.1 {
-                state.timers.insert((w.end, key.clone()));
+            } else if new_pane && next.is_none() {
+                next = Some(w.end);
             }
         }
-        if new_pane {
-            let cleanup = self.last_window_end(pane_start).saturating_sub(1).saturating_add(lateness);
-            if let Some(key_state) = state.keys.get_mut(key) {
-                schedule_cleanup(&mut state.cleanups, key_state, key, cleanup);
+        if new_pane && let Some(key_state) = state.keys.get_mut(key) {
+            if let Some(at) = next
+                && key_state.timer_at.is_none_or(|t| at < t)
+            {
+                if let Some(old) = key_state.timer_at.replace(at) {
+                    state.timers.remove(&(old, key.clone()));
+                }
+                state.timers.insert((at, key.clone()));
             }
+            let cleanup = self.last_window_end(pane_start).saturating_sub(1).saturating_add(lateness);
+            schedule_cleanup(&mut state.cleanups, key_state, key, cleanup);
         }
     }
 
@@ -686,6 +687,20 @@ impl SessionGrown {
         let cleanup = window.end.saturating_sub(1).saturating_add(lateness);
         schedule_cleanup(cleanups, key_state, key, cleanup);
     }
+}
+
+/// The end of a key's next window after the one ending at `after` that
+/// holds one of its panes (tumbling and sliding), if any.
+fn next_window_end(spec: WindowSpec, key_state: &KeyState, after: i64) -> Option<i64> {
+    let (size, slide) = match spec {
+        WindowSpec::Tumbling { size } => (size, size),
+        WindowSpec::Sliding { size, slide } => (size, slide),
+        WindowSpec::Session { .. } => return None,
+    };
+    let candidate = after + slide;
+    let i = key_state.panes.partition_point(|p| p.start < candidate - size);
+    let pane = key_state.panes.get(i)?;
+    Some(if pane.start < candidate { candidate } else { pane.first_end })
 }
 
 /// The end of the last window that contains the pane at `pane_start`.

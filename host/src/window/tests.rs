@@ -480,6 +480,37 @@ fn sliding_windows_pass_each_pane_once_and_match_the_oracle() {
     }
 }
 
+/// A key's panes have one timer however many windows they open: 10 keys,
+/// each with 40 sliding windows still to fire, hold 10 timers.
+#[test]
+fn a_key_s_panes_have_one_timer() {
+    let spec = WindowSpec::Sliding { size: 1000, slide: 100 };
+    let fields = [Field { name: "temperature".into(), ty: FieldType::F64 }];
+    let mut op = WindowOperator::new(spec, 0, Reduce::Apply, vec![FieldType::F64], vec![0]);
+    let mut batch = Batch::new(&fields);
+    for i in 0..600i64 {
+        batch.partitions.push(0);
+        batch.offsets.push(i);
+        batch.keys.push(Some(Key::Int(i % 10)));
+        batch.timestamps.push(i * 5);
+        let Column::F64(t) = &mut batch.columns[0] else { unreachable!() };
+        t.push(1.0);
+    }
+    let mut function = NativeMax::new();
+    op.process(&batch, 0..batch.len(), &mut function);
+    let mut bytes = Vec::new();
+    op.snapshot_partition(0, &mut bytes);
+    let summary = super::summarize_snapshot(0, &bytes).expect("summary");
+    assert_eq!(summary.timers, 10, "{summary:?}");
+    // Half the windows are due: each key still has one timer after.
+    let mut fired = 0;
+    op.advance(Some(0), 1500, &mut function, &mut |_| fired += 1);
+    assert_eq!(fired, 10 * 15, "windows ending at 100 to 1500");
+    bytes.clear();
+    op.snapshot_partition(0, &mut bytes);
+    assert_eq!(super::summarize_snapshot(0, &bytes).expect("summary").timers, 10);
+}
+
 /// 4,000 in-order events of 10 keys in polls of 500, the watermark moved to
 /// the end of each poll: what fired (sorted), and the oracle's windows.
 fn in_polls(

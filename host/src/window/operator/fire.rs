@@ -51,38 +51,59 @@ impl WindowOperator {
         }
         // Then the windows the watermark completes, in end order across
         // partitions, so output reads in time order.
-        loop {
-            let next = partitions
-                .iter()
-                .filter_map(|p| self.partitions.get(p).map(|s| (*p, s)))
-                .filter_map(|(p, s)| s.timers.first().map(|(end, _)| (*end, p, s.watermark)))
-                .filter(|(end, _, wm)| end.saturating_sub(1) <= *wm)
-                .map(|(end, p, _)| (end, p))
-                .min();
-            let Some((_, partition)) = next else { break };
-            let Some((end, key)) = self.partition(partition).timers.pop_first() else { break };
-            if let WindowSpec::Session { .. } = self.spec {
-                // The session this timer was set for may have grown (or
-                // merged into one that did): re-arm at its current end.
-                let grown = self
-                    .partitions
-                    .get(&partition)
-                    .and_then(|s| s.keys.get(&key))
-                    .and_then(|k| k.sessions.iter().find(|(w, _)| w.start < end && end <= w.end))
-                    .map(|(w, _)| w.end);
-                match grown {
-                    Some(current) if current != end => {
-                        // Into the set (which dedupes the timers of merged
-                        // sessions); this loop pops it when it is due.
-                        self.partition(partition).timers.insert((current, key));
-                        continue;
+        let refires = due.len();
+        let spec = self.spec;
+        for &partition in &partitions {
+            let Some(state) = self.partitions.get_mut(&partition) else { continue };
+            while let Some(&(end, _)) = state.timers.first() {
+                if end.saturating_sub(1) > state.watermark {
+                    break;
+                }
+                let Some((end, key)) = state.timers.pop_first() else { break };
+                if let WindowSpec::Session { .. } = spec {
+                    // The session this timer was set for may have grown (or
+                    // merged into one that did): re-arm at its current end.
+                    let grown = state
+                        .keys
+                        .get(&key)
+                        .and_then(|k| k.sessions.iter().find(|(w, _)| w.start < end && end <= w.end))
+                        .map(|(w, _)| w.end);
+                    match grown {
+                        Some(current) if current != end => {
+                            // Into the set (which dedupes the timers of merged
+                            // sessions); this loop pops it when it is due.
+                            state.timers.insert((current, key));
+                        }
+                        Some(_) => due.push(DueWindow { partition, key, end, refire: false }),
+                        None => {}
                     }
-                    Some(_) => {}
-                    None => continue,
+                    continue;
+                }
+                // A key's panes have one timer: walk through its windows the
+                // watermark has passed, then set it at the next one.
+                let Some(key_state) = state.keys.get_mut(&key) else { continue };
+                if key_state.timer_at != Some(end) {
+                    // Left by a snapshot from before one timer per key.
+                    continue;
+                }
+                let mut at = end;
+                loop {
+                    due.push(DueWindow { partition, key: key.clone(), end: at, refire: false });
+                    match super::next_window_end(spec, key_state, at) {
+                        Some(next) if next.saturating_sub(1) <= state.watermark => at = next,
+                        next => {
+                            key_state.timer_at = next;
+                            if let Some(next) = next {
+                                state.timers.insert((next, key));
+                            }
+                            break;
+                        }
+                    }
                 }
             }
-            due.push(DueWindow { partition, key, end, refire: false });
         }
+        due[refires..]
+            .sort_unstable_by(|a, b| (a.end, a.partition, &a.key).cmp(&(b.end, b.partition, &b.key)));
         match self.reduce {
             Reduce::Apply => self.fire_windows(&due, function, out),
             Reduce::Aggregate { .. } => self.fire_aggregates(&due, function, out),
@@ -112,7 +133,8 @@ impl WindowOperator {
         let key_state = self.key_state(partition, key)?;
         match home {
             PaneHome::Pane(start) => {
-                key_state.panes.iter_mut().find(|p| p.start == start).map(|p| &mut p.contents)
+                let i = key_state.panes.partition_point(|p| p.start < start);
+                key_state.panes.get_mut(i).filter(|p| p.start == start).map(|p| &mut p.contents)
             }
             PaneHome::Session(end) => {
                 key_state.sessions.iter_mut().find(|(w, _)| w.end == end).map(|(_, c)| c)
@@ -418,13 +440,19 @@ impl WindowOperator {
         let mut refused = Vec::new();
         let mut empty: Option<Result<Vec<u8>, PluginError>> = None;
         let spec = self.spec;
+        // By key, so that each pane is visited once, not once per window
+        // that holds it.
+        self.order_by_key(due, 0..due.len());
+        let order = std::mem::take(&mut self.calls.order);
         let mut next = 0;
-        while next < due.len() {
+        while next < order.len() {
             clear_events(&mut self.scratch);
             self.calls.clear();
-            while next < due.len() && self.scratch.timestamps.len() < MAX_CALL_EVENTS {
-                let d = &due[next];
-                next += 1;
+            while next < order.len() && self.scratch.timestamps.len() < MAX_CALL_EVENTS {
+                let d = &due[order[next]];
+                let same = |j: &usize| due[*j].partition == d.partition && due[*j].key == d.key;
+                let run = next..next + order[next..].iter().take_while(|j| same(j)).count();
+                next = run.end;
                 let Some(state) = self.partitions.get_mut(&d.partition) else { continue };
                 let Some(key_state) = state.keys.get_mut(&d.key) else { continue };
                 let mut take = |contents: &mut PaneState, home: PaneHome| {
@@ -450,17 +478,32 @@ impl WindowOperator {
                 };
                 match spec {
                     WindowSpec::Session { .. } => {
-                        if let Some((w, contents)) =
-                            key_state.sessions.iter_mut().find(|(w, _)| w.end == d.end)
-                        {
-                            take(contents, PaneHome::Session(w.end));
+                        for &i in &order[run] {
+                            let end = due[i].end;
+                            if let Some((w, contents)) =
+                                key_state.sessions.iter_mut().find(|(w, _)| w.end == end)
+                            {
+                                take(contents, PaneHome::Session(w.end));
+                            }
                         }
                     }
                     WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
-                        let start = d.end - size;
-                        let first = key_state.panes.partition_point(|p| p.start < start);
-                        for pane in key_state.panes.range_mut(first..).take_while(|p| p.start < d.end) {
-                            take(&mut pane.contents, PaneHome::Pane(pane.start));
+                        // The run's windows come in end order: a pane is in
+                        // one of them if the first that ends after it holds it.
+                        let windows = &order[run];
+                        let (lo, hi) = (due[windows[0]].end - size, due[windows[windows.len() - 1]].end);
+                        let first = key_state.panes.partition_point(|p| p.start < lo);
+                        let mut w = 0;
+                        for pane in key_state.panes.range_mut(first..).take_while(|p| p.start < hi) {
+                            while w < windows.len() && due[windows[w]].end <= pane.start {
+                                w += 1;
+                            }
+                            if w == windows.len() {
+                                break;
+                            }
+                            if due[windows[w]].end - size <= pane.start {
+                                take(&mut pane.contents, PaneHome::Pane(pane.start));
+                            }
                         }
                     }
                 }
@@ -501,6 +544,7 @@ impl WindowOperator {
             }
             self.calls.homes = homes;
         }
+        self.calls.order = order;
         refused
     }
 

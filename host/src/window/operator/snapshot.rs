@@ -728,6 +728,16 @@ impl WindowOperator {
             }
         }
         state.timers = r.keyed_set()?;
+        // A key's panes have one timer, at its next window (a snapshot from
+        // before that rule may hold one per window: the earliest counts, and
+        // firing skips the others).
+        for (at, key) in &state.timers {
+            if let Some(k) = state.keys.get_mut(key)
+                && !k.panes.is_empty()
+            {
+                k.timer_at = Some(k.timer_at.map_or(*at, |t| t.min(*at)));
+            }
+        }
         let others = r.keyed_set()?;
         cleanups.extend(others);
         // Mostly in order already (keys in order, equal times), which the
