@@ -5,7 +5,8 @@
 //! once with its key and true bounds.
 
 use super::{
-    DueWindow, Firing, KeyState, MAX_CALL_EVENTS, MAX_CALL_WINDOWS, PaneHome, Reduce, RowsRef, WindowOperator,
+    DueWindow, Firing, KeyState, MAX_CALL_EVENTS, MAX_CALL_WINDOWS, Pane, PaneHome, Reduce, RowsRef,
+    WindowOperator,
 };
 use crate::plugin::PluginError;
 use crate::record::Key;
@@ -13,6 +14,7 @@ use crate::types::{Accumulators, Events, RowRange, Rows, RowsMany, Window};
 use crate::window::WindowFunction;
 use crate::window::WindowSpec;
 use crate::window::state::{PaneState, append_events, append_range, clear_events, empty_events};
+use std::collections::VecDeque;
 
 /// A pane the function refused to `add` in this round, with its error.
 type Refused = (i32, Key, PaneHome, PluginError);
@@ -196,22 +198,10 @@ impl WindowOperator {
             }
             WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
                 let windows = &calls.order[run];
-                let (lo, hi) = (due[windows[0]].end - size, due[windows[windows.len() - 1]].end);
-                let first = key_state.panes.partition_point(|p| p.start < lo);
                 calls.pane_rows.clear();
-                let mut w = 0;
-                for pane in key_state.panes.range(first..).take_while(|p| p.start < hi) {
-                    // Windows come in end (so start) order: the first that
-                    // ends after the pane holds it, or none does.
-                    while w < windows.len() && due[windows[w]].end <= pane.start {
-                        w += 1;
-                    }
-                    if w == windows.len() {
-                        break;
-                    }
-                    if due[windows[w]].end - size > pane.start {
-                        continue;
-                    }
+                for pane in
+                    panes_in_windows(&key_state.panes, due, windows, size).map(|i| &key_state.panes[i])
+                {
                     let start = len(scratch);
                     append_events(scratch, &pane.contents.events);
                     calls.pane_rows.push((pane.start, start, len(scratch)));
@@ -350,19 +340,8 @@ impl WindowOperator {
                 c.pane_rows.clear();
                 if let WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } = spec {
                     let windows = &c.order[run.clone()];
-                    let (lo, hi) = (due[windows[0]].end - size, due[windows[windows.len() - 1]].end);
-                    let from = key_state.panes.partition_point(|p| p.start < lo);
-                    let mut w = 0;
-                    for pane in key_state.panes.range(from..).take_while(|p| p.start < hi) {
-                        while w < windows.len() && due[windows[w]].end <= pane.start {
-                            w += 1;
-                        }
-                        if w == windows.len() {
-                            break;
-                        }
-                        if due[windows[w]].end - size > pane.start {
-                            continue;
-                        }
+                    let panes = &key_state.panes;
+                    for pane in panes_in_windows(panes, due, windows, size).map(|i| &panes[i]) {
                         let start = c.accs.ends.len() as u32;
                         push_acc(&mut c.accs, pane.contents.acc.as_deref());
                         c.pane_rows.push((pane.start, start, c.accs.ends.len() as u32));
@@ -488,20 +467,10 @@ impl WindowOperator {
                         }
                     }
                     WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
-                        // The run's windows come in end order: a pane is in
-                        // one of them if the first that ends after it holds it.
-                        let windows = &order[run];
-                        let (lo, hi) = (due[windows[0]].end - size, due[windows[windows.len() - 1]].end);
-                        let first = key_state.panes.partition_point(|p| p.start < lo);
-                        let mut w = 0;
-                        for pane in key_state.panes.range_mut(first..).take_while(|p| p.start < hi) {
-                            while w < windows.len() && due[windows[w]].end <= pane.start {
-                                w += 1;
-                            }
-                            if w == windows.len() {
-                                break;
-                            }
-                            if due[windows[w]].end - size <= pane.start {
+                        let (from, to) = pane_span(&key_state.panes, due, &order[run.clone()], size);
+                        for i in from..to {
+                            if holds(&key_state.panes[i], due, &order[run.clone()], size) {
+                                let pane = &mut key_state.panes[i];
                                 take(&mut pane.contents, PaneHome::Pane(pane.start));
                             }
                         }
@@ -600,6 +569,32 @@ impl WindowOperator {
             }
         }
     }
+}
+
+/// The indices of a key's panes that `windows` hold, in start order.
+/// `windows` index `due`, one key's windows in end order, each `size` long.
+fn panes_in_windows<'a>(
+    panes: &'a VecDeque<Pane>,
+    due: &'a [DueWindow],
+    windows: &'a [usize],
+    size: i64,
+) -> impl Iterator<Item = usize> + 'a {
+    let (from, to) = pane_span(panes, due, windows, size);
+    (from..to).filter(move |&i| holds(&panes[i], due, windows, size))
+}
+
+/// The panes from the first window's start to the last one's end.
+fn pane_span(panes: &VecDeque<Pane>, due: &[DueWindow], windows: &[usize], size: i64) -> (usize, usize) {
+    let (Some(&first), Some(&last)) = (windows.first(), windows.last()) else { return (0, 0) };
+    let from = panes.partition_point(|p| p.start < due[first].end - size);
+    (from, panes.partition_point(|p| p.start < due[last].end))
+}
+
+/// Whether one of `windows` (in end order, so in start order) holds `pane`:
+/// the first of them that ends after the pane starts does, or none does.
+fn holds(pane: &Pane, due: &[DueWindow], windows: &[usize], size: i64) -> bool {
+    let w = windows.partition_point(|&w| due[w].end <= pane.start);
+    windows.get(w).is_some_and(|&w| due[w].end - size <= pane.start)
 }
 
 /// Item `i`'s range in a flat buffer cut by `ends`.
