@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod pipeline;
 pub mod plugin;
 pub mod record;
+pub mod service;
 pub mod sink;
 pub mod source;
 pub mod time;

@@ -9,7 +9,9 @@ mod plugin_build;
 mod plugin_inspect;
 mod plugin_test;
 mod produce;
+mod remote;
 mod run;
+mod serve;
 mod topic;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +46,16 @@ enum Command {
     /// List the checkpoints of a storage, or inspect one.
     #[command(subcommand)]
     Checkpoints(checkpoints::CheckpointsCommand),
+    /// Run a host that stores plugins and runs submitted jobs, with an HTTP API.
+    Serve(serve::Args),
+    /// Submit a job file to a host (prints the job's id).
+    Submit(remote::SubmitArgs),
+    /// List a host's jobs.
+    List(remote::ListArgs),
+    /// Show one of a host's jobs, with its metrics.
+    Status(remote::JobArgs),
+    /// Cancel one of a host's jobs.
+    Cancel(remote::JobArgs),
 }
 
 #[derive(Subcommand)]
@@ -54,6 +66,12 @@ enum PluginCommand {
     Inspect(plugin_inspect::Args),
     /// Run a plugin over a JSON-lines file and print its output records.
     Test(Box<plugin_test::Args>),
+    /// Upload a component to a host's plugin store (prints name@version).
+    Upload(remote::UploadArgs),
+    /// List the plugins a host stores.
+    List(remote::ListArgs),
+    /// Delete a plugin (name@version) from a host's store.
+    Delete(remote::DeleteArgs),
 }
 
 /// Runs the command line; errors print as `error: …` with their causes.
@@ -64,7 +82,7 @@ pub fn main() -> ExitCode {
     // printing command quietly, as it ends other Unix tools (Rust ignores
     // SIGPIPE, so the next print would panic). Not for the long-running
     // commands, which write to sockets and files, not to a reader.
-    if !matches!(cli.command, Command::Run(_) | Command::DevBroker(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::DevBroker(_) | Command::Serve(_)) {
         // SAFETY: sets a signal's disposition back to the default, before
         // any thread of ours writes to stdout.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -75,6 +93,14 @@ pub fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Build(args)) => plugin_build::run(args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect::run(args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(*args),
+        Command::Plugin(PluginCommand::Upload(args)) => remote::upload(args),
+        Command::Plugin(PluginCommand::List(args)) => remote::list_plugins(args),
+        Command::Plugin(PluginCommand::Delete(args)) => remote::delete_plugin(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Submit(args) => remote::submit(args),
+        Command::List(args) => remote::list_jobs(args),
+        Command::Status(args) => remote::status(args),
+        Command::Cancel(args) => remote::cancel(args),
         Command::DevBroker(args) => dev_broker::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

@@ -1,0 +1,227 @@
+//! The HTTP API of `weir serve` (JSON under `/api/`, see `docs/API.md`).
+//! Every error is a 4xx or 5xx with `{"error": "…"}`; a refused request
+//! changes nothing.
+
+use super::ServiceError;
+use super::auth::Token;
+use super::jobs::Jobs;
+use super::store::{PluginStore, Uploaded};
+use crate::plugin::PluginEngine;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, StringRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The largest plugin upload: room for a CPython component (about 18 MB).
+pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+/// What the handlers share.
+pub struct Host {
+    store: Mutex<PluginStore>,
+    jobs: Arc<Jobs>,
+    engine: PluginEngine,
+    token: Token,
+}
+
+impl Host {
+    /// The host over a data dir: its plugin store, and its jobs (those
+    /// that were running start again).
+    pub fn open(
+        data_dir: &std::path::Path,
+        engine: PluginEngine,
+        token: Token,
+    ) -> Result<Arc<Host>, ServiceError> {
+        let store = PluginStore::open(&data_dir.join("plugins"))?;
+        let jobs = Jobs::open(&data_dir.join("jobs"), engine.clone(), &store)?;
+        Ok(Arc::new(Host { store: Mutex::new(store), jobs, engine, token }))
+    }
+
+    /// Stops every job for a shutdown (they resume at the next start).
+    pub fn shutdown(&self) {
+        self.jobs.shutdown();
+    }
+
+    fn store(&self) -> MutexGuard<'_, PluginStore> {
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ServiceError> {
+        let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        self.token.check(header)
+    }
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::Conflict(_) => StatusCode::CONFLICT,
+            ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+/// A refused body (too large, not UTF-8), as a JSON error.
+fn body_error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+type Reply = Result<Response, Response>;
+
+fn fail(e: ServiceError) -> Response {
+    e.into_response()
+}
+
+/// Runs blocking work (compiling a component, building a job) off the
+/// async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(fail),
+        Err(e) => Err(fail(ServiceError::Internal(format!("the request's work failed: {e}")))),
+    }
+}
+
+/// The routes.
+pub fn router(host: Arc<Host>) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route(
+            "/api/plugins",
+            get(list_plugins).post(upload_plugin).layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
+        )
+        .route("/api/plugins/{reference}", get(get_plugin).delete(delete_plugin))
+        .route(
+            "/api/jobs",
+            get(list_jobs).post(submit_job).layer(DefaultBodyLimit::max(super::jobs::MAX_JOB_BYTES)),
+        )
+        .route("/api/jobs/{id}", get(get_job))
+        .route("/api/jobs/{id}/cancel", post(cancel_job))
+        .fallback(|| async { fail(ServiceError::NotFound("no such endpoint (see docs/API.md)".into())) })
+        .with_state(host)
+}
+
+async fn health(State(host): State<Arc<Host>>) -> Json<serde_json::Value> {
+    let jobs = host.jobs.list();
+    let running = jobs.iter().filter(|j| j.state == super::jobs::JobState::Running).count();
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "jobs": jobs.len(),
+        "running": running,
+        "embedded_broker": host.jobs.embedded_bootstrap(),
+    }))
+}
+
+async fn list_plugins(State(host): State<Arc<Host>>) -> Response {
+    Json(host.store().list()).into_response()
+}
+
+async fn upload_plugin(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    host.authorize(&headers).map_err(fail)?;
+    let bytes = body.map_err(|e| {
+        body_error(e.status(), format!("the upload was refused: {e} (the limit is {MAX_PLUGIN_BYTES} bytes)"))
+    })?;
+    if bytes.is_empty() {
+        return Err(fail(ServiceError::BadRequest(
+            "the upload is empty: send the .wasm file as the body".into(),
+        )));
+    }
+    let (stored, uploaded) = blocking(move || {
+        let engine = host.engine.clone();
+        host.store().upload(&engine, &bytes)
+    })
+    .await?;
+    let status = match uploaded {
+        Uploaded::Stored => StatusCode::CREATED,
+        Uploaded::AlreadyStored => StatusCode::OK,
+    };
+    let mut answer = serde_json::to_value(&stored)
+        .map_err(|e| fail(ServiceError::Internal(format!("cannot encode the plugin: {e}"))))?;
+    answer["already_stored"] = json!(uploaded == Uploaded::AlreadyStored);
+    Ok((status, Json(answer)).into_response())
+}
+
+async fn get_plugin(State(host): State<Arc<Host>>, Path(reference): Path<String>) -> Reply {
+    let store = host.store();
+    match store.resolve(&reference).map_err(fail)? {
+        Some(plugin) => Ok(Json(plugin).into_response()),
+        None => Err(fail(ServiceError::NotFound(format!("no plugin {reference:?} in the store")))),
+    }
+}
+
+async fn delete_plugin(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+) -> Reply {
+    host.authorize(&headers).map_err(fail)?;
+    if !reference.contains('@') {
+        return Err(fail(ServiceError::BadRequest(format!(
+            "name the version to delete: {reference}@<version> (weir plugin list shows them)"
+        ))));
+    }
+    let mut store = host.store();
+    let Some(plugin) = store.resolve(&reference).map_err(fail)? else {
+        return Err(fail(ServiceError::NotFound(format!("no plugin {reference:?} in the store"))));
+    };
+    if let Some(job) = host.jobs.uses(&plugin) {
+        return Err(fail(ServiceError::Conflict(format!(
+            "{} is used by running job {job}: cancel the job first",
+            plugin.reference()
+        ))));
+    }
+    store.delete(&plugin).map_err(fail)?;
+    Ok(Json(plugin).into_response())
+}
+
+async fn list_jobs(State(host): State<Arc<Host>>) -> Response {
+    Json(host.jobs.list()).into_response()
+}
+
+#[derive(Deserialize)]
+struct SubmitQuery {
+    #[serde(default)]
+    until_end: bool,
+}
+
+async fn submit_job(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<String, StringRejection>,
+) -> Reply {
+    host.authorize(&headers).map_err(fail)?;
+    let Query(query) = query.map_err(|e| body_error(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let text = body.map_err(|e| body_error(e.status(), format!("the job file was refused: {e}")))?;
+    let record = blocking(move || {
+        let store = host.store();
+        host.jobs.submit(&text, query.until_end, &store)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+async fn get_job(State(host): State<Arc<Host>>, Path(id): Path<String>) -> Reply {
+    Ok(Json(host.jobs.get(&id).map_err(fail)?).into_response())
+}
+
+async fn cancel_job(State(host): State<Arc<Host>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    host.authorize(&headers).map_err(fail)?;
+    let record = blocking(move || host.jobs.cancel(&id)).await?;
+    Ok(Json(record).into_response())
+}

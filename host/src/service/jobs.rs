@@ -1,0 +1,509 @@
+//! The host's jobs: each submitted job is checked as `weir run` checks a
+//! job file (and more: its paths must be absolute, its plugin stored or
+//! built in), kept under `<data>/jobs/<id>/`, and run on a thread of its
+//! own with the job's restart strategy. A job that was running when the
+//! host stopped runs again when it starts (from its newest checkpoint, if
+//! it has `[checkpoint]`); a cancelled, finished or failed one stays so.
+
+use super::ServiceError;
+use super::store::{PluginStore, StoredPlugin, write_atomically};
+use crate::job::{Job, JobConfig, SinkKind, SourceKind};
+use crate::kafka::{BrokerSpec, Cluster, KafkaConfig};
+use crate::pipeline::{Pipeline, RunOptions, RunSummary, run_with_restarts};
+use crate::plugin::PluginEngine;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Running (or waiting to restart after a failure).
+    Running,
+    /// Its bounded input ended and every window fired.
+    Finished,
+    /// It failed, and its restart strategy gave up.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+/// A job as the host keeps it (`job.json`) and shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job's id, given at submission.
+    pub id: String,
+    /// The job's `name`.
+    pub name: String,
+    /// The plugin, as resolved at submission: `name@version` of a stored
+    /// one, or a built-in's name.
+    pub plugin: String,
+    /// The stored plugin's sha256 (none for a built-in).
+    pub plugin_sha256: Option<String>,
+    /// Whether the job stops at the end of its input (`weir submit
+    /// --until-end`).
+    pub until_end: bool,
+    /// When it was submitted, ms since the Unix epoch.
+    pub submitted_ms: i64,
+    /// Its state.
+    pub state: JobState,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it ended, ms since the Unix epoch.
+    pub ended_ms: Option<i64>,
+    /// Its counters, live while it runs, then its last run's summary.
+    #[serde(default)]
+    pub metrics: JobMetrics,
+}
+
+/// A job's counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobMetrics {
+    /// Output records written (live).
+    pub outputs: u64,
+    /// Restarts after failures (live).
+    pub restarts: u64,
+    /// Records read (at the end of a run).
+    pub records: u64,
+    /// Events processed (at the end of a run).
+    pub events: u64,
+    /// Windows fired (at the end of a run).
+    pub windows: u64,
+    /// Late events (at the end of a run).
+    pub late: u64,
+    /// Dead letters (at the end of a run).
+    pub dead_letters: u64,
+    /// Checkpoints taken (at the end of a run).
+    pub checkpoints: u64,
+}
+
+/// A job the host knows, with what its runner shares.
+struct Entry {
+    record: Mutex<JobRecord>,
+    stop: Arc<AtomicBool>,
+    /// Set by a cancel (a stop for a shutdown leaves the job running on
+    /// disk, to resume).
+    cancelled: AtomicBool,
+    outputs: AtomicU64,
+    restarts: AtomicU64,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Every job of the host.
+pub struct Jobs {
+    dir: PathBuf,
+    engine: PluginEngine,
+    jobs: Mutex<BTreeMap<String, Arc<Entry>>>,
+    /// The host's embedded broker, made for the first job that asks for
+    /// one and shared by all (`weir produce --brokers <its address>` feeds it).
+    embedded: Mutex<Option<Cluster>>,
+}
+
+/// The longest job file accepted.
+pub const MAX_JOB_BYTES: usize = 1 << 20;
+
+impl Jobs {
+    /// Opens the registry in `dir` and starts again the jobs that were
+    /// running; `store` resolves their plugins.
+    pub fn open(dir: &Path, engine: PluginEngine, store: &PluginStore) -> Result<Arc<Jobs>, ServiceError> {
+        std::fs::create_dir_all(dir).map_err(|e| ServiceError::io("create the job registry", dir, e))?;
+        let jobs = Arc::new(Jobs {
+            dir: dir.to_path_buf(),
+            engine,
+            jobs: Mutex::new(BTreeMap::new()),
+            embedded: Mutex::new(None),
+        });
+        let entries = std::fs::read_dir(dir).map_err(|e| ServiceError::io("read", dir, e))?;
+        let mut folders: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        folders.sort();
+        for folder in folders {
+            let meta = folder.join("job.json");
+            let Ok(bytes) = std::fs::read(&meta) else { continue };
+            let record: JobRecord = serde_json::from_slice(&bytes).map_err(|e| {
+                ServiceError::Internal(format!("the job record {} is damaged: {e}", meta.display()))
+            })?;
+            let running = record.state == JobState::Running;
+            let entry = Arc::new(Entry::new(record));
+            lock(&jobs.jobs).insert(lock(&entry.record).id.clone(), entry.clone());
+            if running {
+                let resumed = std::fs::read_to_string(folder.join("job.toml"))
+                    .map_err(|e| ServiceError::io("read", &folder.join("job.toml"), e))
+                    .and_then(|text| prepare(&text, store, Some(&lock(&entry.record).plugin)))
+                    .and_then(|(job, _)| jobs.start(&entry, job));
+                if let Err(e) = resumed {
+                    jobs.end(&entry, JobState::Failed, Some(format!("cannot resume after a restart: {e}")));
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Checks and starts a job given as TOML text.
+    pub fn submit(
+        &self,
+        text: &str,
+        until_end: bool,
+        store: &PluginStore,
+    ) -> Result<JobRecord, ServiceError> {
+        if text.len() > MAX_JOB_BYTES {
+            return Err(ServiceError::BadRequest(format!("the job file is over {MAX_JOB_BYTES} bytes")));
+        }
+        let (job, plugin) = prepare(text, store, None)?;
+        // The plugin fits the job (world, inputs, parameters), or the
+        // submission fails now, with the reason.
+        Pipeline::build(job.clone(), &self.engine).map_err(|e| ServiceError::BadRequest(error_chain(&e)))?;
+        if let Some(running) =
+            self.list().into_iter().find(|r| r.name == job.config.name && r.state == JobState::Running)
+        {
+            return Err(ServiceError::Conflict(format!(
+                "a job named '{}' is running (id {}): cancel it first, or give this one another name",
+                running.name, running.id
+            )));
+        }
+        let record = JobRecord {
+            id: new_id(),
+            name: job.config.name.clone(),
+            plugin: plugin
+                .as_ref()
+                .map_or_else(|| job.config.function.plugin.clone(), StoredPlugin::reference),
+            plugin_sha256: plugin.map(|p| p.sha256),
+            until_end,
+            submitted_ms: crate::time::now_ms(),
+            state: JobState::Running,
+            error: None,
+            ended_ms: None,
+            metrics: JobMetrics::default(),
+        };
+        let folder = self.dir.join(&record.id);
+        std::fs::create_dir_all(&folder).map_err(|e| ServiceError::io("create", &folder, e))?;
+        write_atomically(&folder.join("job.toml"), text.as_bytes())?;
+        let entry = Arc::new(Entry::new(record.clone()));
+        self.save(&lock(&entry.record))?;
+        lock(&self.jobs).insert(record.id.clone(), entry.clone());
+        if let Err(e) = self.start(&entry, job) {
+            self.end(&entry, JobState::Failed, Some(e.to_string()));
+            return Err(e);
+        }
+        Ok(record)
+    }
+
+    /// Every job, oldest first.
+    pub fn list(&self) -> Vec<JobRecord> {
+        let mut list: Vec<JobRecord> = lock(&self.jobs).values().map(|e| e.view()).collect();
+        list.sort_by(|a, b| a.submitted_ms.cmp(&b.submitted_ms).then_with(|| a.id.cmp(&b.id)));
+        list
+    }
+
+    /// One job.
+    pub fn get(&self, id: &str) -> Result<JobRecord, ServiceError> {
+        Ok(self.entry(id)?.view())
+    }
+
+    /// Cancels a running job and waits for it to stop.
+    pub fn cancel(&self, id: &str) -> Result<JobRecord, ServiceError> {
+        let entry = self.entry(id)?;
+        if lock(&entry.record).state != JobState::Running {
+            let state = lock(&entry.record).state;
+            return Err(ServiceError::Conflict(
+                format!("job {id} is not running: it is {state:?}").to_lowercase(),
+            ));
+        }
+        entry.cancelled.store(true, Ordering::SeqCst);
+        entry.stop.store(true, Ordering::SeqCst);
+        entry.join();
+        Ok(entry.view())
+    }
+
+    /// Whether a running job uses this stored plugin.
+    pub fn uses(&self, plugin: &StoredPlugin) -> Option<String> {
+        let reference = plugin.reference();
+        self.list().into_iter().find(|r| r.state == JobState::Running && r.plugin == reference).map(|r| r.id)
+    }
+
+    /// Stops every job for a shutdown, leaving them running on disk so
+    /// that the next start resumes them; waits for each to end its run
+    /// (a job with checkpoints takes its last one).
+    pub fn shutdown(&self) {
+        let entries: Vec<Arc<Entry>> = lock(&self.jobs).values().cloned().collect();
+        for entry in &entries {
+            entry.stop.store(true, Ordering::SeqCst);
+        }
+        for entry in &entries {
+            entry.join();
+        }
+    }
+
+    /// The embedded broker's address, once a job made one.
+    pub fn embedded_bootstrap(&self) -> Option<String> {
+        lock(&self.embedded).as_ref().map(|c| c.bootstrap().to_string())
+    }
+
+    fn entry(&self, id: &str) -> Result<Arc<Entry>, ServiceError> {
+        lock(&self.jobs)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ServiceError::NotFound(format!("no job with id {id:?}")))
+    }
+
+    fn save(&self, record: &JobRecord) -> Result<(), ServiceError> {
+        let text = serde_json::to_vec_pretty(record)
+            .map_err(|e| ServiceError::Internal(format!("cannot encode a job record: {e}")))?;
+        write_atomically(&self.dir.join(&record.id).join("job.json"), &text)
+    }
+
+    /// Records the end of a job's run.
+    fn end(&self, entry: &Entry, state: JobState, error: Option<String>) {
+        let mut record = lock(&entry.record);
+        record.state = state;
+        record.error = error;
+        record.ended_ms = Some(crate::time::now_ms());
+        record.metrics.outputs = entry.outputs.load(Ordering::Relaxed);
+        record.metrics.restarts = entry.restarts.load(Ordering::Relaxed);
+        if let Err(e) = self.save(&record) {
+            tracing::error!("job {}: {e}", record.id);
+        }
+    }
+
+    /// The embedded broker, if the job asks for one.
+    fn embedded_for(&self, job: &Job) -> Result<Option<Cluster>, ServiceError> {
+        let brokers = [job.config.source.brokers.as_deref(), job.config.sink.brokers.as_deref()];
+        let kafka = job.config.source.kind == SourceKind::Kafka || job.config.sink.kind == SinkKind::Kafka;
+        let wants = kafka
+            && brokers
+                .iter()
+                .any(|b| matches!(b.unwrap_or("embedded").parse::<BrokerSpec>(), Ok(BrokerSpec::Embedded)));
+        if !wants {
+            return Ok(None);
+        }
+        let mut embedded = lock(&self.embedded);
+        if embedded.is_none() {
+            let cluster = Cluster::embedded(KafkaConfig::default())
+                .map_err(|e| ServiceError::Internal(format!("cannot start the embedded broker: {e}")))?;
+            tracing::info!("embedded broker (memory only) at {}", cluster.bootstrap());
+            *embedded = Some(cluster);
+        }
+        Ok(embedded.clone())
+    }
+
+    fn start(self: &Jobs, entry: &Arc<Entry>, job: Job) -> Result<(), ServiceError> {
+        let embedded = self.embedded_for(&job)?;
+        let engine = self.engine.clone();
+        let until_end = lock(&entry.record).until_end;
+        let id = lock(&entry.record).id.clone();
+        let runner = entry.clone();
+        // The runner records the end through a registry of its own: the
+        // thread outlives this call.
+        let registry = Registry { dir: self.dir.clone() };
+        let thread = std::thread::Builder::new()
+            .name(format!("job-{id}"))
+            .spawn(move || {
+                let options = RunOptions { stop: runner.stop.clone(), ..RunOptions::default() };
+                let counted = runner.clone();
+                let restarted = runner.clone();
+                let result = run_with_restarts(
+                    &job,
+                    &engine,
+                    until_end,
+                    embedded,
+                    &options,
+                    &mut |_| {
+                        counted.outputs.fetch_add(1, Ordering::Relaxed);
+                    },
+                    &mut |restart| {
+                        restarted.restarts.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            "job {}: the run failed: {}; restarting",
+                            job.config.name,
+                            restart.error
+                        );
+                    },
+                );
+                registry.finish(&runner, result);
+            })
+            .map_err(|e| ServiceError::Internal(format!("cannot start a thread for the job: {e}")))?;
+        *lock(&entry.thread) = Some(thread);
+        Ok(())
+    }
+}
+
+/// What a runner thread needs to record its job's end.
+struct Registry {
+    dir: PathBuf,
+}
+
+impl Registry {
+    fn finish(&self, entry: &Entry, result: Result<RunSummary, crate::pipeline::PipelineError>) {
+        let shutdown = entry.stop.load(Ordering::SeqCst) && !entry.cancelled.load(Ordering::SeqCst);
+        let mut record = lock(&entry.record);
+        record.metrics.outputs = entry.outputs.load(Ordering::Relaxed);
+        record.metrics.restarts = entry.restarts.load(Ordering::Relaxed);
+        match result {
+            Ok(summary) => {
+                record.metrics.records = summary.records;
+                record.metrics.events = summary.events;
+                record.metrics.windows = summary.windows;
+                record.metrics.late = summary.late;
+                record.metrics.dead_letters = summary.dead_letters;
+                record.metrics.checkpoints = summary.checkpoints;
+                if entry.cancelled.load(Ordering::SeqCst) {
+                    record.state = JobState::Cancelled;
+                } else if !shutdown {
+                    record.state = JobState::Finished;
+                }
+            }
+            Err(e) if entry.cancelled.load(Ordering::SeqCst) => {
+                record.state = JobState::Cancelled;
+                record.error = Some(error_chain(&e));
+            }
+            Err(e) if !shutdown => {
+                record.state = JobState::Failed;
+                record.error = Some(error_chain(&e));
+            }
+            // Stopped by the host's shutdown: it resumes at the next start.
+            Err(_) => {}
+        }
+        if record.state != JobState::Running {
+            record.ended_ms = Some(crate::time::now_ms());
+        }
+        let text = match serde_json::to_vec_pretty(&*record) {
+            Ok(text) => text,
+            Err(e) => return tracing::error!("job {}: cannot encode its record: {e}", record.id),
+        };
+        if let Err(e) = write_atomically(&self.dir.join(&record.id).join("job.json"), &text) {
+            tracing::error!("job {}: {e}", record.id);
+        }
+    }
+}
+
+impl Entry {
+    fn new(record: JobRecord) -> Entry {
+        Entry {
+            outputs: AtomicU64::new(record.metrics.outputs),
+            restarts: AtomicU64::new(record.metrics.restarts),
+            record: Mutex::new(record),
+            stop: Arc::new(AtomicBool::new(false)),
+            cancelled: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// The record, with the live counters.
+    fn view(&self) -> JobRecord {
+        let mut record = lock(&self.record).clone();
+        if record.state == JobState::Running {
+            record.metrics.outputs = self.outputs.load(Ordering::Relaxed);
+            record.metrics.restarts = self.restarts.load(Ordering::Relaxed);
+        }
+        record
+    }
+
+    fn join(&self) {
+        let thread = lock(&self.thread).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Checks a submitted job file and points its plugin at the store: a
+/// stored `name@version` (or the newest `name`), else a built-in of that
+/// name. `pinned` is the plugin a resumed job was submitted with.
+fn prepare(
+    text: &str,
+    store: &PluginStore,
+    pinned: Option<&str>,
+) -> Result<(Job, Option<StoredPlugin>), ServiceError> {
+    let origin = "the submitted job";
+    // Parsed once as a job file is, for the field-named errors.
+    let job =
+        Job::parse(text, origin, Path::new("/")).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+    let mut config: JobConfig = job.config;
+    check_absolute(&config)?;
+    let reference = pinned.unwrap_or(&config.function.plugin).to_string();
+    if reference.ends_with(".wasm") || reference.contains('/') {
+        return Err(ServiceError::BadRequest(format!(
+            "{origin}: field 'function.plugin': {reference:?} is a file; a submitted job names a stored plugin \
+             (name@version, or name for its newest version): upload it with `weir plugin upload` first"
+        )));
+    }
+    let stored =
+        store.resolve(&reference).map_err(|e| ServiceError::BadRequest(format!("function.plugin: {e}")))?;
+    match &stored {
+        Some(plugin) => config.function.plugin = store.path_of(plugin).display().to_string(),
+        None if !reference.contains('@') && crate::plugin::builtin::builtin(&reference).is_some() => {}
+        None => {
+            let names: Vec<String> = store.list().iter().map(StoredPlugin::reference).collect();
+            return Err(ServiceError::BadRequest(format!(
+                "{origin}: field 'function.plugin': no plugin {reference:?} in the host's store (stored: {}; \
+                 built in: {})",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") },
+                crate::plugin::builtin::builtin_names()
+            )));
+        }
+    }
+    let job = Job::from_config(config, origin, Path::new("/"))
+        .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+    Ok((job, stored))
+}
+
+/// Refuses relative paths: a submitted job has no folder of its own.
+fn check_absolute(config: &JobConfig) -> Result<(), ServiceError> {
+    let mut paths: Vec<(&str, &Path)> = Vec::new();
+    if let Some(path) = &config.source.path {
+        paths.push(("source.path", path));
+    }
+    if config.sink.kind == SinkKind::File {
+        if let Some(path) = &config.sink.path {
+            paths.push(("sink.path", path));
+        }
+        if let Some(path) = &config.sink.dead_letter {
+            paths.push(("sink.dead_letter", Path::new(path)));
+        }
+        if let Some(path) = &config.time.late_output {
+            paths.push(("time.late_output", Path::new(path)));
+        }
+    }
+    for (field, path) in paths {
+        if !path.is_absolute() {
+            return Err(ServiceError::BadRequest(format!(
+                "the submitted job: field '{field}': {} is a relative path; a job submitted to a host has no \
+                 folder of its own, so give the absolute path",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A new job id: 16 hex digits from the system's random source.
+fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    let random =
+        std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if random.is_err() {
+        // No random source: the time and a counter still give unique ids.
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = (crate::time::now_ms() as u64) << 16 | COUNTER.fetch_add(1, Ordering::Relaxed);
+        bytes = n.to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An error with its causes, on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}

@@ -1,0 +1,426 @@
+//! `weir serve` as a real process, driven over HTTP and through the CLI:
+//! upload, submit, results exact against a brute-force oracle, refusals
+//! that change nothing, and a host stopped mid-job that resumes it from
+//! its last checkpoint after a restart, writing exactly what one
+//! uninterrupted run writes.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{Lcg, weir_command};
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// A `weir serve` process on a free port; killed when dropped.
+struct Server {
+    child: Option<std::process::Child>,
+    url: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Server {
+        let mut child = weir_command(data_dir.parent().unwrap())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()])
+            .env("WEIR_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weir serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut url = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            stderr.lock().unwrap().push_str(&format!("{line}\n"));
+            if let Some(rest) = line.strip_prefix("listening on ") {
+                url = Some(rest.split_whitespace().next().unwrap().to_string());
+                break;
+            }
+        }
+        let url = url.unwrap_or_else(|| panic!("weir serve did not start: {}", stderr.lock().unwrap()));
+        // The rest of its log, kept for messages (and so the pipe never fills).
+        let log = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        Server { child: Some(child), url, stderr }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn stop(&mut self) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signals a child of ours that has not been reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "weir serve exited with {status}: {}", self.log());
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn weir(&self, args: &[&str], token: Option<&str>) -> Output {
+        let mut command = weir_command(Path::new(env!("CARGO_TARGET_TMPDIR")));
+        command.args(args).env("WEIR_HOST", &self.url).env_remove("WEIR_TOKEN").stdin(Stdio::null());
+        if let Some(token) = token {
+            command.env("WEIR_TOKEN", token);
+        }
+        command.output().unwrap()
+    }
+
+    /// A CLI command that must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.weir(args, Some(TOKEN));
+        assert!(
+            out.status.success(),
+            "weir {args:?} failed: {}\nhost log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A raw request: (status, JSON body).
+    fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let url = format!("{}{path}", self.url);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let response = match (method, body) {
+            ("GET", _) => {
+                let r = agent.get(&url);
+                match &auth {
+                    Some(a) => r.header("Authorization", a).call(),
+                    None => r.call(),
+                }
+            }
+            ("DELETE", _) => {
+                let r = agent.delete(&url);
+                match &auth {
+                    Some(a) => r.header("Authorization", a).call(),
+                    None => r.call(),
+                }
+            }
+            (_, body) => {
+                let r = agent.post(&url);
+                let r = match &auth {
+                    Some(a) => r.header("Authorization", a),
+                    None => r,
+                };
+                r.send(body.unwrap_or_default())
+            }
+        };
+        let mut response = response.unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}"));
+        (status, json)
+    }
+
+    fn job(&self, id: &str) -> Value {
+        let (status, job) = self.request("GET", &format!("/api/jobs/{id}"), None, None);
+        assert_eq!(status, 200, "{job}");
+        job
+    }
+
+    /// Waits (polling its status, up to a minute) until the job is no
+    /// longer running; its record.
+    fn wait_ended(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = self.job(id);
+            if job["state"] != "running" {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} still running after a minute: {job}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn guest(name: &str) -> PathBuf {
+    weir::plugin::builtin::guests_dir().join(name)
+}
+
+/// Readings 5 ms apart, up to 200 ms out of order; (device, time, temperature).
+fn write_readings(path: &Path, n: usize, seed: u64) -> Vec<(i64, i64, f64)> {
+    let mut rng = Lcg(seed);
+    let mut text = String::with_capacity(n * 80);
+    let mut readings = Vec::with_capacity(n);
+    for i in 0..n as i64 {
+        let device = 1 + rng.below(10) as i64;
+        let ts = 1_700_000_000_000 + 5 * i - rng.below(201) as i64;
+        let temp = 333.0 + rng.below(5_000) as f64 / 100.0;
+        text.push_str(&format!(
+            "{{\"device_id\": {device}, \"temperature\": {temp}, \"execution_time\": {ts}}}\n"
+        ));
+        readings.push((device, ts, temp));
+    }
+    std::fs::write(path, text).unwrap();
+    readings
+}
+
+fn job_file(name: &str, input: &Path, output: &Path, plugin: &str, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\n[source]\ntype = \"file\"\npath = \"{}\"\n[format]\nkey = \"device_id\"\n\
+         timestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[time]\n\
+         max_out_of_orderness = \"300ms\"\n[window]\ntype = \"tumbling\"\nsize = \"1s\"\n[function]\n\
+         plugin = \"{plugin}\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n{extra}",
+        input.display(),
+        output.display()
+    )
+}
+
+/// (device, start, end) → (max, count).
+type Windows = BTreeMap<(i64, i64, i64), (f64, i64)>;
+
+/// The tumbling 1 s windows of the readings, by brute force (none is late:
+/// the watermark trails by 300 ms, the disorder is at most 200 ms).
+fn oracle(readings: &[(i64, i64, f64)]) -> Windows {
+    let mut windows = Windows::new();
+    for &(device, ts, temp) in readings {
+        let start = ts - ts.rem_euclid(1000);
+        let w = windows.entry((device, start, start + 1000)).or_insert((f64::MIN, 0));
+        w.0 = w.0.max(temp);
+        w.1 += 1;
+    }
+    windows
+}
+
+/// The output file's windows; a window written twice fails.
+fn written(path: &Path) -> Windows {
+    let mut windows = Windows::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        let key = (
+            r["device_id"].as_i64().unwrap(),
+            r["window_start"].as_i64().unwrap(),
+            r["window_end"].as_i64().unwrap(),
+        );
+        let value = (r["max_temperature"].as_f64().unwrap(), r["count"].as_i64().unwrap());
+        assert!(windows.insert(key, value).is_none(), "window {key:?} written twice");
+    }
+    windows
+}
+
+#[test]
+fn upload_submit_and_exact_results_through_the_cli_and_refusals_that_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+
+    // Upload: refused without the token, stored with it, once.
+    let wasm = guest("max_temperature.wasm");
+    let wasm = wasm.to_str().unwrap();
+    let refused = server.weir(&["plugin", "upload", wasm], None);
+    assert!(!refused.status.success());
+    let first_line = String::from_utf8_lossy(&refused.stderr).lines().next().unwrap_or_default().to_string();
+    assert!(first_line.contains("needs the host's token"), "{first_line}");
+    assert_eq!(server.request("GET", "/api/plugins", None, None).1, serde_json::json!([]));
+    let reference = server.ok(&["plugin", "upload", wasm]);
+    assert_eq!(reference.trim(), "max-temperature@0.1.0");
+    let again = server.weir(&["plugin", "upload", wasm], Some(TOKEN));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already stored"));
+    let listed = server.ok(&["plugin", "list"]);
+    assert_eq!(listed.lines().filter(|l| l.starts_with("max-temperature@0.1.0")).count(), 1, "{listed}");
+
+    // Submit a job naming the stored plugin; its output is exact.
+    let input = dir.path().join("readings.jsonl");
+    let readings = write_readings(&input, 20_000, 5);
+    let output = dir.path().join("out.jsonl");
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, job_file("max-temperature", &input, &output, "max-temperature@0.1.0", "")).unwrap();
+    let id = server.ok(&["submit", "--until-end", job.to_str().unwrap()]);
+    let id = id.trim();
+    assert_eq!(id.len(), 16, "weir submit prints the id alone: {id:?}");
+    let ended = server.wait_ended(id);
+    assert_eq!(ended["state"], "finished", "{ended}\n{}", server.log());
+    let expected = oracle(&readings);
+    assert_eq!(written(&output), expected);
+    assert_eq!(ended["metrics"]["outputs"], expected.len() as u64);
+    assert_eq!(ended["metrics"]["events"], readings.len() as u64);
+    assert_eq!(ended["plugin"], "max-temperature@0.1.0");
+    let list = server.ok(&["list"]);
+    assert!(list.lines().any(|l| l.starts_with(id) && l.contains("finished")), "{list}");
+
+    // The bad requests: each a 4xx with a JSON error, and nothing changes.
+    let plugins_before = server.request("GET", "/api/plugins", None, None).1;
+    let jobs_before = server.request("GET", "/api/jobs", None, None).1;
+    let files_before = files_under(&data);
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::read(path).unwrap()
+    };
+    let good = job_file("other", &input, &dir.path().join("other.jsonl"), "max-temperature", "");
+    let relative = write(
+        "relative.toml",
+        good.replace(&format!("{}", dir.path().join("other.jsonl").display()), "other.jsonl"),
+    );
+    let unknown = write(
+        "unknown.toml",
+        good.replace("plugin = \"max-temperature\"", "plugin = \"no-such-plugin@1.0\""),
+    );
+    let traversal = write(
+        "traversal.toml",
+        good.replace("plugin = \"max-temperature\"", "plugin = \"../../etc/passwd\""),
+    );
+    let a_file =
+        write("file.toml", good.replace("plugin = \"max-temperature\"", &format!("plugin = \"{wasm}\"")));
+    let map_plugin =
+        write("map.toml", good.replace("plugin = \"max-temperature\"", "plugin = \"kelvin-to-celsius\""));
+    let bad_field = write("field.toml", good.replace("size = \"1s\"", "size = \"soon\""));
+    let oversized = vec![0u8; (64 << 20) + 1];
+    let wrong_world = std::fs::read(guest("wrong_world.wasm")).unwrap();
+    let cancel = format!("/api/jobs/{id}/cancel");
+    let cases: Vec<Case> = vec![
+        ("POST", "/api/plugins", None, Some(&wrong_world), 401, "token"),
+        ("POST", "/api/plugins", Some("wrong"), Some(&wrong_world), 401, "refused"),
+        ("POST", "/api/plugins", Some(TOKEN), Some(b"not wasm at all"), 400, "not a WebAssembly"),
+        ("POST", "/api/plugins", Some(TOKEN), Some(&wrong_world), 400, "has the wrong type"),
+        ("POST", "/api/plugins", Some(TOKEN), Some(&oversized), 413, "limit"),
+        ("POST", "/api/plugins", Some(TOKEN), Some(b""), 400, "empty"),
+        ("POST", "/api/jobs", None, Some(&relative), 401, "token"),
+        ("POST", "/api/jobs", Some(TOKEN), Some(&relative), 400, "sink.path"),
+        ("POST", "/api/jobs", Some(TOKEN), Some(&unknown), 400, "no-such-plugin@1.0"),
+        ("POST", "/api/jobs", Some(TOKEN), Some(&traversal), 400, "function.plugin"),
+        ("POST", "/api/jobs", Some(TOKEN), Some(&a_file), 400, "weir plugin upload"),
+        ("POST", "/api/jobs", Some(TOKEN), Some(&map_plugin), 400, "map-function"),
+        ("POST", "/api/jobs", Some(TOKEN), Some(&bad_field), 400, "window.size"),
+        ("POST", "/api/jobs", Some(TOKEN), Some(b"name = [unclosed"), 400, "TOML"),
+        ("POST", "/api/jobs?until_end=maybe", Some(TOKEN), Some(&relative), 400, "query"),
+        ("GET", "/api/jobs/0123456789abcdef", None, None, 404, "no job"),
+        ("POST", "/api/jobs/0123456789abcdef/cancel", Some(TOKEN), None, 404, "no job"),
+        ("POST", &cancel, Some(TOKEN), None, 409, "not running"),
+        ("POST", &cancel, None, None, 401, "token"),
+        ("GET", "/api/plugins/..%2F..%2Fetc%2Fpasswd", None, None, 400, "must start with a letter"),
+        ("GET", "/api/plugins/a%2F..%2F..%2Fetc", None, None, 400, "may hold only"),
+        ("DELETE", "/api/plugins/..%2Findex.json@1", Some(TOKEN), None, 400, "must start with a letter"),
+        ("DELETE", "/api/plugins/max-temperature@9.9.9", Some(TOKEN), None, 404, "no plugin"),
+        ("DELETE", "/api/plugins/max-temperature@0.1.0", None, None, 401, "token"),
+        ("GET", "/api/nothing-here", None, None, 404, "no such endpoint"),
+    ];
+    for (method, path, token, body, status, says) in &cases {
+        let (got, answer) = server.request(method, path, *token, *body);
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert_eq!(got, *status, "{method} {path}: {answer}");
+        assert!(error.contains(says), "{method} {path}: the error should say {says:?}: {error}");
+    }
+    assert_eq!(server.request("GET", "/api/plugins", None, None).1, plugins_before);
+    assert_eq!(server.request("GET", "/api/jobs", None, None).1, jobs_before);
+    assert_eq!(files_under(&data), files_before, "a refused request changed the data dir");
+    assert!(!dir.path().join("other.jsonl").exists(), "a refused job ran");
+
+    // The CLI names the problem on its first line.
+    let out = server.weir(&["submit", dir.path().join("unknown.toml").to_str().unwrap()], Some(TOKEN));
+    let first = String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or_default().to_string();
+    assert!(!out.status.success() && first.contains("no plugin \"no-such-plugin@1.0\""), "{first}");
+    assert!(out.stdout.is_empty(), "nothing on stdout when the submission fails");
+
+    // Deleting the plugin (no job runs it now) empties the store.
+    server.ok(&["plugin", "delete", "max-temperature@0.1.0"]);
+    assert_eq!(server.request("GET", "/api/plugins", None, None).1, serde_json::json!([]));
+}
+
+/// A bad request: method, path, token, body, the status it gets, and what
+/// its error says.
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a [u8]>, u16, &'a str);
+
+/// Every file under `dir` with its size, for "nothing changed".
+fn files_under(dir: &Path) -> BTreeMap<PathBuf, u64> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                files.insert(entry.path(), meta.len());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn a_host_stopped_mid_job_resumes_it_after_a_restart_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = dir.path().join("readings.jsonl");
+    let readings = write_readings(&input, 600_000, 11);
+    let output = dir.path().join("out.jsonl");
+    let storage = dir.path().join("checkpoints");
+    let checkpoint = format!(
+        "[checkpoint]\nstorage = \"file://{}\"\ninterval = \"200ms\"\nmode = \"exactly-once\"\n",
+        storage.display()
+    );
+    let mut server = Server::start(&data);
+    let plugin = server.ok(&["plugin", "upload", guest("max_temperature_agg.wasm").to_str().unwrap()]);
+    let plugin = plugin.trim();
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, job_file("resumed", &input, &output, plugin, &checkpoint)).unwrap();
+
+    let id = server.ok(&["submit", "--until-end", job.to_str().unwrap()]).trim().to_string();
+    // Stopped once it has written some output, before its input ends.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = server.job(&id);
+        assert_eq!(job["state"], "running", "the job ended before the host could be stopped: {job}");
+        if job["metrics"]["outputs"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no output after a minute: {}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The plugin of a running job stays.
+    let (status, answer) = server.request("DELETE", &format!("/api/plugins/{plugin}"), Some(TOKEN), None);
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains(&format!("used by running job {id}")), "{answer}");
+    server.stop();
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(data.join("jobs").join(&id).join("job.json")).unwrap())
+            .unwrap();
+    assert_eq!(on_disk["state"], "running", "a shutdown leaves the job to resume: {on_disk}");
+    let partial = written(&output);
+    let expected = oracle(&readings);
+    assert!(partial.len() < expected.len(), "the job had finished before the stop");
+
+    let server = Server::start(&data);
+    let ended = server.wait_ended(&id);
+    assert_eq!(ended["state"], "finished", "{ended}\n{}", server.log());
+    assert!(
+        server.log().contains("restored checkpoint"),
+        "the resumed run did not restore: {}",
+        server.log()
+    );
+    assert_eq!(written(&output), expected, "the output across the restart is not exactly one run's");
+    assert_eq!(ended["plugin"], plugin);
+    let listed = server.ok(&["list"]);
+    assert!(listed.lines().any(|l| l.starts_with(&id) && l.contains("finished")), "{listed}");
+    // Once it finished, its plugin may go.
+    server.ok(&["plugin", "delete", plugin]);
+}
