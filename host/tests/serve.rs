@@ -264,6 +264,26 @@ fn upload_submit_and_exact_results_through_the_cli_and_refusals_that_change_noth
     assert_eq!(ended["plugin"], "max-temperature@0.1.0");
     let list = server.ok(&["list"]);
     assert!(list.lines().any(|l| l.starts_with(id) && l.contains("finished")), "{list}");
+    // The same counts in Prometheus' text format.
+    let metrics =
+        ureq::get(&format!("{}/metrics", server.url)).call().unwrap().body_mut().read_to_string().unwrap();
+    let labels = format!("{{job=\"max-temperature\",id=\"{id}\"}}");
+    for (series, value) in [
+        ("weir_job_events_total", readings.len() as u64),
+        ("weir_job_records_total", readings.len() as u64),
+        ("weir_job_outputs_total", expected.len() as u64),
+        ("weir_job_windows_fired_total", expected.len() as u64),
+        ("weir_job_late_events_total", 0),
+        ("weir_job_dead_letters_total", 0),
+        ("weir_job_running", 0),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == format!("{series}{labels} {value}")),
+            "no {series} {value} in:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("# TYPE weir_job_events_total counter"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "weir_plugins_stored 1"), "{metrics}");
 
     // The bad requests: each a 4xx with a JSON error, and nothing changes.
     let plugins_before = server.request("GET", "/api/plugins", None, None).1;

@@ -16,6 +16,7 @@ mod checkpointing;
 mod collect;
 pub mod connect;
 mod dead_letter;
+mod live;
 mod map_stage;
 mod operator;
 mod parallel;
@@ -35,6 +36,7 @@ pub use checkpointing::{
 };
 use checkpointing::{Checkpointer, Share};
 pub use collect::{Collector, Emitted, OutputRow};
+pub use live::{LiveMetrics, MetricsSnapshot};
 pub use map_stage::{MapFunction, MapStage};
 pub use operator::Operator;
 pub use payloads::Payloads;
@@ -176,6 +178,8 @@ pub struct RunOptions {
     pub commit_interval: Duration,
     /// Which checkpoint to start from, for a job with `[checkpoint]`.
     pub restore: RestoreFrom,
+    /// Counters to publish to as the run goes (the host's jobs).
+    pub metrics: Option<Arc<LiveMetrics>>,
 }
 
 impl Default for RunOptions {
@@ -185,6 +189,7 @@ impl Default for RunOptions {
             poll_wait: Duration::from_millis(100),
             commit_interval: Duration::from_secs(5),
             restore: RestoreFrom::Latest,
+            metrics: None,
         }
     }
 }
@@ -359,6 +364,7 @@ impl Pipeline {
         let mut part = Part::new(job, self.operator.as_mut(), source.partitions());
         let mut summary = RunSummary::default();
         let mut committed_at = Instant::now();
+        let mut published = RunSummary::default();
         // With checkpoints, the run starts from the newest one, and commits
         // offsets only when a checkpoint holds the state they leave behind.
         if let Some(cp) = &mut checkpointer {
@@ -384,6 +390,9 @@ impl Pipeline {
                 break;
             }
             let end = part.step(source, options.poll_wait, &mut out)? == Poll::End;
+            if let Some(metrics) = &options.metrics {
+                metrics.publish(out.summary, &mut published);
+            }
             if !end && part.windowed() {
                 // Idle partitions follow the highest watermark. The move
                 // depends on wall time, which a replay does not repeat: with
@@ -442,6 +451,9 @@ impl Pipeline {
             }
         }
         part.operator.finish(out.summary);
+        if let Some(metrics) = &options.metrics {
+            metrics.publish(out.summary, &mut published);
+        }
         match &mut checkpointer {
             // The end of the run (its input's, or a stop) is checkpointed:
             // started again, the job goes on from exactly here.
@@ -450,6 +462,9 @@ impl Pipeline {
                 summary.failed_checkpoints = cp.failed();
             }
             None => part.commit(sinks, source)?,
+        }
+        if let Some(metrics) = &options.metrics {
+            metrics.publish(&summary, &mut published);
         }
         summary.skipped = sinks.skipped();
         summary.elapsed_ms = started.elapsed().as_millis() as u64;

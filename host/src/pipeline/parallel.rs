@@ -137,7 +137,7 @@ pub(super) fn run(
             }
             let coordinated = match (&mut checkpointer, handles.iter().all(Result::is_ok)) {
                 (Some(cp), true) => {
-                    coordinate(cp, &slots, board, &owners, &mut coordinator_sinks, &mut summary)
+                    coordinate(cp, &slots, board, &owners, &mut coordinator_sinks, &mut summary, options)
                 }
                 _ => {
                     board.wait_all_finished();
@@ -178,7 +178,12 @@ pub(super) fn run(
             Some(cp) => {
                 let views: Vec<Share<'_>> = parts.iter().map(|p| Share::of(p)).collect();
                 let mut commit = commit_to(&mut sources, &owners);
-                summary.checkpoints += cp.finish(&views, &mut commit, &mut coordinator_sinks)?;
+                let last = cp.finish(&views, &mut commit, &mut coordinator_sinks)?;
+                summary.checkpoints += last;
+                if let Some(metrics) = &options.metrics {
+                    let finished = RunSummary { checkpoints: last, ..RunSummary::default() };
+                    metrics.publish(&finished, &mut RunSummary::default());
+                }
                 summary.failed_checkpoints = cp.failed();
             }
             None => {
@@ -257,8 +262,14 @@ fn coordinate(
     owners: &[Vec<i32>],
     sinks: &mut Sinks,
     summary: &mut RunSummary,
+    options: &RunOptions,
 ) -> Result<(), PipelineError> {
+    // The coordinator's own counts (checkpoints), published as it goes.
+    let mut published = RunSummary::default();
     loop {
+        if let Some(metrics) = &options.metrics {
+            metrics.publish(summary, &mut published);
+        }
         if board.all_finished() || board.failed() {
             return Ok(());
         }
@@ -352,6 +363,7 @@ impl Worker<'_, '_> {
         let mut out = Collector::new(&mut sinks, &mut summary, &mut emit, &source_name, &key_field, job);
         let mut committed_at = Instant::now();
         let mut first = true;
+        let mut published = RunSummary::default();
         loop {
             {
                 let mut slot = lock(slot);
@@ -370,6 +382,9 @@ impl Worker<'_, '_> {
                     break;
                 }
                 let end = part.step(source.as_mut(), options.poll_wait, &mut out)? == Poll::End;
+                if let Some(metrics) = &options.metrics {
+                    metrics.publish(out.summary, &mut published);
+                }
                 if let Some(e) = out.take_failure() {
                     return Err(e);
                 }
@@ -389,6 +404,9 @@ impl Worker<'_, '_> {
         }
         if let Some(e) = out.take_failure() {
             return Err(e);
+        }
+        if let Some(metrics) = &options.metrics {
+            metrics.publish(out.summary, &mut published);
         }
         drop(out);
         Ok(summary)

@@ -96,6 +96,7 @@ async fn blocking<T: Send + 'static>(
 pub fn router(host: Arc<Host>) -> Router {
     Router::new()
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
         .route(
             "/api/plugins",
             get(list_plugins).post(upload_plugin).layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
@@ -224,4 +225,52 @@ async fn cancel_job(State(host): State<Arc<Host>>, headers: HeaderMap, Path(id):
     host.authorize(&headers).map_err(fail)?;
     let record = blocking(move || host.jobs.cancel(&id)).await?;
     Ok(Json(record).into_response())
+}
+
+/// The job counters in Prometheus' text format, one series per job
+/// (labels `job`, its name, and `id`).
+async fn metrics(State(host): State<Arc<Host>>) -> Response {
+    let jobs = host.jobs.list();
+    let mut text = String::new();
+    let series: [(&str, &str, fn(&super::jobs::JobRecord) -> u64); 11] = [
+        ("records_total", "Records read from the job's source.", |j| j.metrics.counts.records),
+        ("events_total", "Events decoded and processed.", |j| j.metrics.counts.events),
+        ("outputs_total", "Output records written.", |j| j.metrics.counts.outputs),
+        ("windows_fired_total", "Windows fired (first firings).", |j| j.metrics.counts.windows),
+        ("windows_refired_total", "Windows fired again for late events.", |j| j.metrics.counts.refired),
+        ("late_events_total", "Events too late for any window.", |j| j.metrics.counts.late),
+        ("dead_letters_total", "Records sent to the dead letters.", |j| j.metrics.counts.dead_letters),
+        ("function_failures_total", "Windows or batches the function failed on.", |j| {
+            j.metrics.counts.failed
+        }),
+        ("checkpoints_total", "Checkpoints completed.", |j| j.metrics.counts.checkpoints),
+        ("checkpoints_failed_total", "Checkpoints that failed while the job went on.", |j| {
+            j.metrics.counts.failed_checkpoints
+        }),
+        ("restarts_total", "Restarts after failures.", |j| j.metrics.restarts),
+    ];
+    for (name, help, value) in series {
+        text.push_str(&format!("# HELP weir_job_{name} {help}\n# TYPE weir_job_{name} counter\n"));
+        for job in &jobs {
+            text.push_str(&format!("weir_job_{name}{{{}}} {}\n", labels(job), value(job)));
+        }
+    }
+    text.push_str("# HELP weir_job_running Whether the job is running (1) or ended (0).\n");
+    text.push_str("# TYPE weir_job_running gauge\n");
+    for job in &jobs {
+        let running = u8::from(job.state == super::jobs::JobState::Running);
+        text.push_str(&format!("weir_job_running{{{}}} {running}\n", labels(job)));
+    }
+    let plugins = host.store().list().len();
+    text.push_str(
+        "# HELP weir_plugins_stored Plugins in the host's store.\n# TYPE weir_plugins_stored gauge\n",
+    );
+    text.push_str(&format!("weir_plugins_stored {plugins}\n"));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// A job's labels, escaped as the text format wants.
+fn labels(job: &super::jobs::JobRecord) -> String {
+    let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    format!("job=\"{}\",id=\"{}\"", escape(&job.name), escape(&job.id))
 }

@@ -9,7 +9,7 @@ use super::ServiceError;
 use super::store::{PluginStore, StoredPlugin, write_atomically};
 use crate::job::{Job, JobConfig, SinkKind, SourceKind};
 use crate::kafka::{BrokerSpec, Cluster, KafkaConfig};
-use crate::pipeline::{Pipeline, RunOptions, RunSummary, run_with_restarts};
+use crate::pipeline::{LiveMetrics, MetricsSnapshot, Pipeline, RunOptions, RunSummary, run_with_restarts};
 use crate::plugin::PluginEngine;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -60,25 +60,15 @@ pub struct JobRecord {
     pub metrics: JobMetrics,
 }
 
-/// A job's counters.
+/// A job's counters: live while it runs (since the host started it), then
+/// as they were when it ended.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobMetrics {
-    /// Output records written (live).
-    pub outputs: u64,
-    /// Restarts after failures (live).
+    /// What its runs read, fired, wrote and checkpointed.
+    #[serde(flatten)]
+    pub counts: MetricsSnapshot,
+    /// Restarts after failures.
     pub restarts: u64,
-    /// Records read (at the end of a run).
-    pub records: u64,
-    /// Events processed (at the end of a run).
-    pub events: u64,
-    /// Windows fired (at the end of a run).
-    pub windows: u64,
-    /// Late events (at the end of a run).
-    pub late: u64,
-    /// Dead letters (at the end of a run).
-    pub dead_letters: u64,
-    /// Checkpoints taken (at the end of a run).
-    pub checkpoints: u64,
 }
 
 /// A job the host knows, with what its runner shares.
@@ -88,7 +78,7 @@ struct Entry {
     /// Set by a cancel (a stop for a shutdown leaves the job running on
     /// disk, to resume).
     cancelled: AtomicBool,
-    outputs: AtomicU64,
+    metrics: Arc<LiveMetrics>,
     restarts: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -265,8 +255,7 @@ impl Jobs {
         record.state = state;
         record.error = error;
         record.ended_ms = Some(crate::time::now_ms());
-        record.metrics.outputs = entry.outputs.load(Ordering::Relaxed);
-        record.metrics.restarts = entry.restarts.load(Ordering::Relaxed);
+        record.metrics = entry.live_metrics();
         if let Err(e) = self.save(&record) {
             tracing::error!("job {}: {e}", record.id);
         }
@@ -305,8 +294,11 @@ impl Jobs {
         let thread = std::thread::Builder::new()
             .name(format!("job-{id}"))
             .spawn(move || {
-                let options = RunOptions { stop: runner.stop.clone(), ..RunOptions::default() };
-                let counted = runner.clone();
+                let options = RunOptions {
+                    stop: runner.stop.clone(),
+                    metrics: Some(runner.metrics.clone()),
+                    ..RunOptions::default()
+                };
                 let restarted = runner.clone();
                 let result = run_with_restarts(
                     &job,
@@ -314,9 +306,7 @@ impl Jobs {
                     until_end,
                     embedded,
                     &options,
-                    &mut |_| {
-                        counted.outputs.fetch_add(1, Ordering::Relaxed);
-                    },
+                    &mut |_| {},
                     &mut |restart| {
                         restarted.restarts.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
@@ -343,16 +333,9 @@ impl Registry {
     fn finish(&self, entry: &Entry, result: Result<RunSummary, crate::pipeline::PipelineError>) {
         let shutdown = entry.stop.load(Ordering::SeqCst) && !entry.cancelled.load(Ordering::SeqCst);
         let mut record = lock(&entry.record);
-        record.metrics.outputs = entry.outputs.load(Ordering::Relaxed);
-        record.metrics.restarts = entry.restarts.load(Ordering::Relaxed);
+        record.metrics = entry.live_metrics();
         match result {
-            Ok(summary) => {
-                record.metrics.records = summary.records;
-                record.metrics.events = summary.events;
-                record.metrics.windows = summary.windows;
-                record.metrics.late = summary.late;
-                record.metrics.dead_letters = summary.dead_letters;
-                record.metrics.checkpoints = summary.checkpoints;
+            Ok(_) => {
                 if entry.cancelled.load(Ordering::SeqCst) {
                     record.state = JobState::Cancelled;
                 } else if !shutdown {
@@ -386,8 +369,8 @@ impl Registry {
 impl Entry {
     fn new(record: JobRecord) -> Entry {
         Entry {
-            outputs: AtomicU64::new(record.metrics.outputs),
-            restarts: AtomicU64::new(record.metrics.restarts),
+            metrics: Arc::new(LiveMetrics::default()),
+            restarts: AtomicU64::new(0),
             record: Mutex::new(record),
             stop: Arc::new(AtomicBool::new(false)),
             cancelled: AtomicBool::new(false),
@@ -399,10 +382,13 @@ impl Entry {
     fn view(&self) -> JobRecord {
         let mut record = lock(&self.record).clone();
         if record.state == JobState::Running {
-            record.metrics.outputs = self.outputs.load(Ordering::Relaxed);
-            record.metrics.restarts = self.restarts.load(Ordering::Relaxed);
+            record.metrics = self.live_metrics();
         }
         record
+    }
+
+    fn live_metrics(&self) -> JobMetrics {
+        JobMetrics { counts: self.metrics.snapshot(), restarts: self.restarts.load(Ordering::Relaxed) }
     }
 
     fn join(&self) {
