@@ -227,12 +227,15 @@ async fn cancel_job(State(host): State<Arc<Host>>, headers: HeaderMap, Path(id):
     Ok(Json(record).into_response())
 }
 
+/// A counter: its name, its help text, and how to read it from a job.
+type Series = (&'static str, &'static str, fn(&super::jobs::JobRecord) -> u64);
+
 /// The job counters in Prometheus' text format, one series per job
 /// (labels `job`, its name, and `id`).
 async fn metrics(State(host): State<Arc<Host>>) -> Response {
     let jobs = host.jobs.list();
     let mut text = String::new();
-    let series: [(&str, &str, fn(&super::jobs::JobRecord) -> u64); 11] = [
+    let series: [Series; 11] = [
         ("records_total", "Records read from the job's source.", |j| j.metrics.counts.records),
         ("events_total", "Events decoded and processed.", |j| j.metrics.counts.events),
         ("outputs_total", "Output records written.", |j| j.metrics.counts.outputs),
