@@ -444,3 +444,95 @@ fn a_host_stopped_mid_job_resumes_it_after_a_restart_exactly_once() {
     // Once it finished, its plugin may go.
     server.ok(&["plugin", "delete", plugin]);
 }
+
+#[test]
+fn a_job_stopped_with_a_savepoint_goes_on_from_it_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = dir.path().join("readings.jsonl");
+    let readings = write_readings(&input, 20_000, 23);
+    let output = dir.path().join("out.jsonl");
+    // A streaming job on the host's embedded broker: it runs until stopped.
+    let job_text = format!(
+        "name = \"saved\"\n[source]\ntype = \"kafka\"\ntopic = \"readings\"\npartitions = 2\n[format]\n\
+         key = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[time]\n\
+         max_out_of_orderness = \"300ms\"\n[window]\ntype = \"tumbling\"\nsize = \"1s\"\n[function]\n\
+         plugin = \"max-temperature-agg\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n[checkpoint]\n\
+         storage = \"file://{}\"\ninterval = \"1h\"\nmode = \"exactly-once\"\n",
+        output.display(),
+        dir.path().join("checkpoints").display()
+    );
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, &job_text).unwrap();
+    let server = Server::start(&data);
+    let id = server.ok(&["submit", job.to_str().unwrap()]).trim().to_string();
+    let health = server.request("GET", "/healthz", None, None).1;
+    let brokers =
+        health["embedded_broker"].as_str().expect("the job started the embedded broker").to_string();
+    let sent = weir_command(dir.path())
+        .args(["produce", "--brokers", &brokers, "--topic", "readings", "--input", input.to_str().unwrap()])
+        .args(["--key", "device_id"])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    // Wait (polling its status) until the job has read every reading.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.job(&id)["metrics"]["records"].as_u64().unwrap_or(0) < readings.len() as u64 {
+        assert!(Instant::now() < deadline, "the job did not read the readings in a minute: {}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A savepoint while it runs (the interval is an hour: this checkpoint
+    // is the savepoint's own), then one that stops it.
+    let first = server.ok(&["savepoint", &id]).trim().to_string();
+    assert!(first.starts_with("file://"), "{first}");
+    assert_eq!(server.job(&id)["state"], "running");
+    let stopped = server.ok(&["savepoint", "--stop", &id]).trim().to_string();
+    let record = server.job(&id);
+    assert_eq!(record["state"], "stopped", "{record}");
+    assert_eq!(record["savepoints"], serde_json::json!([first, stopped]));
+    let expected = oracle(&readings);
+    let partial = written(&output);
+    assert!(!partial.is_empty() && partial.len() < expected.len(), "the last windows fire only at the end");
+    // Each savepoint is a complete checkpoint, listed like any storage.
+    for savepoint in [&first, &stopped] {
+        let out = weir_command(dir.path())
+            .args(["checkpoints", "list", savepoint, "--job", "saved"])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && listed.contains("complete"),
+            "{listed}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A stopped job takes no more savepoints.
+    let (status, answer) = server.request("POST", &format!("/api/jobs/{id}/savepoint"), Some(TOKEN), None);
+    assert_eq!(status, 409, "{answer}");
+
+    // Submitted again from the savepoint, to the end of the topic, it goes
+    // on where it stopped: nothing read twice, no window missing or twice.
+    let resumed = server.ok(&["submit", "--until-end", "--from-savepoint", &stopped, job.to_str().unwrap()]);
+    let ended = server.wait_ended(resumed.trim());
+    assert_eq!(ended["state"], "finished", "{ended}\n{}", server.log());
+    assert_eq!(ended["from_savepoint"], stopped.as_str());
+    assert_eq!(ended["metrics"]["records"], 0, "the savepoint's offsets are the topic's end: {ended}");
+    assert_eq!(written(&output), expected, "the output across the savepoint is not exactly one run's");
+
+    // A relative savepoint path, or a job without [checkpoint], is refused.
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(
+        &plain,
+        job_file("plain", &input, &dir.path().join("plain.jsonl"), "max-temperature-agg", ""),
+    )
+    .unwrap();
+    for (args, says) in [
+        (vec!["submit", "--from-savepoint", "sp-1", job.to_str().unwrap()], "relative path"),
+        (vec!["submit", "--from-savepoint", &stopped, plain.to_str().unwrap()], "no [checkpoint]"),
+    ] {
+        let out = server.weir(&args, Some(TOKEN));
+        let first_line = String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or_default().to_string();
+        assert!(!out.status.success() && first_line.contains(says), "{args:?}: {first_line}");
+    }
+}

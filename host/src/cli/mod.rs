@@ -56,6 +56,8 @@ enum Command {
     Status(remote::JobArgs),
     /// Cancel one of a host's jobs.
     Cancel(remote::JobArgs),
+    /// Take a savepoint of one of a host's jobs (prints its URL).
+    Savepoint(remote::SavepointArgs),
 }
 
 #[derive(Subcommand)]
@@ -101,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::List(args) => remote::list_jobs(args),
         Command::Status(args) => remote::status(args),
         Command::Cancel(args) => remote::cancel(args),
+        Command::Savepoint(args) => remote::savepoint(args),
         Command::DevBroker(args) => dev_broker::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

@@ -157,6 +157,10 @@ pub struct SubmitArgs {
     /// offsets its Kafka topic had at start), firing every open window.
     #[arg(long)]
     until_end: bool,
+    /// Start from this savepoint (the URL `weir savepoint` printed, or an
+    /// absolute path); the job needs `[checkpoint]` and the same name.
+    #[arg(long, value_name = "URL")]
+    from_savepoint: Option<String>,
     #[command(flatten)]
     host: HostArgs,
 }
@@ -164,8 +168,18 @@ pub struct SubmitArgs {
 /// `weir submit`: prints the job's id alone on stdout.
 pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let file = std::fs::read(&args.job).with_context(|| format!("cannot read {}", args.job.display()))?;
-    let path = if args.until_end { "/api/jobs?until_end=true" } else { "/api/jobs" };
-    let job = Client::new(&args.host).call("POST", path, Some(("application/toml", &file)))?;
+    let mut query = Vec::new();
+    if args.until_end {
+        query.push("until_end=true".to_string());
+    }
+    if let Some(savepoint) = &args.from_savepoint {
+        query.push(format!("from_savepoint={}", escape(savepoint)));
+    }
+    let path = match query.is_empty() {
+        true => "/api/jobs".to_string(),
+        false => format!("/api/jobs?{}", query.join("&")),
+    };
+    let job = Client::new(&args.host).call("POST", &path, Some(("application/toml", &file)))?;
     eprintln!("submitted {} with plugin {}", text(&job["name"]), text(&job["plugin"]));
     println!("{}", text(&job["id"]));
     Ok(())
@@ -216,14 +230,39 @@ pub fn cancel(args: JobArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args)]
+pub struct SavepointArgs {
+    /// The job's id.
+    id: String,
+    /// Stop the job with the savepoint (it does not resume; submit it again
+    /// with --from-savepoint to go on).
+    #[arg(long)]
+    stop: bool,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// `weir savepoint`: prints the savepoint's URL on stdout.
+pub fn savepoint(args: SavepointArgs) -> anyhow::Result<()> {
+    let stop = if args.stop { "?stop=true" } else { "" };
+    let path = format!("/api/jobs/{}/savepoint{stop}", escape(&args.id));
+    let answer = Client::new(&args.host).call("POST", &path, None)?;
+    eprintln!(
+        "{} {} is {}",
+        text(&answer["job"]["id"]),
+        text(&answer["job"]["name"]),
+        text(&answer["job"]["state"])
+    );
+    println!("{}", text(&answer["savepoint"]));
+    Ok(())
+}
+
 /// A path segment with everything but plain characters percent-encoded.
 fn escape(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'@' | b'+' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'@' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

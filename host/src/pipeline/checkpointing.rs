@@ -12,13 +12,14 @@ use super::operator::Operator;
 use super::part::Part;
 use super::positions::ReadPositions;
 use crate::checkpoint::{
-    Checkpoint, CheckpointStorage, ReadError, StorageError, checkpoint_ids, forked, latest_complete,
-    open_storage_with, read_complete, write_files, write_manifest,
+    Checkpoint, CheckpointStorage, DEFAULT_CALL_TIMEOUT, ReadError, StorageError, checkpoint_ids, forked,
+    latest_complete, open_storage_with, read_complete, write_files, write_manifest,
 };
 use crate::job::{CheckpointConfig, Job};
 use crate::source::Source;
 use crate::time::{Watermarks, now_ms};
 use crate::window::SnapshotError;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What a checkpoint takes of one share of the job's partitions (one
@@ -79,6 +80,14 @@ pub enum CheckpointError {
         /// The timeout.
         after: Duration,
     },
+    /// A savepoint that cannot be taken or read.
+    #[error("savepoint {url}: {reason}")]
+    Savepoint {
+        /// Its storage's URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The job changed since the checkpoint in a way its state cannot
     /// follow.
     #[error(
@@ -98,7 +107,7 @@ pub enum CheckpointError {
 }
 
 /// Which checkpoint a run starts from (`weir run --from-checkpoint`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum RestoreFrom {
     /// The newest complete one, skipping damaged ones (the default).
     #[default]
@@ -107,6 +116,10 @@ pub enum RestoreFrom {
     Checkpoint(u64),
     /// None: start afresh (later checkpoints continue the ids).
     Nothing,
+    /// A savepoint: the newest complete checkpoint of the job in the
+    /// storage at this URL (see [`copy_savepoint`]). Later checkpoints go to
+    /// the job's own storage, with ids after the savepoint's.
+    Savepoint(String),
 }
 
 impl std::str::FromStr for RestoreFrom {
@@ -358,8 +371,13 @@ impl Checkpointer {
         self.in_flight.is_some()
     }
 
-    /// Whether a checkpoint is due at `now`.
-    pub(super) fn due(&self, now: Instant) -> bool {
+    /// Whether a checkpoint is due at `now`: its interval passed, or one
+    /// was asked for (`RunOptions::checkpoint_now`, a savepoint).
+    /// The caller clears `asked` once it has taken the checkpoint.
+    pub(super) fn due(&self, now: Instant, asked: &AtomicBool) -> bool {
+        if asked.load(Ordering::Relaxed) && !self.busy() {
+            return true;
+        }
         now.duration_since(self.last_started) >= self.interval
             && now.duration_since(self.last_ended) >= self.min_pause
     }
@@ -385,6 +403,27 @@ impl Checkpointer {
         let chosen = match from {
             RestoreFrom::Latest => {
                 latest_complete(self.storage.as_ref(), &self.job).map_err(CheckpointError::from)?
+            }
+            RestoreFrom::Savepoint(url) => {
+                let savepoint =
+                    open_storage_with(&url, DEFAULT_CALL_TIMEOUT).map_err(CheckpointError::from)?;
+                let found = latest_complete(savepoint.as_ref(), &self.job).map_err(CheckpointError::from)?;
+                let Some(found) = found else {
+                    return Err(CheckpointError::Savepoint {
+                        url,
+                        reason: format!("it holds no complete checkpoint of job '{}'", self.job),
+                    }
+                    .into());
+                };
+                // Copied into the job's own storage as its newest
+                // checkpoint, so that a restart before the next one starts
+                // from the savepoint too.
+                let id = self.next_id.max(found.manifest.checkpoint + 1);
+                let (created, files) = (found.manifest.created_ms, &found.files);
+                crate::checkpoint::write_complete(self.storage.as_ref(), &self.job, id, created, files)
+                    .map_err(CheckpointError::from)?;
+                self.next_id = id + 1;
+                Some(found)
             }
             // Asked for by id: a damaged one is an error, not skipped.
             RestoreFrom::Checkpoint(id) => {
@@ -792,6 +831,30 @@ struct InFlight {
     /// Tells the writer that the sinks hold what was sent before the
     /// barrier, so it may write the manifest (`None` once told).
     durable: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// Copies the newest complete checkpoint of `job` from its storage (`from`,
+/// a URL) to the storage at `to`, as a savepoint: a checkpoint that the
+/// job's retention never removes, and that a run can start from
+/// ([`RestoreFrom::Savepoint`]). Returns the checkpoint's id.
+pub fn copy_savepoint(from: &str, job: &str, to: &str) -> Result<u64, CheckpointError> {
+    let source = open_storage_with(from, DEFAULT_CALL_TIMEOUT)?;
+    let Some(checkpoint) = latest_complete(source.as_ref(), job)? else {
+        return Err(CheckpointError::Savepoint {
+            url: from.to_string(),
+            reason: format!("it holds no complete checkpoint of job '{job}' to save"),
+        });
+    };
+    let target = open_storage_with(to, DEFAULT_CALL_TIMEOUT)?;
+    let id = checkpoint.manifest.checkpoint;
+    crate::checkpoint::write_complete(
+        target.as_ref(),
+        job,
+        id,
+        checkpoint.manifest.created_ms,
+        &checkpoint.files,
+    )?;
+    Ok(id)
 }
 
 #[cfg(test)]

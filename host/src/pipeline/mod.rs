@@ -32,7 +32,8 @@ mod tests;
 mod window_stage;
 
 pub use checkpointing::{
-    CheckpointError, PartitionSummary, RestoreFrom, Restored, summarize as summarize_checkpoint,
+    CheckpointError, PartitionSummary, RestoreFrom, Restored, copy_savepoint,
+    summarize as summarize_checkpoint,
 };
 use checkpointing::{Checkpointer, Share};
 pub use collect::{Collector, Emitted, OutputRow};
@@ -180,6 +181,9 @@ pub struct RunOptions {
     pub restore: RestoreFrom,
     /// Counters to publish to as the run goes (the host's jobs).
     pub metrics: Option<Arc<LiveMetrics>>,
+    /// Set to take a checkpoint at the end of the current poll, whatever
+    /// the interval (a savepoint); the run clears it when it starts one.
+    pub checkpoint_now: Arc<AtomicBool>,
 }
 
 impl Default for RunOptions {
@@ -190,6 +194,7 @@ impl Default for RunOptions {
             commit_interval: Duration::from_secs(5),
             restore: RestoreFrom::Latest,
             metrics: None,
+            checkpoint_now: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -369,7 +374,7 @@ impl Pipeline {
         // offsets only when a checkpoint holds the state they leave behind.
         if let Some(cp) = &mut checkpointer {
             summary.restored = cp
-                .restore(&mut [&mut part], &mut [&mut *source], sinks, options.restore)?
+                .restore(&mut [&mut part], &mut [&mut *source], sinks, options.restore.clone())?
                 .map(|r| r.checkpoint);
             part.set_dues();
             // A fresh start of a sink that reads back after a restore: a
@@ -400,7 +405,7 @@ impl Pipeline {
                 // it, and takes effect once it is complete, so a restore of
                 // that checkpoint makes the same move (see `restore`).
                 let now = Instant::now();
-                if checkpointer.as_ref().is_none_or(|cp| cp.due(now)) {
+                if checkpointer.as_ref().is_none_or(|cp| cp.due(now, &options.checkpoint_now)) {
                     let moves = part::move_idle(&mut [&mut part], now, &|_, p| source.caught_up(p));
                     let moves = moves.into_iter().next().unwrap_or_default();
                     if !moves.is_empty() {
@@ -409,6 +414,7 @@ impl Pipeline {
                             out.summary.checkpoints +=
                                 cp.complete(&mut |o| source.commit(o), out.sinks, true)?;
                             cp.take(&[Share::of(&part)], out.sinks)?;
+                            options.checkpoint_now.store(false, Ordering::Relaxed);
                             let completed = cp.complete(&mut |o| source.commit(o), out.sinks, true)?;
                             out.summary.checkpoints += completed;
                             recorded = completed > 0;
@@ -436,8 +442,9 @@ impl Pipeline {
             match &mut checkpointer {
                 Some(cp) => {
                     out.summary.checkpoints += cp.complete(&mut |o| source.commit(o), out.sinks, false)?;
-                    if cp.due(Instant::now()) {
+                    if cp.due(Instant::now(), &options.checkpoint_now) {
                         cp.take(&[Share::of(&part)], out.sinks)?;
+                        options.checkpoint_now.store(false, Ordering::Relaxed);
                         // A transactional sink commits before it is sent more.
                         out.summary.checkpoints +=
                             cp.complete(&mut |o| source.commit(o), out.sinks, false)?;

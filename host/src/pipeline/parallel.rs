@@ -75,7 +75,7 @@ pub(super) fn run(
             let mut guards = lock_all(&slots);
             let (mut parts, mut sources) = split_guards(&mut guards);
             summary.restored = cp
-                .restore(&mut parts, &mut sources, &mut coordinator_sinks, options.restore)?
+                .restore(&mut parts, &mut sources, &mut coordinator_sinks, options.restore.clone())?
                 .map(|r| r.checkpoint);
             parts.iter_mut().for_each(|p| p.set_dues());
             // A fresh start of a sink that reads back after a restore: a
@@ -281,11 +281,12 @@ fn coordinate(
         };
         summary.checkpoints += cp.complete(&mut commit, sinks, false)?;
         let now = Instant::now();
-        if cp.due(now) && !cp.busy() {
+        if cp.due(now, &options.checkpoint_now) && !cp.busy() {
             if !board.park_all() {
                 continue;
             }
             let taken = barrier(cp, slots, board, owners, sinks, summary);
+            options.checkpoint_now.store(false, Ordering::Relaxed);
             board.release();
             taken?;
         }

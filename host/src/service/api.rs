@@ -27,6 +27,8 @@ pub struct Host {
     jobs: Arc<Jobs>,
     engine: PluginEngine,
     token: Token,
+    /// Where savepoints go: `<data>/savepoints`.
+    savepoints: std::path::PathBuf,
 }
 
 impl Host {
@@ -39,7 +41,8 @@ impl Host {
     ) -> Result<Arc<Host>, ServiceError> {
         let store = PluginStore::open(&data_dir.join("plugins"))?;
         let jobs = Jobs::open(&data_dir.join("jobs"), engine.clone(), &store)?;
-        Ok(Arc::new(Host { store: Mutex::new(store), jobs, engine, token }))
+        let savepoints = data_dir.join("savepoints");
+        Ok(Arc::new(Host { store: Mutex::new(store), jobs, engine, token, savepoints }))
     }
 
     /// Stops every job for a shutdown (they resume at the next start).
@@ -108,6 +111,7 @@ pub fn router(host: Arc<Host>) -> Router {
         )
         .route("/api/jobs/{id}", get(get_job))
         .route("/api/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/jobs/{id}/savepoint", post(savepoint_job))
         .fallback(|| async { fail(ServiceError::NotFound("no such endpoint (see docs/API.md)".into())) })
         .with_state(host)
 }
@@ -198,6 +202,9 @@ async fn list_jobs(State(host): State<Arc<Host>>) -> Response {
 struct SubmitQuery {
     #[serde(default)]
     until_end: bool,
+    /// A savepoint's URL (or absolute path) to start from.
+    #[serde(default)]
+    from_savepoint: Option<String>,
 }
 
 async fn submit_job(
@@ -211,7 +218,7 @@ async fn submit_job(
     let text = body.map_err(|e| body_error(e.status(), format!("the job file was refused: {e}")))?;
     let record = blocking(move || {
         let store = host.store();
-        host.jobs.submit(&text, query.until_end, &store)
+        host.jobs.submit(&text, query.until_end, query.from_savepoint.as_deref(), &store)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
@@ -276,4 +283,23 @@ async fn metrics(State(host): State<Arc<Host>>) -> Response {
 fn labels(job: &super::jobs::JobRecord) -> String {
     let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
     format!("job=\"{}\",id=\"{}\"", escape(&job.name), escape(&job.id))
+}
+
+#[derive(Deserialize)]
+struct SavepointQuery {
+    /// Stop the job with the savepoint.
+    #[serde(default)]
+    stop: bool,
+}
+
+async fn savepoint_job(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<SavepointQuery>, axum::extract::rejection::QueryRejection>,
+) -> Reply {
+    host.authorize(&headers).map_err(fail)?;
+    let Query(query) = query.map_err(|e| body_error(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let (job, savepoint) = blocking(move || host.jobs.savepoint(&id, query.stop, &host.savepoints)).await?;
+    Ok(Json(json!({ "job": job, "savepoint": savepoint })).into_response())
 }

@@ -9,7 +9,10 @@ use super::ServiceError;
 use super::store::{PluginStore, StoredPlugin, write_atomically};
 use crate::job::{Job, JobConfig, SinkKind, SourceKind};
 use crate::kafka::{BrokerSpec, Cluster, KafkaConfig};
-use crate::pipeline::{LiveMetrics, MetricsSnapshot, Pipeline, RunOptions, RunSummary, run_with_restarts};
+use crate::pipeline::{
+    LiveMetrics, MetricsSnapshot, Pipeline, RestoreFrom, RunOptions, RunSummary, copy_savepoint,
+    run_with_restarts,
+};
 use crate::plugin::PluginEngine;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -30,6 +33,9 @@ pub enum JobState {
     Failed,
     /// Cancelled by a user.
     Cancelled,
+    /// Stopped with a savepoint (`weir savepoint --stop`); submit it again
+    /// with `--from-savepoint` to go on.
+    Stopped,
 }
 
 /// A job as the host keeps it (`job.json`) and shows it.
@@ -55,9 +61,15 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// When it ended, ms since the Unix epoch.
     pub ended_ms: Option<i64>,
-    /// Its counters, live while it runs, then its last run's summary.
+    /// Its counters, live while it runs, then as they were at its end.
     #[serde(default)]
     pub metrics: JobMetrics,
+    /// The savepoint it started from, if any.
+    #[serde(default)]
+    pub from_savepoint: Option<String>,
+    /// The savepoints taken of it (their storage URLs), oldest first.
+    #[serde(default)]
+    pub savepoints: Vec<String>,
 }
 
 /// A job's counters: live while it runs (since the host started it), then
@@ -78,6 +90,12 @@ struct Entry {
     /// Set by a cancel (a stop for a shutdown leaves the job running on
     /// disk, to resume).
     cancelled: AtomicBool,
+    /// Set by a stop with a savepoint.
+    stopping: AtomicBool,
+    /// Asks the run for a checkpoint now (a savepoint).
+    checkpoint_now: Arc<AtomicBool>,
+    /// The job's checkpoint storage URL, if it has `[checkpoint]`.
+    storage: Mutex<Option<String>>,
     metrics: Arc<LiveMetrics>,
     restarts: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -127,7 +145,7 @@ impl Jobs {
                 let resumed = std::fs::read_to_string(folder.join("job.toml"))
                     .map_err(|e| ServiceError::io("read", &folder.join("job.toml"), e))
                     .and_then(|text| prepare(&text, store, Some(&lock(&entry.record).plugin)))
-                    .and_then(|(job, _)| jobs.start(&entry, job));
+                    .and_then(|(job, _)| jobs.start(&entry, job, RestoreFrom::Latest));
                 if let Err(e) = resumed {
                     jobs.end(&entry, JobState::Failed, Some(format!("cannot resume after a restart: {e}")));
                 }
@@ -141,12 +159,22 @@ impl Jobs {
         &self,
         text: &str,
         until_end: bool,
+        from_savepoint: Option<&str>,
         store: &PluginStore,
     ) -> Result<JobRecord, ServiceError> {
         if text.len() > MAX_JOB_BYTES {
             return Err(ServiceError::BadRequest(format!("the job file is over {MAX_JOB_BYTES} bytes")));
         }
         let (job, plugin) = prepare(text, store, None)?;
+        let from_savepoint = match from_savepoint {
+            None => None,
+            Some(_) if job.config.checkpoint.is_none() => {
+                return Err(ServiceError::BadRequest(
+                    "--from-savepoint: the job has no [checkpoint] section to go on with".into(),
+                ));
+            }
+            Some(location) => Some(savepoint_url(location)?),
+        };
         // The plugin fits the job (world, inputs, parameters), or the
         // submission fails now, with the reason.
         Pipeline::build(job.clone(), &self.engine).map_err(|e| ServiceError::BadRequest(error_chain(&e)))?;
@@ -171,6 +199,8 @@ impl Jobs {
             error: None,
             ended_ms: None,
             metrics: JobMetrics::default(),
+            from_savepoint: from_savepoint.clone(),
+            savepoints: Vec::new(),
         };
         let folder = self.dir.join(&record.id);
         std::fs::create_dir_all(&folder).map_err(|e| ServiceError::io("create", &folder, e))?;
@@ -178,11 +208,69 @@ impl Jobs {
         let entry = Arc::new(Entry::new(record.clone()));
         self.save(&lock(&entry.record))?;
         lock(&self.jobs).insert(record.id.clone(), entry.clone());
-        if let Err(e) = self.start(&entry, job) {
+        let restore = from_savepoint.map_or(RestoreFrom::Latest, RestoreFrom::Savepoint);
+        if let Err(e) = self.start(&entry, job, restore) {
             self.end(&entry, JobState::Failed, Some(e.to_string()));
             return Err(e);
         }
         Ok(record)
+    }
+
+    /// Takes a savepoint of a running job with `[checkpoint]`: a checkpoint
+    /// now (or, with `stop`, the last one of its run, which then ends),
+    /// copied to `<savepoints>/<id>/sp-<ms>`, where the job's retention
+    /// never removes it. Returns the job and the savepoint's URL.
+    pub fn savepoint(
+        &self,
+        id: &str,
+        stop: bool,
+        savepoints: &Path,
+    ) -> Result<(JobRecord, String), ServiceError> {
+        let entry = self.entry(id)?;
+        let (state, name) = {
+            let record = lock(&entry.record);
+            (record.state, record.name.clone())
+        };
+        if state != JobState::Running {
+            return Err(ServiceError::Conflict(format!(
+                "job {id} is not running: it is {}",
+                state_name(state)
+            )));
+        }
+        let Some(storage) = lock(&entry.storage).clone() else {
+            return Err(ServiceError::BadRequest(format!(
+                "job {id} has no [checkpoint] section: a savepoint is a checkpoint, so add one"
+            )));
+        };
+        let target = savepoints.join(id).join(format!("sp-{}", crate::time::now_ms()));
+        let url = format!("file://{}", target.display());
+        if stop {
+            entry.stopping.store(true, Ordering::SeqCst);
+            entry.stop.store(true, Ordering::SeqCst);
+            entry.join();
+        } else {
+            let before = entry.metrics.snapshot().checkpoints;
+            entry.checkpoint_now.store(true, Ordering::SeqCst);
+            let deadline = std::time::Instant::now() + SAVEPOINT_WAIT;
+            while entry.metrics.snapshot().checkpoints <= before {
+                if lock(&entry.record).state != JobState::Running || std::time::Instant::now() > deadline {
+                    entry.checkpoint_now.store(false, Ordering::SeqCst);
+                    return Err(ServiceError::Conflict(format!(
+                        "job {id} completed no checkpoint within {SAVEPOINT_WAIT:?} (or ended): no savepoint taken"
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        copy_savepoint(&storage, &name, &url)
+            .map_err(|e| ServiceError::Internal(format!("cannot take the savepoint: {}", error_chain(&e))))?;
+        let record = {
+            let mut record = lock(&entry.record);
+            record.savepoints.push(url.clone());
+            record.clone()
+        };
+        self.save(&record)?;
+        Ok((entry.view(), url))
     }
 
     /// Every job, oldest first.
@@ -202,9 +290,10 @@ impl Jobs {
         let entry = self.entry(id)?;
         if lock(&entry.record).state != JobState::Running {
             let state = lock(&entry.record).state;
-            return Err(ServiceError::Conflict(
-                format!("job {id} is not running: it is {state:?}").to_lowercase(),
-            ));
+            return Err(ServiceError::Conflict(format!(
+                "job {id} is not running: it is {}",
+                state_name(state)
+            )));
         }
         entry.cancelled.store(true, Ordering::SeqCst);
         entry.stop.store(true, Ordering::SeqCst);
@@ -282,8 +371,9 @@ impl Jobs {
         Ok(embedded.clone())
     }
 
-    fn start(self: &Jobs, entry: &Arc<Entry>, job: Job) -> Result<(), ServiceError> {
+    fn start(self: &Jobs, entry: &Arc<Entry>, job: Job, restore: RestoreFrom) -> Result<(), ServiceError> {
         let embedded = self.embedded_for(&job)?;
+        *lock(&entry.storage) = job.config.checkpoint.as_ref().map(|c| c.storage.clone());
         let engine = self.engine.clone();
         let until_end = lock(&entry.record).until_end;
         let id = lock(&entry.record).id.clone();
@@ -297,6 +387,8 @@ impl Jobs {
                 let options = RunOptions {
                     stop: runner.stop.clone(),
                     metrics: Some(runner.metrics.clone()),
+                    checkpoint_now: runner.checkpoint_now.clone(),
+                    restore,
                     ..RunOptions::default()
                 };
                 let restarted = runner.clone();
@@ -331,13 +423,17 @@ struct Registry {
 
 impl Registry {
     fn finish(&self, entry: &Entry, result: Result<RunSummary, crate::pipeline::PipelineError>) {
-        let shutdown = entry.stop.load(Ordering::SeqCst) && !entry.cancelled.load(Ordering::SeqCst);
+        let stopping = entry.stopping.load(Ordering::SeqCst);
+        let shutdown =
+            entry.stop.load(Ordering::SeqCst) && !entry.cancelled.load(Ordering::SeqCst) && !stopping;
         let mut record = lock(&entry.record);
         record.metrics = entry.live_metrics();
         match result {
             Ok(_) => {
                 if entry.cancelled.load(Ordering::SeqCst) {
                     record.state = JobState::Cancelled;
+                } else if stopping {
+                    record.state = JobState::Stopped;
                 } else if !shutdown {
                     record.state = JobState::Finished;
                 }
@@ -374,6 +470,9 @@ impl Entry {
             record: Mutex::new(record),
             stop: Arc::new(AtomicBool::new(false)),
             cancelled: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            checkpoint_now: Arc::new(AtomicBool::new(false)),
+            storage: Mutex::new(None),
             thread: Mutex::new(None),
         }
     }
@@ -467,6 +566,29 @@ fn check_absolute(config: &JobConfig) -> Result<(), ServiceError> {
         }
     }
     Ok(())
+}
+
+/// How long a savepoint (without a stop) waits for its checkpoint.
+const SAVEPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A state as the API writes it.
+fn state_name(state: JobState) -> String {
+    serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// A savepoint's location as a storage URL: a URL as given, an absolute
+/// path as a `file://` one.
+fn savepoint_url(location: &str) -> Result<String, ServiceError> {
+    if location.contains("://") {
+        return Ok(location.to_string());
+    }
+    if Path::new(location).is_absolute() {
+        return Ok(format!("file://{location}"));
+    }
+    Err(ServiceError::BadRequest(format!(
+        "--from-savepoint: {location} is a relative path: give the savepoint's URL (weir savepoint prints it) \
+         or an absolute path"
+    )))
 }
 
 /// A new job id: 16 hex digits from the system's random source.
