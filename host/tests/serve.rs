@@ -199,10 +199,15 @@ type Windows = BTreeMap<(i64, i64, i64), (f64, i64)>;
 /// The tumbling 1 s windows of the readings, by brute force (none is late:
 /// the watermark trails by 300 ms, the disorder is at most 200 ms).
 fn oracle(readings: &[(i64, i64, f64)]) -> Windows {
+    oracle_of(readings, 1000)
+}
+
+/// [`oracle`] for tumbling windows of `size` ms.
+fn oracle_of(readings: &[(i64, i64, f64)], size: i64) -> Windows {
     let mut windows = Windows::new();
     for &(device, ts, temp) in readings {
-        let start = ts - ts.rem_euclid(1000);
-        let w = windows.entry((device, start, start + 1000)).or_insert((f64::MIN, 0));
+        let start = ts - ts.rem_euclid(size);
+        let w = windows.entry((device, start, start + size)).or_insert((f64::MIN, 0));
         w.0 = w.0.max(temp);
         w.1 += 1;
     }
@@ -535,4 +540,257 @@ fn a_job_stopped_with_a_savepoint_goes_on_from_it_exactly_once() {
         let first_line = String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or_default().to_string();
         assert!(!out.status.success() && first_line.contains(says), "{args:?}: {first_line}");
     }
+}
+
+/// The streaming max-temperature job of the upgrade tests, on the host's
+/// embedded broker, with tumbling windows of `size` ms and `function` as
+/// its `[function]` section's body.
+fn upgrade_job(dir: &Path, name: &str, size: i64, output: &Path, function: &str) -> String {
+    format!(
+        "name = \"{name}\"\n[source]\ntype = \"kafka\"\ntopic = \"readings\"\npartitions = 2\n[format]\n\
+         key = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[time]\n\
+         max_out_of_orderness = \"300ms\"\n[window]\ntype = \"tumbling\"\nsize = \"{size}ms\"\n\
+         [function]\n{function}\n[sink]\ntype = \"file\"\npath = \"{}\"\n[checkpoint]\nstorage = \"file://{}\"\n\
+         interval = \"1h\"\nmode = \"exactly-once\"\n",
+        output.display(),
+        dir.join("checkpoints").display()
+    )
+}
+
+#[test]
+fn a_plugin_upgrade_keeps_the_window_state_and_refuses_what_cannot_take_it_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = dir.path().join("readings.jsonl");
+    let readings = write_readings(&input, 20_000, 29);
+    let output = dir.path().join("out.jsonl");
+    // Windows of 30 s hold about 600 readings per device: more than an
+    // aggregate's pane buffers (256), so the open windows at the savepoint
+    // hold accumulators, which the upgrade must migrate.
+    const SIZE: i64 = 30_000;
+    let write_job = |file: &str, function: &str| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, upgrade_job(dir.path(), "upgraded", SIZE, &output, function)).unwrap();
+        path
+    };
+    // Version 0.1.0 (the built-in) runs until stopped with a savepoint.
+    let v1 = write_job("v1.toml", "plugin = \"max-temperature-agg\"");
+    let server = Server::start(&data);
+    let id = server.ok(&["submit", v1.to_str().unwrap()]).trim().to_string();
+    let health = server.request("GET", "/healthz", None, None).1;
+    let brokers = health["embedded_broker"].as_str().expect("the embedded broker").to_string();
+    let sent = weir_command(dir.path())
+        .args(["produce", "--brokers", &brokers, "--topic", "readings", "--input", input.to_str().unwrap()])
+        .args(["--key", "device_id"])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.job(&id)["metrics"]["records"].as_u64().unwrap_or(0) < readings.len() as u64 {
+        assert!(Instant::now() < deadline, "the job did not read the readings in a minute: {}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = server.ok(&["savepoint", "--stop", &id]).trim().to_string();
+    let expected = oracle_of(&readings, SIZE);
+    let before = written(&output);
+    assert!(!before.is_empty() && before.len() < expected.len(), "the last windows are still open");
+
+    // Version 0.2.0 keeps its accumulators in another layout (state
+    // version 1) and migrates 0.1.0's.
+    let uploaded = server.ok(&["plugin", "upload", guest("max_temperature_agg_v2.wasm").to_str().unwrap()]);
+    assert_eq!(uploaded.trim(), "max-temperature-agg@0.2.0");
+
+    // What cannot take the state over is refused at submit, with the
+    // reason on the first line, and nothing changes: no job, no
+    // checkpoint, no output.
+    let jobs = || server.request("GET", "/api/jobs", None, None).1;
+    let (jobs_before, checkpoints_before) = (jobs(), files_under(&dir.path().join("checkpoints")));
+    let v2 = "plugin = \"max-temperature-agg@0.2.0\"";
+    for (file, function, says) in [
+        ("other.toml", "plugin = \"max-temperature\"".to_string(), "taken with function max-temperature-agg"),
+        ("refuse.toml", format!("{v2}\nparams = {{ migrate_fails = \"refuse\" }}"), "this migration refuses"),
+        ("trap.toml", format!("{v2}\nparams = {{ migrate_fails = \"trap\" }}"), "trapped"),
+    ] {
+        let job = write_job(file, &function);
+        let out = server.weir(&["submit", "--from-savepoint", &stopped, job.to_str().unwrap()], Some(TOKEN));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let first_line = stderr.lines().next().unwrap_or_default();
+        assert!(!out.status.success() && first_line.contains(says), "{file}: {stderr}");
+    }
+    assert_eq!(jobs(), jobs_before, "a refused upgrade left a job behind");
+    assert_eq!(files_under(&dir.path().join("checkpoints")), checkpoints_before);
+    assert_eq!(written(&output), before);
+
+    // The upgrade, to the end of the topic: the windows open at the
+    // savepoint fire from their migrated accumulators, and the whole
+    // output is exactly one run's.
+    let upgraded = write_job("v2.toml", v2);
+    let resumed =
+        server.ok(&["submit", "--until-end", "--from-savepoint", &stopped, upgraded.to_str().unwrap()]);
+    let ended = server.wait_ended(resumed.trim());
+    assert_eq!(ended["state"], "finished", "{ended}\n{}", server.log());
+    assert_eq!(ended["plugin"], "max-temperature-agg@0.2.0", "{ended}");
+    assert_eq!(ended["metrics"]["records"], 0, "nothing is read twice: {ended}");
+    assert_eq!(written(&output), expected, "the output across the upgrade is not exactly one run's");
+    assert!(server.log().contains("migrated"), "{}", server.log());
+}
+
+/// One reading per device (1 to 10) at `hours` past the readings' start.
+/// Behind the readings, they carry every partition's watermark past all
+/// the readings' windows, whichever partition each device is in, so that
+/// all of those fire on a stream that does not end; their own windows stay
+/// open, in the job's state.
+fn flush_readings(path: &Path, hours: i64) -> Vec<(i64, i64, f64)> {
+    let ts = 1_700_000_000_000 + hours * 3_600_000;
+    let readings: Vec<(i64, i64, f64)> = (1..=10).map(|d| (d, ts, 340.0 + d as f64)).collect();
+    let text: String = readings
+        .iter()
+        .map(|(d, ts, t)| format!("{{\"device_id\": {d}, \"temperature\": {t}, \"execution_time\": {ts}}}\n"))
+        .collect();
+    std::fs::write(path, text).unwrap();
+    readings
+}
+
+#[test]
+fn a_shadow_run_counts_exactly_the_windows_a_new_version_changes_and_a_switch_keeps_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (input, flush, flush2) =
+        (dir.path().join("readings.jsonl"), dir.path().join("flush.jsonl"), dir.path().join("flush2.jsonl"));
+    let readings = write_readings(&input, 20_000, 31);
+    let first_flush = flush_readings(&flush, 1);
+    flush_readings(&flush2, 2);
+    let output = dir.path().join("out.jsonl");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        upgrade_job(dir.path(), "shadowed", 1000, &output, "plugin = \"max-temperature-agg\""),
+    )
+    .unwrap();
+    let server = Server::start(&data);
+    let id = server.ok(&["submit", job.to_str().unwrap()]).trim().to_string();
+    let health = server.request("GET", "/healthz", None, None).1;
+    let brokers = health["embedded_broker"].as_str().expect("the embedded broker").to_string();
+    let produce = |file: &Path| {
+        let sent = weir_command(dir.path())
+            .args([
+                "produce",
+                "--brokers",
+                &brokers,
+                "--topic",
+                "readings",
+                "--input",
+                file.to_str().unwrap(),
+            ])
+            .args(["--key", "device_id"])
+            .output()
+            .unwrap();
+        assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    };
+    produce(&input);
+    produce(&flush);
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "{what} within a minute: {} written: {}",
+                written(&output).len(),
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let expected = oracle(&readings);
+    let records = (readings.len() + first_flush.len()) as u64;
+    wait_for("the job did not read every reading", &|| {
+        server.job(&id)["metrics"]["records"].as_u64().unwrap_or(0) == records
+    });
+    for file in ["max_temperature_agg_v2.wasm", "max_temperature_agg_v3.wasm"] {
+        server.ok(&["plugin", "upload", guest(file).to_str().unwrap()]);
+    }
+
+    // 0.2.0 gives the same results in another state layout: no window differs.
+    let out = server.weir(&["upgrade", &id, "max-temperature-agg@0.2.0", "--shadow", "5s"], Some(TOKEN));
+    let report = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && out.stdout.is_empty(), "{report}");
+    let same = format!(
+        "{} windows compared: 0 differ (0 fired by max-temperature-agg@0.1.0 only, 0 by max-temperature-agg@0.2.0 only)",
+        expected.len()
+    );
+    assert!(report.lines().any(|l| l == same), "expected '{same}' in:\n{report}");
+
+    // 0.3.0 ignores readings above 382: by brute force, a window differs
+    // when it holds such a reading and another, and 0.3.0 writes nothing
+    // for a window with only such readings.
+    let mut spiky: BTreeMap<(i64, i64, i64), (bool, bool)> = BTreeMap::new();
+    for &(device, ts, temp) in &readings {
+        let start = ts - ts.rem_euclid(1000);
+        let w = spiky.entry((device, start, start + 1000)).or_default();
+        if temp > 382.0 { w.0 = true } else { w.1 = true }
+    }
+    let differing: Vec<_> =
+        spiky.iter().filter(|(_, (above, below))| *above && *below).map(|(w, _)| *w).collect();
+    let only_old = spiky.values().filter(|&&(above, below)| above && !below).count() as u64;
+    assert!(!differing.is_empty() && differing.len() < expected.len(), "the readings must give both kinds");
+    let (status, changed) = server.request(
+        "POST",
+        &format!("/api/jobs/{id}/shadow?plugin=max-temperature-agg@0.3.0&duration=5s"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["old"]["records"], records, "{changed}");
+    assert_eq!(changed["new"]["records"], records, "{changed}");
+    assert_eq!(changed["compared"], expected.len() as u64 - only_old, "{changed}");
+    assert_eq!(changed["differing"], differing.len() as u64, "{changed}");
+    assert_eq!(changed["unmatched"], serde_json::json!([only_old, 0]), "{changed}");
+    let examples = changed["examples"].as_array().unwrap();
+    assert_eq!(examples.len(), differing.len().min(10));
+    for example in examples {
+        let window = (
+            example["key"].as_str().unwrap().parse::<i64>().unwrap(),
+            example["window_start"].as_i64().unwrap(),
+            example["window_end"].as_i64().unwrap(),
+        );
+        assert!(differing.contains(&window), "{example} is not a window 0.3.0 changes");
+        let old: Value = serde_json::from_str(example["old"].as_str().unwrap()).unwrap();
+        assert_eq!(old["max_temperature"].as_f64().unwrap(), expected[&window].0, "{example}");
+        let new: Value = serde_json::from_str(example["new"].as_str().unwrap()).unwrap();
+        assert!(new["max_temperature"].as_f64().unwrap() <= 382.0, "{example}");
+    }
+    // The job goes on untouched.
+    assert_eq!(server.job(&id)["state"], "running");
+    assert_eq!(server.job(&id)["metrics"]["records"], records);
+    // A version of another function is refused, naming the mismatch.
+    let out = server.weir(&["upgrade", &id, "max-temperature", "--shadow", "1s"], Some(TOKEN));
+    let first_line = String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or_default().to_string();
+    assert!(!out.status.success() && first_line.contains("max-temperature-agg"), "{first_line}");
+
+    // Switched at a savepoint, the job goes on with 0.2.0 and the window
+    // state it had: the flush readings' windows, migrated, fire when the
+    // second flush passes them, and the whole output is one run's.
+    let switched = server.ok(&["upgrade", &id, "max-temperature-agg@0.2.0", "--switch"]).trim().to_string();
+    assert_ne!(switched, id);
+    assert_eq!(server.job(&id)["state"], "stopped");
+    // Its output is written at checkpoints (the switch's savepoint is
+    // one): every window of the readings, once, and nothing from the
+    // shadow runs.
+    assert_eq!(written(&output), expected);
+    let now = server.job(&switched);
+    assert_eq!(
+        (&now["state"], &now["plugin"]),
+        (&"running".into(), &"max-temperature-agg@0.2.0".into()),
+        "{now}"
+    );
+    produce(&flush2);
+    wait_for("the upgraded job did not read the second flush", &|| {
+        server.job(&switched)["metrics"]["records"] == first_flush.len() as u64
+    });
+    // The cancel's last checkpoint writes what the second flush fired.
+    server.ok(&["cancel", &switched]);
+    let all: Vec<_> = readings.iter().chain(&first_flush).copied().collect();
+    let expected = oracle(&all);
+    assert_eq!(written(&output), expected, "the output across the switch is not exactly one run's");
+    assert!(server.log().contains("migrated "), "{}", server.log());
 }

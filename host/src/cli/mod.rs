@@ -58,6 +58,10 @@ enum Command {
     Cancel(remote::JobArgs),
     /// Take a savepoint of one of a host's jobs (prints its URL).
     Savepoint(remote::SavepointArgs),
+    /// Compare another version of a job's function with its own on the
+    /// job's input (--shadow), and switch the job to it keeping its state
+    /// (--switch).
+    Upgrade(remote::UpgradeArgs),
 }
 
 #[derive(Subcommand)]
@@ -104,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => remote::status(args),
         Command::Cancel(args) => remote::cancel(args),
         Command::Savepoint(args) => remote::savepoint(args),
+        Command::Upgrade(args) => remote::upgrade(args),
         Command::DevBroker(args) => dev_broker::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

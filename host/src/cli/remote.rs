@@ -1,5 +1,6 @@
 //! The CLI's client of a `weir serve` host: `weir plugin upload|list|delete`,
-//! `weir submit`, `weir list`, `weir status`, `weir cancel`. Each prints
+//! `weir submit`, `weir list`, `weir status`, `weir cancel`, `weir
+//! savepoint`, `weir upgrade`. Each prints
 //! the host's error message on its first line when a request is refused.
 
 use anyhow::{Context, bail};
@@ -257,7 +258,87 @@ pub fn savepoint(args: SavepointArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A path segment with everything but plain characters percent-encoded.
+#[derive(clap::Args)]
+pub struct UpgradeArgs {
+    /// The job's id.
+    id: String,
+    /// The new version of its function: `name@version` (stored), `name`
+    /// (its newest stored version), or a built-in.
+    plugin: String,
+    /// First run the new version beside the job's own for this long (`30s`,
+    /// `5m`), on the job's input from its latest checkpoint, writing
+    /// nothing, and report how many windows differ.
+    #[arg(long, value_name = "DURATION")]
+    shadow: Option<String>,
+    /// Switch the job to the new version at a savepoint (it goes on with
+    /// its window state; prints the new job id). Without it, nothing
+    /// changes.
+    #[arg(long)]
+    switch: bool,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// `weir upgrade`: a shadow run's report on stderr, and, with `--switch`,
+/// the upgraded job's id on stdout.
+pub fn upgrade(args: UpgradeArgs) -> anyhow::Result<()> {
+    if args.shadow.is_none() && !args.switch {
+        bail!(
+            "weir upgrade needs --shadow <duration> (compare the versions), --switch (switch to the new one), or both"
+        );
+    }
+    let client = Client::new(&args.host);
+    let (id, plugin) = (escape(&args.id), escape(&args.plugin));
+    if let Some(duration) = &args.shadow {
+        let path = format!("/api/jobs/{id}/shadow?plugin={plugin}&duration={}", escape(duration));
+        let report = client.call("POST", &path, None)?;
+        let (old, new) = (&report["old"], &report["new"]);
+        eprintln!(
+            "shadow of job {} for {duration}: {} read {} records, {} read {}",
+            args.id,
+            text(&old["plugin"]),
+            text(&old["records"]),
+            text(&new["plugin"]),
+            text(&new["records"])
+        );
+        eprintln!(
+            "{} windows compared: {} differ ({} fired by {} only, {} by {} only)",
+            text(&report["compared"]),
+            text(&report["differing"]),
+            text(&report["unmatched"][0]),
+            text(&old["plugin"]),
+            text(&report["unmatched"][1]),
+            text(&new["plugin"])
+        );
+        for diff in report["examples"].as_array().into_iter().flatten() {
+            eprintln!(
+                "  key {} window [{}, {}):\n    {}: {}\n    {}: {}",
+                text(&diff["key"]),
+                text(&diff["window_start"]),
+                text(&diff["window_end"]),
+                text(&old["plugin"]),
+                text(&diff["old"]),
+                text(&new["plugin"]),
+                text(&diff["new"])
+            );
+        }
+    }
+    if args.switch {
+        let answer = client.call("POST", &format!("/api/jobs/{id}/upgrade?plugin={plugin}"), None)?;
+        eprintln!(
+            "job {} stopped at savepoint {}; {} goes on with {}",
+            args.id,
+            text(&answer["savepoint"]),
+            text(&answer["job"]["id"]),
+            text(&answer["job"]["plugin"])
+        );
+        println!("{}", text(&answer["job"]["id"]));
+    }
+    Ok(())
+}
+
+/// A path segment (or query value) with everything but plain characters
+/// percent-encoded.
 fn escape(segment: &str) -> String {
     segment
         .bytes()

@@ -104,7 +104,12 @@ impl Cluster {
             Ok(()) => Ok(true),
             // Someone else created it in between.
             Err(KafkaError::TopicExists { .. }) => Ok(false),
-            Err(e) => Err(e),
+            // A create that races another can time out on a broker that
+            // answers the other first: the topic may exist all the same.
+            Err(e) => match self.describe_topic(topic) {
+                Ok(_) => Ok(false),
+                Err(_) => Err(e),
+            },
         }
     }
 

@@ -11,6 +11,7 @@ use super::Sinks;
 use super::operator::Operator;
 use super::part::Part;
 use super::positions::ReadPositions;
+use super::upgrade::{PluginFacts, Upgrade, upgrade_from};
 use crate::checkpoint::{
     Checkpoint, CheckpointStorage, DEFAULT_CALL_TIMEOUT, ReadError, StorageError, checkpoint_ids, forked,
     latest_complete, open_storage_with, read_complete, write_files, write_manifest,
@@ -45,6 +46,9 @@ pub(super) type Commit<'a> = &'a mut dyn FnMut(&[(i32, i64)]) -> Result<(), crat
 
 /// The version of the partition files' layout.
 const LAYOUT: u32 = 2;
+
+/// The checkpoint file that records the job's function ([`PluginFacts`]).
+const PLUGIN_FILE: &str = "plugin";
 
 /// The version of the `sinks` file's layout. Version 1 held a length per
 /// sink (file sinks only); version 2 holds each sink's opaque state.
@@ -86,6 +90,15 @@ pub enum CheckpointError {
         /// Its storage's URL.
         url: String,
         /// What is wrong.
+        reason: String,
+    },
+    /// The job's function cannot take over the checkpoint's window state
+    /// (a plugin upgrade that does not fit, or a migration that failed).
+    #[error("checkpoint {checkpoint} cannot be restored with this plugin: {reason}")]
+    Upgrade {
+        /// The checkpoint's id.
+        checkpoint: u64,
+        /// Why not.
         reason: String,
     },
     /// The job changed since the checkpoint in a way its state cannot
@@ -166,6 +179,58 @@ pub struct PartitionSummary {
     pub state: crate::window::SnapshotSummary,
 }
 
+/// Whether checkpoint `id`, of `files`, holds the state of this job's
+/// window and function (`identity`), and what its state needs to be taken
+/// over by this version of the function (`facts`).
+fn check_fit(
+    identity: &[(&'static str, String)],
+    facts: &PluginFacts,
+    id: u64,
+    files: &[(String, Vec<u8>)],
+) -> Result<Upgrade, CheckpointError> {
+    let file = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b.as_slice());
+    let text = |name: &str| file(name).map(|b| String::from_utf8_lossy(b).into_owned());
+    for (key, now) in identity {
+        let Some(then) = text(&format!("identity-{key}")) else { continue };
+        // Older checkpoints name the function with its version.
+        let same = match *key {
+            "function" => then.split('@').next() == Some(now.as_str()),
+            _ => &then == now,
+        };
+        if !same {
+            return Err(CheckpointError::Mismatch { checkpoint: id, what: key, then, now: now.clone() });
+        }
+    }
+    let upgrade = |reason: String| CheckpointError::Upgrade { checkpoint: id, reason };
+    let Some(bytes) = file(PLUGIN_FILE) else {
+        // A checkpoint from before plugin upgrades records the function's
+        // `name@version` and sha256 only: it fits that version alone.
+        let then = text("identity-function").unwrap_or_default();
+        if then == facts.reference() || text("plugin-sha256").as_deref() == Some(facts.sha256.as_str()) {
+            return Ok(Upgrade::Keep);
+        }
+        return Err(upgrade(format!(
+            "it was taken with {then} by a weir that did not record what an upgrade needs: \
+             restore it with {then}, then take a new savepoint to upgrade from"
+        )));
+    };
+    let then = PluginFacts::from_bytes(bytes).map_err(|reason| CheckpointError::Content {
+        checkpoint: id,
+        file: PLUGIN_FILE.into(),
+        reason,
+    })?;
+    upgrade_from(&then, facts).map_err(upgrade)
+}
+
+/// Migrates `operator`'s restored state (of checkpoint `id`) from state
+/// version `from`; the number of accumulators migrated.
+fn migrate(operator: &mut dyn Operator, id: u64, from: u32) -> Result<u64, CheckpointError> {
+    operator.migrate_state(from).map_err(|reason| CheckpointError::Upgrade {
+        checkpoint: id,
+        reason: format!("migrating its accumulators from state version {from} failed: {reason}"),
+    })
+}
+
 /// What a checkpoint holds, per source partition, checked as a restore
 /// would check it.
 pub fn summarize(checkpoint: &Checkpoint) -> Result<Vec<PartitionSummary>, CheckpointError> {
@@ -197,11 +262,15 @@ pub fn summarize(checkpoint: &Checkpoint) -> Result<Vec<PartitionSummary>, Check
 pub(super) struct Checkpointer {
     storage: std::sync::Arc<dyn CheckpointStorage>,
     job: String,
-    /// The window and function the state belongs to: a restore checks them.
+    /// The window and function (by name) the state belongs to: a restore
+    /// checks them.
     identity: [(&'static str, String); 2],
-    /// Recorded with each checkpoint for the record, not checked: the job
-    /// file as it was read, and the plugin's sha256.
-    records: [(&'static str, String); 2],
+    /// The function's version, world, inputs and state version: a restore
+    /// with another version checks that it can take the state over.
+    facts: PluginFacts,
+    /// Recorded with each checkpoint: the job file as it was read, the
+    /// plugin's sha256 (for the record), and the plugin's facts.
+    records: [(&'static str, String); 3],
     interval: Duration,
     min_pause: Duration,
     timeout: Duration,
@@ -316,18 +385,16 @@ fn decode_sinks(bytes: &[u8]) -> Result<SinkStates, String> {
 
 impl Checkpointer {
     /// The checkpointer of `job`, if it has a `[checkpoint]` section;
-    /// `plugin` names its function (`name@version`).
+    /// `facts` are its function's.
     pub(super) fn open(
         job: &Job,
         config: &CheckpointConfig,
-        plugin: String,
-        sha256: String,
+        facts: PluginFacts,
     ) -> Result<Self, CheckpointError> {
         Ok(Checkpointer::with_storage(
             job,
             config,
-            plugin,
-            sha256,
+            facts,
             open_storage_with(&config.storage, config.storage_timeout)?.into(),
         ))
     }
@@ -336,8 +403,7 @@ impl Checkpointer {
     fn with_storage(
         job: &Job,
         config: &CheckpointConfig,
-        plugin: String,
-        sha256: String,
+        facts: PluginFacts,
         storage: std::sync::Arc<dyn CheckpointStorage>,
     ) -> Checkpointer {
         let window = job.window.map_or_else(|| "none".to_string(), |w| w.to_string());
@@ -345,11 +411,13 @@ impl Checkpointer {
         Checkpointer {
             storage,
             job: job.config.name.clone(),
-            identity: [("window", window), ("function", plugin)],
+            identity: [("window", window), ("function", facts.name.clone())],
             records: [
                 ("job.toml", toml::to_string(&job.config).unwrap_or_default()),
-                ("plugin-sha256", sha256),
+                ("plugin-sha256", facts.sha256.clone()),
+                (PLUGIN_FILE, String::from_utf8(facts.to_bytes()).unwrap_or_default()),
             ],
+            facts,
             interval: config.interval,
             min_pause: config.min_pause,
             timeout: config.timeout,
@@ -415,6 +483,9 @@ impl Checkpointer {
                     }
                     .into());
                 };
+                // Checked before it becomes the job's: a savepoint this
+                // function cannot take over leaves the job's storage as it was.
+                check_fit(&self.identity, &self.facts, found.manifest.checkpoint, &found.files)?;
                 // Copied into the job's own storage as its newest
                 // checkpoint, so that a restart before the next one starts
                 // from the savepoint too.
@@ -438,6 +509,7 @@ impl Checkpointer {
             return Ok(None);
         };
         let id = manifest.checkpoint;
+        let upgrade = check_fit(&self.identity, &self.facts, id, &files)?;
         let content = |file: &str, reason: &str| CheckpointError::Content {
             checkpoint: id,
             file: file.to_string(),
@@ -446,19 +518,7 @@ impl Checkpointer {
         let mut offsets: Vec<Vec<(i32, i64)>> = vec![Vec::new(); parts.len()];
         let mut sink_states = None;
         for (name, bytes) in &files {
-            if let Some(what) = name.strip_prefix("identity-") {
-                let Some(&(key, ref now)) = self.identity.iter().find(|(k, _)| *k == what) else { continue };
-                let then = String::from_utf8_lossy(bytes).into_owned();
-                if &then != now {
-                    return Err(CheckpointError::Mismatch {
-                        checkpoint: id,
-                        what: key,
-                        then,
-                        now: now.clone(),
-                    }
-                    .into());
-                }
-            } else if name == "sinks" {
+            if name == "sinks" {
                 sink_states = Some(decode_sinks(bytes).map_err(|reason| content(name, &reason))?);
             } else if let Some(p) = name.strip_prefix("partition-") {
                 let partition: i32 = p.parse().map_err(|_| content(name, "not a partition number"))?;
@@ -475,6 +535,17 @@ impl Checkpointer {
                 }
             }
         }
+        if let Upgrade::Migrate { from } = upgrade {
+            let mut migrated = 0;
+            for part in parts.iter_mut() {
+                migrated += migrate(&mut *part.operator, id, from)?;
+            }
+            tracing::info!(
+                "migrated {migrated} accumulators of checkpoint {id} from state version {from} to {}'s {}",
+                self.facts.reference(),
+                self.facts.state_version
+            );
+        }
         let states = sink_states.ok_or_else(|| content("sinks", "missing"))?;
         for (sink, state) in sinks.slots().into_iter().zip(&states) {
             if let Some(sink) = sink {
@@ -487,6 +558,41 @@ impl Checkpointer {
         let partitions = offsets.iter().map(Vec::len).sum();
         tracing::info!("restored checkpoint {id} of job '{}' ({partitions} partitions)", self.job);
         Ok(Some(Restored { checkpoint: id, partitions }))
+    }
+
+    /// Checks that the function can take over the window state of the
+    /// savepoint at `url`, as a restore from it would, without changing
+    /// anything: the identity and the plugin facts, and, for an upgrade
+    /// that migrates, the migration itself, into `operator` (a spare one).
+    pub(super) fn check_savepoint(
+        &self,
+        url: &str,
+        operator: &mut dyn Operator,
+    ) -> Result<Upgrade, CheckpointError> {
+        let savepoint = open_storage_with(url, DEFAULT_CALL_TIMEOUT)?;
+        let Some(found) = latest_complete(savepoint.as_ref(), &self.job)? else {
+            return Err(CheckpointError::Savepoint {
+                url: url.to_string(),
+                reason: format!("it holds no complete checkpoint of job '{}'", self.job),
+            });
+        };
+        let id = found.manifest.checkpoint;
+        let upgrade = check_fit(&self.identity, &self.facts, id, &found.files)?;
+        if let Upgrade::Migrate { from } = upgrade {
+            for (name, bytes) in &found.files {
+                let Some(partition) = name.strip_prefix("partition-").and_then(|p| p.parse().ok()) else {
+                    continue;
+                };
+                let entry = decode_partition(partition, bytes).ok_or_else(|| CheckpointError::Content {
+                    checkpoint: id,
+                    file: name.clone(),
+                    reason: "not a partition record".into(),
+                })?;
+                operator.restore_partition(partition, &entry.state)?;
+            }
+            migrate(operator, id, from)?;
+        }
+        Ok(upgrade)
     }
 
     /// Takes a checkpoint: asks each sink for its state at this barrier
@@ -887,6 +993,18 @@ mod tests {
         }
     }
 
+    fn test_facts() -> PluginFacts {
+        PluginFacts {
+            name: "f".into(),
+            version: "1".into(),
+            world: "window-function".into(),
+            contract: crate::plugin::CONTRACT_VERSION.into(),
+            inputs: Vec::new(),
+            state_version: 0,
+            sha256: "00".into(),
+        }
+    }
+
     #[test]
     fn a_checkpoint_written_too_slowly_times_out_commits_nothing_and_is_tolerated_as_configured() {
         let dir = tempfile::tempdir().unwrap();
@@ -900,8 +1018,7 @@ mod tests {
         let config = job.config.checkpoint.clone().unwrap();
         let slow =
             Slow { inner: crate::checkpoint::open_storage(&url).unwrap(), delay: Duration::from_millis(400) };
-        let mut cp =
-            Checkpointer::with_storage(&job, &config, "f@1".into(), "00".into(), std::sync::Arc::new(slow));
+        let mut cp = Checkpointer::with_storage(&job, &config, test_facts(), std::sync::Arc::new(slow));
         let stage = MapStage::new(NoMap, vec![], vec![], vec![]);
         let mut sinks = crate::pipeline::Sinks {
             output: Box::new(crate::sink::file::FileSink::create(&dir.path().join("out.jsonl")).unwrap()),
@@ -973,7 +1090,7 @@ mod tests {
         let job = Job::parse(&text, "acks.toml", dir.path()).unwrap();
         let config = job.config.checkpoint.clone().unwrap();
         let storage = crate::checkpoint::open_storage(&url).unwrap();
-        let mut cp = Checkpointer::with_storage(&job, &config, "f@1".into(), "00".into(), storage.into());
+        let mut cp = Checkpointer::with_storage(&job, &config, test_facts(), storage.into());
         let acked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stage = MapStage::new(NoMap, vec![], vec![], vec![]);
         let mut sinks = crate::pipeline::Sinks {

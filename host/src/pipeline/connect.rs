@@ -68,15 +68,7 @@ pub fn open_with(
     config: &KafkaConfig,
 ) -> Result<JobIo, PipelineError> {
     let mut embedded = embedded;
-    let mut clusters = Vec::new();
-    let source: Box<dyn Source> = match &job.source {
-        SourceSpec::File { path } => open_files(path)?,
-        SourceSpec::Kafka { .. } => {
-            let (source, cluster) = kafka_source(job, until_end, &mut embedded, config)?;
-            clusters.push(cluster);
-            Box::new(source)
-        }
-    };
+    let (source, mut clusters) = source_of(job, until_end, &mut embedded, config)?;
     let sinks = match &job.sink {
         SinkSpec::File { path, dead_letter, late_output } => {
             // With checkpoints, files keep what they hold until the run
@@ -113,6 +105,31 @@ pub fn open_with(
         }
     };
     Ok(JobIo { source, sinks, clusters })
+}
+
+/// Opens the job's source alone (a shadow run reads the job's input but
+/// writes nothing, so it opens no sinks), with the clusters it uses.
+pub fn open_source(
+    job: &Job,
+    embedded: Option<Cluster>,
+) -> Result<(Box<dyn Source>, Vec<Cluster>), PipelineError> {
+    let mut embedded = embedded;
+    source_of(job, false, &mut embedded, &KafkaConfig::default())
+}
+
+fn source_of(
+    job: &Job,
+    until_end: bool,
+    embedded: &mut Option<Cluster>,
+    config: &KafkaConfig,
+) -> Result<(Box<dyn Source>, Vec<Cluster>), PipelineError> {
+    Ok(match &job.source {
+        SourceSpec::File { path } => (open_files(path)?, Vec::new()),
+        SourceSpec::Kafka { .. } => {
+            let (source, cluster) = kafka_source(job, until_end, embedded, config)?;
+            (Box::new(source), vec![cluster])
+        }
+    })
 }
 
 /// Opens the job's Kafka source, with its `[source.kafka]` properties.

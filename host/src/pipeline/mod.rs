@@ -26,9 +26,11 @@ mod positions;
 #[cfg(test)]
 mod replay_tests;
 mod restart;
+mod shadow;
 mod supervise;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 mod window_stage;
 
 pub use checkpointing::{
@@ -42,7 +44,9 @@ pub use map_stage::{MapFunction, MapStage};
 pub use operator::Operator;
 pub use payloads::Payloads;
 pub use restart::RestartStrategy;
+pub use shadow::{SHADOW_EXAMPLES, ShadowDiff, ShadowReport, ShadowSide, shadow};
 pub use supervise::{Restart, run_with_restarts};
+pub use upgrade::{PluginFacts, Upgrade, upgrade_from};
 pub use window_stage::WindowStage;
 
 use crate::job::Job;
@@ -231,8 +235,8 @@ impl Sinks {
 pub struct Pipeline {
     job: Job,
     descriptor: Descriptor,
-    /// The plugin's sha256, recorded with checkpoints.
-    plugin_sha256: String,
+    /// What checkpoints record of the plugin, to check an upgrade against.
+    facts: PluginFacts,
     /// How each worker's operator is made (`None` for a pipeline built
     /// around a given operator, in tests: one worker).
     recipe: Option<Recipe>,
@@ -263,7 +267,7 @@ impl Pipeline {
             engine.load_ref(reference)?
         };
         let descriptor = plugin.descriptor().clone();
-        let plugin_sha256 = plugin.sha256().to_string();
+        let facts = PluginFacts::of(&plugin);
         let d = &descriptor;
         let schema = |source| PipelineError::Schema { origin: job.origin.clone(), source };
         let inputs =
@@ -292,7 +296,7 @@ impl Pipeline {
         };
         let recipe = Recipe { plugin, params, inputs, input_types, reduce };
         let operator = recipe.operator(&job)?;
-        Ok(Pipeline { job, descriptor, plugin_sha256, recipe: Some(recipe), operator })
+        Ok(Pipeline { job, descriptor, facts, recipe: Some(recipe), operator })
     }
 
     /// Another operator for the job, with an instance of its own.
@@ -311,6 +315,11 @@ impl Pipeline {
     /// The plugin's descriptor.
     pub fn descriptor(&self) -> &Descriptor {
         &self.descriptor
+    }
+
+    /// What checkpoints record of the plugin.
+    pub fn facts(&self) -> &PluginFacts {
+        &self.facts
     }
 
     /// Runs the job over `source` into `sinks` until the input ends (with
@@ -346,11 +355,28 @@ impl Pipeline {
         wanted.clamp(1, source.partitions().len().max(1))
     }
 
+    /// Checks, without changing anything, that a run from the savepoint at
+    /// `url` would restore: the savepoint is this job's, and this job's
+    /// plugin can take its window state over (the same function, world and
+    /// inputs, and a state version it can migrate from, which it then tries
+    /// on a spare instance). What it returns says whether the state needs a
+    /// migration.
+    pub fn check_savepoint(&self, url: &str) -> Result<Upgrade, PipelineError> {
+        let Some(checkpointer) = self.checkpointer()? else {
+            return Err(CheckpointError::Savepoint {
+                url: url.to_string(),
+                reason: "the job has no [checkpoint] section to go on with".into(),
+            }
+            .into());
+        };
+        let mut spare = self.another_operator()?;
+        Ok(checkpointer.check_savepoint(url, spare.as_mut())?)
+    }
+
     /// The job's checkpointer, if it has `[checkpoint]`.
     fn checkpointer(&self) -> Result<Option<Checkpointer>, PipelineError> {
         let Some(config) = &self.job.config.checkpoint else { return Ok(None) };
-        let plugin = format!("{}@{}", self.descriptor.name, self.descriptor.version);
-        Ok(Some(Checkpointer::open(&self.job, config, plugin, self.plugin_sha256.clone())?))
+        Ok(Some(Checkpointer::open(&self.job, config, self.facts.clone())?))
     }
 
     /// [`Pipeline::run`] on this thread, with one part.

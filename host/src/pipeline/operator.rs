@@ -108,6 +108,13 @@ pub trait Operator {
         Ok(())
     }
 
+    /// Migrates the restored state, saved by state version `from` of the
+    /// function, to the function's own layout (a plugin upgrade); returns
+    /// how many accumulators it migrated, or why it could not.
+    fn migrate_state(&mut self, _from: u32) -> Result<u64, String> {
+        Ok(0)
+    }
+
     /// Adds the operator's own counters to the summary, at the end.
     fn finish(&mut self, _summary: &mut RunSummary) {}
 }

@@ -498,8 +498,16 @@ dead_letter = "{dir}/dead.jsonl"
         vec![crate::types::FieldType::F64],
         descriptor.outputs.clone(),
     );
-    let mut pipeline =
-        Pipeline { job, descriptor, plugin_sha256: String::new(), recipe: None, operator: Box::new(stage) };
+    let facts = super::PluginFacts {
+        name: descriptor.name.clone(),
+        version: descriptor.version.clone(),
+        world: FunctionKind::Map.world().into(),
+        contract: crate::plugin::CONTRACT_VERSION.into(),
+        inputs: vec!["temperature:f64".into()],
+        state_version: 0,
+        sha256: String::new(),
+    };
+    let mut pipeline = Pipeline { job, descriptor, facts, recipe: None, operator: Box::new(stage) };
     let mut source = FileSource::open(&dir.path().join("in.jsonl")).unwrap();
     let mut sinks = Sinks {
         output: Box::new(FileSink::create(&dir.path().join("out.jsonl")).unwrap()),

@@ -110,6 +110,11 @@ impl<F: WindowFunction> Operator for WindowStage<F> {
         self.operator.restore_partition(partition, bytes)
     }
 
+    fn migrate_state(&mut self, from: u32) -> Result<u64, String> {
+        let function = &mut self.function;
+        self.operator.migrate_accumulators(&mut |acc| function.migrate(acc, from))
+    }
+
     fn finish(&mut self, summary: &mut RunSummary) {
         let stats = self.operator.stats();
         summary.windows = stats.fired;

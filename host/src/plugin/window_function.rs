@@ -36,6 +36,10 @@ impl WindowFunction for PluginInstance {
         PluginInstance::get_result(self, key, window, accumulator)
     }
 
+    fn migrate(&mut self, accumulator: &[u8], from_version: u32) -> Result<Vec<u8>, String> {
+        PluginInstance::migrate(self, accumulator, from_version).map_err(|e| e.to_string())
+    }
+
     fn add_many(
         &mut self,
         accumulators: &Accumulators,

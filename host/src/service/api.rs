@@ -112,6 +112,8 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/api/jobs/{id}", get(get_job))
         .route("/api/jobs/{id}/cancel", post(cancel_job))
         .route("/api/jobs/{id}/savepoint", post(savepoint_job))
+        .route("/api/jobs/{id}/shadow", post(shadow_job))
+        .route("/api/jobs/{id}/upgrade", post(upgrade_job))
         .fallback(|| async { fail(ServiceError::NotFound("no such endpoint (see docs/API.md)".into())) })
         .with_state(host)
 }
@@ -301,5 +303,58 @@ async fn savepoint_job(
     host.authorize(&headers).map_err(fail)?;
     let Query(query) = query.map_err(|e| body_error(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
     let (job, savepoint) = blocking(move || host.jobs.savepoint(&id, query.stop, &host.savepoints)).await?;
+    Ok(Json(json!({ "job": job, "savepoint": savepoint })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ShadowQuery {
+    /// The candidate version: `name@version`, `name`, or a built-in.
+    plugin: String,
+    /// How long to run, as in job files (`30s`).
+    duration: String,
+}
+
+/// Runs a candidate version beside the job's own and reports how their
+/// windows differ (`weir upgrade --shadow`).
+async fn shadow_job(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<ShadowQuery>, axum::extract::rejection::QueryRejection>,
+) -> Reply {
+    host.authorize(&headers).map_err(fail)?;
+    let Query(query) = query.map_err(|e| body_error(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let duration = crate::duration::parse_duration(&query.duration)
+        .map_err(|e| body_error(StatusCode::BAD_REQUEST, format!("duration: {e}")))?;
+    let report = blocking(move || {
+        // The store is locked to resolve the versions, not for the run.
+        let versions = host.jobs.versions(&id, &query.plugin, &host.store())?;
+        host.jobs.shadow(&id, versions, duration)
+    })
+    .await?;
+    Ok(Json(report).into_response())
+}
+
+#[derive(Deserialize)]
+struct UpgradeQuery {
+    /// The new version: `name@version`, `name`, or a built-in.
+    plugin: String,
+}
+
+/// Switches a job to another version of its function at a savepoint
+/// (`weir upgrade --switch`).
+async fn upgrade_job(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<UpgradeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Reply {
+    host.authorize(&headers).map_err(fail)?;
+    let Query(query) = query.map_err(|e| body_error(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let (job, savepoint) = blocking(move || {
+        let store = host.store();
+        host.jobs.upgrade(&id, &query.plugin, &store, &host.savepoints)
+    })
+    .await?;
     Ok(Json(json!({ "job": job, "savepoint": savepoint })).into_response())
 }

@@ -10,8 +10,8 @@ use super::store::{PluginStore, StoredPlugin, write_atomically};
 use crate::job::{Job, JobConfig, SinkKind, SourceKind};
 use crate::kafka::{BrokerSpec, Cluster, KafkaConfig};
 use crate::pipeline::{
-    LiveMetrics, MetricsSnapshot, Pipeline, RestoreFrom, RunOptions, RunSummary, copy_savepoint,
-    run_with_restarts,
+    LiveMetrics, MetricsSnapshot, Pipeline, RestoreFrom, RunOptions, RunSummary, ShadowReport,
+    copy_savepoint, run_with_restarts,
 };
 use crate::plugin::PluginEngine;
 use serde::{Deserialize, Serialize};
@@ -144,7 +144,7 @@ impl Jobs {
             if running {
                 let resumed = std::fs::read_to_string(folder.join("job.toml"))
                     .map_err(|e| ServiceError::io("read", &folder.join("job.toml"), e))
-                    .and_then(|text| prepare(&text, store, Some(&lock(&entry.record).plugin)))
+                    .and_then(|text| prepare(&text, store, Some(&pin(&lock(&entry.record)))))
                     .and_then(|(job, _)| jobs.start(&entry, job, RestoreFrom::Latest));
                 if let Err(e) = resumed {
                     jobs.end(&entry, JobState::Failed, Some(format!("cannot resume after a restart: {e}")));
@@ -177,7 +177,13 @@ impl Jobs {
         };
         // The plugin fits the job (world, inputs, parameters), or the
         // submission fails now, with the reason.
-        Pipeline::build(job.clone(), &self.engine).map_err(|e| ServiceError::BadRequest(error_chain(&e)))?;
+        let pipeline = Pipeline::build(job.clone(), &self.engine)
+            .map_err(|e| ServiceError::BadRequest(error_chain(&e)))?;
+        // From a savepoint, the plugin must be able to take its window
+        // state over (an upgrade is checked, migration and all, now).
+        if let Some(url) = &from_savepoint {
+            pipeline.check_savepoint(url).map_err(|e| ServiceError::BadRequest(error_chain(&e)))?;
+        }
         if let Some(running) =
             self.list().into_iter().find(|r| r.name == job.config.name && r.state == JobState::Running)
         {
@@ -271,6 +277,102 @@ impl Jobs {
         };
         self.save(&record)?;
         Ok((entry.view(), url))
+    }
+
+    /// Runs `plugin` (a stored `name@version`, or a built-in) beside a
+    /// running job's own version for `duration`, on the job's input from
+    /// its latest checkpoint, writing nothing, and compares their windows
+    /// (`weir upgrade --shadow`). The job itself goes on untouched.
+    /// `versions` are the job as it runs and as it would with the
+    /// candidate ([`Jobs::versions`]).
+    pub fn shadow(
+        &self,
+        id: &str,
+        versions: (Job, Job),
+        duration: std::time::Duration,
+    ) -> Result<ShadowReport, ServiceError> {
+        if duration > MAX_SHADOW {
+            return Err(ServiceError::BadRequest(format!(
+                "a shadow run lasts at most {MAX_SHADOW:?}, not {duration:?}"
+            )));
+        }
+        let entry = self.entry(id)?;
+        let (old, new) = versions;
+        let embedded = self.embedded_for(&old)?;
+        let scratch = self.dir.join(id).join(format!("shadow-{}", crate::time::now_ms()));
+        let report =
+            crate::pipeline::shadow(&old, &new, &self.engine, embedded, &scratch, duration, &entry.stop);
+        let _ = std::fs::remove_dir_all(&scratch);
+        report.map_err(|e| ServiceError::BadRequest(format!("the shadow run failed: {}", error_chain(&e))))
+    }
+
+    /// Switches a running job to `plugin` at a checkpoint: checks that the
+    /// new version can take the job's state over, stops the job with a
+    /// savepoint, and submits it again with the new version from that
+    /// savepoint (`weir upgrade --switch`). Returns the new job and the
+    /// savepoint's URL; the old job ends stopped.
+    pub fn upgrade(
+        &self,
+        id: &str,
+        plugin: &str,
+        store: &PluginStore,
+        savepoints: &Path,
+    ) -> Result<(JobRecord, String), ServiceError> {
+        let entry = self.entry(id)?;
+        let (_, new) = self.versions(id, plugin, store)?;
+        // The new version must fit the job's latest checkpoint before the
+        // job is stopped (the savepoint the stop takes holds the same
+        // function's state).
+        let pipeline = Pipeline::build(new.clone(), &self.engine)
+            .map_err(|e| ServiceError::BadRequest(error_chain(&e)))?;
+        let storage = lock(&entry.storage).clone().unwrap_or_default();
+        let opened = crate::checkpoint::open_storage(&storage)
+            .map_err(|e| ServiceError::Internal(format!("cannot open the job's checkpoints: {e}")))?;
+        if let Ok(Some(_)) = crate::checkpoint::latest_complete(opened.as_ref(), &new.config.name) {
+            pipeline.check_savepoint(&storage).map_err(|e| ServiceError::BadRequest(error_chain(&e)))?;
+        }
+        let text = std::fs::read_to_string(self.dir.join(id).join("job.toml"))
+            .map_err(|e| ServiceError::io("read", &self.dir.join(id).join("job.toml"), e))?;
+        let text = with_plugin(&text, plugin)?;
+        let until_end = lock(&entry.record).until_end;
+        let (_, savepoint) = self.savepoint(id, true, savepoints)?;
+        let record = self.submit(&text, until_end, Some(&savepoint), store)?;
+        Ok((record, savepoint))
+    }
+
+    /// A running job as it runs, and as it would with `plugin` (a stored
+    /// `name@version`, `name`, or a built-in): both checked, the new one
+    /// against the job.
+    pub fn versions(&self, id: &str, plugin: &str, store: &PluginStore) -> Result<(Job, Job), ServiceError> {
+        let entry = self.entry(id)?;
+        let (state, current) = {
+            let record = lock(&entry.record);
+            (record.state, pin(&record))
+        };
+        if state != JobState::Running {
+            return Err(ServiceError::Conflict(format!(
+                "job {id} is not running: it is {}",
+                state_name(state)
+            )));
+        }
+        if lock(&entry.storage).is_none() {
+            return Err(ServiceError::BadRequest(format!(
+                "job {id} has no [checkpoint] section: an upgrade goes through its checkpoints, so add one"
+            )));
+        }
+        let path = self.dir.join(id).join("job.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| ServiceError::io("read", &path, e))?;
+        let (old, _) = prepare(&text, store, Some(&current))?;
+        let (new, _) = prepare(&text, store, Some(plugin))?;
+        let build = |job: &Job| {
+            Pipeline::build(job.clone(), &self.engine).map_err(|e| ServiceError::BadRequest(error_chain(&e)))
+        };
+        let (running, candidate) = (build(&old)?, build(&new)?);
+        // What its checkpoints would refuse, refused before any runs.
+        crate::pipeline::upgrade_from(running.facts(), candidate.facts()).map_err(|reason| {
+            ServiceError::BadRequest(format!("job {id} cannot be upgraded to {plugin}: {reason}"))
+        })?;
+        Ok((old, new))
     }
 
     /// Every job, oldest first.
@@ -501,6 +603,21 @@ impl Entry {
 /// Checks a submitted job file and points its plugin at the store: a
 /// stored `name@version` (or the newest `name`), else a built-in of that
 /// name. `pinned` is the plugin a resumed job was submitted with.
+/// What a job record runs: its stored plugin's `name@version`, or, for a
+/// built-in, `builtin:<name>` (a stored plugin of the same name does not
+/// replace the built-in a job runs).
+fn pin(record: &JobRecord) -> String {
+    match record.plugin_sha256 {
+        Some(_) => record.plugin.clone(),
+        None => format!("{BUILTIN}{}", record.plugin),
+    }
+}
+
+/// How [`pin`] marks a built-in.
+const BUILTIN: &str = "builtin:";
+
+/// Parses and checks a submitted job file; `pinned` (see [`pin`]), when
+/// given, replaces its `function.plugin`.
 fn prepare(
     text: &str,
     store: &PluginStore,
@@ -513,6 +630,12 @@ fn prepare(
     let mut config: JobConfig = job.config;
     check_absolute(&config)?;
     let reference = pinned.unwrap_or(&config.function.plugin).to_string();
+    if let Some(name) = reference.strip_prefix(BUILTIN) {
+        config.function.plugin = name.to_string();
+        let job = Job::from_config(config, origin, Path::new("/"))
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        return Ok((job, None));
+    }
     if reference.ends_with(".wasm") || reference.contains('/') {
         return Err(ServiceError::BadRequest(format!(
             "{origin}: field 'function.plugin': {reference:?} is a file; a submitted job names a stored plugin \
@@ -523,7 +646,9 @@ fn prepare(
         store.resolve(&reference).map_err(|e| ServiceError::BadRequest(format!("function.plugin: {e}")))?;
     match &stored {
         Some(plugin) => config.function.plugin = store.path_of(plugin).display().to_string(),
-        None if !reference.contains('@') && crate::plugin::builtin::builtin(&reference).is_some() => {}
+        None if !reference.contains('@') && crate::plugin::builtin::builtin(&reference).is_some() => {
+            config.function.plugin = reference;
+        }
         None => {
             let names: Vec<String> = store.list().iter().map(StoredPlugin::reference).collect();
             return Err(ServiceError::BadRequest(format!(
@@ -566,6 +691,22 @@ fn check_absolute(config: &JobConfig) -> Result<(), ServiceError> {
         }
     }
     Ok(())
+}
+
+/// The longest shadow run.
+pub const MAX_SHADOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `text`, a job file, with `function.plugin` set to `plugin`.
+fn with_plugin(text: &str, plugin: &str) -> Result<String, ServiceError> {
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e| ServiceError::Internal(format!("the stored job file does not parse: {e}")))?;
+    let function = table
+        .get_mut("function")
+        .and_then(toml::Value::as_table_mut)
+        .ok_or_else(|| ServiceError::Internal("the stored job file has no [function]".into()))?;
+    function.insert("plugin".into(), toml::Value::String(plugin.to_string()));
+    Ok(table.to_string())
 }
 
 /// How long a savepoint (without a stop) waits for its checkpoint.

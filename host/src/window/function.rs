@@ -63,4 +63,12 @@ pub trait WindowFunction {
         ranges: &[RowRange],
         accumulators: &Accumulators,
     ) -> Result<RowsMany, PluginError>;
+
+    /// An accumulator saved by state version `from_version` of this
+    /// function, in its current layout (a plugin upgrade); the error says
+    /// why not. A function with one layout only has nothing to migrate
+    /// from.
+    fn migrate(&mut self, _accumulator: &[u8], from_version: u32) -> Result<Vec<u8>, String> {
+        Err(format!("this function has no state version {from_version} to migrate from"))
+    }
 }

@@ -161,6 +161,10 @@ impl Default for PartitionState {
     }
 }
 
+/// An accumulator in a function's current layout, from one saved by an
+/// older version (see [`WindowOperator::migrate_accumulators`]).
+pub type Migrate<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, String> + 'a;
+
 /// Keyed window state and firing for one job.
 pub struct WindowOperator {
     spec: WindowSpec,
@@ -301,6 +305,26 @@ impl WindowOperator {
             advancing: Vec::new(),
             calls: CallBuffers::default(),
         }
+    }
+
+    /// Replaces every accumulator the operator holds with `migrate`'s
+    /// version of it (a plugin upgrade, right after a restore), and returns
+    /// how many there were. The first error stops it: the state is then
+    /// partly migrated, and the run must not go on with it.
+    pub fn migrate_accumulators(&mut self, migrate: &mut Migrate<'_>) -> Result<u64, String> {
+        let mut migrated = 0;
+        for state in self.partitions.values_mut() {
+            for key_state in state.keys.values_mut() {
+                let panes = key_state.panes.iter_mut().map(|p| &mut p.contents);
+                for contents in panes.chain(key_state.sessions.iter_mut().map(|(_, c)| c)) {
+                    if let Some(acc) = &mut contents.acc {
+                        *acc = migrate(acc)?;
+                        migrated += 1;
+                    }
+                }
+            }
+        }
+        Ok(migrated)
     }
 
     /// Counters so far.
