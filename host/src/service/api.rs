@@ -95,9 +95,14 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The web dashboard: one page that polls the JSON API (no token needed:
+/// it only reads).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 /// The routes.
 pub fn router(host: Arc<Host>) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route(
@@ -114,6 +119,11 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/api/jobs/{id}/savepoint", post(savepoint_job))
         .fallback(|| async { fail(ServiceError::NotFound("no such endpoint (see docs/API.md)".into())) })
         .with_state(host)
+}
+
+async fn dashboard() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], DASHBOARD)
+        .into_response()
 }
 
 async fn health(State(host): State<Arc<Host>>) -> Json<serde_json::Value> {
