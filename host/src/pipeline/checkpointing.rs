@@ -290,6 +290,8 @@ pub(super) struct Checkpointer {
     /// The writer of the last completed checkpoint, maybe still removing
     /// older ones: the end of a run waits for it.
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Where each checkpoint's end is recorded (a host's job).
+    observer: Option<std::sync::Arc<super::LiveMetrics>>,
 }
 
 /// One source partition in a checkpoint.
@@ -431,7 +433,14 @@ impl Checkpointer {
             in_flight: None,
             commit_pending: false,
             writer: None,
+            observer: None,
         }
+    }
+
+    /// Records how each checkpoint ends (its time, duration and size) in
+    /// `metrics`' history.
+    pub(super) fn observe(&mut self, metrics: Option<std::sync::Arc<super::LiveMetrics>>) {
+        self.observer = metrics;
     }
 
     /// Whether a checkpoint is being written (a new one would be skipped).
@@ -741,6 +750,10 @@ impl Checkpointer {
                 Ok(n)
             }
             Err(e @ super::PipelineError::Checkpoint(_)) => {
+                if let Some(metrics) = &self.observer {
+                    let id = self.next_id.saturating_sub(1);
+                    metrics.checkpoint_failed(id, self.last_started.elapsed(), e.to_string());
+                }
                 self.failed += 1;
                 self.failed_in_row += 1;
                 self.last_ended = Instant::now();
@@ -813,15 +826,14 @@ impl Checkpointer {
         };
         let Some(InFlight { id, offsets, writer, .. }) = self.in_flight.take() else { return Ok(0) };
         self.writer = Some(writer);
-        match result {
-            Some(written) => {
-                written?;
-            }
+        // Its size, and when its manifest made it complete in storage.
+        let (bytes, complete_ms) = match result {
+            Some(written) => written.map(|m| (m.files.iter().map(|f| f.size).sum::<u64>(), m.created_ms))?,
             None => {
                 let reason = "the writer stopped without a word".to_string();
                 return Err(CheckpointError::Content { checkpoint: id, file: String::new(), reason }.into());
             }
-        }
+        };
         // Two phases: the checkpoint is complete (its manifest written)
         // before a transactional sink commits what it holds.
         self.commit_pending = false;
@@ -830,6 +842,12 @@ impl Checkpointer {
         }
         commit(&offsets)?;
         self.last_ended = Instant::now();
+        if let Some(metrics) = &self.observer {
+            // Up to its manifest, not to when this poll noticed it.
+            let started_ms = now_ms().saturating_sub(self.last_started.elapsed().as_millis() as i64);
+            let took = Duration::from_millis(complete_ms.saturating_sub(started_ms).max(0) as u64);
+            metrics.checkpoint_completed(id, took, bytes);
+        }
         Ok(1)
     }
 

@@ -39,7 +39,9 @@ pub use checkpointing::{
 };
 use checkpointing::{Checkpointer, Share};
 pub use collect::{Collector, Emitted, OutputRow};
-pub use live::{LiveMetrics, MetricsSnapshot};
+pub use live::{
+    CHECKPOINT_HISTORY, CheckpointRecord, CheckpointStatus, LiveMetrics, MetricsSnapshot, WatermarkSlot,
+};
 pub use map_stage::{MapFunction, MapStage};
 pub use operator::Operator;
 pub use payloads::Payloads;
@@ -51,7 +53,7 @@ pub use window_stage::WindowStage;
 
 use crate::job::Job;
 use crate::plugin::schema::{SchemaError, bind_inputs, resolve_params};
-use crate::plugin::{LoadError, Plugin, PluginEngine, PluginError};
+use crate::plugin::{CallTimes, LoadError, Plugin, PluginEngine, PluginError};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Poll, Source, SourceError};
 use crate::types::{Descriptor, FunctionKind};
@@ -253,12 +255,24 @@ struct Recipe {
     input_types: Vec<crate::types::FieldType>,
     /// The window and how it is reduced; `None` for a map job.
     reduce: Option<(Reduce, crate::window::WindowSpec)>,
+    /// Where each instance times its calls, if anyone watches.
+    call_times: Option<Arc<CallTimes>>,
 }
 
 impl Pipeline {
     /// Loads the job's plugin and checks it against the job: its world
     /// against the window, its inputs against the fields, its parameters.
     pub fn build(job: Job, engine: &PluginEngine) -> Result<Pipeline, PipelineError> {
+        Pipeline::build_timed(job, engine, None)
+    }
+
+    /// [`Pipeline::build`], with every plugin instance of the job (one per
+    /// worker) timing its calls into `call_times`.
+    pub fn build_timed(
+        job: Job,
+        engine: &PluginEngine,
+        call_times: Option<Arc<CallTimes>>,
+    ) -> Result<Pipeline, PipelineError> {
         let reference = &job.config.function.plugin;
         // A path is relative to the job file; a bare name is a built-in.
         let plugin: Plugin = if reference.ends_with(".wasm") {
@@ -294,7 +308,7 @@ impl Pipeline {
                 Some((Reduce::Aggregate { flush_at: AGGREGATE_FLUSH }, *spec))
             }
         };
-        let recipe = Recipe { plugin, params, inputs, input_types, reduce };
+        let recipe = Recipe { plugin, params, inputs, input_types, reduce, call_times };
         let operator = recipe.operator(&job)?;
         Ok(Pipeline { job, descriptor, facts, recipe: Some(recipe), operator })
     }
@@ -362,7 +376,7 @@ impl Pipeline {
     /// on a spare instance). What it returns says whether the state needs a
     /// migration.
     pub fn check_savepoint(&self, url: &str) -> Result<Upgrade, PipelineError> {
-        let Some(checkpointer) = self.checkpointer()? else {
+        let Some(checkpointer) = self.checkpointer(None)? else {
             return Err(CheckpointError::Savepoint {
                 url: url.to_string(),
                 reason: "the job has no [checkpoint] section to go on with".into(),
@@ -374,9 +388,15 @@ impl Pipeline {
     }
 
     /// The job's checkpointer, if it has `[checkpoint]`.
-    fn checkpointer(&self) -> Result<Option<Checkpointer>, PipelineError> {
+    /// Its checkpoints go to the history of `metrics`, if given.
+    fn checkpointer(
+        &self,
+        metrics: Option<&Arc<LiveMetrics>>,
+    ) -> Result<Option<Checkpointer>, PipelineError> {
         let Some(config) = &self.job.config.checkpoint else { return Ok(None) };
-        Ok(Some(Checkpointer::open(&self.job, config, self.facts.clone())?))
+        let mut checkpointer = Checkpointer::open(&self.job, config, self.facts.clone())?;
+        checkpointer.observe(metrics.cloned());
+        Ok(Some(checkpointer))
     }
 
     /// [`Pipeline::run`] on this thread, with one part.
@@ -388,7 +408,7 @@ impl Pipeline {
         on_emit: &mut dyn FnMut(Emitted<'_>),
     ) -> Result<RunSummary, PipelineError> {
         let started = Instant::now();
-        let mut checkpointer = self.checkpointer()?;
+        let mut checkpointer = self.checkpointer(options.metrics.as_ref())?;
         let job = &self.job;
         let key_field = job.config.format.key.clone().unwrap_or_default();
         let source_name = source.name().to_string();
@@ -396,6 +416,7 @@ impl Pipeline {
         let mut summary = RunSummary::default();
         let mut committed_at = Instant::now();
         let mut published = RunSummary::default();
+        let watermark = options.metrics.as_ref().map(|m| m.watermark_slot());
         // With checkpoints, the run starts from the newest one, and commits
         // offsets only when a checkpoint holds the state they leave behind.
         if let Some(cp) = &mut checkpointer {
@@ -423,6 +444,9 @@ impl Pipeline {
             let end = part.step(source, options.poll_wait, &mut out)? == Poll::End;
             if let Some(metrics) = &options.metrics {
                 metrics.publish(out.summary, &mut published);
+            }
+            if let Some(slot) = &watermark {
+                slot.set(part.watermarks.lowest());
             }
             if !end && part.windowed() {
                 // Idle partitions follow the highest watermark. The move
@@ -510,7 +534,11 @@ impl Recipe {
     /// An operator of `job` with a fresh instance of the plugin.
     fn operator(&self, job: &Job) -> Result<Box<dyn Operator + Send>, PipelineError> {
         let d = self.plugin.descriptor();
-        let instance = self.plugin.instantiate(self.params.clone(), job.config.function.limits.clone())?;
+        let mut instance =
+            self.plugin.instantiate(self.params.clone(), job.config.function.limits.clone())?;
+        if let Some(times) = &self.call_times {
+            instance.time_calls(times.clone());
+        }
         let (inputs, input_types) = (self.inputs.clone(), self.input_types.clone());
         Ok(match self.reduce {
             None => {

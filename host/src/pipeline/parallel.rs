@@ -55,7 +55,7 @@ pub(super) fn run(
     let shares: Vec<Vec<i32>> =
         (0..workers).map(|w| partitions.iter().copied().skip(w).step_by(workers).collect()).collect();
     let sources = source.split(&shares)?;
-    let mut checkpointer = pipeline.checkpointer()?;
+    let mut checkpointer = pipeline.checkpointer(options.metrics.as_ref())?;
     let mut others = (1..workers).map(|_| pipeline.another_operator()).collect::<Result<Vec<_>, _>>()?;
     let job = &pipeline.job;
     let operators = std::iter::once(&mut pipeline.operator).chain(others.iter_mut());
@@ -365,6 +365,7 @@ impl Worker<'_, '_> {
         let mut committed_at = Instant::now();
         let mut first = true;
         let mut published = RunSummary::default();
+        let watermark = options.metrics.as_ref().map(|m| m.watermark_slot());
         loop {
             {
                 let mut slot = lock(slot);
@@ -385,6 +386,9 @@ impl Worker<'_, '_> {
                 let end = part.step(source.as_mut(), options.poll_wait, &mut out)? == Poll::End;
                 if let Some(metrics) = &options.metrics {
                     metrics.publish(out.summary, &mut published);
+                }
+                if let Some(watermark) = &watermark {
+                    watermark.set(part.watermarks.lowest());
                 }
                 if let Some(e) = out.take_failure() {
                     return Err(e);

@@ -50,7 +50,8 @@ pub fn run_with_restarts(
     let mut options = options.clone();
     loop {
         let started = Instant::now();
-        let result = Pipeline::build(job.clone(), engine).and_then(|mut pipeline| {
+        let call_times = options.metrics.as_ref().map(|m| m.plugin_calls());
+        let result = Pipeline::build_timed(job.clone(), engine, call_times).and_then(|mut pipeline| {
             let mut io = connect::open(pipeline.job(), until_end, embedded.clone())?;
             pipeline.run(io.source.as_mut(), &mut io.sinks, &options, on_emit)
         });

@@ -90,6 +90,10 @@ impl<F: WindowFunction> Operator for WindowStage<F> {
                 out.failed_window(partition, key, window, error);
             }
         });
+        // Counted as they fire, so that a live job's published counts
+        // show them (`finish` sets the same totals at the end).
+        let stats = self.operator.stats();
+        (out.summary.windows, out.summary.refired) = (stats.fired, stats.refired);
     }
 
     fn unfired_offsets(&self, each: &mut dyn FnMut(i32, i64)) {

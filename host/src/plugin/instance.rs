@@ -18,6 +18,9 @@ use crate::types::{
     Accumulators, Column, Descriptor, Events, FieldType, FunctionKind, Param, RowRange, Rows, RowsMany,
     Value, Window,
 };
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap};
 
 /// The bindings of a live instance.
@@ -45,6 +48,56 @@ pub struct InstanceStats {
     pub log_dropped_bytes: u64,
 }
 
+/// The upper bounds of the call-time histogram's buckets, in µs (10 µs to
+/// 1 s); a call over the last goes to the overflow bucket.
+pub const CALL_BUCKETS_US: [u64; 11] =
+    [10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000];
+
+/// How long plugin calls take: a histogram of atomics that a job's
+/// instances share (one per worker), each adding its calls as they end.
+#[derive(Debug, Default)]
+pub struct CallTimes {
+    /// Calls per bucket of [`CALL_BUCKETS_US`], then the overflow.
+    buckets: [AtomicU64; CALL_BUCKETS_US.len() + 1],
+    /// Their total time, in ns.
+    sum_ns: AtomicU64,
+}
+
+/// A copy of [`CallTimes`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct CallTimesSnapshot {
+    /// Calls timed.
+    pub count: u64,
+    /// Their total time, in ns.
+    pub sum_ns: u64,
+    /// Cumulative: `buckets[i]` calls took at most `CALL_BUCKETS_US[i]` µs.
+    pub buckets: Vec<u64>,
+}
+
+impl CallTimes {
+    /// Adds one call that took `took`.
+    pub fn observe(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = CALL_BUCKETS_US.partition_point(|&bound| bound.saturating_mul(1_000) < ns);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The calls so far.
+    pub fn snapshot(&self) -> CallTimesSnapshot {
+        let mut total = 0;
+        let mut buckets = Vec::with_capacity(CALL_BUCKETS_US.len());
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            total += bucket.load(Ordering::Relaxed);
+            if i < CALL_BUCKETS_US.len() {
+                buckets.push(total);
+            }
+        }
+        CallTimesSnapshot { count: total, sum_ns: self.sum_ns.load(Ordering::Relaxed), buckets }
+    }
+}
+
 /// A live, configured plugin instance. Calls take `&mut self`: an instance
 /// serves one thread, and a job runs one instance per worker.
 ///
@@ -60,6 +113,8 @@ pub struct PluginInstance {
     log: CappedLog,
     log_sink: LogSink,
     stats: InstanceStats,
+    /// Where each call's time goes, if anyone watches (a host's job).
+    call_times: Option<Arc<CallTimes>>,
 }
 
 /// The default log sink: each line to the host log.
@@ -158,6 +213,7 @@ impl PluginInstance {
             log,
             log_sink: sink,
             stats: InstanceStats::default(),
+            call_times: None,
         };
         if instance.limits.memory > MAX_PLUGIN_MEMORY {
             return Err(instance.error(
@@ -185,6 +241,12 @@ impl PluginInstance {
     /// Its counters.
     pub fn stats(&self) -> InstanceStats {
         self.stats
+    }
+
+    /// Times each call from now on into `times` (one clock read before and
+    /// after a call: calls are per batch or per round of windows).
+    pub fn time_calls(&mut self, times: Arc<CallTimes>) {
+        self.call_times = Some(times);
     }
 
     /// Sends the guest's stdout and stderr somewhere other than the host log.
@@ -297,7 +359,11 @@ impl PluginInstance {
         state.limiter.refused = None;
         // After `ensure_live`, whose `configure` sets its own context.
         state.begin_call(context);
+        let started = self.call_times.is_some().then(Instant::now);
         let result = f(&mut self.store, live);
+        if let (Some(times), Some(started)) = (&self.call_times, started) {
+            times.observe(started.elapsed());
+        }
         match result {
             Ok(Ok(value)) => {
                 self.flush_log();
@@ -656,4 +722,23 @@ fn check_columns<'a>(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod call_time_tests {
+    use super::*;
+
+    #[test]
+    fn calls_land_in_the_first_bucket_that_holds_them_counted_cumulatively() {
+        let times = CallTimes::default();
+        for us in [3, 10, 11, 700, 2_000_000] {
+            times.observe(Duration::from_micros(us));
+        }
+        times.observe(Duration::from_nanos(10_001));
+        let s = times.snapshot();
+        assert_eq!(s.count, 6);
+        assert_eq!(s.sum_ns, (3 + 10 + 11 + 700 + 2_000_000) * 1_000 + 10_001);
+        // ≤10 µs, ≤50, ≤100, ≤500, ≤1 ms, …, ≤1 s; the 2 s call is over all.
+        assert_eq!(s.buckets, [2, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5]);
+    }
 }

@@ -46,7 +46,7 @@ pub use bindings::map::exports::weir::functions::map::Mapped;
 pub use engine::BenchSwitches;
 pub use engine::{EPOCH_TICK, EngineConfig, EngineError, MAX_PLUGIN_MEMORY, PluginEngine};
 pub use error::{CallSite, Failure, LoadError, PluginError};
-pub use instance::{InstanceStats, LogSink, PluginInstance};
+pub use instance::{CALL_BUCKETS_US, CallTimes, CallTimesSnapshot, InstanceStats, LogSink, PluginInstance};
 pub use legacy::LEGACY_VERSION;
 pub use limits::PluginLimits;
 pub use load::Plugin;

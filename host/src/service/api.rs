@@ -95,9 +95,14 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The web dashboard: one page that polls the JSON API (no token needed:
+/// it only reads).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 /// The routes.
 pub fn router(host: Arc<Host>) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route(
@@ -116,6 +121,11 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/api/jobs/{id}/upgrade", post(upgrade_job))
         .fallback(|| async { fail(ServiceError::NotFound("no such endpoint (see docs/API.md)".into())) })
         .with_state(host)
+}
+
+async fn dashboard() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], DASHBOARD)
+        .into_response()
 }
 
 async fn health(State(host): State<Arc<Host>>) -> Json<serde_json::Value> {
@@ -267,6 +277,28 @@ async fn metrics(State(host): State<Arc<Host>>) -> Response {
             text.push_str(&format!("weir_job_{name}{{{}}} {}\n", labels(job), value(job)));
         }
     }
+    let gauges: [Gauge; 3] = [
+        (
+            "watermark_lag_ms",
+            "Wall-clock now minus the job's watermark, in ms (running jobs with one).",
+            |j| j.metrics.counts.watermark_lag_ms,
+        ),
+        ("last_checkpoint_duration_ms", "How long the last completed checkpoint took, in ms.", |j| {
+            j.metrics.counts.last_checkpoint_duration_ms.and_then(|v| i64::try_from(v).ok())
+        }),
+        ("last_checkpoint_bytes", "The bytes the last completed checkpoint wrote.", |j| {
+            j.metrics.counts.last_checkpoint_bytes.and_then(|v| i64::try_from(v).ok())
+        }),
+    ];
+    for (name, help, value) in gauges {
+        text.push_str(&format!("# HELP weir_job_{name} {help}\n# TYPE weir_job_{name} gauge\n"));
+        for job in &jobs {
+            if let Some(value) = value(job) {
+                text.push_str(&format!("weir_job_{name}{{{}}} {value}\n", labels(job)));
+            }
+        }
+    }
+    plugin_call_histogram(&mut text, &jobs);
     text.push_str("# HELP weir_job_running Whether the job is running (1) or ended (0).\n");
     text.push_str("# TYPE weir_job_running gauge\n");
     for job in &jobs {
@@ -279,6 +311,31 @@ async fn metrics(State(host): State<Arc<Host>>) -> Response {
     );
     text.push_str(&format!("weir_plugins_stored {plugins}\n"));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// A gauge: its name, its help text, and how to read it from a job (none:
+/// no sample for that job).
+type Gauge = (&'static str, &'static str, fn(&super::jobs::JobRecord) -> Option<i64>);
+
+/// `weir_job_plugin_call_seconds`: each job's plugin call times, as a
+/// Prometheus histogram (cumulative buckets, `+Inf`, sum and count).
+fn plugin_call_histogram(text: &mut String, jobs: &[super::jobs::JobRecord]) {
+    let name = "weir_job_plugin_call_seconds";
+    text.push_str(&format!("# HELP {name} How long each call into the job's plugin took.\n"));
+    text.push_str(&format!("# TYPE {name} histogram\n"));
+    for job in jobs {
+        let calls = &job.metrics.counts.plugin_calls;
+        let labels = labels(job);
+        for (i, bound) in crate::plugin::CALL_BUCKETS_US.iter().enumerate() {
+            // A record written before the histogram existed has no buckets.
+            let count = calls.buckets.get(i).copied().unwrap_or(0);
+            let le = *bound as f64 / 1e6;
+            text.push_str(&format!("{name}_bucket{{{labels},le=\"{le}\"}} {count}\n"));
+        }
+        text.push_str(&format!("{name}_bucket{{{labels},le=\"+Inf\"}} {}\n", calls.count));
+        text.push_str(&format!("{name}_sum{{{labels}}} {}\n", calls.sum_ns as f64 / 1e9));
+        text.push_str(&format!("{name}_count{{{labels}}} {}\n", calls.count));
+    }
 }
 
 /// A job's labels, escaped as the text format wants.

@@ -233,6 +233,13 @@ impl Watermarks {
         self.clocks.iter().filter(|c| c.max_ts > i64::MIN).map(|c| self.of(c)).max()
     }
 
+    /// The lowest watermark of the partitions that have one (an event, an
+    /// idle move or a restore put it above `i64::MIN`), if any: how far the
+    /// tracked partitions all are in event time.
+    pub fn lowest(&self) -> Option<i64> {
+        self.clocks.iter().map(|c| self.of(c)).filter(|&w| w > i64::MIN).min()
+    }
+
     /// [`Watermarks::idle`], with `highest` the highest watermark of all
     /// the job's partitions (those of other workers too).
     pub fn idle_under(&self, now: Instant, highest: i64) -> Vec<(i32, i64)> {
@@ -297,7 +304,9 @@ mod tests {
         let mut w = Watermarks::new(&[0, 1], Duration::from_millis(500), None, t0);
         assert_eq!(w.observe(0, 10_000, t0), 10_000 - 500 - 1);
         assert_eq!(w.watermark(1), i64::MIN, "partition 1 has seen nothing yet");
+        assert_eq!(w.lowest(), Some(10_000 - 500 - 1), "partition 1 has none yet");
         assert_eq!(w.observe(1, 4_000, t0), 3_499);
+        assert_eq!(w.lowest(), Some(3_499));
         assert_eq!(w.observe(1, 3_000, t0), 3_499, "an older event does not move it back");
         assert_eq!(w.watermark(0), 9_499, "partition 1 does not hold partition 0 back");
         assert_eq!(w.observe(7, 1, t0), -500, "a partition not known at start is tracked too");

@@ -3,6 +3,8 @@
 //! free port.
 #![allow(dead_code)]
 
+pub mod host;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
