@@ -173,6 +173,12 @@ fn upload_submit_and_exact_results_through_the_cli_and_refusals_that_change_noth
     let oversized = vec![0u8; (64 << 20) + 1];
     let wrong_world = std::fs::read(guest("wrong_world.wasm")).unwrap();
     let cancel = format!("/api/jobs/{id}/cancel");
+    let shadow = format!("/api/jobs/{id}/shadow?plugin=max-temperature&duration=1s");
+    let upgrade = format!("/api/jobs/{id}/upgrade?plugin=max-temperature");
+    let no_duration = shadow.replace("&duration=1s", "");
+    let (bad_duration, too_long) = (shadow.replace("=1s", "=soon"), shadow.replace("=1s", "=2h"));
+    let (no_job, no_job_upgrade) =
+        (shadow.replace(id, "0123456789abcdef"), upgrade.replace(id, "0123456789abcdef"));
     let cases: Vec<Case> = vec![
         ("POST", "/api/plugins", None, Some(&wrong_world), 401, "token"),
         ("POST", "/api/plugins", Some("wrong"), Some(&wrong_world), 401, "refused"),
@@ -199,6 +205,15 @@ fn upload_submit_and_exact_results_through_the_cli_and_refusals_that_change_noth
         ("DELETE", "/api/plugins/max-temperature@9.9.9", Some(TOKEN), None, 404, "no plugin"),
         ("DELETE", "/api/plugins/max-temperature@0.1.0", None, None, 401, "token"),
         ("GET", "/api/nothing-here", None, None, 404, "no such endpoint"),
+        ("POST", &shadow, None, None, 401, "token"),
+        ("POST", &shadow, Some(TOKEN), None, 409, "not running"),
+        ("POST", &no_duration, Some(TOKEN), None, 400, "query"),
+        ("POST", &bad_duration, Some(TOKEN), None, 400, "duration"),
+        ("POST", &too_long, Some(TOKEN), None, 400, "at most"),
+        ("POST", &no_job, Some(TOKEN), None, 404, "no job"),
+        ("POST", &upgrade, None, None, 401, "token"),
+        ("POST", &upgrade, Some(TOKEN), None, 409, "not running"),
+        ("POST", &no_job_upgrade, Some(TOKEN), None, 404, "no job"),
     ];
     for (method, path, token, body, status, says) in &cases {
         let (got, answer) = server.request(method, path, *token, *body);
@@ -397,33 +412,59 @@ fn a_job_stopped_with_a_savepoint_goes_on_from_it_exactly_once() {
 
 /// The streaming max-temperature job of the upgrade tests, on the host's
 /// embedded broker, with tumbling windows of `size` ms and `function` as
-/// its `[function]` section's body.
+/// its `[function]` section's body; checkpoints in `dir/checkpoints`.
 fn upgrade_job(dir: &Path, name: &str, size: i64, output: &Path, function: &str) -> String {
+    let storage = format!("file://{}", dir.join("checkpoints").display());
+    upgrade_job_in(&storage, name, size, output, function)
+}
+
+/// [`upgrade_job`] with checkpoints in `storage`.
+fn upgrade_job_in(storage: &str, name: &str, size: i64, output: &Path, function: &str) -> String {
     format!(
         "name = \"{name}\"\n[source]\ntype = \"kafka\"\ntopic = \"readings\"\npartitions = 2\n[format]\n\
          key = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[time]\n\
          max_out_of_orderness = \"300ms\"\n[window]\ntype = \"tumbling\"\nsize = \"{size}ms\"\n\
-         [function]\n{function}\n[sink]\ntype = \"file\"\npath = \"{}\"\n[checkpoint]\nstorage = \"file://{}\"\n\
+         [function]\n{function}\n[sink]\ntype = \"file\"\npath = \"{}\"\n[checkpoint]\nstorage = \"{storage}\"\n\
          interval = \"1h\"\nmode = \"exactly-once\"\n",
         output.display(),
-        dir.join("checkpoints").display()
     )
 }
 
 #[test]
 fn a_plugin_upgrade_keeps_the_window_state_and_refuses_what_cannot_take_it_over() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let input = dir.path().join("readings.jsonl");
+    let checkpoints = dir.path().join("checkpoints");
+    let storage = format!("file://{}", checkpoints.display());
+    upgrade_through_a_savepoint(dir.path(), &storage, &|| format!("{:?}", files_under(&checkpoints)));
+}
+
+/// The same upgrade with the job's checkpoints in a real HDFS: the
+/// savepoint is copied out of HDFS into the host's data dir, and back into
+/// HDFS as the upgraded job's first checkpoint.
+#[test]
+fn a_plugin_upgrade_of_a_job_with_hdfs_checkpoints_keeps_the_window_state() {
+    let hdfs = weir_devtools::hdfs::HdfsCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("{}/weir", hdfs.url);
+    upgrade_through_a_savepoint(dir.path(), &storage, &|| hdfs.fs_shell(&["-ls", "-R", "/weir"]));
+    assert!(hdfs.fs_shell(&["-ls", "/weir/upgraded"]).contains("/weir/upgraded/chk-"));
+}
+
+/// Stops a job on 0.1.0 with a savepoint, has the submits that cannot take
+/// its state over refused (with `listing` of its checkpoint storage
+/// unchanged), and upgrades it to 0.2.0 from the savepoint, exactly.
+fn upgrade_through_a_savepoint(dir: &Path, storage: &str, listing: &dyn Fn() -> String) {
+    let data = dir.join("data");
+    let input = dir.join("readings.jsonl");
     let readings = write_readings(&input, 20_000, 29);
-    let output = dir.path().join("out.jsonl");
+    let output = dir.join("out.jsonl");
     // Windows of 30 s hold about 600 readings per device: more than an
     // aggregate's pane buffers (256), so the open windows at the savepoint
     // hold accumulators, which the upgrade must migrate.
     const SIZE: i64 = 30_000;
     let write_job = |file: &str, function: &str| {
-        let path = dir.path().join(file);
-        std::fs::write(&path, upgrade_job(dir.path(), "upgraded", SIZE, &output, function)).unwrap();
+        let path = dir.join(file);
+        std::fs::write(&path, upgrade_job_in(storage, "upgraded", SIZE, &output, function)).unwrap();
         path
     };
     // Version 0.1.0 (the built-in) runs until stopped with a savepoint.
@@ -432,7 +473,7 @@ fn a_plugin_upgrade_keeps_the_window_state_and_refuses_what_cannot_take_it_over(
     let id = server.ok(&["submit", v1.to_str().unwrap()]).trim().to_string();
     let health = server.request("GET", "/healthz", None, None).1;
     let brokers = health["embedded_broker"].as_str().expect("the embedded broker").to_string();
-    let sent = weir_command(dir.path())
+    let sent = weir_command(dir)
         .args(["produce", "--brokers", &brokers, "--topic", "readings", "--input", input.to_str().unwrap()])
         .args(["--key", "device_id"])
         .output()
@@ -457,7 +498,7 @@ fn a_plugin_upgrade_keeps_the_window_state_and_refuses_what_cannot_take_it_over(
     // reason on the first line, and nothing changes: no job, no
     // checkpoint, no output.
     let jobs = || server.request("GET", "/api/jobs", None, None).1;
-    let (jobs_before, checkpoints_before) = (jobs(), files_under(&dir.path().join("checkpoints")));
+    let (jobs_before, checkpoints_before) = (jobs(), listing());
     let v2 = "plugin = \"max-temperature-agg@0.2.0\"";
     for (file, function, says) in [
         ("other.toml", "plugin = \"max-temperature\"".to_string(), "taken with function max-temperature-agg"),
@@ -471,7 +512,7 @@ fn a_plugin_upgrade_keeps_the_window_state_and_refuses_what_cannot_take_it_over(
         assert!(!out.status.success() && first_line.contains(says), "{file}: {stderr}");
     }
     assert_eq!(jobs(), jobs_before, "a refused upgrade left a job behind");
-    assert_eq!(files_under(&dir.path().join("checkpoints")), checkpoints_before);
+    assert_eq!(listing(), checkpoints_before, "a refused upgrade changed the checkpoints");
     assert_eq!(written(&output), before);
 
     // The upgrade, to the end of the topic: the windows open at the
@@ -646,4 +687,48 @@ fn a_shadow_run_counts_exactly_the_windows_a_new_version_changes_and_a_switch_ke
     let expected = oracle(&all);
     assert_eq!(written(&output), expected, "the output across the switch is not exactly one run's");
     assert!(server.log().contains("migrated "), "{}", server.log());
+}
+
+#[test]
+fn a_savepoint_that_cannot_be_written_fails_cleanly_and_a_bad_data_dir_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // A data dir that cannot be made: weir serve says which, and exits.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a folder").unwrap();
+    let out = weir_command(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", file.join("data").to_str().unwrap()])
+        .env("WEIR_TOKEN", TOKEN)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("cannot create the data dir"), "{stderr}");
+
+    // A savepoint whose folder cannot be written is refused with the
+    // reason; the job runs on, and takes one once the folder can be made.
+    let data = dir.path().join("data");
+    let output = dir.path().join("out.jsonl");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        upgrade_job(dir.path(), "blocked", 1000, &output, "plugin = \"max-temperature-agg\""),
+    )
+    .unwrap();
+    let server = Server::start(&data);
+    let id = server.ok(&["submit", job.to_str().unwrap()]).trim().to_string();
+    let savepoints = data.join("savepoints");
+    std::fs::write(&savepoints, "in the way").unwrap();
+    let (status, answer) = server.request("POST", &format!("/api/jobs/{id}/savepoint"), Some(TOKEN), None);
+    assert_eq!(status, 500, "{answer}");
+    assert!(answer["error"].as_str().unwrap_or_default().contains("cannot take the savepoint"), "{answer}");
+    let record = server.job(&id);
+    assert_eq!(
+        (&record["state"], &record["savepoints"]),
+        (&"running".into(), &serde_json::json!([])),
+        "{record}"
+    );
+    std::fs::remove_file(&savepoints).unwrap();
+    let taken = server.ok(&["savepoint", &id]).trim().to_string();
+    assert!(taken.starts_with("file://") && server.job(&id)["savepoints"] == serde_json::json!([taken]));
+    server.ok(&["cancel", &id]);
 }

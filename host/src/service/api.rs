@@ -84,14 +84,23 @@ fn fail(e: ServiceError) -> Response {
     e.into_response()
 }
 
-/// Runs blocking work (compiling a component, building a job) off the
-/// async workers.
+/// Runs blocking work (compiling a component, building a job, reading or
+/// writing checkpoint storage) off the async workers, on a plain thread:
+/// outside the runtime's context, so that storage clients with runtimes of
+/// their own (HDFS) may block on them.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, Response> {
-    match tokio::task::spawn_blocking(work).await {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("weir-request".into()).spawn(move || {
+        let _ = done.send(work());
+    });
+    if let Err(e) = spawned {
+        return Err(fail(ServiceError::Internal(format!("cannot start a thread for the request: {e}"))));
+    }
+    match result.await {
         Ok(result) => result.map_err(fail),
-        Err(e) => Err(fail(ServiceError::Internal(format!("the request's work failed: {e}")))),
+        Err(_) => Err(fail(ServiceError::Internal("the request's work failed (its thread ended)".into()))),
     }
 }
 
@@ -383,6 +392,13 @@ async fn shadow_job(
     let Query(query) = query.map_err(|e| body_error(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
     let duration = crate::duration::parse_duration(&query.duration)
         .map_err(|e| body_error(StatusCode::BAD_REQUEST, format!("duration: {e}")))?;
+    if duration > super::jobs::MAX_SHADOW {
+        let most = super::jobs::MAX_SHADOW;
+        return Err(body_error(
+            StatusCode::BAD_REQUEST,
+            format!("a shadow run lasts at most {most:?}, not {duration:?}"),
+        ));
+    }
     let report = blocking(move || {
         // The store is locked to resolve the versions, not for the run.
         let versions = host.jobs.versions(&id, &query.plugin, &host.store())?;
