@@ -657,9 +657,13 @@ fn a_shadow_run_counts_exactly_the_windows_a_new_version_changes_and_a_switch_ke
     assert_eq!(server.job(&id)["state"], "running");
     assert_eq!(server.job(&id)["metrics"]["records"], records);
     // A version of another function is refused, naming the mismatch.
-    let out = server.weir(&["upgrade", &id, "max-temperature", "--shadow", "1s"], Some(TOKEN));
-    let first_line = String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or_default().to_string();
-    assert!(!out.status.success() && first_line.contains("max-temperature-agg"), "{first_line}");
+    for how in ["--shadow", "--switch"] {
+        let args = ["upgrade", &id, "max-temperature", how, "1s"];
+        let out = server.weir(if how == "--switch" { &args[..4] } else { &args }, Some(TOKEN));
+        let first_line = String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or_default().to_string();
+        assert!(!out.status.success() && first_line.contains("another function"), "{how}: {first_line}");
+        assert_eq!(server.job(&id)["state"], "running", "a refused {how} stopped the job");
+    }
 
     // Switched at a savepoint, the job goes on with 0.2.0 and the window
     // state it had: the flush readings' windows, migrated, fire when the

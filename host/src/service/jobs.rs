@@ -320,24 +320,40 @@ impl Jobs {
     ) -> Result<(JobRecord, String), ServiceError> {
         let entry = self.entry(id)?;
         let (_, new) = self.versions(id, plugin, store)?;
-        // The new version must fit the job's latest checkpoint before the
-        // job is stopped (the savepoint the stop takes holds the same
-        // function's state).
+        // The new version must take over the job's state as it is now,
+        // migration and all (a savepoint of it, tried on a spare
+        // instance), before the job is stopped.
         let pipeline = Pipeline::build(new.clone(), &self.engine)
             .map_err(|e| ServiceError::BadRequest(error_chain(&e)))?;
-        let storage = lock(&entry.storage).clone().unwrap_or_default();
-        let opened = crate::checkpoint::open_storage(&storage)
-            .map_err(|e| ServiceError::Internal(format!("cannot open the job's checkpoints: {e}")))?;
-        if let Ok(Some(_)) = crate::checkpoint::latest_complete(opened.as_ref(), &new.config.name) {
-            pipeline.check_savepoint(&storage).map_err(|e| ServiceError::BadRequest(error_chain(&e)))?;
-        }
-        let text = std::fs::read_to_string(self.dir.join(id).join("job.toml"))
-            .map_err(|e| ServiceError::io("read", &self.dir.join(id).join("job.toml"), e))?;
-        let text = with_plugin(&text, plugin)?;
-        let until_end = lock(&entry.record).until_end;
+        let (_, now) = self.savepoint(id, false, savepoints)?;
+        pipeline.check_savepoint(&now).map_err(|e| ServiceError::BadRequest(error_chain(&e)))?;
+        let path = self.dir.join(id).join("job.toml");
+        let original = std::fs::read_to_string(&path).map_err(|e| ServiceError::io("read", &path, e))?;
+        let (until_end, current) = {
+            let record = lock(&entry.record);
+            (record.until_end, pin(&record))
+        };
         let (_, savepoint) = self.savepoint(id, true, savepoints)?;
-        let record = self.submit(&text, until_end, Some(&savepoint), store)?;
-        Ok((record, savepoint))
+        match self.submit(&with_plugin(&original, plugin)?, until_end, Some(&savepoint), store) {
+            Ok(record) => Ok((record, savepoint)),
+            // Refused all the same (the state changed since the check):
+            // the old version goes on from the savepoint, losing nothing.
+            Err(refused) => {
+                let back = with_plugin(&original, &current)
+                    .and_then(|text| self.submit(&text, until_end, Some(&savepoint), store));
+                let then = match back {
+                    Ok(record) => {
+                        format!("job {} goes on with {} from savepoint {savepoint}", record.id, record.plugin)
+                    }
+                    Err(e) => format!(
+                        "and the old version could not go on ({e}): submit it from savepoint {savepoint}"
+                    ),
+                };
+                Err(ServiceError::BadRequest(format!(
+                    "the switch to {plugin} was refused: {refused}; {then}"
+                )))
+            }
+        }
     }
 
     /// A running job as it runs, and as it would with `plugin` (a stored
