@@ -222,6 +222,9 @@ fn a_folder_that_is_not_empty_a_bad_world_a_bad_language_and_a_bad_name_are_refu
     // Nothing was written into it.
     assert_eq!(std::fs::read_dir(&full).unwrap().count(), 1);
 
+    std::fs::write(tmp.path().join("plain"), "a file").unwrap();
+    refused(&["plain", "--world", "map-function"], "plain is there and is not a folder");
+
     refused(&["fresh", "--world", "reduce-function"], "invalid value 'reduce-function' for '--world");
     refused(&["fresh", "--world", "reduce-function"], "window-function, aggregate-function, map-function");
     refused(
