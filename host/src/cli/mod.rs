@@ -7,6 +7,7 @@ mod demo;
 mod dev_broker;
 mod plugin_build;
 mod plugin_inspect;
+mod plugin_new;
 mod plugin_test;
 mod produce;
 mod remote;
@@ -68,6 +69,8 @@ enum Command {
 enum PluginCommand {
     /// Compile a guest crate into a component (cargo build for wasm32-wasip2).
     Build(plugin_build::Args),
+    /// Make a new guest project: a working function, the contract, a sample input and job.
+    New(plugin_new::Args),
     /// Show a plugin's world, name, version, fields, parameters and size.
     Inspect(plugin_inspect::Args),
     /// Run a plugin over a JSON-lines file and print its output records.
@@ -98,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Plugin(PluginCommand::Build(args)) => plugin_build::run(args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect::run(args),
+        Command::Plugin(PluginCommand::New(args)) => plugin_new::run(args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(*args),
         Command::Plugin(PluginCommand::Upload(args)) => remote::upload(args),
         Command::Plugin(PluginCommand::List(args)) => remote::list_plugins(args),
