@@ -66,7 +66,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Compile a guest crate into a component (cargo build for wasm32-wasip2).
+    /// Compile a guest crate (cargo build for wasm32-wasip2) or a Python
+    /// module (componentize-py) into a component.
     Build(plugin_build::Args),
     /// Show a plugin's world, name, version, fields, parameters and size.
     Inspect(plugin_inspect::Args),
