@@ -360,3 +360,24 @@ fn plugin_build_of_a_python_module_leaves_the_folder_clean_and_checks_its_input(
     let out = weir(&["plugin", "build", module, "--world", "aggregate-function", "-o", "x.wasm"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("window-function or map-function"));
 }
+
+#[test]
+fn every_slot_of_the_instance_pool_can_hold_a_python_instance() {
+    // CPython is 14 core instances per component: the pool budgets for it
+    // in every slot, so an engine of 4 slots runs 4 Python instances.
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
+    let small = PluginEngine::new(EngineConfig { cache_dir: Some(cache), max_instances: 4 }).unwrap();
+    let plugin = small.load_file(&max_temperature_py()).unwrap();
+    let mut live: Vec<_> =
+        (0..4).map(|_| plugin.instantiate(vec![], PluginLimits::default()).unwrap()).collect();
+    for instance in &mut live {
+        let rows = instance.apply(&KEY, WINDOW, &events(3)).unwrap();
+        assert_eq!(rows.columns, vec![Column::F64(vec![302.0]), Column::I64(vec![3])]);
+    }
+    // A fifth is refused, and the others go on.
+    let err = expect_err(plugin.instantiate(vec![], PluginLimits::default()));
+    assert!(err.to_string().contains("maximum concurrent limit of 4"), "{err}");
+    drop(live.pop());
+    let mut again = plugin.instantiate(vec![], PluginLimits::default()).unwrap();
+    assert_eq!(again.apply(&KEY, WINDOW, &events(1)).unwrap().len, 1);
+}
