@@ -381,3 +381,34 @@ fn every_slot_of_the_instance_pool_can_hold_a_python_instance() {
     let mut again = plugin.instantiate(vec![], PluginLimits::default()).unwrap();
     assert_eq!(again.apply(&KEY, WINDOW, &events(1)).unwrap().len, 1);
 }
+
+#[test]
+fn without_python_the_build_says_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = root().join("guest-functions/max-temperature-py/max_temperature.py");
+    let build = |cmd: &mut std::process::Command| {
+        cmd.args(["plugin", "build", module.to_str().unwrap(), "--world", "window-function", "-o"])
+            .arg(dir.path().join("x.wasm"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // No python3 on PATH, and no venv yet in this cache folder.
+    let out = build(
+        weir_command(dir.path())
+            .env("PATH", dir.path())
+            .env("XDG_CACHE_HOME", dir.path())
+            .env_remove("WEIR_COMPONENTIZE_PY"),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("python3 is not installed"), "{stderr}");
+    assert!(stderr.contains("apt-get install python3 python3-venv"), "{stderr}");
+    assert!(!dir.path().join("weir/componentize-py-0.25.1").exists(), "a half-made venv was left");
+    // A componentize-py named by the environment that is not there.
+    let missing = dir.path().join("no-such-componentize-py");
+    let out = build(weir_command(dir.path()).env("WEIR_COMPONENTIZE_PY", &missing));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run componentize-py"));
+    assert!(!dir.path().join("x.wasm").exists());
+}
