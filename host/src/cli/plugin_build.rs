@@ -67,16 +67,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         build_crate(&args)?
     };
     // Load it, so a contract mismatch shows now rather than at job submit;
-    // this also compiles it for this machine into the cache, which takes
-    // seconds for a large component, so the first job does not wait.
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    if size > 4 << 20 {
-        eprintln!(
-            "compiling {} ({} MiB) for this machine; it is cached for later loads",
-            path.display(),
-            size >> 20
-        );
-    }
+    // this also compiles it for this machine into the cache (logged when it
+    // takes seconds, as for a Python component), so the first job does not
+    // wait for it.
     let plugin = super::engine()?.load_file(&path)?;
     if let Some(world) = args.world
         && plugin.kind() != world.kind()

@@ -163,8 +163,8 @@ impl PluginEngine {
         check_magic(bytes, origin)?;
         let sha256 = sha256_hex(bytes);
         let compiled = match &self.inner.cache {
-            Some(cache) => cache.load_or_compile(&self.inner.engine, bytes, &sha256),
-            None => wasmtime::component::Component::new(&self.inner.engine, bytes),
+            Some(cache) => cache.load_or_compile(&self.inner.engine, bytes, &sha256, origin),
+            None => super::cache::compile(&self.inner.engine, bytes, origin),
         };
         let component = compiled
             .map_err(|e| LoadError::Compile { origin: origin.to_string(), message: format!("{e:#}") })?;
