@@ -335,30 +335,44 @@ fn many_python_instances_run_at_once() {
 }
 
 #[test]
-fn plugin_build_of_a_python_module_leaves_the_folder_clean_and_checks_its_input() {
+fn plugin_build_of_a_python_module_outside_the_repository_leaves_its_folder_clean() {
+    // A module in a folder of its own, built from there: the build needs
+    // nothing from the repository, and leaves no __pycache__ behind.
     let dir = tempfile::tempdir().unwrap();
-    // Wrong world for the module: the build says which world it is.
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let module = src.join("kelvin_to_celsius.py");
+    std::fs::copy(root().join("guest-functions/kelvin-to-celsius-py/kelvin_to_celsius.py"), &module).unwrap();
+    let out = weir_command(dir.path())
+        .args(["plugin", "build", "src/kelvin_to_celsius.py", "--world", "map-function", "-o", "k.wasm"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("plugin   kelvin-to-celsius-py"));
+    let names: Vec<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["kelvin_to_celsius.py"]);
+    assert!(std::fs::read(dir.path().join("k.wasm")).unwrap().starts_with(b"\0asm"));
+}
+
+#[test]
+fn plugin_build_of_a_python_module_checks_its_arguments() {
+    let dir = tempfile::tempdir().unwrap();
     let module = "guest-functions/max-temperature-py/max_temperature.py";
-    let _ = max_temperature_py();
-    let src = root().join("guest-functions/max-temperature-py");
-    let listing = |d: &Path| {
-        let mut names: Vec<String> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
-    assert_eq!(listing(&src), ["max_temperature.py"]);
     let out = weir(&["plugin", "build", module, "-o", dir.path().join("x.wasm").to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("needs --world"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs --world window-function or --world map-function"), "{stderr}");
     let out = weir(&["plugin", "build", module, "--world", "aggregate-function", "-o", "x.wasm"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("window-function or map-function"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("aggregate-function needs a Rust crate"));
+    let out = weir(&["plugin", "build", module, "--world", "window-function"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs -o <file.wasm>"));
+    assert!(!root().join("x.wasm").exists());
 }
 
 #[test]
