@@ -12,7 +12,8 @@ declares what it reads, writes and accepts as class attributes:
             temps = inputs.f64("temperature")
             return [(max(temps), len(temps))] if temps else []
 
-`weir plugin build module.py --world window-function` turns the module into
+`weir plugin build module.py --world window-function` (or `map-function`,
+`aggregate-function`) turns the module into
 a component. The base classes implement the contract's calls: the batched
 ones (`apply-many`) are built from the single-window `apply`, the way
 `guest-support` does it for Rust guests.
@@ -23,12 +24,15 @@ goes to the dead-letter output); any other exception traps the instance,
 and weir reports the exception's last line.
 """
 
+import json as _json
+
 from wit_world.imports import types as _t
 from componentize_py_types import Err as _Err
 
 __all__ = [
     "WindowFunction",
     "MapFunction",
+    "AggregateFunction",
     "Inputs",
     "Param",
     "FunctionError",
@@ -276,6 +280,95 @@ class MapFunction(_Function):
         return mapped_type(rows=rows, columns=cols)
 
 
+class AggregateFunction(_Function):
+    """An incremental aggregate: the host keeps each window's accumulator
+    (and checkpoints it), so the function never sees a whole window.
+
+    Implement `create_accumulator(self)` (a fresh accumulator: any value
+    JSON can hold), `add(self, acc, inputs)` and `merge(self, a, b)` (each
+    returns the new accumulator), and `get_result(self, acc, key, window)`
+    (the window's output rows, as `WindowFunction.apply` returns them).
+    Accumulators are stored as JSON, which keeps floats exact. Set
+    `state_version` and implement `migrate(self, acc, from_version)` when
+    the accumulator's shape changes. The batched calls are built from these.
+    """
+
+    _kind = _t.FunctionKind.AGGREGATE
+    #: The version of the accumulator's layout.
+    state_version = 0
+
+    def create_accumulator(self):
+        raise NotImplementedError(f"{type(self).__name__} does not implement create_accumulator")
+
+    def add(self, acc, inputs):
+        raise NotImplementedError(f"{type(self).__name__} does not implement add")
+
+    def merge(self, a, b):
+        raise NotImplementedError(f"{type(self).__name__} does not implement merge")
+
+    def get_result(self, acc, key, window):
+        raise NotImplementedError(f"{type(self).__name__} does not implement get_result")
+
+    def migrate(self, acc, from_version):
+        raise FunctionError(f"{type(self).name} has no state version {from_version} to migrate from")
+
+    def _descriptor(self):
+        d = super()._descriptor()
+        d.state_version = type(self).state_version
+        return d
+
+    @staticmethod
+    def _encode(acc):
+        return _json.dumps(acc, separators=(",", ":"), sort_keys=True).encode()
+
+    @staticmethod
+    def _decode(data):
+        try:
+            return _json.loads(bytes(data))
+        except ValueError as e:
+            raise FunctionError(f"an accumulator is not this function's: {e}")
+
+    def _split(self, accumulators):
+        data, out, start = accumulators.bytes, [], 0
+        for end in accumulators.ends:
+            out.append(data[start:end])
+            start = end
+        return out
+
+    def _join(self, accs):
+        data, ends = bytearray(), []
+        for acc in accs:
+            data += self._encode(acc)
+            ends.append(len(data))
+        return _t.Accumulators(bytes=bytes(data), ends=ends)
+
+    def _rows(self, acc, key, window):
+        rows = list(self.get_result(acc, key.value, window))
+        return _t.Rows(len=len(rows), columns=self._columns(rows))
+
+    def _add_many(self, accumulators, ends, events):
+        accs = self._split(accumulators)
+        if len(accs) != len(ends):
+            raise FunctionError("one end per accumulator")
+        out, start = [], 0
+        for acc, end in zip(accs, ends):
+            out.append(self.add(self._decode(acc), self._inputs(events, start, end)))
+            start = end
+        return self._join(out)
+
+    def _get_results(self, keys, windows, ranges, accumulators):
+        accs = self._split(accumulators)
+        rows, ends = [], []
+        for key, window, r in zip(keys, windows, ranges):
+            # A window is the merge of its panes' accumulators, in time order.
+            acc = self.create_accumulator()
+            for i in range(r.start, r.end):
+                acc = self.merge(acc, self._decode(accs[i]))
+            rows.extend(self.get_result(acc, key.value, window))
+            ends.append(len(rows))
+        return _t.RowsMany(ends=ends, columns=self._columns(rows))
+
+
 def _param_values(params):
     return {p.name: p.value.value for p in params}
 
@@ -308,7 +401,11 @@ def exports(module, world):
     that calls this; function authors do not."""
     from wit_world import exports as _x
 
-    base = {"window-function": WindowFunction, "map-function": MapFunction}.get(world)
+    base = {
+        "window-function": WindowFunction,
+        "map-function": MapFunction,
+        "aggregate-function": AggregateFunction,
+    }.get(world)
     if base is None:
         raise TypeError(f"weir_guest does not support the {world} world")
     function = _find(module, base)
@@ -330,6 +427,33 @@ def exports(module, world):
                 return _guarded(lambda: function._apply_many(keys, windows, ranges, events))
 
         return {"Plugin": Plugin, "Window": Window}
+
+    if world == "aggregate-function":
+        enc, dec = function._encode, function._decode
+
+        class Aggregate(_x.Aggregate):
+            def create_accumulator(self):
+                return enc(function.create_accumulator())
+
+            def add(self, accumulator, events):
+                return _guarded(lambda: enc(function.add(dec(accumulator), function._inputs(events))))
+
+            def merge(self, a, b):
+                return _guarded(lambda: enc(function.merge(dec(a), dec(b))))
+
+            def get_result(self, accumulator, key, window):
+                return _guarded(lambda: function._rows(dec(accumulator), key, window))
+
+            def add_many(self, accumulators, ends, events):
+                return _guarded(lambda: function._add_many(accumulators, ends, events))
+
+            def get_results(self, keys, windows, ranges, accumulators):
+                return _guarded(lambda: function._get_results(keys, windows, ranges, accumulators))
+
+            def migrate(self, accumulator, from_version):
+                return _guarded(lambda: enc(function.migrate(dec(accumulator), from_version)))
+
+        return {"Plugin": Plugin, "Aggregate": Aggregate}
 
     from wit_world.exports import map as _map
 

@@ -140,16 +140,9 @@ fn build_crate(args: &Args) -> anyhow::Result<PathBuf> {
 fn build_python(args: &Args) -> anyhow::Result<PathBuf> {
     let module_path = &args.source;
     let Some(world) = args.world else {
-        bail!("a Python module needs --world window-function or --world map-function");
+        bail!("a Python module needs --world window-function, map-function or aggregate-function");
     };
-    let world_name = match world {
-        World::Window => "window-function",
-        World::Map => "map-function",
-        World::Aggregate => bail!(
-            "Python functions can implement window-function or map-function; aggregate-function \
-             needs a Rust crate"
-        ),
-    };
+    let world_name = world.kind().world();
     let Some(output) = &args.output else {
         bail!("a Python module needs -o <file.wasm> for the component");
     };
