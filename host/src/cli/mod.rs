@@ -67,7 +67,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Compile a guest crate into a component (cargo build for wasm32-wasip2).
+    /// Compile a guest crate (cargo build for wasm32-wasip2) or a Python
+    /// module (componentize-py) into a component.
     Build(plugin_build::Args),
     /// Make a new guest project: a working function, the contract, a sample input and job.
     New(plugin_new::Args),

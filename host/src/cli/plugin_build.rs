@@ -1,31 +1,104 @@
-//! `weir plugin build`: a guest crate to a component.
+//! `weir plugin build`: a guest crate, or a Python module, to a component.
 
 use anyhow::{Context, bail};
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use weir::plugin::toolchain;
+use weir::types::FunctionKind;
+
+/// The componentize-py release Python guests are built with.
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+
+/// The contract, as this binary speaks it: Python builds write it out, so
+/// they need no checkout of the repository.
+const WIT: &str = include_str!("../../../wit/weir.wit");
+
+/// The helper package Python guests import (`weir_guest`), embedded for the
+/// same reason.
+const WEIR_GUEST_PY: &str = include_str!("../../../guest-functions/python/weir_guest/__init__.py");
+
+/// The module componentize-py is pointed at: it imports the author's module
+/// and exports the classes of the world from its one function class.
+const ENTRY_MODULE: &str = "weir_entry_point";
+
+/// The world a component implements, as `--world` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum World {
+    /// `window-function`.
+    #[value(name = "window-function")]
+    Window,
+    /// `aggregate-function`.
+    #[value(name = "aggregate-function")]
+    Aggregate,
+    /// `map-function`.
+    #[value(name = "map-function")]
+    Map,
+}
+
+impl World {
+    fn kind(self) -> FunctionKind {
+        match self {
+            World::Window => FunctionKind::Window,
+            World::Aggregate => FunctionKind::Aggregate,
+            World::Map => FunctionKind::Map,
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The guest crate's folder (it holds Cargo.toml).
-    crate_dir: PathBuf,
-    /// Where to write the component; by default it stays in the crate's
-    /// target folder and its path is printed.
+    /// A guest crate's folder (it holds Cargo.toml), or a Python module
+    /// (a `.py` file).
+    source: PathBuf,
+    /// The world the function implements. Required for a Python module;
+    /// for a crate, the built component is checked against it.
+    #[arg(short, long, value_enum)]
+    world: Option<World>,
+    /// Where to write the component; a crate's stays in its target folder by
+    /// default and its path is printed. Required for a Python module.
     #[arg(short, long)]
     output: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let manifest = args.crate_dir.join("Cargo.toml");
+    let path = if args.source.extension().is_some_and(|e| e == "py") {
+        build_python(&args)?
+    } else {
+        build_crate(&args)?
+    };
+    // Load it, so a contract mismatch shows now rather than at job submit;
+    // this also compiles it for this machine into the cache (logged when it
+    // takes seconds, as for a Python component), so the first job does not
+    // wait for it.
+    let plugin = super::engine()?.load_file(&path)?;
+    if let Some(world) = args.world
+        && plugin.kind() != world.kind()
+    {
+        bail!(
+            "{} implements the {} world, not {}",
+            path.display(),
+            plugin.kind().world(),
+            world.kind().world()
+        );
+    }
+    println!("{}", super::plugin_inspect::describe(&plugin));
+    Ok(())
+}
+
+fn build_crate(args: &Args) -> anyhow::Result<PathBuf> {
+    let crate_dir = &args.source;
+    let manifest = crate_dir.join("Cargo.toml");
     if !manifest.is_file() {
-        bail!("{} has no Cargo.toml: give the folder of a guest crate", args.crate_dir.display());
+        bail!(
+            "{} has no Cargo.toml: give the folder of a guest crate, or a Python module (.py)",
+            crate_dir.display()
+        );
     }
     let manifest =
         manifest.canonicalize().with_context(|| format!("cannot resolve {}", manifest.display()))?;
-    toolchain::ensure_guest_target(&args.crate_dir)?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| args.crate_dir.join("target"));
+    toolchain::ensure_guest_target(crate_dir)?;
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate_dir.join("target"));
     let output = toolchain::guest_build_command(&manifest, &target_dir)
         .arg("--message-format=json-render-diagnostics")
         .stderr(Stdio::inherit())
@@ -48,19 +121,200 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let [component] = wasm.as_slice() else {
         bail!(
             "expected one component from {}, found {}: is it a cdylib crate? (add [lib] crate-type = [\"cdylib\"])",
-            args.crate_dir.display(),
+            crate_dir.display(),
             wasm.len()
         );
     };
-    let path = match args.output {
+    Ok(match &args.output {
         Some(out) => {
-            std::fs::copy(component, &out).with_context(|| format!("cannot write {}", out.display()))?;
-            out
+            std::fs::copy(component, out).with_context(|| format!("cannot write {}", out.display()))?;
+            out.clone()
         }
         None => component.clone(),
+    })
+}
+
+/// Builds a Python module with componentize-py, in a temp folder that holds
+/// a copy of the module (and the `.py` files beside it), the helper package
+/// and the contract, so the author's folder gets no `__pycache__`.
+fn build_python(args: &Args) -> anyhow::Result<PathBuf> {
+    let module_path = &args.source;
+    let Some(world) = args.world else {
+        bail!("a Python module needs --world window-function, map-function or aggregate-function");
     };
-    // Load it, so a contract mismatch shows now rather than at job submit.
-    let plugin = super::engine()?.load_file(&path)?;
-    println!("{}", super::plugin_inspect::describe(&plugin));
+    let world_name = world.kind().world();
+    let Some(output) = &args.output else {
+        bail!("a Python module needs -o <file.wasm> for the component");
+    };
+    if !module_path.is_file() {
+        bail!("{} is not a file", module_path.display());
+    }
+    let module = python_module_name(module_path)?;
+
+    let dir = tempfile::Builder::new()
+        .prefix("weir-python-build")
+        .tempdir()
+        .context("cannot make a temp folder")?;
+    let app = dir.path().join("app");
+    let helper = dir.path().join("helper/weir_guest");
+    let wit = dir.path().join("wit");
+    for d in [&app, &helper, &wit] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    std::fs::write(wit.join("weir.wit"), WIT).context("cannot write the contract")?;
+    std::fs::write(helper.join("__init__.py"), WEIR_GUEST_PY).context("cannot write the helper package")?;
+    copy_python_files(module_path, &app)?;
+    std::fs::write(
+        app.join(format!("{ENTRY_MODULE}.py")),
+        format!(
+            "import {module}\nimport weir_guest\n\nglobals().update(weir_guest.exports({module}, \"{world_name}\"))\n"
+        ),
+    )
+    .context("cannot write the entry module")?;
+
+    let out_tmp = dir.path().join("out.wasm");
+    let mut cmd = componentize_py()?;
+    cmd.arg("-d")
+        .arg(&wit)
+        .args(["-w", world_name, "componentize", "-p"])
+        .arg(&app)
+        .arg("-p")
+        .arg(dir.path().join("helper"))
+        .arg(ENTRY_MODULE)
+        .arg("-o")
+        .arg(&out_tmp)
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    eprintln!("building {} with componentize-py {COMPONENTIZE_PY_VERSION}", module_path.display());
+    let status = cmd.status().context("cannot run componentize-py")?;
+    if !status.success() {
+        bail!("componentize-py failed ({status}) on {}; see its messages above", module_path.display());
+    }
+    std::fs::copy(&out_tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
+    Ok(output.clone())
+}
+
+/// The module name of a `.py` file, which must be importable and must not
+/// shadow the modules the build provides.
+fn python_module_name(path: &Path) -> anyhow::Result<String> {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let valid = stem.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        bail!(
+            "{} is not an importable module name: use letters, digits and _ (such as max_temperature.py)",
+            path.display()
+        );
+    }
+    if ["wit_world", "weir_guest", ENTRY_MODULE, "componentize_py_types"].contains(&stem) {
+        bail!("{}: the module name '{stem}' is taken by the build; rename the file", path.display());
+    }
+    Ok(stem.to_string())
+}
+
+/// Copies the module and the other `.py` files beside it (modules it may
+/// import) into `to`.
+fn copy_python_files(module: &Path, to: &Path) -> anyhow::Result<()> {
+    let folder = match module.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let entries = std::fs::read_dir(&folder).with_context(|| format!("cannot list {}", folder.display()))?;
+    for entry in entries {
+        let path = entry.with_context(|| format!("cannot list {}", folder.display()))?.path();
+        if path.is_file()
+            && path.extension().is_some_and(|e| e == "py")
+            && let Some(name) = path.file_name()
+        {
+            std::fs::copy(&path, to.join(name)).with_context(|| format!("cannot copy {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A command that runs componentize-py: `$WEIR_COMPONENTIZE_PY` if set,
+/// else the one in weir's own venv, made on first use.
+fn componentize_py() -> anyhow::Result<Command> {
+    if let Some(binary) = std::env::var_os("WEIR_COMPONENTIZE_PY") {
+        return Ok(Command::new(binary));
+    }
+    let venv = venv_dir().context(
+        "cannot find a cache folder for componentize-py: set HOME, XDG_CACHE_HOME or WEIR_COMPONENTIZE_PY",
+    )?;
+    let python = venv.join("bin/python3");
+    if !python.is_file() {
+        make_venv(&venv)?;
+    }
+    // The venv may have been moved into place, so run the package through
+    // its python rather than through a script whose first line names the
+    // folder it was made in.
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-c",
+        "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
+    ]);
+    Ok(cmd)
+}
+
+/// `$XDG_CACHE_HOME/weir/componentize-py-<version>`, else under `~/.cache`.
+fn venv_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("weir").join(format!("componentize-py-{COMPONENTIZE_PY_VERSION}")))
+}
+
+/// Makes the venv beside `venv` and moves it into place when complete, so
+/// a build interrupted halfway (or one running at the same time) never
+/// finds half a venv.
+fn make_venv(venv: &Path) -> anyhow::Result<()> {
+    let parent = venv.parent().context("the venv folder has no parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".componentize-py-venv")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a folder in {}", parent.display()))?;
+    eprintln!(
+        "setting up componentize-py {COMPONENTIZE_PY_VERSION} in {} (once; it downloads about 17 MB from PyPI)",
+        venv.display()
+    );
+    let status =
+        Command::new("python3").args(["-m", "venv"]).arg(staging.path()).stdout(Stdio::null()).status();
+    match status {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "python3 is not installed, and building a Python function needs it: install Python 3 with \
+             its venv module (on Debian or Ubuntu: apt-get install python3 python3-venv), or set \
+             WEIR_COMPONENTIZE_PY to a componentize-py {COMPONENTIZE_PY_VERSION} binary"
+        ),
+        Err(e) => bail!("cannot run python3: {e}"),
+        Ok(s) if !s.success() => bail!(
+            "`python3 -m venv` failed ({s}): install Python's venv module (on Debian or Ubuntu: \
+             apt-get install python3-venv), or set WEIR_COMPONENTIZE_PY to a componentize-py binary"
+        ),
+        Ok(_) => {}
+    }
+    let status = Command::new(staging.path().join("bin/python3"))
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}"))
+        .stdout(Stdio::null())
+        .status()
+        .context("cannot run pip in the new venv")?;
+    if !status.success() {
+        bail!(
+            "pip could not install componentize-py=={COMPONENTIZE_PY_VERSION} ({status}; see its messages \
+             above): check that PyPI is reachable, or install it yourself (pip install \
+             componentize-py=={COMPONENTIZE_PY_VERSION}) and set WEIR_COMPONENTIZE_PY to its binary"
+        );
+    }
+    let staged = staging.keep();
+    if let Err(e) = std::fs::rename(&staged, venv) {
+        // Another build finished first: use its venv.
+        let _ = std::fs::remove_dir_all(&staged);
+        if !venv.join("bin/python3").is_file() {
+            bail!("cannot move the venv to {}: {e}", venv.display());
+        }
+    }
     Ok(())
 }

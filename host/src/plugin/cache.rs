@@ -26,6 +26,26 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("weir").join("components"))
 }
 
+/// Components above this size get a log line when they are compiled: a
+/// CPython one (18 MB) takes seconds, a Rust one tens of milliseconds.
+const LARGE_COMPONENT: usize = 4 << 20;
+
+/// Compiles a component, saying so in the log when it is large enough to
+/// take a while.
+pub(crate) fn compile(engine: &Engine, bytes: &[u8], origin: &str) -> wasmtime::Result<Component> {
+    if bytes.len() < LARGE_COMPONENT {
+        return Component::new(engine, bytes);
+    }
+    tracing::info!(
+        "compiling {origin} ({} MiB) for this machine; this takes seconds, once",
+        bytes.len() >> 20
+    );
+    let started = std::time::Instant::now();
+    let component = Component::new(engine, bytes)?;
+    tracing::info!("compiled {origin} in {:.1?}", started.elapsed());
+    Ok(component)
+}
+
 /// Compiled components on disk.
 pub(crate) struct ComponentCache {
     dir: PathBuf,
@@ -52,6 +72,7 @@ impl ComponentCache {
         engine: &Engine,
         bytes: &[u8],
         sha256: &str,
+        origin: &str,
     ) -> wasmtime::Result<Component> {
         let path = self.path(sha256);
         if path.is_file() {
@@ -64,7 +85,7 @@ impl ComponentCache {
                 Err(e) => tracing::warn!("ignoring unreadable cached component {}: {e}", path.display()),
             }
         }
-        let component = Component::new(engine, bytes)?;
+        let component = compile(engine, bytes, origin)?;
         if let Err(e) = self.store(&path, &component) {
             tracing::warn!("cannot cache compiled component in {}: {e}", self.dir.display());
         }

@@ -28,6 +28,18 @@ pub const MAX_PLUGIN_MEMORY: usize = 1 << 30;
 /// the size.
 const KEEP_RESIDENT: usize = 1 << 17;
 
+/// What each pool slot budgets for one component instance, so that every
+/// slot can hold any guest: a Rust component is a handful of core
+/// instances (the program and small adapter shims) with one memory and a
+/// few tables; a componentize-py one (CPython, its libraries and shims) is
+/// 14 core instances with one memory and two tables. The counts are
+/// totals over the pool, so small guests leave room for large ones.
+const CORE_INSTANCES_PER_SLOT: u32 = 16;
+/// See [`CORE_INSTANCES_PER_SLOT`].
+const MEMORIES_PER_SLOT: u32 = 2;
+/// See [`CORE_INSTANCES_PER_SLOT`].
+const TABLES_PER_SLOT: u32 = 8;
+
 /// Settings for the shared engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -96,12 +108,10 @@ impl PluginEngine {
     fn build(config: EngineConfig, pooling: bool, epochs: bool) -> Result<Self, EngineError> {
         let n = config.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
-        // A Rust component is a handful of core instances (the program and
-        // small adapter shims) with one memory and a few tables.
         pool.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(8))
-            .total_memories(n.saturating_mul(2))
-            .total_tables(n.saturating_mul(8))
+            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_SLOT))
+            .total_memories(n.saturating_mul(MEMORIES_PER_SLOT))
+            .total_tables(n.saturating_mul(TABLES_PER_SLOT))
             .max_memory_size(MAX_PLUGIN_MEMORY)
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT);
@@ -153,8 +163,8 @@ impl PluginEngine {
         check_magic(bytes, origin)?;
         let sha256 = sha256_hex(bytes);
         let compiled = match &self.inner.cache {
-            Some(cache) => cache.load_or_compile(&self.inner.engine, bytes, &sha256),
-            None => wasmtime::component::Component::new(&self.inner.engine, bytes),
+            Some(cache) => cache.load_or_compile(&self.inner.engine, bytes, &sha256, origin),
+            None => super::cache::compile(&self.inner.engine, bytes, origin),
         };
         let component = compiled
             .map_err(|e| LoadError::Compile { origin: origin.to_string(), message: format!("{e:#}") })?;

@@ -277,8 +277,19 @@ impl PluginInstance {
         self.arm_deadline();
         // Start-up code and `configure` see the epoch and the params' seed.
         self.store.data_mut().begin_call(CallContext::configure(&self.params));
-        let live = instantiate(self.plugin.pre(), &mut self.store)
-            .map_err(|e| self.error(site("instantiate"), Failure::Instantiate(format!("{e:#}"))))?;
+        let live = instantiate(self.plugin.pre(), &mut self.store).map_err(|e| {
+            let failure = match self.store.data().limiter.refused {
+                // A large guest (CPython's image is about 12 MiB) may need
+                // more memory at start than the job's limit allows.
+                Some(needed) => Failure::Instantiate(format!(
+                    "it needs {needed} bytes of memory at start, over its memory limit of {} bytes: \
+                     raise [function.limits] memory",
+                    self.limits.memory
+                )),
+                None => Failure::Instantiate(format!("{e:#}")),
+            };
+            self.error(site("instantiate"), failure)
+        })?;
         let configured = match &live {
             Live::Window(b) => b.weir_functions_plugin().call_configure(&mut self.store, &self.params),
             Live::Aggregate(b) => b.weir_functions_plugin().call_configure(&mut self.store, &self.params),
@@ -381,8 +392,14 @@ impl PluginInstance {
                 self.stats.failures += 1;
                 let last_words = self.log.drain();
                 let mut failure = self.classify(e);
-                if let (Failure::Trap(msg), Some(words)) = (&mut failure, last_lines(&last_words.text)) {
-                    msg.push_str(&format!(" (the plugin's last output: {words})"));
+                if let Failure::Trap(msg) = &mut failure {
+                    // A Python guest prints a traceback before it traps: its
+                    // exception says more than the runtime's panic after it.
+                    if let Some(exception) = python_exception(&last_words.text) {
+                        msg.push_str(&format!(" (Python exception: {exception})"));
+                    } else if let Some(words) = last_lines(&last_words.text) {
+                        msg.push_str(&format!(" (the plugin's last output: {words})"));
+                    }
                 }
                 self.stats.log_dropped_bytes += last_words.dropped_bytes;
                 (self.log_sink)(self.plugin.name(), &last_words);
@@ -675,6 +692,35 @@ fn last_lines(text: &str) -> Option<String> {
     (!lines.is_empty()).then(|| lines.join(" "))
 }
 
+/// The exception of the last Python traceback in `text`, with where it was
+/// raised: `KeyError: 'x' (at hostile.py, line 25, in apply)`. The
+/// exception is the first line after the traceback's indented frames.
+fn python_exception(text: &str) -> Option<String> {
+    let (_, after) = text.rsplit_once("Traceback (most recent call last):")?;
+    let mut frame = None;
+    for line in after.lines().skip(1) {
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        if line.starts_with(char::is_whitespace) {
+            if let Some(place) = trimmed.strip_prefix("File ") {
+                frame = Some(place);
+            }
+            continue;
+        }
+        // componentize-py files modules under numbered folders ("/0/m.py").
+        let place = frame.map(|f| {
+            let f = f.trim_start_matches('"');
+            let (file, rest) = f.split_once('"').unwrap_or((f, ""));
+            let file = file.rsplit('/').next().unwrap_or(file);
+            format!(" (at {file}{rest})")
+        });
+        return Some(format!("{trimmed}{}", place.unwrap_or_default()));
+    }
+    None
+}
+
 fn site(function: &'static str) -> CallSite {
     CallSite { function, key: None, window: None }
 }
@@ -727,6 +773,28 @@ fn check_columns<'a>(
 #[cfg(test)]
 mod call_time_tests {
     use super::*;
+
+    #[test]
+    fn a_python_traceback_gives_its_exception_and_where_it_was_raised() {
+        let log = "Traceback (most recent call last):\n  File \"/1/weir_guest/__init__.py\", line 327, in apply\n    \
+                   return f()\n  File \"/0/hostile.py\", line 25, in apply\n    return [(r[\"x\"],)]\n\
+                   KeyError: 'missing-sensor'\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\n\
+                   Python function threw an unexpected exception\n";
+        assert_eq!(
+            python_exception(log).as_deref(),
+            Some("KeyError: 'missing-sensor' (at hostile.py, line 25, in apply)")
+        );
+        // A chained exception: the last traceback's is the one that trapped.
+        let chained = format!(
+            "{log}\nDuring handling of the above exception, another exception occurred:\n\n{}",
+            log.replace("KeyError: 'missing-sensor'", "ValueError: bad")
+        );
+        assert_eq!(
+            python_exception(&chained).as_deref(),
+            Some("ValueError: bad (at hostile.py, line 25, in apply)")
+        );
+        assert_eq!(python_exception("thread 'main' panicked at src/lib.rs:3:5:\nboom\n"), None);
+    }
 
     #[test]
     fn calls_land_in_the_first_bucket_that_holds_them_counted_cumulatively() {
