@@ -1,7 +1,9 @@
-//! `weir plugin new` end to end: a project made in a folder outside the
-//! repository builds with `weir plugin build` as it is, and its function
-//! gives, through `weir plugin test` and through its own job file, what a
-//! plain computation over its sample input gives.
+//! `weir plugin new` end to end, in both languages: a project made in a
+//! folder outside the repository builds with `weir plugin build` as it is,
+//! and its function gives, through `weir plugin test` and through its own
+//! job file, what a plain computation over its sample input gives. The
+//! Python projects are built with the real componentize-py (in the venv
+//! weir makes when it is missing), as in `tests/python.rs`.
 
 mod support;
 use support::weir_command;
@@ -39,10 +41,24 @@ struct Project {
     wasm: String,
 }
 
-fn new_and_build(name: &str, world: &str) -> Project {
+#[derive(Clone, Copy, PartialEq)]
+enum Lang {
+    Rust,
+    Python,
+}
+
+fn new_and_build(name: &str, world: &str, lang: Lang) -> Project {
+    match lang {
+        Lang::Rust => new_and_build_rust(name, world),
+        Lang::Python => new_and_build_python(name, world),
+    }
+}
+
+fn new_and_build_rust(name: &str, world: &str) -> Project {
     let tmp = tempfile::tempdir().unwrap();
     let out = weir_command(tmp.path()).args(["plugin", "new", name, "--world", world]).output().unwrap();
-    ok(&out, "weir plugin new");
+    let said = ok(&out, "weir plugin new");
+    assert!(said.contains(&format!("created {name} ({world}, Rust)")), "{said}");
     let dir = tmp.path().join(name);
     for file in [
         "Cargo.toml",
@@ -78,6 +94,57 @@ fn new_and_build(name: &str, world: &str) -> Project {
     // cargo found the lock complete: it built with the guests' versions.
     assert_eq!(std::fs::read_to_string(dir.join("Cargo.lock")).unwrap(), lock_before);
     assert!(std::fs::read(dir.join(&wasm)).unwrap().starts_with(b"\0asm"));
+    Project { _tmp: tmp, dir, wasm }
+}
+
+fn new_and_build_python(name: &str, world: &str) -> Project {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = weir_command(tmp.path())
+        .args(["plugin", "new", name, "--world", world, "--lang", "python"])
+        .output()
+        .unwrap();
+    let said = ok(&out, "weir plugin new --lang python");
+    assert!(said.contains(&format!("created {name} ({world}, Python)")), "{said}");
+    let dir = tmp.path().join(name);
+    let module = format!("{}.py", name.replace('-', "_"));
+    for file in [
+        module.as_str(),
+        "pyproject.toml",
+        "weir_guest/__init__.py",
+        "wit/weir.wit",
+        "README.md",
+        "sample.jsonl",
+        "job.toml",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} was not written");
+    }
+    // The marker says what the project is and which module to build.
+    let manifest: toml::Table = std::fs::read_to_string(dir.join("pyproject.toml")).unwrap().parse().unwrap();
+    assert_eq!(manifest["project"]["name"].as_str(), Some(name));
+    let marker = &manifest["tool"]["weir"];
+    assert_eq!(marker["world"].as_str(), Some(world));
+    assert_eq!(marker["lang"].as_str(), Some("python"));
+    assert_eq!(marker["module"].as_str(), Some(module.as_str()));
+    // The vendored contract and helper are the ones this checkout has.
+    for (vendored, original) in [
+        ("wit/weir.wit", "wit/weir.wit"),
+        ("weir_guest/__init__.py", "guest-functions/python/weir_guest/__init__.py"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(vendored)).unwrap(),
+            std::fs::read_to_string(support::root().join(original)).unwrap(),
+            "{vendored}"
+        );
+    }
+
+    // With no -o, the component goes to <folder>/<name>.wasm.
+    let wasm = format!("{name}.wasm");
+    let out = weir_command(&dir).args(["plugin", "build", "."]).output().unwrap();
+    let described = ok(&out, "weir plugin build (Python project)");
+    assert!(described.contains(&format!("plugin   {name} 0.1.0")), "{described}");
+    assert!(described.contains(&format!("world    {world} (weir:functions@0.2.0)")), "{described}");
+    assert!(std::fs::read(dir.join(&wasm)).unwrap().starts_with(b"\0asm"));
+    assert!(!dir.join("__pycache__").exists(), "the build left __pycache__ in the project");
     Project { _tmp: tmp, dir, wasm }
 }
 
@@ -151,9 +218,8 @@ fn expected_windows(sample: &[(i64, i64, f64)], size: i64, starts: impl Fn(i64) 
     expected
 }
 
-#[test]
-fn a_new_window_function_builds_and_gives_each_windows_max_and_count() {
-    let project = new_and_build("max-per-second", "window-function");
+fn window_function_gives_each_windows_max_and_count(lang: Lang) {
+    let project = new_and_build("max-per-second", "window-function", lang);
     let tested = project.plugin_test(&[
         "--key",
         "device_id",
@@ -169,9 +235,8 @@ fn a_new_window_function_builds_and_gives_each_windows_max_and_count() {
     assert_eq!(project.run_job(), tested);
 }
 
-#[test]
-fn a_new_aggregate_function_builds_and_gives_each_sliding_windows_max_and_count() {
-    let project = new_and_build("sliding-max", "aggregate-function");
+fn aggregate_function_gives_each_sliding_windows_max_and_count(lang: Lang) {
+    let project = new_and_build("sliding-max", "aggregate-function", lang);
     let tested = project.plugin_test(&[
         "--key",
         "device_id",
@@ -190,9 +255,8 @@ fn a_new_aggregate_function_builds_and_gives_each_sliding_windows_max_and_count(
     assert_eq!(project.run_job(), tested);
 }
 
-#[test]
-fn a_new_map_function_builds_and_converts_every_record_to_celsius() {
-    let project = new_and_build("to-celsius", "map-function");
+fn map_function_converts_every_record_to_celsius(lang: Lang) {
+    let project = new_and_build("to-celsius", "map-function", lang);
     let tested = project.plugin_test(&[]);
     let out = records(&tested);
     let sample = project.sample();
@@ -203,6 +267,36 @@ fn a_new_map_function_builds_and_converts_every_record_to_celsius() {
         assert_eq!(r["temperature"].as_f64(), Some(kelvin - 273.15));
     }
     assert_eq!(project.run_job(), tested);
+}
+
+#[test]
+fn a_new_rust_window_function_builds_and_gives_each_windows_max_and_count() {
+    window_function_gives_each_windows_max_and_count(Lang::Rust);
+}
+
+#[test]
+fn a_new_python_window_function_builds_and_gives_each_windows_max_and_count() {
+    window_function_gives_each_windows_max_and_count(Lang::Python);
+}
+
+#[test]
+fn a_new_rust_aggregate_function_builds_and_gives_each_sliding_windows_max_and_count() {
+    aggregate_function_gives_each_sliding_windows_max_and_count(Lang::Rust);
+}
+
+#[test]
+fn a_new_python_aggregate_function_builds_and_gives_each_sliding_windows_max_and_count() {
+    aggregate_function_gives_each_sliding_windows_max_and_count(Lang::Python);
+}
+
+#[test]
+fn a_new_rust_map_function_builds_and_converts_every_record_to_celsius() {
+    map_function_converts_every_record_to_celsius(Lang::Rust);
+}
+
+#[test]
+fn a_new_python_map_function_builds_and_converts_every_record_to_celsius() {
+    map_function_converts_every_record_to_celsius(Lang::Python);
 }
 
 #[test]
@@ -227,18 +321,23 @@ fn a_folder_that_is_not_empty_a_bad_world_a_bad_language_and_a_bad_name_are_refu
 
     refused(&["fresh", "--world", "reduce-function"], "invalid value 'reduce-function' for '--world");
     refused(&["fresh", "--world", "reduce-function"], "window-function, aggregate-function, map-function");
-    refused(
-        &["fresh", "--world", "map-function", "--lang", "python"],
-        "a Python function is built from a .py module",
-    );
     refused(&["fresh", "--world", "map-function", "--lang", "go"], "unknown language 'go'");
+    refused(&["fresh", "--world", "map-function", "--lang", "go"], "--lang rust or --lang python");
     refused(
         &["1st", "--world", "map-function"],
         "'1st' cannot be a crate name (it must start with a letter)",
     );
     refused(&["fn", "--world", "map-function"], "'fn' cannot be a crate name (it is a Rust keyword)");
     refused(&["my.fn", "--world", "map-function"], "only ASCII letters, digits, - and _ are allowed");
-    for dir in ["fresh", "1st", "fn", "my.fn"] {
+    // Python names: the module is the folder's name with _ for -.
+    let python = |dir: &str, reason: &str| {
+        refused(&[dir, "--world", "window-function", "--lang", "python"], reason);
+    };
+    python("lambda", "'lambda' cannot name a Python function's module (it is a Python keyword)");
+    python("weir-guest", "(the build or the weir_guest helper imports a module of that name)");
+    python("json", "(the build or the weir_guest helper imports a module of that name)");
+    python("2fast", "(it must start with a letter)");
+    for dir in ["fresh", "1st", "fn", "my.fn", "lambda", "weir-guest", "json", "2fast"] {
         assert!(!tmp.path().join(dir).exists(), "{dir} was created");
     }
 
@@ -249,4 +348,37 @@ fn a_folder_that_is_not_empty_a_bad_world_a_bad_language_and_a_bad_name_are_refu
     ok(&out, "weir plugin new .");
     let manifest = std::fs::read_to_string(empty.join("Cargo.toml")).unwrap();
     assert!(manifest.contains("name = \"empty-one\""), "{manifest}");
+}
+
+#[test]
+fn a_python_project_that_does_not_say_what_to_build_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let build_fails = |pyproject: &str, reason: &str| {
+        let dir = tmp.path().join("project");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("pyproject.toml"), pyproject).unwrap();
+        std::fs::write(dir.join("f.py"), "").unwrap();
+        let out = weir_command(tmp.path()).args(["plugin", "build", "project"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{pyproject:?} was built");
+        assert!(stderr.contains(reason), "{pyproject:?}: expected '{reason}' in: {stderr}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "the failed build wrote into the project");
+    };
+    build_fails("[project]\nname = \"f\"\n", "has no [tool.weir] table");
+    build_fails("[tool.weir]\nmodule = \"f.py\"\n", "[tool.weir] needs world = \"…\"");
+    build_fails(
+        "[tool.weir]\nworld = \"reduce-function\"\nmodule = \"f.py\"\n",
+        "world = \"reduce-function\" is not a world",
+    );
+    build_fails("[tool.weir]\nworld = \"map-function\"\n", "[tool.weir] needs module = \"…\"");
+    build_fails(
+        "[tool.weir]\nworld = \"map-function\"\nmodule = \"../f.py\"\n",
+        "must name a .py file in the project's folder",
+    );
+    build_fails(
+        "[tool.weir]\nworld = \"map-function\"\nmodule = \"f.py\"\nlang = \"rust\"\n",
+        "lang = \"rust\" is not \"python\"",
+    );
+    build_fails("[tool.weir\n", "is not valid TOML");
 }

@@ -1,4 +1,5 @@
-//! `weir plugin build`: a guest crate, or a Python module, to a component.
+//! `weir plugin build`: a guest crate, a Python module, or a Python project
+//! made by `weir plugin new`, to a component.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -47,22 +48,37 @@ impl World {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A guest crate's folder (it holds Cargo.toml), or a Python module
-    /// (a `.py` file).
+    /// A guest crate's folder (it holds Cargo.toml), a Python module (a
+    /// `.py` file), or a Python project's folder (its pyproject.toml has a
+    /// [tool.weir] table, as `weir plugin new --lang python` writes it).
     source: PathBuf,
     /// The world the function implements. Required for a Python module;
-    /// for a crate, the built component is checked against it.
+    /// for a crate or a project, the built component is checked against it.
     #[arg(short, long, value_enum)]
     world: Option<World>,
-    /// Where to write the component; a crate's stays in its target folder by
-    /// default and its path is printed. Required for a Python module.
+    /// Where to write the component. Required for a Python module; a
+    /// Python project's goes to `<folder>/<name>.wasm` by default, and a
+    /// crate's stays in its target folder (its path is printed).
     #[arg(short, long)]
     output: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let path = if args.source.extension().is_some_and(|e| e == "py") {
-        build_python(&args)?
+        let Some(world) = args.world else {
+            bail!("a Python module needs --world window-function, map-function or aggregate-function");
+        };
+        let Some(output) = &args.output else {
+            bail!("a Python module needs -o <file.wasm> for the component");
+        };
+        build_python(&args.source, world, output, None)?
+    } else if let Some(project) = PythonProject::read(&args.source)? {
+        let output =
+            args.output.clone().unwrap_or_else(|| args.source.join(format!("{}.wasm", project.name)));
+        let path =
+            build_python(&args.source.join(&project.module), project.world, &output, Some(&args.source))?;
+        eprintln!("wrote {}", path.display());
+        path
     } else {
         build_crate(&args)?
     };
@@ -90,7 +106,8 @@ fn build_crate(args: &Args) -> anyhow::Result<PathBuf> {
     let manifest = crate_dir.join("Cargo.toml");
     if !manifest.is_file() {
         bail!(
-            "{} has no Cargo.toml: give the folder of a guest crate, or a Python module (.py)",
+            "{} has no Cargo.toml nor pyproject.toml: give the folder of a guest crate or of a Python \
+             project made by `weir plugin new`, or a Python module (.py)",
             crate_dir.display()
         );
     }
@@ -134,18 +151,77 @@ fn build_crate(args: &Args) -> anyhow::Result<PathBuf> {
     })
 }
 
+/// A Python project, as `weir plugin new --lang python` makes it: its
+/// `pyproject.toml` names the function and, under `[tool.weir]`, its world
+/// and module.
+struct PythonProject {
+    name: String,
+    world: World,
+    module: PathBuf,
+}
+
+impl PythonProject {
+    /// The project in `dir`, or `None` when `dir` holds no pyproject.toml
+    /// (or a Cargo.toml, which makes it a crate).
+    fn read(dir: &Path) -> anyhow::Result<Option<PythonProject>> {
+        let manifest = dir.join("pyproject.toml");
+        if dir.join("Cargo.toml").is_file() || !manifest.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&manifest)
+            .with_context(|| format!("cannot read {}", manifest.display()))?;
+        let table: toml::Table =
+            text.parse().with_context(|| format!("{} is not valid TOML", manifest.display()))?;
+        let shown = manifest.display();
+        let Some(weir) = table.get("tool").and_then(|t| t.get("weir")) else {
+            bail!(
+                "{shown} has no [tool.weir] table, so weir cannot tell what to build: add one with world = \
+                 \"window-function\" and module = \"<module>.py\", or give the module itself with --world"
+            );
+        };
+        let field = |key: &str| -> anyhow::Result<&str> {
+            weir.get(key)
+                .and_then(|v| v.as_str())
+                .with_context(|| format!("{shown}: [tool.weir] needs {key} = \"…\" (a string)"))
+        };
+        let world = field("world")?;
+        let world = <World as clap::ValueEnum>::from_str(world, false).map_err(|_| {
+            anyhow::anyhow!(
+                "{shown}: [tool.weir] world = \"{world}\" is not a world: use window-function, \
+                 aggregate-function or map-function"
+            )
+        })?;
+        if let Some(lang) = weir.get("lang")
+            && lang.as_str() != Some("python")
+        {
+            bail!("{shown}: [tool.weir] lang = {lang} is not \"python\", which a pyproject.toml builds");
+        }
+        let module = PathBuf::from(field("module")?);
+        if module.extension().is_none_or(|e| e != "py") || module.components().count() != 1 {
+            bail!("{shown}: [tool.weir] module = {:?} must name a .py file in the project's folder", module);
+        }
+        let name = match table.get("project").and_then(|p| p.get("name")) {
+            Some(name) => {
+                name.as_str().with_context(|| format!("{shown}: [project] name is not a string"))?
+            }
+            None => module.file_stem().and_then(|s| s.to_str()).unwrap_or("function"),
+        };
+        Ok(Some(PythonProject { name: name.to_string(), world, module }))
+    }
+}
+
 /// Builds a Python module with componentize-py, in a temp folder that holds
 /// a copy of the module (and the `.py` files beside it), the helper package
-/// and the contract, so the author's folder gets no `__pycache__`.
-fn build_python(args: &Args) -> anyhow::Result<PathBuf> {
-    let module_path = &args.source;
-    let Some(world) = args.world else {
-        bail!("a Python module needs --world window-function, map-function or aggregate-function");
-    };
+/// and the contract, so the author's folder gets no `__pycache__`. A
+/// project's own `wit/weir.wit` and `weir_guest/` are used when it has them;
+/// otherwise, those embedded in this binary.
+fn build_python(
+    module_path: &Path,
+    world: World,
+    output: &Path,
+    project: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     let world_name = world.kind().world();
-    let Some(output) = &args.output else {
-        bail!("a Python module needs -o <file.wasm> for the component");
-    };
     if !module_path.is_file() {
         bail!("{} is not a file", module_path.display());
     }
@@ -161,8 +237,17 @@ fn build_python(args: &Args) -> anyhow::Result<PathBuf> {
     for d in [&app, &helper, &wit] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    std::fs::write(wit.join("weir.wit"), WIT).context("cannot write the contract")?;
-    std::fs::write(helper.join("__init__.py"), WEIR_GUEST_PY).context("cannot write the helper package")?;
+    let vendored = |path: &str| project.map(|p| p.join(path)).filter(|p| p.is_file());
+    match vendored("wit/weir.wit") {
+        Some(own) => std::fs::copy(&own, wit.join("weir.wit")).map(drop),
+        None => std::fs::write(wit.join("weir.wit"), WIT),
+    }
+    .context("cannot write the contract")?;
+    match vendored("weir_guest/__init__.py") {
+        Some(own) => std::fs::copy(&own, helper.join("__init__.py")).map(drop),
+        None => std::fs::write(helper.join("__init__.py"), WEIR_GUEST_PY),
+    }
+    .context("cannot write the helper package")?;
     copy_python_files(module_path, &app)?;
     std::fs::write(
         app.join(format!("{ENTRY_MODULE}.py")),
@@ -192,7 +277,7 @@ fn build_python(args: &Args) -> anyhow::Result<PathBuf> {
         bail!("componentize-py failed ({status}) on {}; see its messages above", module_path.display());
     }
     std::fs::copy(&out_tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
-    Ok(output.clone())
+    Ok(output.to_path_buf())
 }
 
 /// The module name of a `.py` file, which must be importable and must not

@@ -29,10 +29,19 @@ const WINDOW_LIB: &str = include_str!("plugin_new/window.rs");
 const AGGREGATE_LIB: &str = include_str!("plugin_new/aggregate.rs");
 const MAP_LIB: &str = include_str!("plugin_new/map.rs");
 
+/// The helper package Python guests import, as the bundled ones use it.
+const WEIR_GUEST_PY: &str = include_str!("../../../guest-functions/python/weir_guest/__init__.py");
+const PY_PROJECT: &str = include_str!("plugin_new/python/pyproject.toml.in");
+const PY_README: &str = include_str!("plugin_new/python/README.md.in");
+const PY_GITIGNORE: &str = include_str!("plugin_new/python/gitignore");
+const PY_WINDOW: &str = include_str!("plugin_new/python/window.py.in");
+const PY_AGGREGATE: &str = include_str!("plugin_new/python/aggregate.py.in");
+const PY_MAP: &str = include_str!("plugin_new/python/map.py.in");
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// The folder to create (it may exist if empty); its name is the crate's
-    /// and the function's.
+    /// The folder to create (it may exist if empty); its name is the
+    /// function's, and the crate's or the Python module's.
     dir: PathBuf,
     /// The contract world the function implements.
     #[arg(long, value_enum)]
@@ -67,25 +76,38 @@ impl World {
 #[derive(Clone, Copy)]
 enum Lang {
     Rust,
+    Python,
+}
+
+impl Lang {
+    fn name(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+        }
+    }
 }
 
 fn parse_lang(text: &str) -> Result<Lang, String> {
     match text {
         "rust" => Ok(Lang::Rust),
-        "python" => Err("weir plugin new makes Rust projects only (--lang rust); \
-             a Python function is built from a .py module, with no project around it"
-            .into()),
+        "python" => Ok(Lang::Python),
         other => {
-            Err(format!("unknown language '{other}': weir plugin new makes Rust projects (--lang rust)"))
+            Err(format!("unknown language '{other}': weir plugin new takes --lang rust or --lang python"))
         }
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let name = crate_name(&args.dir)?;
+    let name = project_name(&args.dir)?;
+    match args.lang {
+        Lang::Rust => check_crate_name(&name)?,
+        Lang::Python => check_python_name(&name)?,
+    }
     check_empty(&args.dir)?;
     let files = match args.lang {
         Lang::Rust => rust_project(&name, args.world)?,
+        Lang::Python => python_project(&name, args.world)?,
     };
     for (path, text) in &files {
         let path = args.dir.join(path);
@@ -95,15 +117,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let dir = args.dir.display();
-    println!("created {name} ({}, Rust) in {dir}", args.world.name());
+    println!("created {name} ({}, {}) in {dir}", args.world.name(), args.lang.name());
     println!("build it and run it on the sample input:");
     println!("  weir plugin build {dir} -o {}", args.dir.join(format!("{name}.wasm")).display());
     println!("  weir run {} --until-end --print", args.dir.join("job.toml").display());
     Ok(())
 }
 
-/// The crate's name: the folder's, if cargo would take it.
-fn crate_name(dir: &Path) -> anyhow::Result<String> {
+/// The project's name: the folder's.
+fn project_name(dir: &Path) -> anyhow::Result<String> {
     // `.` and `..` have no name of their own: the folder they stand for does.
     let name = match dir.file_name() {
         Some(name) => name.to_os_string(),
@@ -114,14 +136,59 @@ fn crate_name(dir: &Path) -> anyhow::Result<String> {
             .with_context(|| format!("{} names no folder to make a project in", dir.display()))?,
     };
     let Some(name) = name.to_str() else {
-        bail!("the folder name {name:?} is not valid UTF-8: the crate is named after its folder");
+        bail!("the folder name {name:?} is not valid UTF-8: the project is named after its folder");
     };
+    Ok(name.to_string())
+}
+
+/// Refuses a name cargo would not take for the crate.
+fn check_crate_name(name: &str) -> anyhow::Result<()> {
     check_name(name).map_err(|why| {
         anyhow::anyhow!(
             "'{name}' cannot be a crate name ({why}); the crate is named after its folder, so pick another"
         )
-    })?;
-    Ok(name.to_string())
+    })
+}
+
+/// Python keywords, which cannot name a module that is imported.
+const PYTHON_KEYWORDS: &[&str] = &[
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def",
+    "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is",
+    "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
+];
+
+/// The module a Python project's function lives in: its name with `_` for
+/// `-`.
+fn python_module(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// Refuses a name whose module could not be imported, or would hide one the
+/// build or the helper imports.
+fn check_python_name(name: &str) -> anyhow::Result<()> {
+    let module = python_module(name);
+    let why = if name.is_empty() {
+        Some("it is empty")
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        Some("only ASCII letters, digits, - and _ are allowed")
+    } else if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        Some("it must start with a letter")
+    } else if PYTHON_KEYWORDS.contains(&module.as_str()) {
+        Some("it is a Python keyword")
+    } else if ["wit_world", "weir_guest", "weir_entry_point", "componentize_py_types", "json"]
+        .contains(&module.as_str())
+    {
+        Some("the build or the weir_guest helper imports a module of that name")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => bail!(
+            "'{name}' cannot name a Python function's module ({why}); the module is named after its \
+             folder, so pick another"
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Rust keywords (reserved ones too), which cargo refuses as names.
@@ -180,7 +247,7 @@ fn check_empty(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The files of a Rust project (path in the project, contents).
-fn rust_project(name: &str, world: World) -> anyhow::Result<Vec<(&'static str, String)>> {
+fn rust_project(name: &str, world: World) -> anyhow::Result<Vec<(String, String)>> {
     let workspace: toml::Table = GUEST_WORKSPACE.parse().context("the embedded guest workspace manifest")?;
     let get = |path: &[&str]| -> anyhow::Result<&toml::Value> {
         let mut value = workspace.get(path[0]);
@@ -204,37 +271,11 @@ fn rust_project(name: &str, world: World) -> anyhow::Result<Vec<(&'static str, S
     entries.extend(wit_bindgen.iter().filter(|(k, _)| *k != "version").map(|(k, v)| format!("{k} = {v}")));
     let wit_bindgen = format!("wit-bindgen = {{ {} }}", entries.join(", "));
 
-    let fill = |template: &str, values: &[(&str, &str)]| {
-        values
-            .iter()
-            .fold(template.to_string(), |text, (key, value)| text.replace(&format!("{{{{{key}}}}}"), value))
-    };
-    let (lib, what, format, window, test) = match world {
-        World::Window => (
-            WINDOW_LIB,
-            "It gives the maximum temperature and the number of readings of each \
-             device in each one-second window.",
-            "key = \"device_id\"\ntimestamp = \"execution_time\"",
-            "\n[window]\ntype = \"tumbling\"\nsize = \"1s\"\n",
-            "--key device_id --fields temperature:f64 \\\n    --timestamp execution_time --window tumbling:1s",
-        ),
-        World::Aggregate => (
-            AGGREGATE_LIB,
-            "It gives the maximum temperature and the number of readings of each \
-             device in each two-second window sliding by one second, keeping a \
-             16-byte accumulator per window pane.",
-            "key = \"device_id\"\ntimestamp = \"execution_time\"",
-            "\n[window]\ntype = \"sliding\"\nsize = \"2s\"\nslide = \"1s\"\n",
-            "--key device_id --fields temperature:f64 \\\n    --timestamp execution_time --window sliding:2s/1s",
-        ),
-        World::Map => (
-            MAP_LIB,
-            "It converts each record's temperature from kelvin to degrees Celsius \
-             and keeps the rest of the record.",
-            "",
-            "",
-            "--fields temperature:f64",
-        ),
+    let Sample { what, format, window, test } = sample(world);
+    let lib = match world {
+        World::Window => WINDOW_LIB,
+        World::Aggregate => AGGREGATE_LIB,
+        World::Map => MAP_LIB,
     };
     let test = format!("weir plugin test {name}.wasm --input sample.jsonl {test}");
     let values = [
@@ -248,9 +289,8 @@ fn rust_project(name: &str, world: World) -> anyhow::Result<Vec<(&'static str, S
         ("format", format),
         ("window", window),
     ];
-    // An empty [format] line would leave a blank line in the job file.
-    let job = fill(JOB, &values).replace("[format]\n\n", "[format]\n");
-    Ok(vec![
+    let job = job_file(&values);
+    let files: Vec<(&str, String)> = vec![
         ("Cargo.toml", fill(CARGO_TOML, &values)),
         ("Cargo.lock", lockfile(name)?),
         ("src/lib.rs", lib.to_string()),
@@ -261,6 +301,87 @@ fn rust_project(name: &str, world: World) -> anyhow::Result<Vec<(&'static str, S
         ("sample.jsonl", SAMPLE.to_string()),
         ("job.toml", job),
         (".gitignore", GITIGNORE.to_string()),
+    ];
+    Ok(files.into_iter().map(|(path, text)| (path.to_string(), text)).collect())
+}
+
+/// What each world's sample function does, and the `weir plugin test`
+/// flags and job settings that run it on the sample.
+struct Sample {
+    what: &'static str,
+    format: &'static str,
+    window: &'static str,
+    test: &'static str,
+}
+
+fn sample(world: World) -> Sample {
+    match world {
+        World::Window => Sample {
+            what: "It gives the maximum temperature and the number of readings of each \
+                   device in each one-second window.",
+            format: "key = \"device_id\"\ntimestamp = \"execution_time\"",
+            window: "\n[window]\ntype = \"tumbling\"\nsize = \"1s\"\n",
+            test: "--key device_id --fields temperature:f64 \\\n    --timestamp execution_time --window tumbling:1s",
+        },
+        World::Aggregate => Sample {
+            what: "It gives the maximum temperature and the number of readings of each \
+                   device in each two-second window sliding by one second, keeping an \
+                   accumulator per window pane.",
+            format: "key = \"device_id\"\ntimestamp = \"execution_time\"",
+            window: "\n[window]\ntype = \"sliding\"\nsize = \"2s\"\nslide = \"1s\"\n",
+            test: "--key device_id --fields temperature:f64 \\\n    --timestamp execution_time --window sliding:2s/1s",
+        },
+        World::Map => Sample {
+            what: "It converts each record's temperature from kelvin to degrees Celsius \
+                   and keeps the rest of the record.",
+            format: "",
+            window: "",
+            test: "--fields temperature:f64",
+        },
+    }
+}
+
+/// Replaces each `{{key}}` of `template` with its value.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    values
+        .iter()
+        .fold(template.to_string(), |text, (key, value)| text.replace(&format!("{{{{{key}}}}}"), value))
+}
+
+/// The job file that runs the function over the sample.
+fn job_file(values: &[(&str, &str)]) -> String {
+    // An empty [format] line would leave a blank line in the job file.
+    fill(JOB, values).replace("[format]\n\n", "[format]\n")
+}
+
+/// The files of a Python project (path in the project, contents).
+fn python_project(name: &str, world: World) -> anyhow::Result<Vec<(String, String)>> {
+    let module = python_module(name);
+    let sample = sample(world);
+    let function = match world {
+        World::Window => PY_WINDOW,
+        World::Aggregate => PY_AGGREGATE,
+        World::Map => PY_MAP,
+    };
+    let test = format!("weir plugin test {name}.wasm --input sample.jsonl {}", sample.test);
+    let values = [
+        ("name", name),
+        ("module", module.as_str()),
+        ("world", world.name()),
+        ("what", sample.what),
+        ("test", test.as_str()),
+        ("format", sample.format),
+        ("window", sample.window),
+    ];
+    Ok(vec![
+        (format!("{module}.py"), fill(function, &values)),
+        ("pyproject.toml".into(), fill(PY_PROJECT, &values)),
+        ("weir_guest/__init__.py".into(), WEIR_GUEST_PY.to_string()),
+        ("wit/weir.wit".into(), WIT.to_string()),
+        ("README.md".into(), fill(PY_README, &values)),
+        ("sample.jsonl".into(), SAMPLE.to_string()),
+        ("job.toml".into(), job_file(&values)),
+        (".gitignore".into(), PY_GITIGNORE.to_string()),
     ])
 }
 
