@@ -16,7 +16,9 @@
 //!
 //! - kinds `window` and `agg` run the bundled guests; `native` and
 //!   `native-agg` (memory mode) the host's built-in Rust max, with the
-//!   same results, to show what the sandbox costs;
+//!   same results, to show what the sandbox costs; `python` and
+//!   `python-agg` the same functions in Python (`max-temperature-py`,
+//!   `max-temperature-agg-py`, built with `weir plugin build` on first use);
 //!
 //! - `state`: the memory an open (key, window) costs, for window functions
 //!   (which keep the window's events) and aggregates (an accumulator).
@@ -46,7 +48,7 @@ use weir::record::Key;
 use weir::types::{Column, Field, FieldType};
 use weir::window::native::NativeMaxTemperature;
 use weir::window::{Firing, Reduce, WindowFunction, WindowOperator, WindowSpec};
-use weir_benches::{Digest, Windows, expected};
+use weir_benches::{Digest, Windows, expected, python_guest};
 use weir_devtools::readings::{Reading, START_MS};
 
 const DEVICES: u64 = 10;
@@ -154,10 +156,21 @@ fn window_toml(name: &str) -> String {
     }
 }
 
-fn plugin_for(reduce: &str) -> (&'static str, Reduce) {
+/// The plugin reference (a bundled name, or a component's path) for a
+/// function kind, and how the window operator reduces with it.
+fn plugin_for(reduce: &str) -> (String, Reduce) {
+    let aggregate = Reduce::Aggregate { flush_at: weir::pipeline::AGGREGATE_FLUSH };
+    let python = |module, world| python_guest(module, world).display().to_string();
     match reduce {
-        "window" => ("max-temperature", Reduce::Apply),
-        "agg" => ("max-temperature-agg", Reduce::Aggregate { flush_at: weir::pipeline::AGGREGATE_FLUSH }),
+        "window" => ("max-temperature".into(), Reduce::Apply),
+        "agg" => ("max-temperature-agg".into(), aggregate),
+        "python" => {
+            (python("guest-functions/max-temperature-py/max_temperature.py", "window-function"), Reduce::Apply)
+        }
+        "python-agg" => (
+            python("guest-functions/max-temperature-agg-py/max_temperature_agg.py", "aggregate-function"),
+            aggregate,
+        ),
         other => panic!("unknown function kind {other}"),
     }
 }
@@ -177,7 +190,7 @@ fn instance_for(reduce: &str) -> (PluginEngine, weir::plugin::PluginInstance, Re
         PluginEngine::new(EngineConfig { cache_dir: None, ..EngineConfig::default() }).expect("engine");
     let (plugin, mode) = plugin_for(reduce);
     let instance = engine
-        .load_ref(plugin)
+        .load_ref(&plugin)
         .expect("plugin")
         .instantiate(vec![], PluginLimits::default())
         .expect("instance");
@@ -340,7 +353,7 @@ fn run_files(n: u64, window: &str, reduce: &str, dir: &Path, workers: usize) -> 
         }
     }
     let (plugin, params, max_field) = match reduce {
-        "percentile" => ("percentile", "params = { p = 1.0 }\n", "percentile"),
+        "percentile" => ("percentile".to_string(), "params = { p = 1.0 }\n", "percentile"),
         other => (plugin_for(other).0, "", "max_temperature"),
     };
     let output = dir.join("out.jsonl");
@@ -903,6 +916,11 @@ fn main() -> ExitCode {
         "json:tumbling:agg",
         "json:sliding:agg",
         "json:session:window",
+        "memory:tumbling:python",
+        "memory:tumbling:python-agg",
+        "memory:sliding:python",
+        "memory:session:python",
+        "json:tumbling:python",
         "files1:tumbling:window",
         "files2:tumbling:window",
         "files1:tumbling:percentile",

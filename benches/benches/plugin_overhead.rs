@@ -5,9 +5,12 @@
 //!   10,000 values, against two native folds: `native_simd`, written the way
 //!   the guest computes it (`guest_support::max_of`: four two-lane SIMD
 //!   accumulators), which is like for like, and `native_scalar`, the plain
-//!   `f64::max` fold, which cannot vectorise.
+//!   `f64::max` fold, which cannot vectorise. `python` is the same window
+//!   through `max-temperature-py`, the function in Python (componentize-py;
+//!   built with `weir plugin build` on first run).
 //! - `aggregate_add`: `add` of the bundled `max-temperature-agg` over
-//!   batches of the same sizes, feeding each accumulator back in.
+//!   batches of the same sizes, feeding each accumulator back in, and of
+//!   its Python twin `max-temperature-agg-py` (`python/N`).
 //! - `instantiate`: a fresh instance through the linker, on demand and
 //!   pooled, against one from the pre-linked component (pooled). The last
 //!   is what a worker does after a trap: it includes the guest's
@@ -22,7 +25,7 @@ use std::hint::black_box;
 use std::time::Duration;
 use weir::plugin::{Plugin, PluginEngine, PluginInstance, PluginLimits};
 use weir::types::{Column, Rows, Value, Window};
-use weir_benches::{WINDOW_MILLIS, engine, events, max_scalar, max_simd, temperatures};
+use weir_benches::{WINDOW_MILLIS, engine, events, max_scalar, max_simd, python_guest, temperatures};
 
 /// Window and batch sizes, in values.
 const SIZES: [usize; 3] = [1, 200, 10_000];
@@ -53,11 +56,14 @@ fn check_apply(instance: &mut PluginInstance, temps: &[f64]) {
 fn window_max(c: &mut Criterion) {
     let engine = engine(true, true).expect("engine");
     let mut wasm = instance(&load(&engine, "max-temperature"));
+    let python = python_guest("guest-functions/max-temperature-py/max_temperature.py", "window-function");
+    let mut python = instance(&load(&engine, python.to_str().expect("a UTF-8 path")));
     let mut group = c.benchmark_group("window_max");
     for n in SIZES {
         let temps = temperatures(n, n as u64);
         let batch = events(&temps);
         check_apply(&mut wasm, &temps);
+        check_apply(&mut python, &temps);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("native_simd", n), &temps, |b, temps| {
             b.iter(|| max_simd(black_box(temps)))
@@ -68,29 +74,43 @@ fn window_max(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
             b.iter(|| wasm.apply(&KEY, WINDOW, black_box(batch)).expect("apply"))
         });
+        group.bench_with_input(BenchmarkId::new("python", n), &batch, |b, batch| {
+            b.iter(|| python.apply(&KEY, WINDOW, black_box(batch)).expect("apply"))
+        });
     }
     group.finish();
 }
 
 fn aggregate_add(c: &mut Criterion) {
     let engine = engine(true, true).expect("engine");
-    let mut agg = instance(&load(&engine, "max-temperature-agg"));
+    let python =
+        python_guest("guest-functions/max-temperature-agg-py/max_temperature_agg.py", "aggregate-function");
+    let mut functions = [
+        ("wasm", instance(&load(&engine, "max-temperature-agg"))),
+        ("python", instance(&load(&engine, python.to_str().expect("a UTF-8 path")))),
+    ];
     let mut group = c.benchmark_group("aggregate_add");
     for n in SIZES {
         let temps = temperatures(n, n as u64);
         let batch = events(&temps);
-        let empty = agg.create_accumulator().expect("create-accumulator");
-        // One add before timing, so the check below holds even when a
-        // filter skips this benchmark.
-        let mut acc = agg.add(&KEY, &empty, &batch).expect("add");
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(n), &batch, |b, batch| {
-            b.iter(|| {
-                acc = agg.add(&KEY, &acc, black_box(batch)).expect("add");
-            })
-        });
-        let rows = agg.get_result(&KEY, WINDOW, &acc).expect("get-result");
-        assert_eq!(rows.columns.first(), Some(&Column::F64(vec![max_scalar(&temps)])), "aggregate max");
+        for (label, agg) in &mut functions {
+            let empty = agg.create_accumulator().expect("create-accumulator");
+            // One add before timing, so the check below holds even when a
+            // filter skips this benchmark.
+            let mut acc = agg.add(&KEY, &empty, &batch).expect("add");
+            group.bench_with_input(BenchmarkId::new(*label, n), &batch, |b, batch| {
+                b.iter(|| {
+                    acc = agg.add(&KEY, &acc, black_box(batch)).expect("add");
+                })
+            });
+            let rows = agg.get_result(&KEY, WINDOW, &acc).expect("get-result");
+            assert_eq!(
+                rows.columns.first(),
+                Some(&Column::F64(vec![max_scalar(&temps)])),
+                "{label} aggregate max over {n} values"
+            );
+        }
     }
     group.finish();
 }

@@ -5,6 +5,9 @@
 //! case of the pipeline benchmark.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use weir::plugin::{BenchSwitches, EngineConfig, EngineError, PluginEngine};
 use weir::types::{Column, Events};
 use weir_devtools::readings::{Reading, splitmix64};
@@ -34,6 +37,54 @@ pub fn events(temps: &[f64]) -> Events {
 pub fn engine(pooling: bool, epoch_interruption: bool) -> Result<PluginEngine, EngineError> {
     let config = EngineConfig { max_instances: 64, cache_dir: None };
     PluginEngine::with_bench_switches(config, BenchSwitches { pooling, epoch_interruption })
+}
+
+/// The component of a Python guest in `guest-functions/` (`module` is
+/// relative to the repository), built for `world` by the real `weir plugin
+/// build` (componentize-py), with the release `weir` that cargo builds
+/// first. Kept in `target/bench-python/`, keyed by a hash of the module,
+/// the helper package and the contract, so each benchmark process after the
+/// first reuses it.
+pub fn python_guest(module: &str, world: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in [module, "guest-functions/python/weir_guest/__init__.py", "wit/weir.wit"] {
+        let path = root.join(file);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).hash(&mut hasher);
+    }
+    world.hash(&mut hasher);
+    // target/release/deps/<bench> → target/.
+    let exe = std::env::current_exe().expect("the benchmark's path");
+    let release = exe.parent().and_then(Path::parent).expect("the benchmark is in target/release/deps");
+    let dir = release.join("../bench-python");
+    std::fs::create_dir_all(&dir).expect("target/bench-python");
+    let stem = Path::new(module).file_stem().expect("a module file").to_string_lossy().into_owned();
+    let wasm = dir.join(format!("{stem}-{:016x}.wasm", hasher.finish()));
+    if wasm.is_file() {
+        return wasm;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "weir", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cargo build --release -p weir failed ({status})");
+    let partial = dir.join(format!("{stem}.{}.partial.wasm", std::process::id()));
+    let out = Command::new(release.join("weir"))
+        .args(["plugin", "build"])
+        .arg(root.join(module))
+        .args(["--world", world, "-o"])
+        .arg(&partial)
+        .output()
+        .expect("run weir plugin build");
+    assert!(
+        out.status.success(),
+        "weir plugin build {module} failed (Python 3 and componentize-py are needed): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&partial, &wasm).expect("keep the component");
+    wasm
 }
 
 /// The max of `values` (`-inf` for none) the plain way: a scalar fold.
