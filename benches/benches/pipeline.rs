@@ -164,9 +164,10 @@ fn plugin_for(reduce: &str) -> (String, Reduce) {
     match reduce {
         "window" => ("max-temperature".into(), Reduce::Apply),
         "agg" => ("max-temperature-agg".into(), aggregate),
-        "python" => {
-            (python("guest-functions/max-temperature-py/max_temperature.py", "window-function"), Reduce::Apply)
-        }
+        "python" => (
+            python("guest-functions/max-temperature-py/max_temperature.py", "window-function"),
+            Reduce::Apply,
+        ),
         "python-agg" => (
             python("guest-functions/max-temperature-agg-py/max_temperature_agg.py", "aggregate-function"),
             aggregate,
