@@ -868,10 +868,20 @@ impl Checkpointer {
         sinks: &mut Sinks,
     ) -> Result<u64, super::PipelineError> {
         let before = self.complete(&mut *commit, sinks, true)?;
-        self.take(shares, sinks)?;
-        // The run's last checkpoint is where the next run starts: if it
-        // cannot be written, the run fails (and may be restarted).
-        let last = self.try_complete(commit, sinks, true)?;
+        // The run's last checkpoint is where the next run starts. One that
+        // fails is taken again (after `min_pause`, at least 100 ms) as
+        // long as failures are tolerated (a storage just back, such as a
+        // restarted NameNode, may be slow at first); past that, the run
+        // fails (and may be restarted).
+        let last = loop {
+            self.take(shares, sinks)?;
+            let failed = self.failed;
+            let done = self.complete(&mut *commit, sinks, true)?;
+            if done > 0 || self.failed == failed {
+                break done;
+            }
+            std::thread::sleep(self.min_pause.max(Duration::from_millis(100)));
+        };
         // A run leaves `retain` checkpoints behind: its writer's cleanup
         // (each storage call bounded by the storage's timeout) ends first.
         if let Some(writer) = self.writer.take() {
@@ -1065,6 +1075,89 @@ mod tests {
         assert!(err.contains("checkpoint 2 was not written within 50ms"), "{err}");
         assert_eq!(cp.failed(), 2);
         assert!(source.0.is_empty(), "no offsets are committed for them");
+    }
+
+    /// A storage that refuses the next `refusals` writes.
+    struct Refusing {
+        inner: Box<dyn CheckpointStorage>,
+        refusals: std::sync::atomic::AtomicU32,
+    }
+
+    impl CheckpointStorage for Refusing {
+        fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+            use std::sync::atomic::Ordering;
+            if self.refusals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Err(StorageError::Hdfs {
+                    url: self.inner.url().into(),
+                    action: "write",
+                    path: path.into(),
+                    message: "refused by the test".into(),
+                });
+            }
+            self.inner.write(path, bytes)
+        }
+        fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
+            self.inner.read(path)
+        }
+        fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+            self.inner.list(dir)
+        }
+        fn remove_dir(&self, dir: &str) -> Result<(), StorageError> {
+            self.inner.remove_dir(dir)
+        }
+        fn url(&self) -> &str {
+            self.inner.url()
+        }
+    }
+
+    /// The last checkpoint of a run is taken again while failures are
+    /// tolerated (a storage just back may refuse at first), and only one
+    /// failure past `tolerable_failures` fails the run.
+    #[test]
+    fn the_last_checkpoint_is_taken_again_while_failures_are_tolerated() {
+        for (refusals, tolerable, ok) in [(2u32, 2u32, true), (3, 2, false), (0, 0, true), (1, 0, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("file://{}", dir.path().display());
+            let text = format!(
+                "name = \"last\"\n[source]\ntype = \"file\"\npath = \"in.jsonl\"\n[format]\nfields = {{ t = \"f64\" }}\n\
+                 [function]\nplugin = \"kelvin-to-celsius\"\n[sink]\ntype = \"file\"\npath = \"out.jsonl\"\n\
+                 [checkpoint]\nstorage = \"{url}\"\ntolerable_failures = {tolerable}\n"
+            );
+            let job = Job::parse(&text, "last.toml", dir.path()).unwrap();
+            let config = job.config.checkpoint.clone().unwrap();
+            let storage = Refusing {
+                inner: crate::checkpoint::open_storage(&url).unwrap(),
+                refusals: std::sync::atomic::AtomicU32::new(refusals),
+            };
+            let mut cp =
+                Checkpointer::with_storage(&job, &config, test_facts(), std::sync::Arc::new(storage));
+            let stage = MapStage::new(NoMap, vec![], vec![], vec![]);
+            let mut sinks = crate::pipeline::Sinks {
+                output: Box::new(crate::sink::file::FileSink::create(&dir.path().join("out.jsonl")).unwrap()),
+                dead_letter: None,
+                late: None,
+            };
+            let watermarks = Watermarks::new(&[0], Duration::ZERO, None, Instant::now());
+            let mut read = ReadPositions::default();
+            read.advance(0, 41);
+            let mut source = Committed(vec![]);
+            let shares = [Share { operator: &stage, watermarks: &watermarks, read: &read }];
+            let result = cp.finish(&shares, &mut |o| source.commit(o), &mut sinks);
+            let case = format!("{refusals} refused, {tolerable} tolerated");
+            if ok {
+                assert_eq!(result.unwrap(), 1, "{case}");
+                assert_eq!(cp.failed(), u64::from(refusals), "{case}");
+                assert_eq!(source.0, [(0, 42)], "{case}: its offsets are committed");
+                let check = crate::checkpoint::open_storage(&url).unwrap();
+                let latest = crate::checkpoint::latest_complete(check.as_ref(), "last").unwrap();
+                assert_eq!(latest.map(|c| c.manifest.checkpoint), Some(u64::from(refusals) + 1), "{case}");
+            } else {
+                let err = result.unwrap_err().to_string();
+                assert!(err.contains("refused by the test"), "{case}: {err}");
+                assert_eq!(cp.failed(), u64::from(tolerable) + 1, "{case}");
+                assert!(source.0.is_empty(), "{case}: nothing is committed");
+            }
+        }
     }
 
     /// A sink whose sends stay unacknowledged until `acked` is set (as a
