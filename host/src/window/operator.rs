@@ -195,6 +195,10 @@ struct DueWindow {
     key: Key,
     end: i64,
     refire: bool,
+    /// First, which run of one (partition, key) it was found in; then
+    /// (see `rank_due`) the rank of its (partition, key) among the round's:
+    /// ordering and grouping a round compare these numbers, not keys.
+    rank: u32,
 }
 
 /// Where a pane or session lives: to write its accumulator back after an
@@ -226,6 +230,15 @@ struct CallBuffers {
     pane_rows: Vec<(i64, u32, u32)>,
     /// The call's windows in due order, to hand out their rows in it.
     emit: Vec<usize>,
+    /// Ordering a round by rank: the first due window of each run of one
+    /// (partition, key), the runs sorted by key, each run's rank, and
+    /// counts (or slots) for sorts by counting.
+    runs: Vec<usize>,
+    run_order: Vec<u32>,
+    run_rank: Vec<u32>,
+    counts: Vec<u32>,
+    /// How many distinct (partition, key) the round has.
+    ranks: usize,
     /// For `add-many`: each accumulator's pane, and whether it had an
     /// accumulator before (to put things back if the call fails).
     homes: Vec<(i32, Key, PaneHome, bool)>,
@@ -258,6 +271,11 @@ impl Default for CallBuffers {
             pane_rows: Vec::new(),
             emit: Vec::new(),
             homes: Vec::new(),
+            runs: Vec::new(),
+            run_order: Vec::new(),
+            run_rank: Vec::new(),
+            counts: Vec::new(),
+            ranks: 0,
         }
     }
 }

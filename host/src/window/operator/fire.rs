@@ -45,10 +45,15 @@ impl WindowOperator {
         }
         let mut due = std::mem::take(&mut self.due);
         due.clear();
+        self.calls.runs.clear();
         // Late changes to windows that already fired come first.
         for &partition in &partitions {
             for (end, key) in std::mem::take(&mut self.partition(partition).refires) {
-                due.push(DueWindow { partition, key, end, refire: true });
+                push_due(
+                    &mut due,
+                    &mut self.calls.runs,
+                    DueWindow { partition, key, end, refire: true, rank: 0 },
+                );
             }
         }
         // Then the windows the watermark completes, in end order across
@@ -76,7 +81,11 @@ impl WindowOperator {
                             // sessions); this loop pops it when it is due.
                             state.timers.insert((current, key));
                         }
-                        Some(_) => due.push(DueWindow { partition, key, end, refire: false }),
+                        Some(_) => push_due(
+                            &mut due,
+                            &mut self.calls.runs,
+                            DueWindow { partition, key, end, refire: false, rank: 0 },
+                        ),
                         None => {}
                     }
                     continue;
@@ -90,7 +99,8 @@ impl WindowOperator {
                 }
                 let mut at = end;
                 loop {
-                    due.push(DueWindow { partition, key: key.clone(), end: at, refire: false });
+                    let d = DueWindow { partition, key: key.clone(), end: at, refire: false, rank: 0 };
+                    push_due(&mut due, &mut self.calls.runs, d);
                     match super::next_window_end(spec, key_state, at) {
                         Some(next) if next.saturating_sub(1) <= state.watermark => at = next,
                         next => {
@@ -104,8 +114,13 @@ impl WindowOperator {
                 }
             }
         }
-        due[refires..]
-            .sort_unstable_by(|a, b| (a.end, a.partition, &a.key).cmp(&(b.end, b.partition, &b.key)));
+        // In end order, then by partition and key (by rank, which orders
+        // them the same): often they already are (tumbling windows found
+        // key by key all end together).
+        self.rank_due(&mut due);
+        if !due[refires..].is_sorted_by_key(|d| (d.end, d.rank)) {
+            due[refires..].sort_unstable_by_key(|d| (d.end, d.rank));
+        }
         match self.reduce {
             Reduce::Apply => self.fire_windows(&due, function, out),
             Reduce::Aggregate { .. } => self.fire_aggregates(&due, function, out),
@@ -144,26 +159,71 @@ impl WindowOperator {
         }
     }
 
-    /// Sorts the due windows `chunk` into `self.calls.order` by partition,
-    /// key and end: the windows of one key come together, so that its
+    /// Replaces each due window's run number with the rank of its
+    /// (partition, key) among the round's: a sort of the runs, which are
+    /// far fewer than the windows when keys have several (sliding).
+    fn rank_due(&mut self, due: &mut [DueWindow]) {
+        let c = &mut self.calls;
+        c.run_order.clear();
+        c.run_order.extend(0..c.runs.len() as u32);
+        let runs = &c.runs;
+        let of = |r: &u32| {
+            let d = &due[runs[*r as usize]];
+            (d.partition, &d.key)
+        };
+        c.run_order.sort_unstable_by(|a, b| of(a).cmp(&of(b)));
+        c.run_rank.clear();
+        c.run_rank.resize(runs.len(), 0);
+        let mut rank = 0;
+        for (i, &r) in c.run_order.iter().enumerate() {
+            if i > 0 && of(&c.run_order[i - 1]) != of(&r) {
+                rank += 1;
+            }
+            c.run_rank[r as usize] = rank;
+        }
+        c.ranks = if runs.is_empty() { 0 } else { rank as usize + 1 };
+        for d in due.iter_mut() {
+            d.rank = c.run_rank[d.rank as usize];
+        }
+    }
+
+    /// Sorts the due windows `chunk` (in due order) into `self.calls.order`
+    /// by partition and key (by rank), keeping due order within each key:
+    /// the windows of one key come together in end order, so that its
     /// panes go into a call once and its windows are ranges of them.
     fn order_by_key(&mut self, due: &[DueWindow], chunk: std::ops::Range<usize>) {
-        let order = &mut self.calls.order;
-        order.clear();
-        order.extend(chunk);
-        order.sort_unstable_by(|&a, &b| {
-            let (a, b) = (&due[a], &due[b]);
-            (a.partition, &a.key, a.end, a.refire).cmp(&(b.partition, &b.key, b.end, b.refire))
-        });
+        let c = &mut self.calls;
+        c.order.clear();
+        if chunk.clone().is_sorted_by_key(|i| due[i].rank) {
+            c.order.extend(chunk);
+        } else if c.ranks <= chunk.len() {
+            // By counting: few keys, many windows each (sliding).
+            c.counts.clear();
+            c.counts.resize(c.ranks + 1, 0);
+            for i in chunk.clone() {
+                c.counts[due[i].rank as usize + 1] += 1;
+            }
+            for r in 1..c.counts.len() {
+                c.counts[r] += c.counts[r - 1];
+            }
+            c.order.resize(chunk.len(), 0);
+            for i in chunk {
+                let slot = &mut c.counts[due[i].rank as usize];
+                c.order[*slot as usize] = i;
+                *slot += 1;
+            }
+        } else {
+            c.order.extend(chunk);
+            c.order.sort_unstable_by_key(|&i| (due[i].rank, i));
+        }
     }
 
     /// The end of the run of `self.calls.order` from `i` that has one
     /// partition and key.
     fn key_run(&self, due: &[DueWindow], i: usize) -> usize {
         let order = &self.calls.order;
-        let first = &due[order[i]];
-        let same = |j: &usize| due[*j].partition == first.partition && due[*j].key == first.key;
-        i + order[i..].iter().take_while(|j| same(j)).count()
+        let rank = due[order[i]].rank;
+        i + order[i..].iter().take_while(|&&j| due[j].rank == rank).count()
     }
 
     /// Adds one key's due windows (`run`, in end order) to the call: its
@@ -236,9 +296,7 @@ impl WindowOperator {
     ) {
         let due_index = std::mem::take(&mut self.calls.due_index);
         let mut emit = std::mem::take(&mut self.calls.emit);
-        emit.clear();
-        emit.extend(0..due_index.len());
-        emit.sort_unstable_by_key(|&k| due_index[k]);
+        in_due_order(&due_index, &mut emit, &mut self.calls.counts);
         match results {
             Ok(many) => {
                 for &k in &emit {
@@ -429,8 +487,7 @@ impl WindowOperator {
             self.calls.clear();
             while next < order.len() && self.scratch.timestamps.len() < MAX_CALL_EVENTS {
                 let d = &due[order[next]];
-                let same = |j: &usize| due[*j].partition == d.partition && due[*j].key == d.key;
-                let run = next..next + order[next..].iter().take_while(|j| same(j)).count();
+                let run = next..next + order[next..].iter().take_while(|&&j| due[j].rank == d.rank).count();
                 next = run.end;
                 let Some(state) = self.partitions.get_mut(&d.partition) else { continue };
                 let Some(key_state) = state.keys.get_mut(&d.key) else { continue };
@@ -467,9 +524,11 @@ impl WindowOperator {
                         }
                     }
                     WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
-                        let (from, to) = pane_span(&key_state.panes, due, &order[run.clone()], size);
+                        let windows = &order[run.clone()];
+                        let (from, to) = pane_span(&key_state.panes, due, windows, size);
+                        let all = covers_span(due, windows, size);
                         for i in from..to {
-                            if holds(&key_state.panes[i], due, &order[run.clone()], size) {
+                            if all || holds(&key_state.panes[i], due, windows, size) {
                                 let pane = &mut key_state.panes[i];
                                 take(&mut pane.contents, PaneHome::Pane(pane.start));
                             }
@@ -580,7 +639,45 @@ fn panes_in_windows<'a>(
     size: i64,
 ) -> impl Iterator<Item = usize> + 'a {
     let (from, to) = pane_span(panes, due, windows, size);
-    (from..to).filter(move |&i| holds(&panes[i], due, windows, size))
+    let all = covers_span(due, windows, size);
+    (from..to).filter(move |&i| all || holds(&panes[i], due, windows, size))
+}
+
+/// Whether `windows` (in end order, each `size` long) leave no gap between
+/// the first one's start and the last one's end, so that they hold every
+/// pane of their span (consecutive sliding or tumbling windows do).
+fn covers_span(due: &[DueWindow], windows: &[usize], size: i64) -> bool {
+    windows.windows(2).all(|w| due[w[1]].end - due[w[0]].end <= size)
+}
+
+/// Adds `d` to the round's due windows, numbering the runs of one
+/// (partition, key): `runs` gets the first window of each.
+fn push_due(due: &mut Vec<DueWindow>, runs: &mut Vec<usize>, mut d: DueWindow) {
+    match due.last() {
+        Some(last) if last.partition == d.partition && last.key == d.key => d.rank = last.rank,
+        _ => {
+            d.rank = runs.len() as u32;
+            runs.push(due.len());
+        }
+    }
+    due.push(d);
+}
+
+/// `emit` gets the indices of `due_index` in the order of its values
+/// (distinct, and within a round's chunk): by counting into `slots`.
+fn in_due_order(due_index: &[usize], emit: &mut Vec<usize>, slots: &mut Vec<u32>) {
+    emit.clear();
+    let (Some(&min), Some(&max)) = (due_index.iter().min(), due_index.iter().max()) else { return };
+    if due_index.is_sorted() {
+        emit.extend(0..due_index.len());
+        return;
+    }
+    slots.clear();
+    slots.resize(max - min + 1, u32::MAX);
+    for (k, &i) in due_index.iter().enumerate() {
+        slots[i - min] = k as u32;
+    }
+    emit.extend(slots.iter().filter(|&&k| k != u32::MAX).map(|&k| k as usize));
 }
 
 /// The panes from the first window's start to the last one's end.
