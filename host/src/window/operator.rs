@@ -733,15 +733,25 @@ impl SessionGrown {
 
 /// The end of a key's next window after the one ending at `after` that
 /// holds one of its panes (tumbling and sliding), if any.
-fn next_window_end(spec: WindowSpec, key_state: &KeyState, after: i64) -> Option<i64> {
+///
+/// `from` is the first pane that can be in that window, found by a binary
+/// search when it is `usize::MAX`, then moved on: a walk through a key's
+/// windows in end order (`after` only grows) looks at each pane once.
+fn next_window_end(spec: WindowSpec, key_state: &KeyState, after: i64, from: &mut usize) -> Option<i64> {
     let (size, slide) = match spec {
         WindowSpec::Tumbling { size } => (size, size),
         WindowSpec::Sliding { size, slide } => (size, slide),
         WindowSpec::Session { .. } => return None,
     };
     let candidate = after + slide;
-    let i = key_state.panes.partition_point(|p| p.start < candidate - size);
-    let pane = key_state.panes.get(i)?;
+    let panes = &key_state.panes;
+    if *from == usize::MAX {
+        *from = panes.partition_point(|p| p.start < candidate - size);
+    }
+    while *from < panes.len() && panes[*from].start < candidate - size {
+        *from += 1;
+    }
+    let pane = panes.get(*from)?;
     Some(if pane.start < candidate { candidate } else { pane.first_end })
 }
 

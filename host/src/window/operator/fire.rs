@@ -98,10 +98,11 @@ impl WindowOperator {
                     continue;
                 }
                 let mut at = end;
+                let mut from = usize::MAX;
                 loop {
                     let d = DueWindow { partition, key: key.clone(), end: at, refire: false, rank: 0 };
                     push_due(&mut due, &mut self.calls.runs, d);
-                    match super::next_window_end(spec, key_state, at) {
+                    match super::next_window_end(spec, key_state, at, &mut from) {
                         Some(next) if next.saturating_sub(1) <= state.watermark => at = next,
                         next => {
                             key_state.timer_at = next;
@@ -266,12 +267,12 @@ impl WindowOperator {
                     append_events(scratch, &pane.contents.events);
                     calls.pane_rows.push((pane.start, start, len(scratch)));
                 }
+                let mut cursor = PaneCursor::new();
                 for &i in windows {
                     let d = &due[i];
                     let window = Window { start: d.end - size, end: d.end };
                     let rows = &calls.pane_rows;
-                    let a = rows.partition_point(|p| p.0 < window.start);
-                    let b = rows.partition_point(|p| p.0 < window.end);
+                    let (a, b) = cursor.span(rows, window);
                     if a == b || rows[a].1 == rows[b - 1].2 {
                         continue;
                     }
@@ -405,6 +406,7 @@ impl WindowOperator {
                         c.pane_rows.push((pane.start, start, c.accs.ends.len() as u32));
                     }
                 }
+                let mut cursor = PaneCursor::new();
                 for k in run {
                     let index = c.order[k];
                     let d = &due[index];
@@ -428,8 +430,7 @@ impl WindowOperator {
                         WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => {
                             let window = Window { start: d.end - size, end: d.end };
                             let rows = &c.pane_rows;
-                            let a = rows.partition_point(|p| p.0 < window.start);
-                            let b = rows.partition_point(|p| p.0 < window.end);
+                            let (a, b) = cursor.span(rows, window);
                             let failure = match refused.is_empty() {
                                 true => None,
                                 false => rows[a..b]
@@ -641,6 +642,37 @@ fn panes_in_windows<'a>(
     let (from, to) = pane_span(panes, due, windows, size);
     let all = covers_span(due, windows, size);
     (from..to).filter(move |&i| all || holds(&panes[i], due, windows, size))
+}
+
+/// Finds the panes of each window of a run in the run's `pane_rows`
+/// (sorted by pane start): it moves on as the windows come in end order,
+/// and starts over should one come out of order.
+struct PaneCursor {
+    a: usize,
+    b: usize,
+    last_start: i64,
+}
+
+impl PaneCursor {
+    fn new() -> PaneCursor {
+        PaneCursor { a: 0, b: 0, last_start: i64::MIN }
+    }
+
+    /// The rows `[a, b)` whose panes start within `window`.
+    fn span(&mut self, rows: &[(i64, u32, u32)], window: Window) -> (usize, usize) {
+        if window.start < self.last_start {
+            (self.a, self.b) = (0, 0);
+        }
+        self.last_start = window.start;
+        while self.a < rows.len() && rows[self.a].0 < window.start {
+            self.a += 1;
+        }
+        self.b = self.b.max(self.a);
+        while self.b < rows.len() && rows[self.b].0 < window.end {
+            self.b += 1;
+        }
+        (self.a, self.b)
+    }
 }
 
 /// Whether `windows` (in end order, each `size` long) leave no gap between
