@@ -996,15 +996,33 @@ mod tests {
     use super::*;
     use crate::pipeline::MapStage;
 
-    /// A storage whose writes take `delay`.
-    struct Slow {
+    /// A storage whose writes take `delay`, and that refuses the next
+    /// `refusals` of them.
+    struct Faulty {
         inner: Box<dyn CheckpointStorage>,
         delay: Duration,
+        refusals: std::sync::atomic::AtomicU32,
     }
 
-    impl CheckpointStorage for Slow {
+    impl Faulty {
+        fn new(url: &str, delay: Duration, refusals: u32) -> Faulty {
+            let inner = crate::checkpoint::open_storage(url).unwrap();
+            Faulty { inner, delay, refusals: std::sync::atomic::AtomicU32::new(refusals) }
+        }
+    }
+
+    impl CheckpointStorage for Faulty {
         fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+            use std::sync::atomic::Ordering;
             std::thread::sleep(self.delay);
+            if self.refusals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Err(StorageError::Hdfs {
+                    url: self.inner.url().into(),
+                    action: "write",
+                    path: path.into(),
+                    message: "refused by the test".into(),
+                });
+            }
             self.inner.write(path, bytes)
         }
         fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
@@ -1044,8 +1062,7 @@ mod tests {
         );
         let job = Job::parse(&text, "slow.toml", dir.path()).unwrap();
         let config = job.config.checkpoint.clone().unwrap();
-        let slow =
-            Slow { inner: crate::checkpoint::open_storage(&url).unwrap(), delay: Duration::from_millis(400) };
+        let slow = Faulty::new(&url, Duration::from_millis(400), 0);
         let mut cp = Checkpointer::with_storage(&job, &config, test_facts(), std::sync::Arc::new(slow));
         let stage = MapStage::new(NoMap, vec![], vec![], vec![]);
         let mut sinks = crate::pipeline::Sinks {
@@ -1077,39 +1094,6 @@ mod tests {
         assert!(source.0.is_empty(), "no offsets are committed for them");
     }
 
-    /// A storage that refuses the next `refusals` writes.
-    struct Refusing {
-        inner: Box<dyn CheckpointStorage>,
-        refusals: std::sync::atomic::AtomicU32,
-    }
-
-    impl CheckpointStorage for Refusing {
-        fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
-            use std::sync::atomic::Ordering;
-            if self.refusals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-                return Err(StorageError::Hdfs {
-                    url: self.inner.url().into(),
-                    action: "write",
-                    path: path.into(),
-                    message: "refused by the test".into(),
-                });
-            }
-            self.inner.write(path, bytes)
-        }
-        fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
-            self.inner.read(path)
-        }
-        fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
-            self.inner.list(dir)
-        }
-        fn remove_dir(&self, dir: &str) -> Result<(), StorageError> {
-            self.inner.remove_dir(dir)
-        }
-        fn url(&self) -> &str {
-            self.inner.url()
-        }
-    }
-
     /// The last checkpoint of a run is taken again while failures are
     /// tolerated (a storage just back may refuse at first), and only one
     /// failure past `tolerable_failures` fails the run.
@@ -1125,10 +1109,7 @@ mod tests {
             );
             let job = Job::parse(&text, "last.toml", dir.path()).unwrap();
             let config = job.config.checkpoint.clone().unwrap();
-            let storage = Refusing {
-                inner: crate::checkpoint::open_storage(&url).unwrap(),
-                refusals: std::sync::atomic::AtomicU32::new(refusals),
-            };
+            let storage = Faulty::new(&url, Duration::ZERO, refusals);
             let mut cp =
                 Checkpointer::with_storage(&job, &config, test_facts(), std::sync::Arc::new(storage));
             let stage = MapStage::new(NoMap, vec![], vec![], vec![]);
