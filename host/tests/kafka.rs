@@ -249,6 +249,7 @@ fn committed_offsets_resume_where_the_group_left_off() {
         group: Some("g".into()),
         start: StartFrom::Committed,
         until_end: true,
+        scale_out: false,
     };
     let mut first = KafkaSource::open(&cluster, &options).unwrap();
     let mut head = Vec::new();
@@ -308,6 +309,7 @@ fn commit_then_resume_reads_exactly_the_uncommitted_rest(cluster: &Cluster, topi
         group: Some(format!("{topic}-group")),
         start: StartFrom::Committed,
         until_end: true,
+        scale_out: false,
     };
     let mut first = KafkaSource::open(cluster, &options).unwrap();
     assert!(first.committed().is_empty(), "a new group has no commits");
@@ -735,6 +737,7 @@ fn round_trip_through_a_real_broker_process() {
         group: Some("weir-test".into()),
         start: StartFrom::Committed,
         until_end: true,
+        scale_out: false,
     };
     let mut first = KafkaSource::open(&cluster, &options).unwrap();
     let mut head = Vec::new();

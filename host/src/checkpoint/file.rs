@@ -52,6 +52,28 @@ impl CheckpointStorage for FileStorage {
         written.map_err(self.fail("write", path))
     }
 
+    fn write_new(&self, path: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+        let target = Path::new(path);
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            self.root.create_dir_all(parent).map_err(self.fail("write", path))?;
+        }
+        let n = self.temp.fetch_add(1, Ordering::Relaxed);
+        let temp = format!("{path}.tmp-{}-{n}", std::process::id());
+        let written = (|| {
+            let mut file = self.root.create(&temp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            // A link, unlike a rename, refuses a target that exists.
+            match self.root.hard_link(&temp, &self.root, target) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        })();
+        let _ = self.root.remove_file(&temp);
+        written.map_err(self.fail("write", path))
+    }
+
     fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
         self.root.read(path).map_err(self.fail("read", path))
     }

@@ -147,6 +147,34 @@ impl CheckpointStorage for HdfsStorage {
         written
     }
 
+    fn write_new(&self, path: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+        let target = self.inside("write", path, false)?;
+        let n = self.temp.fetch_add(1, Ordering::Relaxed);
+        let temp = format!("{target}.tmp-{}-{n}", std::process::id());
+        let data = bytes::Bytes::copy_from_slice(bytes);
+        let written = self.call("write", path, async {
+            let options = WriteOptions::default().overwrite(true).create_parent(true);
+            let mut file = self.client.create(&temp, options).await?;
+            file.write_bytes(data).await?;
+            file.close().await?;
+            // Without overwrite, the NameNode refuses a target that exists.
+            match self.client.rename(&temp, &target, false).await {
+                Ok(()) => Ok(true),
+                Err(e) => match self.client.get_file_info(&target).await {
+                    Ok(_) => {
+                        self.client.delete(&temp, false).await?;
+                        Ok(false)
+                    }
+                    Err(_) => Err(e),
+                },
+            }
+        });
+        if let Err(StorageError::Hdfs { .. }) = written {
+            let _ = self.call("write", path, async { self.client.delete(&temp, false).await });
+        }
+        written
+    }
+
     fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
         let file = self.inside("read", path, false)?;
         self.call("read", path, async {

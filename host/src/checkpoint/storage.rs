@@ -11,6 +11,12 @@ pub trait CheckpointStorage: Send + Sync {
     /// file there; atomic (a temporary file, then a rename).
     fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError>;
 
+    /// Writes `bytes` at `path` unless a file is there already, atomically:
+    /// of writers racing for one path, exactly one writes. Returns whether
+    /// this call wrote (members of a consumer group agree this way on
+    /// what the first of them recorded).
+    fn write_new(&self, path: &str, bytes: &[u8]) -> Result<bool, StorageError>;
+
     /// The whole file at `path`.
     fn read(&self, path: &str) -> Result<Vec<u8>, StorageError>;
 

@@ -28,6 +28,21 @@ fn storage_suite(storage: &dyn CheckpointStorage) {
     storage.remove_dir("job/chk-1").unwrap();
     assert_eq!(storage.list("job").unwrap(), ["chk-2"]);
     storage.remove_dir("job/chk-1").unwrap();
+    // Write-if-absent: the first writer wins, the rest leave it as it is.
+    assert!(storage.write_new("job/group/ends", b"first").unwrap());
+    assert!(!storage.write_new("job/group/ends", b"second").unwrap());
+    assert_eq!(storage.read("job/group/ends").unwrap(), b"first");
+    assert_eq!(storage.list("job/group").unwrap(), ["ends"], "no temporary files are left");
+    // Racing writers: exactly one writes.
+    let wins = std::thread::scope(|s| {
+        let racers: Vec<_> =
+            (0..4u8).map(|i| s.spawn(move || storage.write_new("job/group/race", &[i]).unwrap())).collect();
+        racers.into_iter().map(|r| r.join().unwrap()).filter(|&won| won).count()
+    });
+    assert_eq!(wins, 1, "one racer writes");
+    assert_eq!(storage.read("job/group/race").unwrap().len(), 1);
+    assert_eq!(storage.list("job/group").unwrap(), ["ends", "race"]);
+    storage.remove_dir("job/group").unwrap();
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     storage.write("job/chk-3/big", &big).unwrap();
     assert!(storage.read("job/chk-3/big").unwrap() == big);

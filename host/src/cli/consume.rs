@@ -61,6 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         group: args.group.clone(),
         start: args.from,
         until_end: args.until_end,
+        scale_out: false,
     };
     let mut source = KafkaSource::open(&cluster, &options)?;
     let mut out = BufWriter::new(std::io::stdout().lock());

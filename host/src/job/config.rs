@@ -227,6 +227,14 @@ pub struct SourceConfig {
     /// commits, the start offset, …) are refused, with the reason.
     #[serde(default)]
     pub kafka: BTreeMap<String, PropertyValue>,
+    /// Kafka: share the topic's partitions with every other process running
+    /// this job, as the members of one consumer group (`group`, with
+    /// librdkafka's cooperative-sticky assignor). Each process reads the
+    /// partitions the group gives it; their window state moves between
+    /// processes through the `[checkpoint]` storage, which must be one
+    /// they all reach (hdfs:// or a shared folder). See docs/SCALING.md.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scale_out: bool,
 }
 
 /// A librdkafka property value in a job file: a string, integer, float or

@@ -184,6 +184,9 @@ impl Job {
             check.checkpoint(checkpoint, &source, &sink)?;
         }
         check.exactly_once(&config, &mut sink)?;
+        if config.source.scale_out {
+            check.scale_out(&config, &source, &sink)?;
+        }
         if let Some(restart) = &config.restart {
             crate::pipeline::RestartStrategy::new(restart)
                 .map_err(|(field, message)| check.error(&format!("restart.{field}"), message))?;
@@ -348,6 +351,44 @@ impl Check<'_> {
                 "exactly-once is built for file and Kafka sinks; use mode = \"at-least-once\"",
             ));
         }
+        Ok(())
+    }
+
+    /// `[source] scale_out`: processes share a Kafka topic's partitions,
+    /// and their window state moves through the checkpoint storage, so a
+    /// Kafka source and sink, a `[checkpoint]`, and one worker per process.
+    fn scale_out(&self, config: &JobConfig, source: &SourceSpec, sink: &SinkSpec) -> Result<(), JobError> {
+        let field = "source.scale_out";
+        if !matches!(source, SourceSpec::Kafka { .. }) {
+            return Err(self.error(field, "only for kafka sources: the processes share a topic's partitions"));
+        }
+        if !matches!(sink, SinkSpec::Kafka { .. }) {
+            return Err(self.error(
+                field,
+                "needs a kafka sink: each process would write a file of its own (set [sink] type = \"kafka\")",
+            ));
+        }
+        let Some(checkpoint) = &config.checkpoint else {
+            return Err(self.error(
+                field,
+                "needs a [checkpoint] section whose storage every process reaches (hdfs:// or a shared \
+                 folder): window state moves between the processes through it",
+            ));
+        };
+        if config.parallelism.is_some_and(|p| p > 1) {
+            return Err(self.error(
+                "parallelism",
+                "with source.scale_out each process runs one worker: run more processes instead, or leave \
+                 parallelism out",
+            ));
+        }
+        if let SinkSpec::Kafka { exactly_once: Some(ExactlyOnce::Transactions), .. } = sink {
+            return Err(self.error(
+                "sink.exactly_once",
+                "\"transactions\" is not built for source.scale_out yet: use \"sequence\" (the default)",
+            ));
+        }
+        let _ = checkpoint;
         Ok(())
     }
 

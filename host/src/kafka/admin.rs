@@ -70,7 +70,7 @@ impl Cluster {
             let admin: AdminClient<WeirContext> = self
                 .config()
                 .admin(self.bootstrap())
-                .create_with_context(WeirContext)
+                .create_with_context(WeirContext::default())
                 .map_err(|e| self.client_error("create an admin client", e))?;
             let timeout = self.config().request_timeout;
             let options = AdminOptions::new().request_timeout(Some(timeout)).operation_timeout(Some(timeout));

@@ -188,7 +188,7 @@ impl Cluster {
     pub(crate) fn metadata_client(&self) -> Result<BaseConsumer<WeirContext>, KafkaError> {
         self.config()
             .admin(self.bootstrap())
-            .create_with_context(WeirContext)
+            .create_with_context(WeirContext::default())
             .map_err(|e| self.client_error("create a client", e))
     }
 

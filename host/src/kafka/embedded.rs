@@ -47,7 +47,7 @@ impl EmbeddedCluster {
         let brokers = i32::try_from(brokers.clamp(1, 16)).unwrap_or(1);
         let config = ClientConfig::new();
         let native = config.create_native_config().map_err(|e| KafkaError::Embedded(e.to_string()))?;
-        let host = Client::new(&config, native, RDKafkaType::RD_KAFKA_PRODUCER, WeirContext)
+        let host = Client::new(&config, native, RDKafkaType::RD_KAFKA_PRODUCER, WeirContext::default())
             .map_err(|e| KafkaError::Embedded(format!("cannot create the hosting client: {e}")))?;
         // SAFETY: `host` is a live handle and outlives the cluster (see the
         // field's comment and `Drop`).

@@ -17,6 +17,7 @@ mod context;
 mod dev_broker;
 mod embedded;
 mod error;
+mod lease;
 mod outage;
 
 pub use admin::{PartitionInfo, TopicInfo, TopicSummary};
@@ -30,8 +31,10 @@ pub use error::KafkaError;
 /// on an [`EmbeddedCluster`].
 pub use rdkafka::types::{RDKafkaApiKey as ApiKey, RDKafkaRespErr as RespErr};
 
+pub use context::GroupChange;
 pub(crate) use context::{WeirContext, log as log_line};
 pub(crate) use embedded::err_text;
+pub use lease::Lease;
 pub(crate) use outage::{OutageReport, is_transient};
 
 use std::future::Future;

@@ -50,6 +50,14 @@ const LAYOUT: u32 = 2;
 /// The checkpoint file that records the job's function ([`PluginFacts`]).
 const PLUGIN_FILE: &str = "plugin";
 
+/// A group member's checkpoint file that lists the partitions it owned.
+const OWNED_FILE: &str = "owned";
+
+/// The partitions of an `owned` file, one per line.
+fn owned_text(owned: &[i32]) -> String {
+    owned.iter().map(|p| format!("{p}\n")).collect()
+}
+
 /// The version of the `sinks` file's layout. Version 1 held a length per
 /// sink (file sinks only); version 2 holds each sink's opaque state.
 const SINKS_LAYOUT: u32 = 2;
@@ -292,6 +300,12 @@ pub(super) struct Checkpointer {
     writer: Option<std::thread::JoinHandle<()>>,
     /// Where each checkpoint's end is recorded (a host's job).
     observer: Option<std::sync::Arc<super::LiveMetrics>>,
+    /// A member of a consumer group: the folder the group shares (the
+    /// job's name); `job` is then the member's own folder in it.
+    group: Option<String>,
+    /// A member of a group: the partitions it owns, recorded in each of
+    /// its checkpoints (`owned`), read or not.
+    owned: Option<Vec<i32>>,
 }
 
 /// One source partition in a checkpoint.
@@ -434,7 +448,202 @@ impl Checkpointer {
             commit_pending: false,
             writer: None,
             observer: None,
+            group: None,
+            owned: None,
         }
+    }
+
+    /// A member of a group: records `owned` in its checkpoints from now on.
+    pub(super) fn set_owned(&mut self, owned: &[i32]) {
+        self.owned = Some(owned.to_vec());
+    }
+
+    /// A member of a consumer group (`[source] scale_out`): its
+    /// checkpoints go to a folder of its own, `<job>/members/<member>`, of
+    /// the storage the group shares (see `group.rs` for the layout).
+    pub(super) fn for_member(mut self, member: &str) -> Checkpointer {
+        let group = self.job.clone();
+        self.job = format!("{group}/members/{member}");
+        self.group = Some(group);
+        self
+    }
+
+    /// The storage the checkpoints go to.
+    pub(super) fn storage(&self) -> &dyn CheckpointStorage {
+        self.storage.as_ref()
+    }
+
+    /// A member of a group: restores `partitions` into `part` (a fresh
+    /// one), each from the checkpoint that holds it furthest along, of any
+    /// member or hand-over, and the sinks from the pieces of those
+    /// checkpoints' states that belong to the partitions taken from each.
+    /// Returns where each partition resumes (`None`: no checkpoint holds
+    /// it, it starts where the source's `start` says).
+    ///
+    /// Before a sink reads back what was written after those checkpoints,
+    /// it waits `takeover_wait` (the lease's message timeout) if one of the
+    /// `gained` partitions had an owner that did not hand it over: all
+    /// that owner queued has expired by then (see `kafka::lease`).
+    pub(super) fn restore_partitions(
+        &mut self,
+        part: &mut Part<'_>,
+        sinks: &mut Sinks,
+        partitions: &[i32],
+        gained: &[i32],
+        takeover_wait: Duration,
+    ) -> Result<Vec<(i32, Option<i64>)>, super::PipelineError> {
+        let Some(group) = self.group.clone() else {
+            return Err(super::PipelineError::Parallel("restore_partitions: not a member of a group".into()));
+        };
+        self.next_id = checkpoint_ids(self.storage.as_ref(), &self.job)
+            .map_err(CheckpointError::from)?
+            .last()
+            .map_or(1, |id| id + 1);
+        let candidates = group_checkpoints(self.storage.as_ref(), &group).map_err(CheckpointError::from)?;
+        // Per partition: the candidate and entry furthest along.
+        let mut chosen: std::collections::BTreeMap<i32, (usize, PartitionEntry)> = Default::default();
+        for (c, checkpoint) in candidates.iter().enumerate() {
+            let id = checkpoint.manifest.checkpoint;
+            for (name, bytes) in &checkpoint.files {
+                let Some(partition) = name.strip_prefix("partition-").and_then(|p| p.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                if !partitions.contains(&partition) {
+                    continue;
+                }
+                let entry = decode_partition(partition, bytes).ok_or_else(|| CheckpointError::Content {
+                    checkpoint: id,
+                    file: format!("{} {name}", checkpoint.manifest.job),
+                    reason: "not a partition record".into(),
+                })?;
+                if chosen.get(&partition).is_none_or(|(_, best)| entry.next_offset > best.next_offset) {
+                    chosen.insert(partition, (c, entry));
+                }
+            }
+        }
+        // Every checkpoint used must fit this function, the same way.
+        let mut used: Vec<usize> = chosen.values().map(|(c, _)| *c).collect();
+        used.sort_unstable();
+        used.dedup();
+        let mut upgrade = None;
+        for &c in &used {
+            let checkpoint = &candidates[c];
+            let fit =
+                check_fit(&self.identity, &self.facts, checkpoint.manifest.checkpoint, &checkpoint.files)?;
+            match (&upgrade, fit) {
+                (None, fit) => upgrade = Some(fit),
+                (Some(a), b) if *a == b => {}
+                (Some(_), _) => {
+                    return Err(CheckpointError::Upgrade {
+                        checkpoint: checkpoint.manifest.checkpoint,
+                        reason: "the members' checkpoints hold state of different state versions: \
+                                 upgrade every member the same way"
+                            .into(),
+                    }
+                    .into());
+                }
+            }
+        }
+        for (&partition, (_, entry)) in &chosen {
+            part.operator.restore_partition(partition, &entry.state).map_err(CheckpointError::from)?;
+            let fired = part.operator.watermark(partition).max(entry.watermark);
+            part.watermarks.restore(partition, entry.max_event_time, fired);
+            if entry.next_offset > 0 {
+                part.read.advance(partition, entry.next_offset - 1);
+            }
+        }
+        if let Some(Upgrade::Migrate { from }) = upgrade {
+            migrate(&mut *part.operator, 0, from)?;
+        }
+        // Each sink's state, from the pieces of the checkpoints used. A
+        // partition that no checkpoint holds may still have output: a
+        // member that took it fresh and died before a checkpoint held it
+        // wrote after its own newest checkpoint, so every member's newest
+        // checkpoint is read back from then.
+        if partitions.iter().any(|p| !chosen.contains_key(p)) {
+            used = (0..candidates.len()).collect();
+        }
+        // Another member that owned a gained partition and did not hand it
+        // over may be suspended with output queued for it.
+        let members = format!("{group}/members/");
+        let of_other_member =
+            |c: &Checkpoint| c.manifest.job.starts_with(&members) && c.manifest.job != self.job;
+        let unhanded = gained.iter().any(|p| match chosen.get(p) {
+            Some((c, _)) => of_other_member(&candidates[*c]),
+            None => candidates.iter().filter(|c| of_other_member(c)).any(|c| {
+                c.files.iter().any(|(n, b)| {
+                    n == OWNED_FILE && String::from_utf8_lossy(b).lines().any(|l| l.trim() == p.to_string())
+                })
+            }),
+        });
+        if unhanded && !takeover_wait.is_zero() {
+            tracing::info!(
+                "taking over partitions that were not handed over: waiting {takeover_wait:?} for what their \
+                 last owner may have queued to expire"
+            );
+            std::thread::sleep(takeover_wait);
+        }
+        let mut pieces: [Vec<(Vec<i32>, Vec<u8>)>; 3] = Default::default();
+        for &c in &used {
+            let checkpoint = &candidates[c];
+            let id = checkpoint.manifest.checkpoint;
+            let bytes = checkpoint.files.iter().find(|(n, _)| n == "sinks").map(|(_, b)| b);
+            let content =
+                |reason: String| CheckpointError::Content { checkpoint: id, file: "sinks".into(), reason };
+            let states = decode_sinks(bytes.ok_or_else(|| content("missing".into()))?).map_err(content)?;
+            let taken: Vec<i32> =
+                chosen.iter().filter(|(_, (from, _))| *from == c).map(|(p, _)| *p).collect();
+            for (slot, state) in pieces.iter_mut().zip(states) {
+                slot.push((taken.clone(), state.unwrap_or_default()));
+            }
+        }
+        for (sink, pieces) in sinks.slots().into_iter().zip(&pieces) {
+            let Some(sink) = sink else { continue };
+            match pieces.is_empty() {
+                true => sink.restore(None)?,
+                false => sink.restore(Some(&sink.merge_states(pieces)?))?,
+            }
+        }
+        let resume: Vec<(i32, Option<i64>)> = partitions
+            .iter()
+            .map(|&p| (p, chosen.get(&p).map(|(_, e)| e.next_offset).filter(|&o| o > 0)))
+            .collect();
+        tracing::info!(
+            "member {}: restored {} of partitions {partitions:?} from {} checkpoint(s) of the group",
+            self.job,
+            chosen.len(),
+            used.len()
+        );
+        Ok(resume)
+    }
+
+    /// A member of a group gives `partitions` back: their state in its
+    /// newest checkpoint (the one it has just taken) is written as each
+    /// one's hand-over, `<job>/handover/p-<p>`, which outlives the member's
+    /// own checkpoints, for whoever the group gives them to.
+    pub(super) fn hand_over(&self, partitions: &[i32]) -> Result<(), CheckpointError> {
+        let Some(group) = &self.group else { return Ok(()) };
+        let storage = self.storage.as_ref();
+        let Some(newest) = latest_complete(storage, &self.job)? else { return Ok(()) };
+        for &partition in partitions {
+            let name = format!("partition-{partition}");
+            if !newest.files.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            let files: Vec<(String, Vec<u8>)> = newest
+                .files
+                .iter()
+                .filter(|(n, _)| *n == name || !n.starts_with("partition-"))
+                .cloned()
+                .collect();
+            let folder = format!("{group}/handover/p-{partition}");
+            let id = checkpoint_ids(storage, &folder)?.last().map_or(1, |id| id + 1);
+            crate::checkpoint::write_complete(storage, &folder, id, now_ms(), &files)?;
+            // The one before stays, should this one be damaged.
+            remove_older(storage, &folder, id, 2);
+        }
+        Ok(())
     }
 
     /// Records how each checkpoint ends (its time, duration and size) in
@@ -642,6 +851,9 @@ impl Checkpointer {
             self.identity.iter().map(|(k, v)| (format!("identity-{k}"), v.clone().into_bytes())).collect();
         files.extend(self.records.iter().map(|(k, v)| (k.to_string(), v.clone().into_bytes())));
         files.push(("sinks".into(), encode_sinks(&states)));
+        if let Some(owned) = &self.owned {
+            files.push((OWNED_FILE.into(), owned_text(owned).into_bytes()));
+        }
         let entries: Vec<PartitionEntry> = partitions
             .iter()
             .map(|&(partition, i)| PartitionEntry {
@@ -939,6 +1151,39 @@ fn add_partitions(
     Ok(())
 }
 
+/// Every checkpoint a member of the group under `group` may restore a
+/// partition from: the newest complete one of each member, and of each
+/// partition's hand-over.
+fn group_checkpoints(storage: &dyn CheckpointStorage, group: &str) -> Result<Vec<Checkpoint>, StorageError> {
+    let mut found = Vec::new();
+    // Hand-overs first: of a hand-over and the member checkpoint it was
+    // made from, which hold the partition as far, the hand-over is taken.
+    for kind in ["handover", "members"] {
+        for name in storage.list(&format!("{group}/{kind}"))? {
+            let folder = format!("{group}/{kind}/{name}");
+            // Newest first. A checkpoint another member is still writing
+            // has no manifest yet, and one its retention removes while it
+            // is read is gone: both are passed over for the one before.
+            for id in checkpoint_ids(storage, &folder)?.into_iter().rev() {
+                match read_complete(storage, &folder, id) {
+                    Ok(checkpoint) => {
+                        found.push(checkpoint);
+                        break;
+                    }
+                    Err(ReadError::Incomplete { .. }) => {}
+                    Err(ReadError::Storage(e)) => {
+                        if checkpoint_ids(storage, &folder)?.contains(&id) {
+                            return Err(e);
+                        }
+                    }
+                    Err(e) => tracing::warn!("{e}; using an older checkpoint"),
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Removes the checkpoints of `job` that `retain` newer ones, up to
 /// `newest`, make old. One left behind costs only space: a storage that
 /// fails here is logged, and the next cleanup tries again.
@@ -1024,6 +1269,9 @@ mod tests {
                 });
             }
             self.inner.write(path, bytes)
+        }
+        fn write_new(&self, path: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+            self.inner.write_new(path, bytes)
         }
         fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
             self.inner.read(path)

@@ -3,7 +3,7 @@
 
 use super::{PipelineError, Sinks};
 use crate::job::{ExactlyOnce, Job, SinkSpec, SourceSpec};
-use crate::kafka::{BrokerSpec, Cluster, KafkaConfig, KafkaError};
+use crate::kafka::{BrokerSpec, Cluster, KafkaConfig, KafkaError, Lease};
 use crate::sink::file::FileSink;
 use crate::sink::kafka::{Delivery, KafkaSink};
 use crate::sink::{Sink, SinkError};
@@ -91,9 +91,12 @@ pub fn open_with(
                 SourceSpec::Kafka { partitions, .. } => *partitions,
                 SourceSpec::File { .. } => crate::job::DEFAULT_PARTITIONS,
             };
+            // A member of a consumer group writes under a lease (see
+            // `kafka::lease`), one for all its sinks.
+            let lease = member_lease(job);
             let topic_sink = |t: &str| -> Result<Box<dyn Sink>, PipelineError> {
                 let delivery = delivery(&job.config.name, t, *exactly_once);
-                Ok(Box::new(kafka_sink(&cluster, t, partitions, &delivery)?))
+                Ok(Box::new(kafka_sink(&cluster, t, partitions, &delivery, lease.as_ref())?))
             };
             let sinks = Sinks {
                 output: topic_sink(topic)?,
@@ -147,8 +150,13 @@ fn kafka_source(
     if cluster.embedded_cluster().is_some() {
         cluster.ensure_topic(topic, *partitions, 1).map_err(fail)?;
     }
-    let options =
-        KafkaSourceOptions { topic: topic.clone(), group: Some(group.clone()), start: *start, until_end };
+    let options = KafkaSourceOptions {
+        topic: topic.clone(),
+        group: Some(group.clone()),
+        start: *start,
+        until_end,
+        scale_out: job.config.source.scale_out,
+    };
     let source = KafkaSource::open(&cluster, &options)?;
     Ok((source, cluster))
 }
@@ -172,11 +180,28 @@ fn kafka_sink(
     topic: &str,
     partitions: i32,
     delivery: &Delivery,
+    lease: Option<&Lease>,
 ) -> Result<KafkaSink, SinkError> {
     cluster
         .ensure_topic(topic, partitions, 1)
         .map_err(|e| SinkError::OpenTopic { topic: topic.to_string(), source: Box::new(e) })?;
-    KafkaSink::open_with(cluster, topic, delivery)
+    KafkaSink::open_leased(cluster, topic, delivery, lease)
+}
+
+/// The session timeout and heartbeat of a `[source] scale_out` job's
+/// consumer (its `[source.kafka]` properties, or librdkafka's defaults).
+pub(super) fn member_session(job: &Job) -> Option<(std::time::Duration, std::time::Duration)> {
+    match &job.source {
+        SourceSpec::Kafka { properties, .. } if job.config.source.scale_out => {
+            Some(Lease::session_of(properties))
+        }
+        _ => None,
+    }
+}
+
+/// The lease a `[source] scale_out` job's sinks write under.
+fn member_lease(job: &Job) -> Option<Lease> {
+    member_session(job).map(|(session, heartbeat)| Lease::for_session(session, heartbeat))
 }
 
 /// A file source: one file, or several (a folder or a glob), each its own
@@ -249,6 +274,7 @@ dead_letter = "dlq"
             "out",
             2,
             &Delivery::Idempotent,
+            None,
         )
         .unwrap();
         assert_eq!(sink.client_property("linger.ms").as_deref(), Some("42"));
@@ -298,6 +324,7 @@ dead_letter = "dlq"
             partitions: None,
             path: Some(input),
             kafka: Default::default(),
+            scale_out: false,
         };
         sink_down.sink.brokers = Some("127.0.0.1:1".into());
         for (config, side) in [(source_down, "source topic 'in': "), (sink_down, "sink topic 'out': ")] {

@@ -16,6 +16,7 @@ mod checkpointing;
 mod collect;
 pub mod connect;
 mod dead_letter;
+mod group;
 mod live;
 mod map_stage;
 mod operator;
@@ -348,6 +349,18 @@ impl Pipeline {
         options: &RunOptions,
         on_emit: &mut (dyn FnMut(Emitted<'_>) + Send),
     ) -> Result<RunSummary, PipelineError> {
+        if self.job.config.source.scale_out {
+            if options.restore != RestoreFrom::Latest {
+                return Err(self
+                    .job
+                    .error(
+                        "source.scale_out",
+                        "a member of a group restores from the group's checkpoints: --from-checkpoint takes only latest",
+                    )
+                    .into());
+            }
+            return group::run(self, source, sinks, options, on_emit);
+        }
         let workers = self.workers_for(source);
         if workers > 1 {
             return parallel::run(self, source, workers, sinks, options, on_emit);

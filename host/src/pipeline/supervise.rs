@@ -65,7 +65,14 @@ pub fn run_with_restarts(
         if !retryable(&error) || options.stop.load(Ordering::Relaxed) {
             return Err(error);
         }
-        let Some(delay) = strategy.next_delay(started.elapsed()) else { return Err(error) };
+        // A member of a consumer group that lost its lease joins the group
+        // again whatever the strategy: it did not fail, it was suspended.
+        let lease_lost = matches!(error, PipelineError::Sink(crate::sink::SinkError::LeaseLost { .. }));
+        let delay = match lease_lost {
+            true => Some(Duration::from_millis(500)),
+            false => strategy.next_delay(started.elapsed()),
+        };
+        let Some(delay) = delay else { return Err(error) };
         restarts += 1;
         on_restart(Restart { number: strategy.restarts(), limit: strategy.limit(), delay, error: &error });
         // The wait ends early on a stop.

@@ -18,12 +18,12 @@
 mod sequence;
 
 use super::{DeliveryFailure, Sink, SinkError};
-use crate::kafka::{Cluster, KafkaError, effective_property, err_text};
+use crate::kafka::{Cluster, KafkaError, Lease, effective_property, err_text};
 use rdkafka::ClientContext;
 use rdkafka::bindings as rd;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::types::RDKafkaRespErr;
 use sequence::Sequencer;
 pub use sequence::{SEQUENCE_HEADER, SOURCE_PARTITION_HEADER};
@@ -76,6 +76,11 @@ pub struct KafkaSink {
     /// Messages queued so far: each carries its number as its delivery
     /// opaque, so a report tells whether it was sent before a barrier.
     produced: u64,
+    /// A member of a consumer group: the lease its output needs.
+    lease: Option<Lease>,
+    /// The lease was lost: what was queued is purged, and nothing more is
+    /// written.
+    fenced: bool,
 }
 
 /// The sink's [`Delivery`], with what it keeps.
@@ -99,7 +104,19 @@ impl KafkaSink {
     /// transactional one registers its id (fencing any older producer with
     /// it) and opens a transaction.
     pub fn open_with(cluster: &Cluster, topic: &str, delivery: &Delivery) -> Result<KafkaSink, SinkError> {
-        let mut sink = KafkaSink::connect(cluster, topic, delivery)
+        KafkaSink::open_leased(cluster, topic, delivery, None)
+    }
+
+    /// [`KafkaSink::open_with`] for a member of a consumer group: its
+    /// messages expire after the lease's `message_timeout`, and it writes
+    /// nothing once the lease is lost (see `kafka::lease`).
+    pub fn open_leased(
+        cluster: &Cluster,
+        topic: &str,
+        delivery: &Delivery,
+        lease: Option<&Lease>,
+    ) -> Result<KafkaSink, SinkError> {
+        let mut sink = KafkaSink::connect(cluster, topic, delivery, lease)
             .map_err(|e| SinkError::OpenTopic { topic: topic.to_string(), source: Box::new(e) })?;
         if let Mode::Transactions { .. } = sink.mode {
             let timeout = sink.cluster.config().request_timeout;
@@ -110,7 +127,12 @@ impl KafkaSink {
         Ok(sink)
     }
 
-    fn connect(cluster: &Cluster, topic: &str, delivery: &Delivery) -> Result<KafkaSink, KafkaError> {
+    fn connect(
+        cluster: &Cluster,
+        topic: &str,
+        delivery: &Delivery,
+        lease: Option<&Lease>,
+    ) -> Result<KafkaSink, KafkaError> {
         let fail = |reason: String| KafkaError::Topic {
             brokers: cluster.label().to_string(),
             topic: topic.to_string(),
@@ -124,6 +146,12 @@ impl KafkaSink {
         let partitions = metadata.topics().iter().map(|t| t.partitions().len()).sum::<usize>();
 
         let mut config = cluster.config().producer(cluster.bootstrap());
+        if let Some(lease) = lease {
+            // What this member queued cannot outlive its lease.
+            let wanted = lease.message_timeout.as_millis().max(1);
+            let set = config.get("message.timeout.ms").and_then(|v| v.parse::<u128>().ok());
+            config.set("message.timeout.ms", set.map_or(wanted, |v| v.min(wanted)).to_string());
+        }
         if let Delivery::Transactions { id } = delivery {
             config.set("transactional.id", id);
             // librdkafka wants a transaction to outlive a message's
@@ -168,7 +196,30 @@ impl KafkaSink {
             cluster: cluster.clone(),
             mode,
             produced: 0,
+            lease: lease.cloned(),
+            fenced: false,
         })
+    }
+
+    /// Refuses to go on once the lease is lost, purging what is queued.
+    fn check_lease(&mut self) -> Result<(), SinkError> {
+        match &self.lease {
+            Some(lease) if self.fenced || !lease.holds() => {
+                let suspended_after = lease.suspended_after();
+                self.purge();
+                Err(SinkError::LeaseLost { topic: self.topic.clone(), suspended_after })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Drops every message not yet delivered, for good.
+    fn purge(&mut self) {
+        if !self.fenced {
+            self.fenced = true;
+            self.producer.purge(PurgeConfig::default().queue().inflight());
+            self.producer.poll(Duration::ZERO);
+        }
     }
 
     fn transaction_error(&self, action: &'static str, e: rdkafka::error::KafkaError) -> SinkError {
@@ -373,6 +424,7 @@ impl Sink for KafkaSink {
         key: Option<&[u8]>,
         payload: &[u8],
     ) -> Result<(), SinkError> {
+        self.check_lease()?;
         self.check_failures()?;
         match &mut self.mode {
             Mode::Sequence(sequencer) => {
@@ -393,6 +445,7 @@ impl Sink for KafkaSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
+        self.check_lease()?;
         // Every message is delivered or failed within the delivery timeout,
         // so this wait ends.
         let limit = self.delivery_timeout + self.cluster.config().request_timeout;
@@ -425,6 +478,7 @@ impl Sink for KafkaSink {
     /// per output partition, an offset no later than its first record after
     /// the barrier: where a restore reads back from.
     fn checkpoint_state(&mut self) -> Result<Vec<u8>, SinkError> {
+        self.check_lease()?;
         if let Mode::Transactions { .. } = self.mode {
             self.flush()?;
             return Ok(Vec::new());
@@ -450,6 +504,7 @@ impl Sink for KafkaSink {
     }
 
     fn checkpoint_pending(&mut self) -> Result<bool, SinkError> {
+        self.check_lease()?;
         self.producer.poll(Duration::ZERO);
         self.unpolled = 0;
         self.check_failures()?;
@@ -478,6 +533,25 @@ impl Sink for KafkaSink {
         }
     }
 
+    fn fence(&mut self) {
+        if let Some(lease) = &self.lease {
+            lease.lose();
+        }
+        self.purge();
+    }
+
+    fn merge_states(&self, pieces: &[(Vec<i32>, Vec<u8>)]) -> Result<Vec<u8>, SinkError> {
+        match &self.mode {
+            Mode::Sequence(_) => sequence::merge(pieces).ok_or_else(|| SinkError::State {
+                sink: self.topic.clone(),
+                reason: "the checkpoints of the group's members hold states that do not fit together \
+                         (another exactly_once, or another partition count)"
+                    .into(),
+            }),
+            Mode::Idempotent | Mode::Transactions { .. } => Ok(Vec::new()),
+        }
+    }
+
     fn skipped(&self) -> u64 {
         match &self.mode {
             Mode::Sequence(sequencer) => sequencer.skipped(),
@@ -493,9 +567,14 @@ impl Drop for KafkaSink {
         if let Mode::Transactions { open: true } = self.mode {
             let _ = self.producer.abort_transaction(Duration::from_secs(5));
         }
+        // A member that lost its lease leaves nothing to be sent.
+        if self.lease.as_ref().is_some_and(|l| !l.holds()) {
+            self.purge();
+            return;
+        }
         // Dropping rdkafka's producer purges its queue; give queued messages
         // a short chance, and say if any are lost.
-        if self.in_flight() > 0 && self.producer.flush(Duration::from_secs(5)).is_err() {
+        if !self.fenced && self.in_flight() > 0 && self.producer.flush(Duration::from_secs(5)).is_err() {
             tracing::warn!(
                 "topic '{}': {} message(s) were not delivered before the sink closed (flush it first)",
                 self.topic,

@@ -109,6 +109,19 @@ pub enum SinkError {
         /// librdkafka's error.
         source: Box<rdkafka::error::KafkaError>,
     },
+    /// A member of a consumer group was suspended (SIGSTOP, a frozen VM)
+    /// for longer than its lease: the group may have given its partitions
+    /// to another member, so it wrote nothing more and dropped what it held.
+    #[error(
+        "sink topic '{topic}': this process did not run for more than {suspended_after:?}, so its consumer group may \
+         have given its partitions to another member: it writes nothing more and joins the group again"
+    )]
+    LeaseLost {
+        /// The topic.
+        topic: String,
+        /// How long the process may go without running.
+        suspended_after: std::time::Duration,
+    },
     /// A sink was used while the workers of a parallel run still held it
     /// (a bug in weir, reported rather than losing records).
     #[error("sink {sink}: used while the workers still hold it (this is a bug in weir; please report it)")]
@@ -130,7 +143,8 @@ impl SinkError {
             | SinkError::Undelivered { topic, .. }
             | SinkError::FlushTimeout { topic, .. }
             | SinkError::ReadBack { topic, .. }
-            | SinkError::Transaction { topic, .. } => topic.clone(),
+            | SinkError::Transaction { topic, .. }
+            | SinkError::LeaseLost { topic, .. } => topic.clone(),
             SinkError::State { sink, .. } | SinkError::Detached { sink } => sink.clone(),
         }
     }
@@ -239,6 +253,20 @@ pub trait Sink: Send {
     fn restore(&mut self, state: Option<&[u8]>) -> Result<(), SinkError> {
         let _ = state;
         Ok(())
+    }
+
+    /// The member of a consumer group this sink writes for lost its
+    /// partitions before it could hand them over: drop everything not yet
+    /// written, and write nothing more. The default keeps everything.
+    fn fence(&mut self) {}
+
+    /// One state made of pieces of several checkpoints' states, each piece
+    /// kept for the source partitions listed with it: a member of a
+    /// consumer group restores each partition it gains from the checkpoint
+    /// of whoever had it. The default (a sink whose state does not depend
+    /// on source partitions) keeps the first piece.
+    fn merge_states(&self, pieces: &[(Vec<i32>, Vec<u8>)]) -> Result<Vec<u8>, SinkError> {
+        Ok(pieces.first().map(|(_, state)| state.clone()).unwrap_or_default())
     }
 
     /// Records not written because a restored run had written them before

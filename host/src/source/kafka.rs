@@ -9,10 +9,19 @@
 //!
 //! Bounded mode (`--until-end`) reads each partition up to the high
 //! watermark it had at open, then ends, even if more arrives meanwhile.
+//!
+//! With `scale_out`, the consumer subscribes to the topic as a member of
+//! its group (cooperative-sticky) instead of assigning every partition.
+//! Its queue is then read as events (`rd_kafka_queue_poll`, one message
+//! per event, still borrowed): a batch read would have librdkafka act on
+//! a rebalance by itself. A rebalance is kept ([`Source::group_changes`])
+//! until the job has checkpointed what it loses or restored what it gains,
+//! and then assigned ([`Source::take_partitions`],
+//! [`Source::release_partitions`]).
 
 use super::{CommitError, Poll, RawRecord, Source, SourceError};
 use crate::kafka::{
-    Cluster, KafkaError, OutageReport, WeirContext, effective_property, err_text, is_transient,
+    Cluster, GroupChange, KafkaError, OutageReport, WeirContext, effective_property, err_text, is_transient,
 };
 use rdkafka::bindings as rd;
 use rdkafka::config::RDKafkaLogLevel;
@@ -64,6 +73,9 @@ pub struct KafkaSourceOptions {
     pub start: StartFrom,
     /// Bounded: end at the end offsets seen at open.
     pub until_end: bool,
+    /// Join `group` and read the partitions it gives this member, which
+    /// change as members come and go (see the module documentation).
+    pub scale_out: bool,
 }
 
 impl KafkaSourceOptions {
@@ -74,6 +86,7 @@ impl KafkaSourceOptions {
             group: None,
             start: StartFrom::Earliest,
             until_end: false,
+            scale_out: false,
         }
     }
 }
@@ -127,6 +140,11 @@ pub struct KafkaSource {
     /// In an outage, when the brokers were last asked whether they are back.
     probed: Instant,
     cluster: Cluster,
+    /// A member of a group (`scale_out`): the rebalances not acted on yet,
+    /// and which partitions the member reads now. Outside a group every
+    /// partition is owned.
+    rebalances: Option<Vec<GroupChange>>,
+    owned: Vec<bool>,
 }
 
 /// How often a source in an outage asks the brokers whether they are back.
@@ -151,16 +169,28 @@ impl KafkaSource {
         if options.start == StartFrom::Committed && options.group.is_none() {
             return Err(fail("start = committed needs a consumer group".into()));
         }
+        if options.scale_out && options.group.is_none() {
+            return Err(fail("scale_out needs a consumer group".into()));
+        }
         // librdkafka needs a group id to hand out a consumer queue; a source
         // without a group gets a private one and never commits.
         let group = options
             .group
             .clone()
             .unwrap_or_else(|| format!("weir-{}-{}", std::process::id(), unique_suffix()));
-        let consumer: BaseConsumer<WeirContext> = cluster
-            .config()
-            .consumer(cluster.bootstrap(), &group, options.until_end)
-            .create_with_context(WeirContext)
+        let rebalances = options.scale_out.then(Vec::new);
+        let mut config = cluster.config().consumer(cluster.bootstrap(), &group, options.until_end);
+        let context = match options.scale_out {
+            true => {
+                // Members keep what they own across a rebalance and move
+                // only what must move.
+                config.set("partition.assignment.strategy", "cooperative-sticky");
+                WeirContext::for_group()
+            }
+            false => WeirContext::default(),
+        };
+        let consumer: BaseConsumer<WeirContext> = config
+            .create_with_context(context)
             .map_err(|e| fail(format!("cannot create a consumer: {e}")))?;
         let timeout = cluster.config().request_timeout;
 
@@ -198,7 +228,9 @@ impl KafkaSource {
                     StartFrom::Committed if committed[i] >= 0 => committed[i].max(low),
                     StartFrom::Committed => low,
                 };
-                done[i] = start >= high;
+                // A member of a group learns where its partitions start
+                // when the group gives them to it.
+                done[i] = !options.scale_out && start >= high;
                 ends.push(high);
             }
             Some(ends)
@@ -209,7 +241,7 @@ impl KafkaSource {
         let mut assignment = TopicPartitionList::with_capacity(n);
         for (i, &p) in partitions.iter().enumerate() {
             // A finished partition is not fetched at all.
-            if done[i] {
+            if done[i] || options.scale_out {
                 continue;
             }
             let offset = match options.start {
@@ -221,7 +253,11 @@ impl KafkaSource {
                 .add_partition_offset(topic, p, offset)
                 .map_err(|e| fail(format!("cannot assign partition {p}: {e}")))?;
         }
-        consumer.assign(&assignment).map_err(|e| fail(format!("cannot assign the partitions: {e}")))?;
+        if options.scale_out {
+            consumer.subscribe(&[topic]).map_err(|e| fail(format!("cannot join group '{group}': {e}")))?;
+        } else {
+            consumer.assign(&assignment).map_err(|e| fail(format!("cannot assign the partitions: {e}")))?;
+        }
 
         // SAFETY: the consumer is live; the queue reference is released in
         // `ConsumerQueue::drop`, before the consumer (field order).
@@ -264,6 +300,8 @@ impl KafkaSource {
             outage: OutageReport::new("source", topic, cluster.label()),
             probed: Instant::now(),
             cluster: cluster.clone(),
+            owned: vec![!options.scale_out; n],
+            rebalances,
         })
     }
 
@@ -279,15 +317,115 @@ impl KafkaSource {
         &self.topic
     }
 
-    /// Bounded mode: each partition's end offset, as seen at open.
-    pub fn end_offsets(&self) -> Option<Vec<(i32, i64)>> {
-        self.ends.as_ref().map(|ends| self.partitions.iter().copied().zip(ends.iter().copied()).collect())
+    /// Whether the group asked for a rebalance not acted on yet.
+    fn rebalancing(&self) -> bool {
+        self.rebalances.as_ref().is_some_and(|q| !q.is_empty())
     }
 
-    /// Bounded mode: the partitions read to their end offset (including
-    /// those that had nothing to read), which will hand over nothing more.
-    pub fn finished_partitions(&self) -> Vec<i32> {
-        self.partitions.iter().zip(&self.done).filter(|(_, d)| **d).map(|(p, _)| *p).collect()
+    /// A member of a group: like the batch read of [`Source::poll`], from
+    /// events, keeping each rebalance for the job (and returning at once).
+    /// Returns how many records were handed over.
+    fn poll_events(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        each: &mut dyn FnMut(KafkaRecord<'_>),
+    ) -> Result<usize, SourceError> {
+        let deadline = Instant::now() + wait;
+        let mut handed = 0usize;
+        while handed < max && !self.rebalancing() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout_ms = match handed {
+                0 if !left.is_zero() => i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX),
+                _ => 0,
+            };
+            // SAFETY: the queue is live; a returned event is destroyed below.
+            let event = unsafe { rd::rd_kafka_queue_poll(self.queue.0, timeout_ms) };
+            if event.is_null() {
+                if handed > 0 || Instant::now() >= deadline {
+                    break;
+                }
+                continue;
+            }
+            let mut failure = None;
+            // SAFETY: `event` is live until destroyed at the end; the
+            // messages and lists it hands out are owned by it.
+            unsafe {
+                match rd::rd_kafka_event_type(event) {
+                    rd::RD_KAFKA_EVENT_FETCH => loop {
+                        let m = rd::rd_kafka_event_message_next(event);
+                        if m.is_null() || failure.is_some() {
+                            break;
+                        }
+                        match self.handle(&*m, each) {
+                            Ok(true) => handed += 1,
+                            Ok(false) => {}
+                            Err(e) => failure = Some(e),
+                        }
+                    },
+                    rd::RD_KAFKA_EVENT_REBALANCE => {
+                        let err = rd::rd_kafka_event_error(event);
+                        let list = rd::rd_kafka_event_topic_partition_list(event);
+                        let mut partitions = Vec::new();
+                        if !list.is_null() {
+                            let list = &*list;
+                            for k in 0..usize::try_from(list.cnt).unwrap_or(0) {
+                                partitions.push((*list.elems.add(k)).partition);
+                            }
+                        }
+                        partitions.sort_unstable();
+                        let change = match err {
+                            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                                Some(GroupChange::Assigned(partitions))
+                            }
+                            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                                let lost = self.consumer.assignment_lost();
+                                Some(GroupChange::Revoked { partitions, lost })
+                            }
+                            other => {
+                                tracing::warn!("consumer group rebalance failed: {}", err_text(other));
+                                None
+                            }
+                        };
+                        if let (Some(change), Some(queue)) = (change, self.rebalances.as_mut()) {
+                            tracing::debug!("consumer group: {change:?}");
+                            queue.push(change);
+                        }
+                    }
+                    rd::RD_KAFKA_EVENT_ERROR => {
+                        let code = rd::rd_kafka_event_error(event);
+                        let text = rd::rd_kafka_event_error_string(event);
+                        let text = if text.is_null() {
+                            err_text(code)
+                        } else {
+                            CStr::from_ptr(text).to_string_lossy().into_owned()
+                        };
+                        tracing::debug!(target: "librdkafka", "{}: {text}", err_text(code));
+                        if is_transient(code.into()) {
+                            self.outage.unreachable(&text);
+                        }
+                    }
+                    _ => {}
+                }
+                rd::rd_kafka_event_destroy(event);
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+        Ok(handed)
+    }
+
+    /// The topic's partitions as a list for librdkafka.
+    fn partition_list(&self, partitions: &[(i32, Offset)]) -> Result<TopicPartitionList, SourceError> {
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for &(p, offset) in partitions {
+            tpl.add_partition_offset(&self.topic, p, offset).map_err(|e| SourceError::Seek {
+                name: self.topic.clone(),
+                reason: format!("cannot assign partition {p}: {e}"),
+            })?;
+        }
+        Ok(tpl)
     }
 
     /// For each partition, the offset after the last record handed over
@@ -345,6 +483,13 @@ impl KafkaSource {
         }
         match self.consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => self.outage.reachable(),
+            // A member of a group restores from checkpoints, not from its
+            // commits, which a rebalance under way refuses (they only show
+            // the group's progress): the next one carries the offsets.
+            Err(e) if self.rebalances.is_some() => {
+                tracing::debug!("offsets not committed (the group may be rebalancing): {e}");
+                return Ok(());
+            }
             // The brokers are away: the offsets stay uncommitted, and the
             // next commit (which carries every partition's latest offset)
             // sends them again. Only a restart in between would re-read
@@ -492,7 +637,7 @@ impl KafkaSource {
             if m.err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF {
                 // Everything up to the partition's current high watermark has
                 // been handed over, and that is at least the end seen at open.
-                if bounded && let Some(i) = self.index(m.partition) {
+                if bounded && let Some(i) = self.index(m.partition).filter(|&i| self.owned[i]) {
                     self.finish(i);
                 }
                 return Ok(false);
@@ -508,6 +653,10 @@ impl KafkaSource {
         let Some(i) = self.index(m.partition) else {
             return Ok(false);
         };
+        // Still queued from before the group took the partition away.
+        if !self.owned[i] {
+            return Ok(false);
+        }
         // A record before the partition's next offset comes from an earlier
         // assignment (fetched before a `seek`, still queued): it was read,
         // or is to be skipped, already.
@@ -555,13 +704,21 @@ impl KafkaSource {
         wait: Duration,
         each: &mut dyn FnMut(KafkaRecord<'_>),
     ) -> Result<Poll, SourceError> {
-        if self.ends.is_some() && self.remaining == 0 {
+        // A member of a group never ends by itself: its partitions may
+        // change hands, and the job decides when every one is done.
+        let ends_alone = self.ends.is_some() && self.rebalances.is_none();
+        if ends_alone && self.remaining == 0 {
             return Ok(Poll::End);
         }
         // First, so that errors queued while the loop was busy elsewhere (a
         // sink's flush waits out an outage) come before the records that
         // show the brokers are back.
         self.serve_events();
+        if self.rebalances.is_some() {
+            let handed = self.poll_events(max, wait, each)?;
+            self.probe(wait);
+            return Ok(if handed == 0 { Poll::Idle } else { Poll::Records(handed) });
+        }
         let deadline = Instant::now() + wait;
         let mut handed = 0usize;
         while handed < max {
@@ -600,14 +757,14 @@ impl KafkaSource {
             if let Some(e) = failure {
                 return Err(e);
             }
-            let finished = self.ends.is_some() && self.remaining == 0;
+            let finished = ends_alone && self.remaining == 0;
             if finished || (got < size && (handed > 0 || Instant::now() >= deadline)) {
                 break;
             }
         }
         self.probe(wait);
         Ok(match handed {
-            0 if self.ends.is_some() && self.remaining == 0 => Poll::End,
+            0 if ends_alone && self.remaining == 0 => Poll::End,
             0 => Poll::Idle,
             n => Poll::Records(n),
         })
@@ -640,6 +797,89 @@ impl Source for KafkaSource {
 
     fn caught_up(&self, partition: i32) -> bool {
         self.read_to_high_watermark(partition)
+    }
+
+    fn group_changes(&mut self) -> Vec<GroupChange> {
+        self.rebalances.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn take_partitions(&mut self, partitions: &[(i32, Option<i64>)]) -> Result<(), SourceError> {
+        let fail = |name: &str, reason: String| SourceError::Seek { name: name.to_string(), reason };
+        if self.rebalances.is_none() {
+            return Err(fail(&self.topic, "it is not in a consumer group".into()));
+        }
+        let mut list = Vec::with_capacity(partitions.len());
+        let mut finished = Vec::new();
+        for &(p, resume) in partitions {
+            let Some(i) = self.index(p) else {
+                return Err(fail(&self.topic, format!("the topic has no partition {p}")));
+            };
+            self.owned[i] = true;
+            self.next[i] = resume.unwrap_or(-1);
+            // Read to its end only if it resumes there: an end noted while
+            // another member owned it (or before) does not count.
+            self.done[i] = matches!((resume, &self.ends), (Some(o), Some(ends)) if o >= ends[i]);
+            if self.done[i] {
+                finished.push((p, Offset::Beginning));
+            }
+            list.push((
+                p,
+                match (resume, self.start) {
+                    (Some(o), _) => Offset::Offset(o),
+                    (None, StartFrom::Earliest) => Offset::Beginning,
+                    (None, StartFrom::Latest) => Offset::End,
+                    (None, StartFrom::Committed) => Offset::Stored,
+                },
+            ));
+        }
+        let tpl = self.partition_list(&list)?;
+        if let Some(e) = self.consumer.incremental_assign(&tpl).err() {
+            return Err(fail(&self.topic, format!("cannot take the partitions the group gave: {e}")));
+        }
+        // A partition read to its end needs no fetching.
+        if !finished.is_empty() {
+            let _ = self.consumer.pause(&self.partition_list(&finished)?);
+        }
+        self.remaining = self.done.iter().filter(|d| !**d).count();
+        Ok(())
+    }
+
+    fn release_partitions(&mut self, partitions: &[i32]) -> Result<(), SourceError> {
+        if self.rebalances.is_none() {
+            return Err(SourceError::Seek {
+                name: self.topic.clone(),
+                reason: "it is not in a consumer group".into(),
+            });
+        }
+        let list: Vec<(i32, Offset)> = partitions.iter().map(|&p| (p, Offset::Invalid)).collect();
+        for &p in partitions {
+            if let Some(i) = self.index(p) {
+                self.owned[i] = false;
+                self.next[i] = -1;
+            }
+        }
+        let tpl = self.partition_list(&list)?;
+        self.consumer.incremental_unassign(&tpl).map_err(|e| SourceError::Seek {
+            name: self.topic.clone(),
+            reason: format!("cannot give back the partitions the group took: {e}"),
+        })
+    }
+
+    fn end_offsets(&self) -> Option<Vec<(i32, i64)>> {
+        self.ends.as_ref().map(|ends| self.partitions.iter().copied().zip(ends.iter().copied()).collect())
+    }
+
+    fn set_end_offsets(&mut self, ends: &[(i32, i64)]) {
+        let Some(own) = &mut self.ends else { return };
+        for &(p, end) in ends {
+            if let Some(i) = self.partitions.iter().position(|&q| q == p) {
+                own[i] = end;
+            }
+        }
+    }
+
+    fn finished_partitions(&self) -> Vec<i32> {
+        self.partitions.iter().zip(&self.done).filter(|(_, d)| **d).map(|(p, _)| *p).collect()
     }
 
     /// Assigns the partitions again, the listed ones at their offsets. In
@@ -681,6 +921,8 @@ impl Source for KafkaSource {
 
 impl Drop for KafkaSource {
     fn drop(&mut self) {
+        // A member leaving its group gives its partitions back as it closes
+        // (`WeirContext`), with no session left to checkpoint them first.
         // The consumer's close (in rdkafka's drop) is answered on the main
         // queue: forward it to the consumer queue again, as rdkafka set it.
         // SAFETY: both queues are live until the fields drop, after this.

@@ -6,7 +6,7 @@ pub mod file;
 pub mod files;
 pub mod kafka;
 
-use crate::kafka::KafkaError;
+use crate::kafka::{GroupChange, KafkaError};
 use rdkafka::error::RDKafkaErrorCode;
 use std::path::PathBuf;
 
@@ -190,6 +190,52 @@ pub trait Source: Send {
     /// its own records late. A source that cannot tell says yes.
     fn caught_up(&self, _partition: i32) -> bool {
         true
+    }
+
+    /// A member of a consumer group (a Kafka source with `scale_out`): the
+    /// rebalances since the last call, in order, each still to be acted on
+    /// with [`Source::take_partitions`] or [`Source::release_partitions`].
+    /// Other sources are never in a group.
+    fn group_changes(&mut self) -> Vec<GroupChange> {
+        Vec::new()
+    }
+
+    /// A member of a group starts reading partitions the group gave it,
+    /// each at its offset (the next record to read), or where the source's
+    /// `start` says for `None`.
+    fn take_partitions(&mut self, partitions: &[(i32, Option<i64>)]) -> Result<(), SourceError> {
+        let _ = partitions;
+        Err(SourceError::Seek {
+            name: self.name().to_string(),
+            reason: "it is not in a consumer group".into(),
+        })
+    }
+
+    /// A member of a group stops reading partitions the group took away.
+    fn release_partitions(&mut self, partitions: &[i32]) -> Result<(), SourceError> {
+        let _ = partitions;
+        Err(SourceError::Seek {
+            name: self.name().to_string(),
+            reason: "it is not in a consumer group".into(),
+        })
+    }
+
+    /// A bounded source: where each partition ends, `(partition, offset
+    /// after its last record)`, as seen at open; `None` when unbounded or
+    /// when the source cannot tell.
+    fn end_offsets(&self) -> Option<Vec<(i32, i64)>> {
+        None
+    }
+
+    /// A bounded member of a group: ends its partitions at `ends` instead
+    /// of the offsets it saw at open (every member must agree on them).
+    fn set_end_offsets(&mut self, ends: &[(i32, i64)]) {
+        let _ = ends;
+    }
+
+    /// A bounded source: the partitions it has read to their end.
+    fn finished_partitions(&self) -> Vec<i32> {
+        Vec::new()
     }
 
     /// Whether [`Source::split`] can spread the partitions over workers.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod host;
+pub mod kafka;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

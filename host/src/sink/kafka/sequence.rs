@@ -193,9 +193,14 @@ impl Sequencer {
         }
         // Records the run before wrote past this checkpoint's numbers: the
         // replay makes them again and skips them.
+        // Counted for the source partitions the checkpoint numbers (a
+        // member of a consumer group also reads back other members' pairs,
+        // which it does not write).
+        let sources: std::collections::BTreeSet<i32> = self.last.keys().map(|&(source, _)| source).collect();
         let ahead: u64 = self
             .written
             .iter()
+            .filter(|((source, _), _)| sources.contains(source))
             .map(|(pair, &written)| written.saturating_sub(self.last.get(pair).copied().unwrap_or(0)))
             .sum();
         tracing::info!(
@@ -237,7 +242,7 @@ impl Sequencer {
             return Ok(written);
         }
         let consumer: BaseConsumer<WeirContext> =
-            config.create_with_context(WeirContext).map_err(|e| fail(-1, e.to_string()))?;
+            config.create_with_context(WeirContext::default()).map_err(|e| fail(-1, e.to_string()))?;
         consumer.assign(&wanted).map_err(|e| fail(-1, e.to_string()))?;
         // Gives up only when nothing arrives for a while, however much
         // there is to read.
@@ -291,6 +296,51 @@ fn pair_of(headers: &impl Headers) -> Option<(i32, u64)> {
         }
     }
     Some((source?, seq?))
+}
+
+/// One sequenced state from pieces of several (a member of a consumer
+/// group restoring partitions that other members had): each piece gives
+/// the numbers of the pairs of its listed source partitions, and a restore
+/// reads back each output partition from the lowest offset any piece
+/// reads it from. `None` if a piece is not a sequenced state, or the
+/// pieces disagree on the partition count.
+pub(super) fn merge(pieces: &[(Vec<i32>, Vec<u8>)]) -> Option<Vec<u8>> {
+    let mut ends: Option<Vec<i64>> = None;
+    let mut pairs: BTreeMap<Pair, (u64, u64)> = BTreeMap::new();
+    for (sources, bytes) in pieces {
+        if bytes.is_empty() {
+            continue;
+        }
+        let decoded = decode(bytes)?;
+        match &mut ends {
+            None => ends = Some(decoded.ends.clone()),
+            Some(ends) if ends.len() != decoded.ends.len() => return None,
+            Some(ends) => {
+                for (end, other) in ends.iter_mut().zip(&decoded.ends) {
+                    *end = (*end).min(*other);
+                }
+            }
+        }
+        for (&pair, &last) in decoded.last.iter().filter(|(pair, _)| sources.contains(&pair.0)) {
+            let written = decoded.written.get(&pair).copied().unwrap_or(last);
+            pairs.insert(pair, (last, written));
+        }
+    }
+    let Some(ends) = ends else { return Some(Vec::new()) };
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&i32::try_from(ends.len()).ok()?.to_le_bytes());
+    for end in &ends {
+        out.extend_from_slice(&end.to_le_bytes());
+    }
+    out.extend_from_slice(&u32::try_from(pairs.len()).ok()?.to_le_bytes());
+    for (&(source, output), &(last, written)) in &pairs {
+        out.extend_from_slice(&source.to_le_bytes());
+        out.extend_from_slice(&output.to_le_bytes());
+        out.extend_from_slice(&last.to_le_bytes());
+        out.extend_from_slice(&written.to_le_bytes());
+    }
+    Some(out)
 }
 
 /// A decoded checkpoint state.
@@ -355,5 +405,45 @@ mod tests {
         other[4] = 9;
         assert!(decode(&other).is_none(), "another version");
         assert!(decode(&20u64.to_le_bytes()).is_none(), "a file sink's state");
+    }
+
+    /// A state of `ends`, with pairs `(source, output, last, written)`.
+    fn state(ends: &[i64], pairs: &[(i32, i32, u64, u64)]) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(ends.len() as i32).to_le_bytes());
+        for end in ends {
+            bytes.extend_from_slice(&end.to_le_bytes());
+        }
+        bytes.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+        for &(source, output, last, written) in pairs {
+            bytes.extend_from_slice(&source.to_le_bytes());
+            bytes.extend_from_slice(&output.to_le_bytes());
+            bytes.extend_from_slice(&last.to_le_bytes());
+            bytes.extend_from_slice(&written.to_le_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn merged_states_keep_each_pieces_own_partitions_and_read_back_from_the_lowest_offsets() {
+        // Member A had source partitions 0 and 1, member B partition 2 (and
+        // an older copy of 1, which must not win: 1 is taken from A).
+        let a = state(&[40, 7], &[(0, 0, 10, 10), (0, 1, 4, 6), (1, 0, 3, 3)]);
+        let b = state(&[35, 9], &[(1, 0, 1, 1), (2, 1, 8, 8)]);
+        let merged = merge(&[(vec![0, 1], a.clone()), (vec![2], b.clone())]).unwrap();
+        let decoded = decode(&merged).unwrap();
+        assert_eq!(decoded.ends, [35, 7], "each output partition from the lowest offset");
+        assert_eq!(decoded.last, BTreeMap::from([((0, 0), 10), ((0, 1), 4), ((1, 0), 3), ((2, 1), 8)]));
+        assert_eq!(decoded.written, BTreeMap::from([((0, 0), 10), ((0, 1), 6), ((1, 0), 3), ((2, 1), 8)]));
+        // A piece for no partition adds nothing but its offsets.
+        let only_a = decode(&merge(&[(vec![0, 1], a.clone()), (vec![], b)]).unwrap()).unwrap();
+        assert_eq!(only_a.last.len(), 3);
+        assert_eq!(only_a.ends, [35, 7]);
+        // Pieces that disagree on the partition count, or are not states,
+        // do not merge; no state at all merges to none.
+        assert!(merge(&[(vec![0], a.clone()), (vec![1], state(&[1, 2, 3], &[]))]).is_none());
+        assert!(merge(&[(vec![0], a), (vec![1], 20u64.to_le_bytes().to_vec())]).is_none());
+        assert_eq!(merge(&[(vec![0], Vec::new())]), Some(Vec::new()));
     }
 }

@@ -1,0 +1,321 @@
+//! Scale-out: several `weir run --until-end` processes of one job
+//! (`[source] scale_out`) share a topic's partitions as the members of one
+//! consumer group, against a broker in its own process, with their
+//! checkpoints in one shared folder. Members join while others run (so
+//! partitions move while windows are open) and one is killed with SIGKILL
+//! mid-run; the rest take its partitions over from its checkpoints and
+//! end by themselves once every partition is read to its end. The output
+//! topics (results, late records, dead letters) must then hold exactly
+//! what one process wrote alone: the same multiset, nothing missing,
+//! nothing twice.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::kafka::{kept, start_dev_broker, topic_values, weir_ok};
+use support::{Child, Lcg, weir_command};
+
+/// Readings 5 ms apart, keyed by device, up to 200 ms out of order, one in
+/// 300 far behind (late, or within the allowed lateness), and a bad line
+/// every 2,000.
+fn write_input(path: &Path, n: usize) {
+    let mut rng = Lcg(23);
+    let mut text = String::with_capacity(n * 80);
+    for i in 0..n as i64 {
+        let device = 1 + rng.below(48);
+        let mut ts = 1_700_000_000_000 + 5 * i - rng.below(201) as i64;
+        if rng.below(300) == 0 {
+            ts -= 300 + rng.below(2_000) as i64;
+        }
+        let temp = 333.0 + rng.below(5_000) as f64 / 100.0;
+        text.push_str(&format!(
+            "{{\"device_id\": {device}, \"temperature\": {temp}, \"execution_time\": {ts}}}\n"
+        ));
+        if i % 2_000 == 17 {
+            text.push_str(&format!(
+                "{{\"device_id\": {device}, \"temperature\": \"hot\", \"execution_time\": 0}}\n"
+            ));
+        }
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// A sliding-window job reading `readings` and writing `<name>-out`,
+/// `<name>-late` and `<name>-dead`, with `extra` sections.
+fn job(dir: &Path, name: &str, brokers: &str, source_extra: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        "name = \"{name}\"\n[source]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"readings\"\n\
+         start = \"earliest\"\n{source_extra}\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\n\
+         fields = {{ temperature = \"f64\" }}\n[time]\nmax_out_of_orderness = \"300ms\"\nallowed_lateness = \"500ms\"\n\
+         idle_timeout = \"1h\"\nlate_output = \"{name}-late\"\n[window]\ntype = \"sliding\"\nsize = \"2s\"\n\
+         slide = \"1s\"\n[function]\nplugin = \"max-temperature-agg\"\n[sink]\ntype = \"kafka\"\n\
+         brokers = \"{brokers}\"\ntopic = \"{name}-out\"\ndead_letter = \"{name}-dead\"\n{extra}"
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A `weir run` process and what it has said on stderr so far.
+struct Member {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Member {
+    fn start(dir: &Path, job: &Path) -> Member {
+        let mut child = weir_command(dir)
+            .args(["run", job.to_str().unwrap(), "--until-end"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let into = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = into.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Member { child: Child(child), log }
+    }
+
+    fn text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Each "owns partitions [..] (gained [..])" line: what the member
+    /// owned, and what it had just gained.
+    fn ownership(&self) -> Vec<(Vec<i32>, Vec<i32>)> {
+        let list = |text: &str| -> Vec<i32> {
+            text.split(|c: char| !c.is_ascii_digit())
+                .filter(|n| !n.is_empty())
+                .map(|n| n.parse().unwrap())
+                .collect()
+        };
+        self.text()
+            .lines()
+            .filter_map(|l| {
+                let rest = l.split("owns partitions ").nth(1)?;
+                let (owned, gained) = rest.split_once(" (gained ")?;
+                Some((list(owned), list(gained)))
+            })
+            .collect()
+    }
+
+    /// Waits until `done` holds for the member's ownership lines.
+    fn wait_for(&self, what: &str, done: impl Fn(&[(Vec<i32>, Vec<i32>)]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done(&self.ownership()) {
+            assert!(Instant::now() < deadline, "{what}: not within 120 s:\n{}", self.text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to end by itself; its exit status.
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "a member did not end within {limit:?}:\n{}", self.text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Consumer settings that make each partition a slow read (one small
+/// batch per fetch, a pause when the prefetch queue is full), so that a
+/// run lasts long enough for members to join and be killed in the middle
+/// of it: the output does not depend on how fast records arrive.
+const SLOW_READS: &str = "[source.kafka]\n\"queued.min.messages\" = 1\n\"queued.max.messages.kbytes\" = 1\n\
+                          \"fetch.queue.backoff.ms\" = 40\n\"max.partition.fetch.bytes\" = 1\n\
+                          \"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n";
+
+/// A broker in its own process with topic `readings` (6 partitions) full
+/// of the input, the output topics of jobs `clean` and `group`, and the
+/// clean run's output, written by one process alone.
+struct Setup {
+    _broker: Child,
+    brokers: String,
+    /// The group's job file.
+    group: PathBuf,
+}
+
+fn setup(dir: &Path, sink_extra: &str) -> Setup {
+    let (broker, brokers) = start_dev_broker(dir);
+    write_input(&dir.join("input.jsonl"), 36_000);
+    weir_ok(dir, &["topic", "create", "--brokers", &brokers, "--topic", "readings", "--partitions", "6"]);
+    for name in ["clean", "group"] {
+        for (kind, partitions) in [("out", "6"), ("dead", "2"), ("late", "2")] {
+            let topic = format!("{name}-{kind}");
+            weir_ok(
+                dir,
+                &["topic", "create", "--brokers", &brokers, "--topic", &topic, "--partitions", partitions],
+            );
+        }
+    }
+    // Small batches (a paced producer), so that slow reads are slow.
+    let produce = ["produce", "--brokers", &brokers, "--topic", "readings", "--input", "input.jsonl"];
+    weir_ok(dir, &[&produce[..], &["--key", "device_id", "--rate", "6000"]].concat());
+    let lines = std::fs::read_to_string(dir.join("input.jsonl")).unwrap().lines().count();
+    assert_eq!(kept(dir, &brokers, "readings"), lines, "the input topic holds every line");
+
+    // One process alone, the reference.
+    let clean = job(dir, "clean", &brokers, "", "");
+    weir_ok(dir, &["run", clean.to_str().unwrap(), "--until-end"]);
+
+    let storage = dir.join("shared-checkpoints");
+    let extra = format!(
+        "{sink_extra}\n[checkpoint]\nstorage = \"file://{}\"\ninterval = \"300ms\"\nmode = \"exactly-once\"\n",
+        storage.display()
+    );
+    let group = job(dir, "group", &brokers, &format!("scale_out = true\n{SLOW_READS}"), &extra);
+    Setup { _broker: broker, brokers, group }
+}
+
+/// The group's output topics hold exactly the clean run's records.
+fn assert_same_output(dir: &Path, brokers: &str, members: &[&Member]) {
+    let logs = || members.iter().map(|m| m.text()).collect::<Vec<_>>().join("\n----\n");
+    for kind in ["out", "late", "dead"] {
+        let (clean, group) = (format!("clean-{kind}"), format!("group-{kind}"));
+        kept(dir, brokers, &clean);
+        kept(dir, brokers, &group);
+        let expected = topic_values(dir, brokers, &clean);
+        assert!(!expected.is_empty(), "the clean run wrote no {kind} records");
+        let got = topic_values(dir, brokers, &group);
+        let missing = expected.iter().filter(|l| got.binary_search(l).is_err()).count();
+        assert!(
+            got == expected,
+            "{kind}: the group wrote {} records against {} by one process ({missing} missing)\n{}",
+            got.len(),
+            expected.len(),
+            logs()
+        );
+    }
+}
+
+/// The partitions a member owned last.
+fn last_owned(member: &Member) -> Vec<i32> {
+    member.ownership().last().map(|(owned, _)| owned.clone()).unwrap_or_default()
+}
+
+/// How many sessions each of `members` has started so far.
+fn sessions(members: &[&Member]) -> Vec<usize> {
+    members.iter().map(|m| m.ownership().len()).collect()
+}
+
+/// Whether `members` gained every one of `partitions` in sessions after
+/// the first `since[i]` of member `i`.
+fn taken_over(members: &[&Member], since: &[usize], partitions: &[i32]) -> bool {
+    let taken: Vec<i32> = members
+        .iter()
+        .zip(since)
+        .flat_map(|(m, &since)| m.ownership().into_iter().skip(since).flat_map(|(_, gained)| gained))
+        .collect();
+    partitions.iter().all(|p| taken.contains(p))
+}
+
+#[test]
+fn members_that_join_and_die_mid_run_write_exactly_what_one_process_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let Setup { _broker, brokers, group } = setup(dir, "");
+    let mut first = Member::start(dir, &group);
+    first.wait_for("the first member owns every partition", |lines| {
+        lines.iter().any(|(owned, _)| owned.len() == 6)
+    });
+    // Two more join while the first is under way: partitions move with
+    // their windows open.
+    let mut doomed = Member::start(dir, &group);
+    let mut third = Member::start(dir, &group);
+    doomed.wait_for("the second member gains partitions", |lines| {
+        lines.iter().any(|(owned, _)| !owned.is_empty())
+    });
+    std::thread::sleep(Duration::from_millis(300 + Lcg(7).below(1_200)));
+    let before = sessions(&[&first, &third]);
+    doomed.child.0.kill().unwrap();
+    doomed.child.0.wait().unwrap();
+    let lost = last_owned(&doomed);
+    assert!(!lost.is_empty(), "the killed member owned nothing:\n{}", doomed.text());
+
+    for member in [&mut first, &mut third] {
+        let status = member.wait(Duration::from_secs(240));
+        assert!(status.success(), "a member failed:\n{}", member.text());
+    }
+    assert!(
+        taken_over(&[&first, &third], &before, &lost),
+        "partitions {lost:?} of the killed member were not taken over:\n{}\n{}",
+        first.text(),
+        third.text()
+    );
+    // What the takeover found: records the killed member wrote after its
+    // newest checkpoint, which the survivors' replays made again.
+    let ahead = ahead_in(&first.text()) + ahead_in(&third.text());
+    eprintln!("the killed member owned {lost:?}; the survivors skipped {ahead} records it had written");
+    assert!(ahead > 0, "the killed member wrote nothing past its newest checkpoint: the kill proved nothing");
+    assert_same_output(dir, &brokers, &[&first, &third, &doomed]);
+}
+
+/// The records restores found written past their checkpoints, from the
+/// sequenced sinks' "N records written after the checkpoint" lines.
+fn ahead_in(log: &str) -> u64 {
+    let phrase = " records written after the checkpoint, not to be written again";
+    log.lines()
+        .filter_map(|l| l.split(phrase).next().filter(|_| l.contains(phrase)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_member_suspended_past_its_session_writes_nothing_for_the_partitions_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // A long linger: the suspended member's producer holds records queued
+    // and unsent when it stops.
+    let Setup { _broker, brokers, group } = setup(dir, "[sink.kafka]\n\"linger.ms\" = 1500\n");
+    let mut first = Member::start(dir, &group);
+    first.wait_for("the first member owns every partition", |lines| {
+        lines.iter().any(|(owned, _)| owned.len() == 6)
+    });
+    let mut paused = Member::start(dir, &group);
+    paused.wait_for("the second member gains partitions", |lines| {
+        lines.iter().any(|(owned, _)| !owned.is_empty())
+    });
+    std::thread::sleep(Duration::from_millis(500 + Lcg(11).below(1_000)));
+    let pid = paused.child.0.id() as i32;
+    // SAFETY: signals to a child process of this test.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let before = sessions(&[&first]);
+    let lost = last_owned(&paused);
+    // Past its session (6 s): the first member takes its partitions over.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !taken_over(&[&first], &before, &lost) {
+        assert!(Instant::now() < deadline, "partitions {lost:?} were not taken over:\n{}", first.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+
+    for member in [&mut first, &mut paused] {
+        let status = member.wait(Duration::from_secs(240));
+        assert!(status.success(), "a member failed:\n{}", member.text());
+    }
+    assert_same_output(dir, &brokers, &[&first, &paused]);
+    assert!(
+        paused.text().contains("joins the group again"),
+        "the suspended member did not notice it lost its lease:\n{}",
+        paused.text()
+    );
+}
