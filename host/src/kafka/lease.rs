@@ -7,7 +7,7 @@
 //! what it had queued as soon as the process runs again. So output is
 //! made unable to outlive the lease instead:
 //! - every message a member's sinks queue expires `message_timeout` after
-//!   it was queued (librdkafka drops it unsent, checking before it sends),
+//!   it was queued (librdkafka times it out, undelivered),
 //!   and that is below the time the group needs to give the member's
 //!   partitions away (`session.timeout.ms` less a heartbeat);
 //! - a ticker thread notices when the process did not run for longer than
