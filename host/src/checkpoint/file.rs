@@ -32,8 +32,11 @@ impl FileStorage {
     }
 }
 
-impl CheckpointStorage for FileStorage {
-    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+impl FileStorage {
+    /// Writes `bytes` to a synced temporary file, then puts it at `path`:
+    /// renamed over whatever is there (`replace`), or linked, which
+    /// refuses a target that exists. Returns whether it was put there.
+    fn put(&self, path: &str, bytes: &[u8], replace: bool) -> Result<bool, StorageError> {
         let target = Path::new(path);
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             self.root.create_dir_all(parent).map_err(self.fail("write", path))?;
@@ -44,34 +47,30 @@ impl CheckpointStorage for FileStorage {
             let mut file = self.root.create(&temp)?;
             file.write_all(bytes)?;
             file.sync_all()?;
-            self.root.rename(&temp, &self.root, target)
-        })();
-        if written.is_err() {
-            let _ = self.root.remove_file(&temp);
-        }
-        written.map_err(self.fail("write", path))
-    }
-
-    fn write_new(&self, path: &str, bytes: &[u8]) -> Result<bool, StorageError> {
-        let target = Path::new(path);
-        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-            self.root.create_dir_all(parent).map_err(self.fail("write", path))?;
-        }
-        let n = self.temp.fetch_add(1, Ordering::Relaxed);
-        let temp = format!("{path}.tmp-{}-{n}", std::process::id());
-        let written = (|| {
-            let mut file = self.root.create(&temp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            // A link, unlike a rename, refuses a target that exists.
+            if replace {
+                return self.root.rename(&temp, &self.root, target).map(|()| true);
+            }
             match self.root.hard_link(&temp, &self.root, target) {
                 Ok(()) => Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
                 Err(e) => Err(e),
             }
         })();
-        let _ = self.root.remove_file(&temp);
+        // Gone after a rename; left after a link or a failure.
+        if written.is_err() || !replace {
+            let _ = self.root.remove_file(&temp);
+        }
         written.map_err(self.fail("write", path))
+    }
+}
+
+impl CheckpointStorage for FileStorage {
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.put(path, bytes, true).map(|_| ())
+    }
+
+    fn write_new(&self, path: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+        self.put(path, bytes, false)
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {

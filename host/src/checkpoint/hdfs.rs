@@ -126,8 +126,11 @@ impl HdfsStorage {
     }
 }
 
-impl CheckpointStorage for HdfsStorage {
-    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+impl HdfsStorage {
+    /// Writes `bytes` to a temporary file, then renames it to `path`: over
+    /// whatever is there (`overwrite`), or not, when the NameNode refuses
+    /// a target that exists. Returns whether it was put there.
+    fn put(&self, path: &str, bytes: &[u8], overwrite: bool) -> Result<bool, StorageError> {
         let target = self.inside("write", path, false)?;
         let n = self.temp.fetch_add(1, Ordering::Relaxed);
         let temp = format!("{target}.tmp-{}-{n}", std::process::id());
@@ -137,29 +140,9 @@ impl CheckpointStorage for HdfsStorage {
             let mut file = self.client.create(&temp, options).await?;
             file.write_bytes(data).await?;
             file.close().await?;
-            self.client.rename(&temp, &target, true).await
-        });
-        if let Err(StorageError::Hdfs { .. }) = written {
-            // Best effort, and bounded too: the temporary file may not exist.
-            // Not after a timeout: the NameNode would not answer this either.
-            let _ = self.call("write", path, async { self.client.delete(&temp, false).await });
-        }
-        written
-    }
-
-    fn write_new(&self, path: &str, bytes: &[u8]) -> Result<bool, StorageError> {
-        let target = self.inside("write", path, false)?;
-        let n = self.temp.fetch_add(1, Ordering::Relaxed);
-        let temp = format!("{target}.tmp-{}-{n}", std::process::id());
-        let data = bytes::Bytes::copy_from_slice(bytes);
-        let written = self.call("write", path, async {
-            let options = WriteOptions::default().overwrite(true).create_parent(true);
-            let mut file = self.client.create(&temp, options).await?;
-            file.write_bytes(data).await?;
-            file.close().await?;
-            // Without overwrite, the NameNode refuses a target that exists.
-            match self.client.rename(&temp, &target, false).await {
+            match self.client.rename(&temp, &target, overwrite).await {
                 Ok(()) => Ok(true),
+                Err(e) if overwrite => Err(e),
                 Err(e) => match self.client.get_file_info(&target).await {
                     Ok(_) => {
                         self.client.delete(&temp, false).await?;
@@ -170,9 +153,21 @@ impl CheckpointStorage for HdfsStorage {
             }
         });
         if let Err(StorageError::Hdfs { .. }) = written {
+            // Best effort, and bounded too: the temporary file may not exist.
+            // Not after a timeout: the NameNode would not answer this either.
             let _ = self.call("write", path, async { self.client.delete(&temp, false).await });
         }
         written
+    }
+}
+
+impl CheckpointStorage for HdfsStorage {
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.put(path, bytes, true).map(|_| ())
+    }
+
+    fn write_new(&self, path: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+        self.put(path, bytes, false)
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
