@@ -392,19 +392,7 @@ impl KafkaSource {
                             queue.push(change);
                         }
                     }
-                    rd::RD_KAFKA_EVENT_ERROR => {
-                        let code = rd::rd_kafka_event_error(event);
-                        let text = rd::rd_kafka_event_error_string(event);
-                        let text = if text.is_null() {
-                            err_text(code)
-                        } else {
-                            CStr::from_ptr(text).to_string_lossy().into_owned()
-                        };
-                        tracing::debug!(target: "librdkafka", "{}: {text}", err_text(code));
-                        if is_transient(code.into()) {
-                            self.outage.unreachable(&text);
-                        }
-                    }
+                    rd::RD_KAFKA_EVENT_ERROR => self.client_error(event),
                     _ => {}
                 }
                 rd::rd_kafka_event_destroy(event);
@@ -551,23 +539,32 @@ impl KafkaSource {
                             crate::kafka::log_line(log_level(level), &fac, &text);
                         }
                     }
-                    rd::RD_KAFKA_EVENT_ERROR => {
-                        let code = rd::rd_kafka_event_error(event);
-                        let text = rd::rd_kafka_event_error_string(event);
-                        let text = if text.is_null() {
-                            err_text(code)
-                        } else {
-                            CStr::from_ptr(text).to_string_lossy().into_owned()
-                        };
-                        tracing::debug!(target: "librdkafka", "{}: {text}", err_text(code));
-                        if is_transient(code.into()) {
-                            self.outage.unreachable(&text);
-                        }
-                    }
+                    rd::RD_KAFKA_EVENT_ERROR => self.client_error(event),
                     _ => {}
                 }
                 rd::rd_kafka_event_destroy(event);
             }
+        }
+    }
+
+    /// An error event of librdkafka's (a broker away): logged, and the start
+    /// of an outage when it is one.
+    ///
+    /// # Safety
+    /// `event` must be a live error event.
+    unsafe fn client_error(&mut self, event: *mut rd::rd_kafka_event_t) {
+        // SAFETY: the caller's; the text is copied before the event goes.
+        let (code, text) =
+            unsafe { (rd::rd_kafka_event_error(event), rd::rd_kafka_event_error_string(event)) };
+        let text = if text.is_null() {
+            err_text(code)
+        } else {
+            // SAFETY: a NUL-terminated string the live event owns.
+            unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned()
+        };
+        tracing::debug!(target: "librdkafka", "{}: {text}", err_text(code));
+        if is_transient(code.into()) {
+            self.outage.unreachable(&text);
         }
     }
 
