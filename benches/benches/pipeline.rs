@@ -12,13 +12,19 @@
 //! - `broker` and `tansu`: Kafka to Kafka through a broker in its own
 //!   process (`weir dev-broker`'s mock cluster, or tansu), the topic filled
 //!   first; with the producer's and a bare consumer's rates as stages
-//!   (N = 400k by default, `--n-broker`).
+//!   (N = 400k by default, `--n-broker`);
+//! - `group1` and `group2`: the same topic on `weir dev-broker`, read by
+//!   1 or 2 processes as one consumer group (`[source] scale_out`), with
+//!   checkpoints in a shared folder, timed from their start to the last
+//!   exit (N as for `broker`);
 //!
 //! - kinds `window` and `agg` run the bundled guests; `native` and
 //!   `native-agg` (memory mode) the host's built-in Rust max, with the
 //!   same results, to show what the sandbox costs; `python` and
 //!   `python-agg` the same functions in Python (`max-temperature-py`,
 //!   `max-temperature-agg-py`, built with `weir plugin build` on first use);
+//!   `percentile` the percentile guest at p = 1 (the max, so the same
+//!   oracle), which sorts each window's values: real work per event;
 //!
 //! - `state`: the memory an open (key, window) costs, for window functions
 //!   (which keep the window's events) and aggregates (an accumulator).
@@ -131,6 +137,9 @@ fn windows(name: &str) -> Windows {
     match name {
         "tumbling" => Windows::Tumbling { size: 1000 },
         "sliding" => Windows::Sliding { size: 1000, slide: 100 },
+        // Long windows: each event is in 100 of them, each of about 2,000
+        // events, for functions that do real work per event.
+        "sliding10s" => Windows::Sliding { size: 10_000, slide: 100 },
         "session" => Windows::Session { gap: 100 },
         other => panic!("unknown window {other}"),
     }
@@ -629,29 +638,29 @@ fn stage(case: &str, name: &str, events: u64, seconds: f64) {
 /// and starts sending: librdkafka's timer (500 ms) and its request.
 const PRODUCER_ID_WAIT: std::time::Duration = std::time::Duration::from_millis(600);
 
-/// Modes `broker` (`weir dev-broker`: librdkafka's mock cluster) and
-/// `tansu`, each in a process of its own: the readings are produced to a
-/// topic first, one partition per device (the mock cluster keeps only 5
-/// MiB a partition, so `--n-broker` stays within that), then read once
-/// without a job (consume only), then the job runs `--until-end` from that
-/// topic to an output topic, which is read back and must hold exactly what
-/// the job emitted. The producer and the consumer-only pass are reported
-/// as stages of the case, and so is opening the job's clients (with the
-/// producer's start, [`PRODUCER_ID_WAIT`]); the case's own figure is the
-/// run from the first poll to the last delivery. The pre-fill's producer
-/// is timed from its start too.
-fn run_broker(case: &str, n: u64, window: &str, reduce: &str, kind: &str, dir: &Path) -> Measured {
-    use weir::kafka::{Cluster, KafkaConfig};
+/// The windows in output topic `topic` (their max in field `max_field`),
+/// and how many records it holds.
+fn written_windows(cluster: &weir::kafka::Cluster, topic: &str, max_field: &str) -> (u64, Digest) {
+    let mut written = Digest::default();
+    let (records, _) = read_topic(cluster, topic, &mut |payload| {
+        let text = String::from_utf8_lossy(payload);
+        let json: serde_json::Value = serde_json::from_slice(payload)
+            .unwrap_or_else(|e| panic!("an output record is not JSON ({e}): {text}"));
+        let field = |name: &str| json[name].as_i64().unwrap_or_else(|| panic!("no {name} in {text}"));
+        let max = json[max_field].as_f64().unwrap_or_else(|| panic!("no {max_field} in {text}"));
+        written.add(field("device_id"), field("window_start"), field("window_end"), max, field("count"));
+    });
+    (records, written)
+}
+
+/// Fills topic `readings` (one partition per device) with `n` readings,
+/// timing the producer from its start, then reads it once without a job
+/// (consume only); both are stages of `case`.
+fn fill_readings(case: &str, cluster: &weir::kafka::Cluster, n: u64) {
     use weir::sink::Sink;
     use weir::sink::kafka::KafkaSink;
-    let broker = match kind {
-        "broker" => start_dev_broker(dir),
-        _ => start_tansu(dir),
-    };
-    let cluster = Cluster::external(&broker.bootstrap, KafkaConfig::default()).expect("connect");
     cluster.ensure_topic("readings", DEVICES as i32, 1).expect("input topic");
-
-    let mut sink = KafkaSink::open(&cluster, "readings").expect("producer");
+    let mut sink = KafkaSink::open(cluster, "readings").expect("producer");
     std::thread::sleep(PRODUCER_ID_WAIT);
     let started = Instant::now();
     let (mut key, mut value) = (Vec::new(), Vec::new());
@@ -668,9 +677,30 @@ fn run_broker(case: &str, n: u64, window: &str, reduce: &str, kind: &str, dir: &
     drop(sink);
     stage(case, "produce", n, started.elapsed().as_secs_f64());
 
-    let (read, seconds) = read_topic(&cluster, "readings", &mut |_| {});
+    let (read, seconds) = read_topic(cluster, "readings", &mut |_| {});
     assert_eq!(read, n, "the input topic holds {read} of the {n} readings produced: the broker lost some");
     stage(case, "consume", read, seconds);
+}
+
+/// Modes `broker` (`weir dev-broker`: librdkafka's mock cluster) and
+/// `tansu`, each in a process of its own: the readings are produced to a
+/// topic first, one partition per device (the mock cluster keeps only 5
+/// MiB a partition, so `--n-broker` stays within that), then read once
+/// without a job (consume only), then the job runs `--until-end` from that
+/// topic to an output topic, which is read back and must hold exactly what
+/// the job emitted. The producer and the consumer-only pass are reported
+/// as stages of the case, and so is opening the job's clients (with the
+/// producer's start, [`PRODUCER_ID_WAIT`]); the case's own figure is the
+/// run from the first poll to the last delivery. The pre-fill's producer
+/// is timed from its start too.
+fn run_broker(case: &str, n: u64, window: &str, reduce: &str, kind: &str, dir: &Path) -> Measured {
+    use weir::kafka::{Cluster, KafkaConfig};
+    let broker = match kind {
+        "broker" => start_dev_broker(dir),
+        _ => start_tansu(dir),
+    };
+    let cluster = Cluster::external(&broker.bootstrap, KafkaConfig::default()).expect("connect");
+    fill_readings(case, &cluster, n);
 
     let (plugin, _) = plugin_for(reduce);
     let job = format!(
@@ -702,15 +732,7 @@ fn run_broker(case: &str, n: u64, window: &str, reduce: &str, kind: &str, dir: &
     drop(io);
 
     // What the topic holds must be what the job emitted, record for record.
-    let mut written = Digest::default();
-    let (records, _) = read_topic(&cluster, "max-temperature", &mut |payload| {
-        let text = String::from_utf8_lossy(payload);
-        let json: serde_json::Value = serde_json::from_slice(payload)
-            .unwrap_or_else(|e| panic!("an output record is not JSON ({e}): {text}"));
-        let field = |name: &str| json[name].as_i64().unwrap_or_else(|| panic!("no {name} in {text}"));
-        let max = json["max_temperature"].as_f64().unwrap_or_else(|| panic!("no max in {text}"));
-        written.add(field("device_id"), field("window_start"), field("window_end"), max, field("count"));
-    });
+    let (records, written) = written_windows(&cluster, "max-temperature", "max_temperature");
     assert_eq!(
         records, summary.outputs,
         "the output topic holds {records} records, the job wrote {}",
@@ -718,6 +740,95 @@ fn run_broker(case: &str, n: u64, window: &str, reduce: &str, kind: &str, dir: &
     );
     assert!(written == digest, "the output topic ({written}) is not what the job emitted ({digest})");
     Measured { events: summary.events, seconds, outputs: summary.outputs, digest }
+}
+
+/// The `[function]` table for kind `reduce` (`percentile` is the
+/// percentile guest at p = 1, the max, binding `temperature`), and the
+/// field its output holds the max in.
+fn function_toml(reduce: &str) -> (String, &'static str) {
+    match reduce {
+        "percentile" => (
+            "plugin = \"percentile\"\nparams = { p = 1.0 }\n[function.bind]\nvalue = \"temperature\"\n"
+                .into(),
+            "percentile",
+        ),
+        other => (format!("plugin = \"{}\"\n", plugin_for(other).0), "max_temperature"),
+    }
+}
+
+/// Modes `group1` and `group2`: the job as a consumer group across
+/// processes (`[source] scale_out`). The topic is filled on `weir
+/// dev-broker` in its own process, as in mode `broker`; then `members`
+/// processes (this binary, `--serve-member JOB`) start together and run
+/// the job `--until-end` as members of one group, checkpointing every
+/// second to a shared folder. The case's time is from their start to the
+/// last one's exit: joining the group, the hand-over when the second
+/// joins, restores and the last checkpoints are all in it. The output
+/// topic is read back and must hold exactly the oracle's windows.
+fn run_group(case: &str, n: u64, window: &str, reduce: &str, members: usize, dir: &Path) -> Measured {
+    use weir::kafka::{Cluster, KafkaConfig};
+    let broker = start_dev_broker(dir);
+    let cluster = Cluster::external(&broker.bootstrap, KafkaConfig::default()).expect("connect");
+    fill_readings(case, &cluster, n);
+    let storage = dir.join("group-checkpoints");
+    let _ = std::fs::remove_dir_all(&storage);
+    let (function, max_field) = function_toml(reduce);
+    let job = format!(
+        "name = \"bench-group\"\n[source]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"readings\"\nstart = \"earliest\"\nscale_out = true\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\n{}\n[function]\n{function}[sink]\ntype = \"kafka\"\ntopic = \"max-temperature\"\n[checkpoint]\nstorage = \"file://{}\"\ninterval = \"1s\"\n",
+        broker.bootstrap,
+        window_toml(window),
+        storage.display()
+    );
+    let path = dir.join("group-job.toml");
+    std::fs::write(&path, job).expect("job file");
+    let exe = std::env::current_exe().expect("exe");
+    let started = Instant::now();
+    let children: Vec<std::process::Child> = (0..members)
+        .map(|_| {
+            Command::new(&exe)
+                .args(["--serve-member", &path.display().to_string()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a member")
+        })
+        .collect();
+    let mut events = 0;
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("member");
+        assert!(out.status.success(), "member {i} failed ({})", out.status);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.starts_with("MEMBER ")).expect("a member's figures");
+        let value = |name: &str| -> f64 {
+            let field = line.split_whitespace().find_map(|w| w.strip_prefix(name)).expect("field");
+            field.parse().expect("number")
+        };
+        events += value("events=") as u64;
+        stage(case, &format!("member-{i}"), value("events=") as u64, value("seconds="));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (outputs, digest) = written_windows(&cluster, "max-temperature", max_field);
+    Measured { events, seconds, outputs, digest }
+}
+
+/// `--serve-member JOB`: one member of a `group` case, as `weir run JOB
+/// --until-end` runs it; prints its figures.
+fn serve_member(path: &Path) -> ExitCode {
+    let text = std::fs::read_to_string(path).expect("job file");
+    let job = weir::job::Job::parse(&text, "group-job.toml", path.parent().expect("dir")).expect("job");
+    let engine = PluginEngine::new(EngineConfig { cache_dir: None, max_instances: 4 }).expect("engine");
+    let mut pipeline = Pipeline::build(job, &engine).expect("pipeline");
+    let started = Instant::now();
+    let mut io = weir::pipeline::connect::open(pipeline.job(), true, None).expect("io");
+    let summary =
+        pipeline.run(&mut *io.source, &mut io.sinks, &RunOptions::default(), &mut |_| {}).expect("run");
+    drop(io);
+    println!(
+        "MEMBER events={} outputs={} seconds={:.3}",
+        summary.events,
+        summary.outputs,
+        started.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
 }
 
 /// Mode `state`: the memory one open (key, window) costs. 100,000 keys,
@@ -863,6 +974,8 @@ fn child(case: &str, n: u64, dir: &Path, fire_delay: Option<&str>) -> ExitCode {
         "files1" => run_files(n, window, reduce, dir, 1),
         "files2" => run_files(n, window, reduce, dir, 2),
         "broker" | "tansu" => run_broker(case, n, window, reduce, mode, dir),
+        "group1" => run_group(case, n, window, reduce, 1, dir),
+        "group2" => run_group(case, n, window, reduce, 2, dir),
         other => panic!("unknown mode {other}"),
     };
     // Peak memory of the run itself, before the check below builds its own
@@ -901,6 +1014,9 @@ fn main() -> ExitCode {
     if let Some(file) = value("--serve-dev-broker") {
         return serve_dev_broker(Path::new(&file));
     }
+    if let Some(job) = value("--serve-member") {
+        return serve_member(Path::new(&job));
+    }
     if let Some(case) = value("--case") {
         return child(&case, n, &dir, value("--fire-delay").as_deref());
     }
@@ -930,6 +1046,8 @@ fn main() -> ExitCode {
         "kafka:session:agg",
         "broker:tumbling:window",
         "tansu:tumbling:window",
+        "group1:sliding10s:percentile",
+        "group2:sliding10s:percentile",
     ];
     let states = ["state:window", "state:agg"];
     let checkpoints = [
@@ -963,7 +1081,7 @@ fn main() -> ExitCode {
     }
     let events_for = |case: &str| match case.split(':').next() {
         Some("kafka") => n_kafka,
-        Some("broker" | "tansu") => n_broker,
+        Some("broker" | "tansu" | "group1" | "group2") => n_broker,
         _ => n,
     };
     for case in cases {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::host::Server;
 use support::kafka::{kept, start_dev_broker, topic_values, weir_ok};
 use support::{Child, Lcg, start_tansu, weir_command};
 
@@ -64,10 +65,20 @@ fn job(dir: &Path, name: &str, brokers: &str, source_extra: &str, extra: &str) -
 struct Member {
     child: Child,
     log: Arc<Mutex<String>>,
+    /// A phrase that gets the process killed with SIGKILL the moment it
+    /// writes a line containing it (by the thread that reads its stderr,
+    /// so that the kill lands while the process is still at what the line
+    /// says).
+    kill_on: Arc<Mutex<Option<&'static str>>>,
 }
 
 impl Member {
     fn start(dir: &Path, job: &Path) -> Member {
+        Member::start_killed_on(dir, job, None)
+    }
+
+    /// Starts a member that is killed on its first line with `phrase`.
+    fn start_killed_on(dir: &Path, job: &Path, phrase: Option<&'static str>) -> Member {
         let mut child = weir_command(dir)
             .args(["run", job.to_str().unwrap(), "--until-end"])
             .env("RUST_LOG", "info")
@@ -79,14 +90,27 @@ impl Member {
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let into = log.clone();
+        let pid = child.id() as i32;
+        let kill_on = Arc::new(Mutex::new(phrase));
+        let trigger = kill_on.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if trigger.lock().unwrap().is_some_and(|phrase| line.contains(phrase)) {
+                    // SAFETY: a signal to a child of this test, which is
+                    // not reaped before this thread reads its end.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
                 let mut log = into.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
             }
         });
-        Member { child: Child(child), log }
+        Member { child: Child(child), log, kill_on }
+    }
+
+    /// From now on, the process is killed on its first line with `phrase`.
+    fn kill_on(&self, phrase: &'static str) {
+        *self.kill_on.lock().unwrap() = Some(phrase);
     }
 
     fn text(&self) -> String {
@@ -157,16 +181,23 @@ struct Setup {
 enum Place {
     /// `weir dev-broker`, checkpoints in a local folder.
     DevBroker,
+    /// `weir dev-broker`, checkpoints in this HDFS.
+    DevBrokerAndHdfs(String),
     /// tansu (SQLite), checkpoints in this HDFS.
     TansuAndHdfs(String),
 }
 
-fn setup(dir: &Path, place: &Place, sink_extra: &str) -> Setup {
+/// The group checkpoints every `interval`.
+fn setup(dir: &Path, place: &Place, sink_extra: &str, interval: &str) -> Setup {
     let (broker, brokers, storage): (Box<dyn std::any::Any>, String, String) = match place {
         Place::DevBroker => {
             let (broker, brokers) = start_dev_broker(dir);
             let storage = format!("file://{}", dir.join("shared-checkpoints").display());
             (Box::new(broker), brokers, storage)
+        }
+        Place::DevBrokerAndHdfs(hdfs) => {
+            let (broker, brokers) = start_dev_broker(dir);
+            (Box::new(broker), brokers, format!("{hdfs}/weir"))
         }
         Place::TansuAndHdfs(hdfs) => {
             let tansu = start_tansu();
@@ -198,7 +229,7 @@ fn setup(dir: &Path, place: &Place, sink_extra: &str) -> Setup {
     weir_ok(dir, &["run", clean.to_str().unwrap(), "--until-end"]);
 
     let extra = format!(
-        "{sink_extra}\n[checkpoint]\nstorage = \"{storage}\"\ninterval = \"300ms\"\nmode = \"exactly-once\"\n"
+        "{sink_extra}\n[checkpoint]\nstorage = \"{storage}\"\ninterval = \"{interval}\"\nmode = \"exactly-once\"\n"
     );
     let group = job(dir, "group", &brokers, &format!("scale_out = true\n{SLOW_READS}"), &extra);
     Setup { _broker: broker, brokers, group }
@@ -207,6 +238,11 @@ fn setup(dir: &Path, place: &Place, sink_extra: &str) -> Setup {
 /// The group's output topics hold exactly the clean run's records.
 fn assert_same_output(dir: &Path, brokers: &str, members: &[&Member]) {
     let logs = || members.iter().map(|m| m.text()).collect::<Vec<_>>().join("\n----\n");
+    assert_same_output_as(dir, brokers, &logs);
+}
+
+/// [`assert_same_output`], showing `logs()` when it fails.
+fn assert_same_output_as(dir: &Path, brokers: &str, logs: &dyn Fn() -> String) {
     for kind in ["out", "late", "dead"] {
         let (clean, group) = (format!("clean-{kind}"), format!("group-{kind}"));
         kept(dir, brokers, &clean);
@@ -270,7 +306,11 @@ fn on_tansu_with_hdfs_checkpoints_members_that_join_and_die_write_exactly_what_o
 /// and one of them is killed with SIGKILL mid-run; the rest end by
 /// themselves with exactly one process's output.
 fn join_and_kill(dir: &Path, place: &Place) {
-    let Setup { _broker, brokers, group } = setup(dir, place, "");
+    // Checkpoints 2 s apart, and the kill 0.8 to 1.8 s after the member's
+    // first one: it has written output past its newest checkpoint, which
+    // the survivors must skip (at 300 ms apart, a kill may land before
+    // any new output, and then prove less).
+    let Setup { _broker, brokers, group } = setup(dir, place, "", "2s");
     let mut first = Member::start(dir, &group);
     first.wait_for("the first member owns every partition", |lines| {
         lines.iter().any(|(owned, _)| owned.len() == 6)
@@ -282,7 +322,7 @@ fn join_and_kill(dir: &Path, place: &Place) {
     doomed.wait_for("the second member gains partitions", |lines| {
         lines.iter().any(|(owned, _)| !owned.is_empty())
     });
-    std::thread::sleep(Duration::from_millis(300 + Lcg(7).below(1_200)));
+    std::thread::sleep(Duration::from_millis(800 + Lcg(7).below(1_000)));
     let before = sessions(&[&first, &third]);
     doomed.child.0.kill().unwrap();
     doomed.child.0.wait().unwrap();
@@ -316,6 +356,65 @@ fn join_and_kill(dir: &Path, place: &Place) {
     }
 }
 
+#[test]
+fn members_killed_as_they_gain_partitions_and_while_they_hand_them_over_leave_exactly_one_processs_output() {
+    // Checkpoints in HDFS: a hand-over takes long enough there (a few
+    // NameNode and DataNode round trips per file) for a kill to land in it.
+    let hdfs = weir_devtools::hdfs::HdfsCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let Setup { _broker, brokers, group } =
+        setup(dir, &Place::DevBrokerAndHdfs(hdfs.url.clone()), "", "300ms");
+    let mut first = Member::start(dir, &group);
+    first.wait_for("the first member owns every partition", |lines| {
+        lines.iter().any(|(owned, _)| owned.len() == 6)
+    });
+    // The second member dies as soon as it has restored what the first
+    // handed it, before its first checkpoint; the first takes it back
+    // once the dead member's session ends.
+    let before = sessions(&[&first]);
+    let mut gainer = Member::start_killed_on(dir, &group, Some("owns partitions"));
+    gainer.child.0.wait().unwrap();
+    let lost = last_owned(&gainer);
+    assert!(!lost.is_empty(), "the second member was killed before it owned anything:\n{}", gainer.text());
+    first.wait_for("the first member takes the dead member's partitions back", |lines| {
+        taken_over(&[&first], &before, &lost) && lines.last().is_some_and(|(owned, _)| owned.len() == 6)
+    });
+    // Then the first dies in its next hand-over, to two members joining.
+    first.kill_on("handing over partitions");
+    let mut third = Member::start(dir, &group);
+    let mut fourth = Member::start(dir, &group);
+    first.child.0.wait().unwrap();
+    let text = first.text();
+    let Some((_, handing)) = text.rsplit_once("handing over partitions") else {
+        panic!("the first member died otherwise:\n{text}");
+    };
+    // Killed before it wrote the hand-over's manifest, or at least
+    // before it said so.
+    assert!(
+        !handing.contains("handed over partitions"),
+        "the first member finished its hand-over before the kill landed:\n{text}"
+    );
+    let lost_first = last_owned(&first);
+
+    for member in [&mut third, &mut fourth] {
+        let status = member.wait(Duration::from_secs(240));
+        assert!(status.success(), "a member failed:\n{}", member.text());
+    }
+    let all: Vec<i32> = (0..6).collect();
+    assert!(
+        taken_over(&[&third, &fourth], &[0, 0], &all),
+        "the last members did not take every partition over:\n{}\n{}",
+        third.text(),
+        fourth.text()
+    );
+    eprintln!(
+        "killed: the second member owning {lost:?} before its first checkpoint, the first owning \
+         {lost_first:?} during its hand-over"
+    );
+    assert_same_output(dir, &brokers, &[&first, &gainer, &third, &fourth]);
+}
+
 /// The records restores found written past their checkpoints, from the
 /// sequenced sinks' "N records written after the checkpoint" lines.
 fn ahead_in(log: &str) -> u64 {
@@ -329,16 +428,30 @@ fn ahead_in(log: &str) -> u64 {
 #[test]
 fn a_member_suspended_past_its_session_writes_nothing_for_the_partitions_it_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path();
+    suspend_one(dir.path(), &Place::DevBroker);
+}
+
+#[test]
+fn on_tansu_with_hdfs_checkpoints_a_member_suspended_past_its_session_writes_nothing_for_what_it_lost() {
+    let hdfs = weir_devtools::hdfs::HdfsCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    suspend_one(dir.path(), &Place::TansuAndHdfs(hdfs.url.clone()));
+}
+
+/// Three members of the group on `place`; one is suspended with SIGSTOP
+/// until the others have taken its partitions over, then resumed. All end
+/// by themselves with exactly one process's output.
+fn suspend_one(dir: &Path, place: &Place) {
     // A long linger: the suspended member's producer holds records queued
     // and unsent when it stops.
     let Setup { _broker, brokers, group } =
-        setup(dir, &Place::DevBroker, "[sink.kafka]\n\"linger.ms\" = 1500\n");
+        setup(dir, place, "[sink.kafka]\n\"linger.ms\" = 1500\n", "300ms");
     let mut first = Member::start(dir, &group);
     first.wait_for("the first member owns every partition", |lines| {
         lines.iter().any(|(owned, _)| owned.len() == 6)
     });
     let mut paused = Member::start(dir, &group);
+    let mut third = Member::start(dir, &group);
     paused.wait_for("the second member gains partitions", |lines| {
         lines.iter().any(|(owned, _)| !owned.is_empty())
     });
@@ -346,26 +459,90 @@ fn a_member_suspended_past_its_session_writes_nothing_for_the_partitions_it_lost
     let pid = paused.child.0.id() as i32;
     // SAFETY: signals to a child process of this test.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    let before = sessions(&[&first]);
+    let before = sessions(&[&first, &third]);
     let lost = last_owned(&paused);
-    // Past its session (6 s): the first member takes its partitions over.
+    // Past its session (6 s): the others take its partitions over.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !taken_over(&[&first], &before, &lost) {
-        assert!(Instant::now() < deadline, "partitions {lost:?} were not taken over:\n{}", first.text());
+    while !taken_over(&[&first, &third], &before, &lost) {
+        assert!(
+            Instant::now() < deadline,
+            "partitions {lost:?} were not taken over:\n{}\n{}",
+            first.text(),
+            third.text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(2));
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
 
-    for member in [&mut first, &mut paused] {
+    for member in [&mut first, &mut paused, &mut third] {
         let status = member.wait(Duration::from_secs(240));
         assert!(status.success(), "a member failed:\n{}", member.text());
     }
-    assert_same_output(dir, &brokers, &[&first, &paused]);
+    assert_same_output(dir, &brokers, &[&first, &paused, &third]);
     assert!(
         paused.text().contains("joins the group again"),
         "the suspended member did not notice it lost its lease:\n{}",
         paused.text()
     );
+}
+
+#[test]
+fn a_scale_out_job_on_two_hosts_shows_what_each_owns_and_writes_exactly_what_one_process_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let Setup { _broker, brokers, group } = setup(dir, &Place::DevBroker, "", "300ms");
+    let hosts = [Server::start(&dir.join("host-a")), Server::start(&dir.join("host-b"))];
+    let ids: Vec<String> = hosts
+        .iter()
+        .map(|h| h.ok(&["submit", "--until-end", group.to_str().unwrap()]).trim().to_string())
+        .collect();
+    let logs = || hosts.iter().map(|h| h.log()).collect::<Vec<_>>().join("\n----\n");
+    let owned = |i: usize| -> Option<Vec<i64>> {
+        let job = hosts[i].job(&ids[i]);
+        let partitions = job["metrics"]["group"]["partitions"].as_array()?;
+        Some(partitions.iter().map(|p| p.as_i64().unwrap()).collect())
+    };
+    // While both run, each host's API shows what it owns: together, every
+    // partition of the topic once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let shares = loop {
+        if let (Some(a), Some(b)) = (owned(0), owned(1)) {
+            let mut all = [a.clone(), b.clone()].concat();
+            all.sort_unstable();
+            if !a.is_empty() && !b.is_empty() && all == (0..6).collect::<Vec<i64>>() {
+                break [a, b];
+            }
+        }
+        assert!(Instant::now() < deadline, "the hosts never shared the partitions:\n{}", logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // As /metrics and each member's log say.
+    for (i, host) in hosts.iter().enumerate() {
+        let mut response = ureq::get(format!("{}/metrics", host.url)).call().unwrap();
+        let text = response.body_mut().read_to_string().unwrap();
+        let line = format!("weir_job_owned_partitions{{job=\"group\",id=\"{}\"}} ", ids[i]);
+        let count = text.lines().find_map(|l| l.strip_prefix(line.as_str())?.parse::<usize>().ok());
+        assert!(count.is_some_and(|n| (1..6).contains(&n)), "no owned partitions in /metrics:\n{text}");
+        let member = hosts[i].job(&ids[i])["metrics"]["group"]["member"].as_str().unwrap().to_string();
+        assert!(host.log().contains(&member), "host {i} never named its member {member}:\n{}", host.log());
+    }
+    eprintln!("the hosts owned {:?} and {:?}", shares[0], shares[1]);
+    // Both end by themselves, with the run's counts.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    for (host, id) in hosts.iter().zip(&ids) {
+        let job = loop {
+            let job = host.job(id);
+            if job["state"] != "running" {
+                break job;
+            }
+            assert!(Instant::now() < deadline, "job {id} did not end:\n{}", host.log());
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(job["state"], "finished", "{job}\n{}", host.log());
+        assert!(job["metrics"]["records"].as_u64().unwrap() > 0, "a host counted no records: {job}");
+        assert!(job["metrics"]["checkpoints"].as_u64().unwrap() > 0, "a host counted no checkpoints: {job}");
+    }
+    assert_same_output_as(dir, &brokers, &logs);
 }

@@ -26,12 +26,13 @@
 
 use super::checkpointing::{Checkpointer, Share};
 use super::collect::{Collector, Emitted};
-use super::part::{self, Part};
-use super::{Pipeline, PipelineError, RunOptions, RunSummary, Sinks};
+use super::part::Part;
+use super::{LiveMetrics, Pipeline, PipelineError, RunOptions, RunSummary, Sinks, WatermarkSlot};
 use crate::checkpoint::{CheckpointStorage, StorageError};
 use crate::kafka::GroupChange;
 use crate::source::Source;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,10 @@ pub(super) fn run(
         summary: RunSummary::default(),
         takeover_wait,
         assign_due: false,
+        name: member.clone(),
+        metrics: options.metrics.clone(),
+        published: RunSummary::default(),
+        watermark: options.metrics.as_ref().map(|m| m.watermark_slot()),
     };
     let ran = loop {
         let step = member_state.act_on_changes(&mut cp, source, sinks).and_then(|gained| {
@@ -109,6 +114,9 @@ pub(super) fn run(
     summary.skipped = sinks.skipped();
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     summary.workers = 1;
+    if let Some(metrics) = &options.metrics {
+        metrics.publish(&summary, &mut member_state.published);
+    }
     tracing::info!("member {member} of job '{group}' leaves the group");
     Ok(summary)
 }
@@ -128,6 +136,14 @@ struct Member {
     /// The group gave partitions (maybe none) that are not taken yet:
     /// librdkafka waits for the assignment, even an empty one.
     assign_due: bool,
+    /// Its name in the group's storage.
+    name: String,
+    /// Where a host watching the run reads its counters and ownership.
+    metrics: Option<Arc<LiveMetrics>>,
+    /// The summary as last published to `metrics`.
+    published: RunSummary,
+    /// Where the run publishes its watermark.
+    watermark: Option<WatermarkSlot>,
 }
 
 impl Member {
@@ -175,8 +191,12 @@ impl Member {
                         }
                         .into());
                     } else {
+                        tracing::info!("handing over partitions {partitions:?}");
                         cp.hand_over(&partitions)?;
                         tracing::info!("handed over partitions {partitions:?}");
+                        if let Some(metrics) = &self.metrics {
+                            metrics.group_handed_over(partitions.len());
+                        }
                     }
                     source.release_partitions(&partitions)?;
                     self.owned.retain(|p| !partitions.contains(p));
@@ -218,6 +238,9 @@ fn session(
     if !owned.is_empty() {
         tracing::info!("owns partitions {owned:?} (gained {gained:?})");
     }
+    if let Some(metrics) = &member.metrics {
+        metrics.group_session(&member.name, &owned, gained.len());
+    }
     part.set_dues();
     let summary = &mut member.summary;
     // The member's newest checkpoint must hold what it owns before it
@@ -242,27 +265,14 @@ fn session(
             break;
         }
         part.step(source, options.poll_wait, &mut out)?;
-        if !owned.is_empty() && part.windowed() && cp.due(Instant::now(), &options.checkpoint_now) {
-            // Idle partitions, as on one worker: recorded in a checkpoint
-            // before they fire.
-            let now = Instant::now();
-            let moves = part::move_idle(&mut [&mut part], now, &|_, p| source.caught_up(p));
-            let moves = moves.into_iter().next().unwrap_or_default();
-            if !moves.is_empty() {
-                out.summary.checkpoints += cp.complete(&mut |o| source.commit(o), out.sinks, true)?;
-                cp.take(&[Share::of(&part)], out.sinks)?;
-                options.checkpoint_now.store(false, Ordering::Relaxed);
-                let completed = cp.complete(&mut |o| source.commit(o), out.sinks, true)?;
-                out.summary.checkpoints += completed;
-                if completed > 0 {
-                    let fired: Vec<(i32, i64)> = moves.iter().map(|&(p, w, _)| (p, w)).collect();
-                    part.fire_moves(&fired, &mut out);
-                } else {
-                    for &(partition, _, before) in &moves {
-                        part.watermarks.undo_idle(partition, before);
-                    }
-                }
-            }
+        if let Some(metrics) = &options.metrics {
+            metrics.publish(out.summary, &mut member.published);
+        }
+        if let Some(slot) = &member.watermark {
+            slot.set(part.watermarks.lowest());
+        }
+        if !owned.is_empty() {
+            super::move_idle_alone(&mut part, Some(&mut *cp), source, &mut out, &options.checkpoint_now)?;
         }
         if let Some(e) = out.take_failure() {
             return Err(e);
@@ -323,6 +333,9 @@ fn session(
         }
     }
     part.operator.finish(out.summary);
+    if let Some(metrics) = &options.metrics {
+        metrics.publish(out.summary, &mut member.published);
+    }
     drop(out);
     // The session's last checkpoint: whoever the group gives these
     // partitions to goes on from exactly here.

@@ -37,6 +37,26 @@ pub struct LiveMetrics {
     history: Mutex<VecDeque<CheckpointRecord>>,
     /// The time of each plugin call, shared by the job's instances.
     plugin_calls: Arc<CallTimes>,
+    /// A member of a consumer group: what it owns now.
+    group: Mutex<Option<GroupShare>>,
+}
+
+/// What one member of a consumer group (`[source] scale_out`) owns of its
+/// topic: set at the start of each of its sessions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupShare {
+    /// The member's name in the group's storage
+    /// (`<host>-<pid>-<start ms>`).
+    pub member: String,
+    /// The partitions it owns, ascending.
+    pub partitions: Vec<i32>,
+    /// Since when, ms since the Unix epoch.
+    pub since_ms: i64,
+    /// Partitions it handed over to other members so far.
+    pub handed_over: u64,
+    /// Partitions it gained from other members so far (its first
+    /// assignment included).
+    pub gained: u64,
 }
 
 /// How a checkpoint ended.
@@ -118,6 +138,10 @@ pub struct MetricsSnapshot {
     pub checkpoint_history: Vec<CheckpointRecord>,
     /// How long the plugin's calls took.
     pub plugin_calls: CallTimesSnapshot,
+    /// A member of a consumer group (`[source] scale_out`): the partitions
+    /// this process owns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupShare>,
 }
 
 impl LiveMetrics {
@@ -154,6 +178,24 @@ impl LiveMetrics {
     /// The histogram the job's plugin instances time their calls into.
     pub fn plugin_calls(&self) -> Arc<CallTimes> {
         self.plugin_calls.clone()
+    }
+
+    /// A group member's new session: it owns `partitions`, of which it
+    /// just gained `gained`.
+    pub fn group_session(&self, member: &str, partitions: &[i32], gained: usize) {
+        let mut share = lock(&self.group);
+        let share = share.get_or_insert_with(GroupShare::default);
+        share.member = member.to_string();
+        share.partitions = partitions.to_vec();
+        share.since_ms = crate::time::now_ms();
+        share.gained += gained as u64;
+    }
+
+    /// A group member handed `count` partitions over.
+    pub fn group_handed_over(&self, count: usize) {
+        if let Some(share) = lock(&self.group).as_mut() {
+            share.handed_over += count as u64;
+        }
     }
 
     /// Records a checkpoint that completed.
@@ -219,6 +261,7 @@ impl LiveMetrics {
             last_checkpoint_bytes: last.map(|c| c.bytes),
             checkpoint_history: history,
             plugin_calls: self.plugin_calls.snapshot(),
+            group: lock(&self.group).clone(),
         }
     }
 }

@@ -461,40 +461,8 @@ impl Pipeline {
             if let Some(slot) = &watermark {
                 slot.set(part.watermarks.lowest());
             }
-            if !end && part.windowed() {
-                // Idle partitions follow the highest watermark. The move
-                // depends on wall time, which a replay does not repeat: with
-                // checkpoints it is made only when one is due, recorded in
-                // it, and takes effect once it is complete, so a restore of
-                // that checkpoint makes the same move (see `restore`).
-                let now = Instant::now();
-                if checkpointer.as_ref().is_none_or(|cp| cp.due(now, &options.checkpoint_now)) {
-                    let moves = part::move_idle(&mut [&mut part], now, &|_, p| source.caught_up(p));
-                    let moves = moves.into_iter().next().unwrap_or_default();
-                    if !moves.is_empty() {
-                        let mut recorded = true;
-                        if let Some(cp) = &mut checkpointer {
-                            out.summary.checkpoints +=
-                                cp.complete(&mut |o| source.commit(o), out.sinks, true)?;
-                            cp.take(&[Share::of(&part)], out.sinks)?;
-                            options.checkpoint_now.store(false, Ordering::Relaxed);
-                            let completed = cp.complete(&mut |o| source.commit(o), out.sinks, true)?;
-                            out.summary.checkpoints += completed;
-                            recorded = completed > 0;
-                        }
-                        if recorded {
-                            let fired: Vec<(i32, i64)> = moves.iter().map(|&(p, w, _)| (p, w)).collect();
-                            part.fire_moves(&fired, &mut out);
-                        } else {
-                            // The checkpoint failed (and was tolerated): no
-                            // move without its record; the next one tries
-                            // again.
-                            for &(partition, _, before) in &moves {
-                                part.watermarks.undo_idle(partition, before);
-                            }
-                        }
-                    }
-                }
+            if !end {
+                move_idle_alone(&mut part, checkpointer.as_mut(), source, &mut out, &options.checkpoint_now)?;
             }
             if let Some(e) = out.take_failure() {
                 return Err(e);
@@ -541,6 +509,50 @@ impl Pipeline {
         summary.workers = 1;
         Ok(summary)
     }
+}
+
+/// One part alone (a run on one thread, or a group member's session):
+/// idle partitions follow the highest watermark, and what that closes
+/// fires. The move depends on wall time, which a replay does not repeat:
+/// with checkpoints it is made only when one is due, recorded in it, and
+/// takes effect once it is complete, so that a restore of that checkpoint
+/// makes the same move (see `Checkpointer::restore`).
+fn move_idle_alone(
+    part: &mut Part<'_>,
+    checkpointer: Option<&mut Checkpointer>,
+    source: &mut dyn Source,
+    out: &mut Collector<'_>,
+    checkpoint_now: &AtomicBool,
+) -> Result<(), PipelineError> {
+    let now = Instant::now();
+    if !part.windowed() || checkpointer.as_ref().is_some_and(|cp| !cp.due(now, checkpoint_now)) {
+        return Ok(());
+    }
+    let moves = part::move_idle(&mut [&mut *part], now, &|_, p| source.caught_up(p));
+    let moves = moves.into_iter().next().unwrap_or_default();
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let mut recorded = true;
+    if let Some(cp) = checkpointer {
+        out.summary.checkpoints += cp.complete(&mut |o| source.commit(o), out.sinks, true)?;
+        cp.take(&[Share::of(part)], out.sinks)?;
+        checkpoint_now.store(false, Ordering::Relaxed);
+        let completed = cp.complete(&mut |o| source.commit(o), out.sinks, true)?;
+        out.summary.checkpoints += completed;
+        recorded = completed > 0;
+    }
+    if recorded {
+        let fired: Vec<(i32, i64)> = moves.iter().map(|&(p, w, _)| (p, w)).collect();
+        part.fire_moves(&fired, out);
+    } else {
+        // The checkpoint failed (and was tolerated): no move without its
+        // record; the next one tries again.
+        for &(partition, _, before) in &moves {
+            part.watermarks.undo_idle(partition, before);
+        }
+    }
+    Ok(())
 }
 
 impl Recipe {

@@ -286,7 +286,7 @@ async fn metrics(State(host): State<Arc<Host>>) -> Response {
             text.push_str(&format!("weir_job_{name}{{{}}} {}\n", labels(job), value(job)));
         }
     }
-    let gauges: [Gauge; 3] = [
+    let gauges: [Gauge; 4] = [
         (
             "watermark_lag_ms",
             "Wall-clock now minus the job's watermark, in ms (running jobs with one).",
@@ -298,6 +298,11 @@ async fn metrics(State(host): State<Arc<Host>>) -> Response {
         ("last_checkpoint_bytes", "The bytes the last completed checkpoint wrote.", |j| {
             j.metrics.counts.last_checkpoint_bytes.and_then(|v| i64::try_from(v).ok())
         }),
+        (
+            "owned_partitions",
+            "The source partitions this host owns of a scale_out job's consumer group.",
+            |j| j.metrics.counts.group.as_ref().map(|g| g.partitions.len() as i64),
+        ),
     ];
     for (name, help, value) in gauges {
         text.push_str(&format!("# HELP weir_job_{name} {help}\n# TYPE weir_job_{name} gauge\n"));
