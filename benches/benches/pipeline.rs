@@ -137,9 +137,10 @@ fn windows(name: &str) -> Windows {
     match name {
         "tumbling" => Windows::Tumbling { size: 1000 },
         "sliding" => Windows::Sliding { size: 1000, slide: 100 },
-        // Long windows: each event is in 100 of them, each of about 2,000
-        // events, for functions that do real work per event.
-        "sliding10s" => Windows::Sliding { size: 10_000, slide: 100 },
+        // Long windows: each event is in 1,200 of them, each of up to
+        // 24,000 events of its device, for functions that do real work per
+        // event; few results (the broker keeps only 5 MiB a partition).
+        "sliding20m" => Windows::Sliding { size: 1_200_000, slide: 1_000 },
         "session" => Windows::Session { gap: 100 },
         other => panic!("unknown window {other}"),
     }
@@ -1046,8 +1047,8 @@ fn main() -> ExitCode {
         "kafka:session:agg",
         "broker:tumbling:window",
         "tansu:tumbling:window",
-        "group1:sliding10s:percentile",
-        "group2:sliding10s:percentile",
+        "group1:sliding20m:percentile",
+        "group2:sliding20m:percentile",
     ];
     let states = ["state:window", "state:agg"];
     let checkpoints = [

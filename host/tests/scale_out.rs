@@ -546,3 +546,74 @@ fn a_scale_out_job_on_two_hosts_shows_what_each_owns_and_writes_exactly_what_one
     }
     assert_same_output_as(dir, &brokers, &logs);
 }
+
+#[test]
+fn a_bounded_member_ends_when_partitions_are_empty_and_a_later_one_finds_the_run_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (_broker, brokers) = start_dev_broker(dir);
+    // Two devices on a topic of eight partitions: at least six are empty,
+    // and an empty partition never sends a record to say it is read.
+    let mut text = String::new();
+    for i in 0..600i64 {
+        let device = 1 + i % 2;
+        let ts = 1_700_000_000_000 + 10 * i;
+        text.push_str(&format!(
+            "{{\"device_id\": {device}, \"temperature\": {}, \"execution_time\": {ts}}}\n",
+            300 + i % 97
+        ));
+        if i % 200 == 199 {
+            // Late by far more than the allowed lateness, and bad.
+            let late = ts - 5_000;
+            text.push_str(&format!(
+                "{{\"device_id\": {device}, \"temperature\": 1, \"execution_time\": {late}}}\n"
+            ));
+            text.push_str(&format!(
+                "{{\"device_id\": {device}, \"temperature\": \"hot\", \"execution_time\": {ts}}}\n"
+            ));
+        }
+    }
+    std::fs::write(dir.join("input.jsonl"), text).unwrap();
+    weir_ok(dir, &["topic", "create", "--brokers", &brokers, "--topic", "readings", "--partitions", "8"]);
+    for name in ["clean", "group"] {
+        for kind in ["out", "dead", "late"] {
+            let topic = format!("{name}-{kind}");
+            weir_ok(dir, &["topic", "create", "--brokers", &brokers, "--topic", &topic, "--partitions", "2"]);
+        }
+    }
+    weir_ok(
+        dir,
+        &[
+            "produce",
+            "--brokers",
+            &brokers,
+            "--topic",
+            "readings",
+            "--input",
+            "input.jsonl",
+            "--key",
+            "device_id",
+        ],
+    );
+    let clean = job(dir, "clean", &brokers, "", "");
+    weir_ok(dir, &["run", clean.to_str().unwrap(), "--until-end"]);
+    let storage = format!("file://{}", dir.join("shared-checkpoints").display());
+    let extra =
+        format!("[checkpoint]\nstorage = \"{storage}\"\ninterval = \"300ms\"\nmode = \"exactly-once\"\n");
+    let group = job(dir, "group", &brokers, "scale_out = true\n", &extra);
+    let mut member = Member::start(dir, &group);
+    let status = member.wait(Duration::from_secs(60));
+    assert!(status.success(), "the member failed:\n{}", member.text());
+    for p in 0..8 {
+        let finished = dir.join(format!("shared-checkpoints/group/group/finished-{p}"));
+        assert!(finished.exists(), "partition {p} is not recorded finished:\n{}", member.text());
+    }
+    assert_same_output(dir, &brokers, &[&member]);
+    // The run is over for the group: a member started now reads nothing
+    // and ends at once.
+    let mut later = Member::start(dir, &group);
+    let status = later.wait(Duration::from_secs(60));
+    assert!(status.success(), "the later member failed:\n{}", later.text());
+    assert!(later.text().contains("0 records read"), "the later member read again:\n{}", later.text());
+    assert_same_output(dir, &brokers, &[&member, &later]);
+}

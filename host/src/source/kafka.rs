@@ -151,6 +151,33 @@ pub struct KafkaSource {
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 impl KafkaSource {
+    /// Where reading `partition` starts when nothing says where it goes
+    /// on: its first offset, its end, or the group's committed offset, as
+    /// `start` says (the broker asked now).
+    fn start_offset(&self, partition: i32) -> Result<i64, SourceError> {
+        let fail = |reason: String| SourceError::Seek { name: self.topic.clone(), reason };
+        let timeout = self.cluster.config().request_timeout;
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(&self.topic, partition, timeout)
+            .map_err(|e| fail(format!("cannot read the offsets of partition {partition}: {e}")))?;
+        Ok(match self.start {
+            StartFrom::Earliest => low,
+            StartFrom::Latest => high,
+            StartFrom::Committed => {
+                let mut tpl = TopicPartitionList::with_capacity(1);
+                tpl.add_partition(&self.topic, partition);
+                let stored = self
+                    .consumer
+                    .committed_offsets(tpl, timeout)
+                    .map_err(|e| fail(format!("cannot read the committed offset of {partition}: {e}")))?;
+                match stored.find_partition(&self.topic, partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o.max(low),
+                    _ => low,
+                }
+            }
+        })
+    }
     /// Opens `options.topic` on `cluster`: reads its partitions and, in
     /// bounded mode, their end offsets, and assigns them all.
     pub fn open(cluster: &Cluster, options: &KafkaSourceOptions) -> Result<KafkaSource, SourceError> {
@@ -814,8 +841,15 @@ impl Source for KafkaSource {
             self.owned[i] = true;
             self.next[i] = resume.unwrap_or(-1);
             // Read to its end only if it resumes there: an end noted while
-            // another member owned it (or before) does not count.
-            self.done[i] = matches!((resume, &self.ends), (Some(o), Some(ends)) if o >= ends[i]);
+            // another member owned it (or before) does not count. One that
+            // no checkpoint holds starts where `start` says, which may be
+            // its end already (an empty partition sends nothing to say so).
+            let starts_at = match resume {
+                Some(o) => Some(o),
+                None if self.ends.is_some() => Some(self.start_offset(p)?),
+                None => None,
+            };
+            self.done[i] = matches!((starts_at, &self.ends), (Some(o), Some(ends)) if o >= ends[i]);
             if self.done[i] {
                 finished.push((p, Offset::Beginning));
             }
