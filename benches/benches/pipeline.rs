@@ -764,8 +764,10 @@ fn function_toml(reduce: &str) -> (String, &'static str) {
 /// the job `--until-end` as members of one group, checkpointing every
 /// second to a shared folder. The case's time is from their start to the
 /// last one's exit: joining the group, the hand-over when the second
-/// joins, restores and the last checkpoints are all in it. The output
-/// topic is read back and must hold exactly the oracle's windows.
+/// joins, restores and the last checkpoints are all in it; a stage times
+/// the span from the first result of any member to the last, which leaves
+/// out joining the group. The output topic is read back and must hold
+/// exactly the oracle's windows.
 fn run_group(case: &str, n: u64, window: &str, reduce: &str, members: usize, dir: &Path) -> Measured {
     use weir::kafka::{Cluster, KafkaConfig};
     let broker = start_dev_broker(dir);
@@ -794,6 +796,7 @@ fn run_group(case: &str, n: u64, window: &str, reduce: &str, members: usize, dir
         })
         .collect();
     let mut events = 0;
+    let (mut first, mut last) = (i64::MAX, 0i64);
     for (i, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().expect("member");
         assert!(out.status.success(), "member {i} failed ({})", out.status);
@@ -805,8 +808,13 @@ fn run_group(case: &str, n: u64, window: &str, reduce: &str, members: usize, dir
         };
         events += value("events=") as u64;
         stage(case, &format!("member-{i}"), value("events=") as u64, value("seconds="));
+        first = first.min(value("first_ms=") as i64);
+        last = last.max(value("last_ms=") as i64);
     }
     let seconds = started.elapsed().as_secs_f64();
+    // From the first result of any member to the last: the work, without
+    // the group's join (the broker waits about 3 s for more members).
+    stage(case, "first-to-last-result", events, (last - first).max(1) as f64 / 1000.0);
     let (outputs, digest) = written_windows(&cluster, "max-temperature", max_field);
     Measured { events, seconds, outputs, digest }
 }
@@ -820,11 +828,20 @@ fn serve_member(path: &Path) -> ExitCode {
     let mut pipeline = Pipeline::build(job, &engine).expect("pipeline");
     let started = Instant::now();
     let mut io = weir::pipeline::connect::open(pipeline.job(), true, None).expect("io");
-    let summary =
-        pipeline.run(&mut *io.source, &mut io.sinks, &RunOptions::default(), &mut |_| {}).expect("run");
+    // When the member wrote its first and its last result (ms since the
+    // epoch): the span that excludes joining the group.
+    let (mut first, mut last) = (0i64, 0i64);
+    let summary = pipeline
+        .run(&mut *io.source, &mut io.sinks, &RunOptions::default(), &mut |_| {
+            last = weir::time::now_ms();
+            if first == 0 {
+                first = last;
+            }
+        })
+        .expect("run");
     drop(io);
     println!(
-        "MEMBER events={} outputs={} seconds={:.3}",
+        "MEMBER events={} outputs={} seconds={:.3} first_ms={first} last_ms={last}",
         summary.events,
         summary.outputs,
         started.elapsed().as_secs_f64()

@@ -431,13 +431,6 @@ fn a_member_suspended_past_its_session_writes_nothing_for_the_partitions_it_lost
     suspend_one(dir.path(), &Place::DevBroker);
 }
 
-#[test]
-fn on_tansu_with_hdfs_checkpoints_a_member_suspended_past_its_session_writes_nothing_for_what_it_lost() {
-    let hdfs = weir_devtools::hdfs::HdfsCluster::start();
-    let dir = tempfile::tempdir().unwrap();
-    suspend_one(dir.path(), &Place::TansuAndHdfs(hdfs.url.clone()));
-}
-
 /// Three members of the group on `place`; one is suspended with SIGSTOP
 /// until the others have taken its partitions over, then resumed. All end
 /// by themselves with exactly one process's output.
