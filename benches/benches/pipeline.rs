@@ -363,16 +363,12 @@ fn run_files(n: u64, window: &str, reduce: &str, dir: &Path, workers: usize) -> 
             file.flush().expect("flush");
         }
     }
-    let (plugin, params, max_field) = match reduce {
-        "percentile" => ("percentile".to_string(), "params = { p = 1.0 }\n", "percentile"),
-        other => (plugin_for(other).0, "", "max_temperature"),
-    };
+    let (function, max_field) = function_toml(reduce);
     let output = dir.join("out.jsonl");
     let job = format!(
-        "name = \"bench\"\nparallelism = {workers}\n[source]\ntype = \"file\"\npath = \"{}\"\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\n{}\n[function]\nplugin = \"{plugin}\"\n{params}[function.bind]\n{}\n[sink]\ntype = \"file\"\npath = \"{}\"\n",
+        "name = \"bench\"\nparallelism = {workers}\n[source]\ntype = \"file\"\npath = \"{}\"\n[format]\nkey = \"device_id\"\ntimestamp = \"execution_time\"\nfields = {{ temperature = \"f64\" }}\n[window]\n{}\n[function]\n{function}[sink]\ntype = \"file\"\npath = \"{}\"\n",
         folder.display(),
         window_toml(window),
-        if plugin == "percentile" { "value = \"temperature\"" } else { "" },
         output.display()
     );
     let job = weir::job::Job::parse(&job, "bench.toml", dir).expect("job");
