@@ -94,10 +94,18 @@ impl CheckpointStorage for FileStorage {
     }
 
     fn remove_dir(&self, dir: &str) -> Result<(), StorageError> {
-        match self.root.remove_dir_all(dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other.map_err(self.fail("remove", dir)),
+        // Renamed out of sight first: a reader (another member of a group
+        // reading this one's checkpoints) lists the folder whole or not at
+        // all, never half removed. The new name lists as no checkpoint.
+        let target = Path::new(dir);
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let n = self.temp.fetch_add(1, Ordering::Relaxed);
+        let hidden = target.with_file_name(format!(".removing-{name}-{}-{n}", std::process::id()));
+        match self.root.rename(target, &self.root, &hidden) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => other.map_err(self.fail("remove", dir))?,
         }
+        self.root.remove_dir_all(&hidden).map_err(self.fail("remove", dir))
     }
 
     fn url(&self) -> &str {

@@ -25,6 +25,9 @@ pub trait CheckpointStorage: Send + Sync {
     fn list(&self, dir: &str) -> Result<Vec<String>, StorageError>;
 
     /// Removes folder `dir` and everything in it; nothing if it is missing.
+    /// Atomic to readers: a listing shows the folder whole or not at all
+    /// (members of a group read each other's checkpoints while their
+    /// retention removes old ones).
     fn remove_dir(&self, dir: &str) -> Result<(), StorageError>;
 
     /// Where this storage is, for messages: its URL.

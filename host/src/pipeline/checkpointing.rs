@@ -1160,28 +1160,59 @@ fn group_checkpoints(storage: &dyn CheckpointStorage, group: &str) -> Result<Vec
     // made from, which hold the partition as far, the hand-over is taken.
     for kind in ["handover", "members"] {
         for name in storage.list(&format!("{group}/{kind}"))? {
-            let folder = format!("{group}/{kind}/{name}");
-            // Newest first. A checkpoint another member is still writing
-            // has no manifest yet, and one its retention removes while it
-            // is read is gone: both are passed over for the one before.
-            for id in checkpoint_ids(storage, &folder)?.into_iter().rev() {
-                match read_complete(storage, &folder, id) {
-                    Ok(checkpoint) => {
-                        found.push(checkpoint);
-                        break;
-                    }
-                    Err(ReadError::Incomplete { .. }) => {}
-                    Err(ReadError::Storage(e)) => {
-                        if checkpoint_ids(storage, &folder)?.contains(&id) {
-                            return Err(e);
-                        }
-                    }
-                    Err(e) => tracing::warn!("{e}; using an older checkpoint"),
-                }
+            if let Some(checkpoint) = newest_of_other(storage, &format!("{group}/{kind}/{name}"))? {
+                found.push(checkpoint);
             }
         }
     }
     Ok(found)
+}
+
+/// The newest complete checkpoint in `folder`, which another process may
+/// be writing to and pruning while it is read. One still being written has
+/// no manifest yet, and is passed over for the one before (which stays
+/// until a newer one is complete). One that its retention removes while it
+/// is read is gone from a new listing: then newer ones are there, and the
+/// folder is listed again.
+fn newest_of_other(
+    storage: &dyn CheckpointStorage,
+    folder: &str,
+) -> Result<Option<Checkpoint>, StorageError> {
+    // Each round that finds a checkpoint gone means its writer took a
+    // newer one meanwhile; a reader this slow against a writer this
+    // fast is a storage in trouble, so the rounds are bounded.
+    const ROUNDS: usize = 100;
+    for _ in 0..ROUNDS {
+        let ids = checkpoint_ids(storage, folder)?;
+        let mut vanished = false;
+        for &id in ids.iter().rev() {
+            let failed = match read_complete(storage, folder, id) {
+                Ok(checkpoint) => return Ok(Some(checkpoint)),
+                Err(e) => e,
+            };
+            if !checkpoint_ids(storage, folder)?.contains(&id) {
+                vanished = true;
+                break;
+            }
+            match failed {
+                ReadError::Incomplete { .. } => {}
+                ReadError::Storage(e) => return Err(e),
+                e => tracing::warn!("{e}; using an older checkpoint"),
+            }
+        }
+        if !vanished {
+            return Ok(None);
+        }
+    }
+    Err(StorageError::Io {
+        url: storage.url().into(),
+        action: "read",
+        path: folder.into(),
+        source: std::io::Error::other(format!(
+            "its newest checkpoint was removed while it was read, {ROUNDS} times in a row: is the storage \
+             that slow?"
+        )),
+    })
 }
 
 /// Removes the checkpoints of `job` that `retain` newer ones, up to
@@ -1284,6 +1315,71 @@ mod tests {
         }
         fn url(&self) -> &str {
             self.inner.url()
+        }
+    }
+
+    /// A storage where another member writes a newer checkpoint, and its
+    /// retention removes the one read, each time a partition file is read
+    /// (the first `prunes` times).
+    struct Pruning {
+        inner: Box<dyn CheckpointStorage>,
+        prunes: std::sync::atomic::AtomicU32,
+    }
+
+    impl CheckpointStorage for Pruning {
+        fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+            self.inner.write(path, bytes)
+        }
+        fn write_new(&self, path: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+            self.inner.write_new(path, bytes)
+        }
+        fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
+            use std::sync::atomic::Ordering;
+            if path.ends_with("/partition-0")
+                && self.prunes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+            {
+                let id = checkpoint_ids(self.inner.as_ref(), "g/members/m")?.last().copied().unwrap_or(0);
+                let files = [("partition-0".to_string(), format!("state {}", id + 1).into_bytes())];
+                crate::checkpoint::write_complete(self.inner.as_ref(), "g/members/m", id + 1, 0, &files)?;
+                remove_older(self.inner.as_ref(), "g/members/m", id + 1, 1);
+            }
+            self.inner.read(path)
+        }
+        fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+            self.inner.list(dir)
+        }
+        fn remove_dir(&self, dir: &str) -> Result<(), StorageError> {
+            self.inner.remove_dir(dir)
+        }
+        fn url(&self) -> &str {
+            self.inner.url()
+        }
+    }
+
+    /// A member reads another's checkpoints while that one's retention
+    /// removes them: it takes the newest one there is, never an older one
+    /// or none, and says so when it can never catch one.
+    #[test]
+    fn a_checkpoint_removed_while_another_member_reads_it_gives_way_to_the_newer_one() {
+        for prunes in [0u32, 1, 3, 1000] {
+            let dir = tempfile::tempdir().unwrap();
+            let inner = crate::checkpoint::open_storage(&format!("file://{}", dir.path().display())).unwrap();
+            let files = [("partition-0".to_string(), b"state 1".to_vec())];
+            crate::checkpoint::write_complete(inner.as_ref(), "g/members/m", 1, 0, &files).unwrap();
+            let storage = Pruning { inner, prunes: std::sync::atomic::AtomicU32::new(prunes) };
+            let found = group_checkpoints(&storage, "g");
+            if prunes == 1000 {
+                let err = found.err().map(|e| format!("{e}: {:?}", std::error::Error::source(&e)));
+                let err = err.unwrap_or_default();
+                assert!(err.contains("removed while it was read, 100 times in a row"), "{err}");
+                continue;
+            }
+            let found = found.unwrap();
+            assert_eq!(found.len(), 1, "{prunes} prunes");
+            let newest = u64::from(prunes) + 1;
+            assert_eq!(found[0].manifest.checkpoint, newest, "{prunes} prunes");
+            assert_eq!(found[0].files, [("partition-0".to_string(), format!("state {newest}").into_bytes())]);
+            assert_eq!(checkpoint_ids(storage.inner.as_ref(), "g/members/m").unwrap(), [newest]);
         }
     }
 
