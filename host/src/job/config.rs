@@ -148,7 +148,17 @@ pub struct CheckpointConfig {
     /// `[sink] exactly_once`).
     #[serde(default)]
     pub mode: CheckpointMode,
+    /// `[source] scale_out` only: how old a member's newest checkpoint
+    /// must be before the group removes that member's checkpoints, once
+    /// other checkpoints hold each of its partitions at least as far along
+    /// (a member that died or left). Default 10m; at least twice the
+    /// interval.
+    #[serde(default, with = "crate::duration::serde_text_opt", skip_serializing_if = "Option::is_none")]
+    pub cleanup_delay: Option<Duration>,
 }
+
+/// How long a dead member's checkpoints stay, unless `cleanup_delay` says.
+pub const DEFAULT_CLEANUP_DELAY: Duration = Duration::from_secs(600);
 
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(10)

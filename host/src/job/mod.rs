@@ -5,9 +5,9 @@
 pub mod config;
 
 pub use config::{
-    CheckpointConfig, CheckpointMode, ExactlyOnce, FormatConfig, FunctionConfig, JobConfig, OnFailure,
-    PropertyValue, RestartConfig, RestartStrategyKind, SinkConfig, SinkKind, SourceConfig, SourceKind,
-    StartFrom, TimeConfig, WindowConfig, WindowKind,
+    CheckpointConfig, CheckpointMode, DEFAULT_CLEANUP_DELAY, ExactlyOnce, FormatConfig, FunctionConfig,
+    JobConfig, OnFailure, PropertyValue, RestartConfig, RestartStrategyKind, SinkConfig, SinkKind,
+    SourceConfig, SourceKind, StartFrom, TimeConfig, WindowConfig, WindowKind,
 };
 
 use crate::decode::RecordSchema;
@@ -187,6 +187,7 @@ impl Job {
         if config.source.scale_out {
             check.scale_out(&config, &source, &sink)?;
         }
+        check.cleanup_delay(&config)?;
         if let Some(restart) = &config.restart {
             crate::pipeline::RestartStrategy::new(restart)
                 .map_err(|(field, message)| check.error(&format!("restart.{field}"), message))?;
@@ -342,6 +343,16 @@ impl Check<'_> {
         if c.retain == 0 {
             return Err(self.error("checkpoint.retain", "must keep at least 1 checkpoint"));
         }
+        if c.cleanup_delay.is_some_and(|delay| delay < c.interval * 2) {
+            return Err(self.error(
+                "checkpoint.cleanup_delay",
+                format!(
+                    "must be at least twice checkpoint.interval ({}): a live member's newest checkpoint is \
+                     never that old",
+                    crate::duration::format_duration(c.interval)
+                ),
+            ));
+        }
         let _ = source;
         if c.mode == CheckpointMode::ExactlyOnce
             && !matches!(sink, SinkSpec::File { .. } | SinkSpec::Kafka { .. })
@@ -389,6 +400,18 @@ impl Check<'_> {
             ));
         }
         let _ = checkpoint;
+        Ok(())
+    }
+
+    /// `[checkpoint] cleanup_delay` is for `[source] scale_out` jobs only.
+    fn cleanup_delay(&self, config: &JobConfig) -> Result<(), JobError> {
+        let set = config.checkpoint.as_ref().is_some_and(|c| c.cleanup_delay.is_some());
+        if set && !config.source.scale_out {
+            return Err(self.error(
+                "checkpoint.cleanup_delay",
+                "only for jobs with [source] scale_out = true, whose members leave checkpoints behind",
+            ));
+        }
         Ok(())
     }
 

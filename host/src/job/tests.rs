@@ -303,3 +303,66 @@ fn every_example_job_file_is_a_valid_job() {
         files.iter().filter_map(|file| Job::load(file).err()).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "examples that are not valid jobs:\n{}", errors.join("\n"));
 }
+
+/// `GOOD` as a `[source] scale_out` job with checkpoints, `checkpoint`
+/// lines added to its `[checkpoint]`.
+fn scale_out_with(checkpoint: &str) -> String {
+    let text = with_checkpoint("exactly-once", "")
+        .replace("start = \"earliest\"\n", "start = \"earliest\"\nscale_out = true\n");
+    format!("{text}interval = \"1s\"\n{checkpoint}")
+}
+
+#[test]
+fn scale_out_refusals_name_the_field_and_what_to_do() {
+    let ok = parse(&scale_out_with("")).unwrap();
+    assert!(ok.config.source.scale_out);
+    assert_eq!(ok.config.checkpoint.as_ref().and_then(|c| c.cleanup_delay), None, "10m unless set");
+    let with_delay = parse(&scale_out_with("cleanup_delay = \"2s\"\n")).unwrap();
+    assert_eq!(
+        with_delay.config.checkpoint.and_then(|c| c.cleanup_delay),
+        Some(std::time::Duration::from_secs(2))
+    );
+    let file_sink = scale_out_with("").replace(
+        "[sink]\ntype = \"kafka\"\ntopic = \"max-temperature\"\ndead_letter = \"readings-dlq\"\n",
+        "[sink]\ntype = \"file\"\npath = \"out.jsonl\"\n",
+    );
+    let cases = [
+        (
+            scale_out_with("").split("[checkpoint]").next().unwrap_or_default().to_string(),
+            "source.scale_out: needs a [checkpoint] section whose storage every process reaches (hdfs:// or a \
+             shared folder): window state moves between the processes through it",
+        ),
+        (
+            file_sink,
+            "source.scale_out: needs a kafka sink: each process would write a file of its own (set [sink] type = \
+             \"kafka\")",
+        ),
+        (
+            format!("parallelism = 2\n{}", scale_out_with("")),
+            "parallelism: with source.scale_out each process runs one worker: run more processes instead, or \
+             leave parallelism out",
+        ),
+        (
+            scale_out_with("").replace(
+                "dead_letter = \"readings-dlq\"\n",
+                "dead_letter = \"readings-dlq\"\nexactly_once = \"transactions\"\n",
+            ),
+            "sink.exactly_once: \"transactions\" is not built for source.scale_out yet: use \"sequence\" (the \
+             default)",
+        ),
+        (
+            scale_out_with("cleanup_delay = \"1500ms\"\n"),
+            "checkpoint.cleanup_delay: must be at least twice checkpoint.interval (1s): a live member's newest \
+             checkpoint is never that old",
+        ),
+        (
+            with_checkpoint("exactly-once", "") + "cleanup_delay = \"1h\"\n",
+            "checkpoint.cleanup_delay: only for jobs with [source] scale_out = true, whose members leave \
+             checkpoints behind",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = parse(&text).unwrap_err().to_string();
+        assert_eq!(err, format!("jobs/max.toml: {expected}"), "{text}");
+    }
+}

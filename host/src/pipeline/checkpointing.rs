@@ -45,13 +45,13 @@ impl<'a> Share<'a> {
 pub(super) type Commit<'a> = &'a mut dyn FnMut(&[(i32, i64)]) -> Result<(), crate::source::SourceError>;
 
 /// The version of the partition files' layout.
-const LAYOUT: u32 = 2;
+pub(super) const LAYOUT: u32 = 2;
 
 /// The checkpoint file that records the job's function ([`PluginFacts`]).
 const PLUGIN_FILE: &str = "plugin";
 
 /// A group member's checkpoint file that lists the partitions it owned.
-const OWNED_FILE: &str = "owned";
+pub(super) const OWNED_FILE: &str = "owned";
 
 /// The partitions of an `owned` file, one per line.
 fn owned_text(owned: &[i32]) -> String {
@@ -283,6 +283,9 @@ pub(super) struct Checkpointer {
     min_pause: Duration,
     timeout: Duration,
     retain: usize,
+    /// A member of a group: how old another member's newest checkpoint
+    /// must be before it may give way (see `member_checkpoints`).
+    cleanup_delay: Duration,
     /// Failed checkpoints tolerated in a row, how many failed in a row
     /// now, and how many failed in all.
     tolerable: u32,
@@ -309,9 +312,9 @@ pub(super) struct Checkpointer {
 }
 
 /// One source partition in a checkpoint.
-struct PartitionEntry {
+pub(super) struct PartitionEntry {
     partition: i32,
-    next_offset: i64,
+    pub(super) next_offset: i64,
     max_event_time: Option<i64>,
     /// What the partition's windows fire up to after a restore: what they
     /// had fired up to, or the watermark an idle move put past what its
@@ -330,7 +333,7 @@ fn encode_partition(e: &PartitionEntry) -> Vec<u8> {
     out
 }
 
-fn decode_partition(partition: i32, bytes: &[u8]) -> Option<PartitionEntry> {
+pub(super) fn decode_partition(partition: i32, bytes: &[u8]) -> Option<PartitionEntry> {
     let layout = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
     let next_offset = i64::from_le_bytes(bytes.get(4..12)?.try_into().ok()?);
     let max = i64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?);
@@ -438,6 +441,7 @@ impl Checkpointer {
             min_pause: config.min_pause,
             timeout: config.timeout,
             retain: config.retain.max(1) as usize,
+            cleanup_delay: config.cleanup_delay.unwrap_or(crate::job::DEFAULT_CLEANUP_DELAY),
             tolerable: config.tolerable_failures,
             failed_in_row: 0,
             failed: 0,
@@ -565,17 +569,15 @@ impl Checkpointer {
             used = (0..candidates.len()).collect();
         }
         // Another member that owned a gained partition and did not hand it
-        // over may be suspended with output queued for it.
+        // over may be suspended with output queued for it: one whose
+        // checkpoint it is restored from, or one that listed it since its
+        // newest hand-over (it took the partition from there).
         let members = format!("{group}/members/");
         let of_other_member =
             |c: &Checkpoint| c.manifest.job.starts_with(&members) && c.manifest.job != self.job;
-        let unhanded = gained.iter().any(|p| match chosen.get(p) {
-            Some((c, _)) => of_other_member(&candidates[*c]),
-            None => candidates.iter().filter(|c| of_other_member(c)).any(|c| {
-                c.files.iter().any(|(n, b)| {
-                    n == OWNED_FILE && String::from_utf8_lossy(b).lines().any(|l| l.trim() == p.to_string())
-                })
-            }),
+        let unhanded = gained.iter().any(|&p| {
+            chosen.get(&p).is_some_and(|(c, _)| of_other_member(&candidates[*c]))
+                || super::member_checkpoints::taken_since_handed_over(&candidates, &group, &self.job, p)
         });
         if unhanded && !takeover_wait.is_zero() {
             tracing::info!(
@@ -609,6 +611,11 @@ impl Checkpointer {
             .iter()
             .map(|&p| (p, chosen.get(&p).map(|(_, e)| e.next_offset).filter(|&o| o > 0)))
             .collect();
+        // Members that died or left: their checkpoints go once others hold
+        // all they held.
+        let obsolete =
+            super::member_checkpoints::obsolete(&candidates, &group, &self.job, now_ms(), self.cleanup_delay);
+        super::member_checkpoints::remove(self.storage.as_ref(), &candidates, &obsolete);
         tracing::info!(
             "member {}: restored {} of partitions {partitions:?} from {} checkpoint(s) of the group",
             self.job,

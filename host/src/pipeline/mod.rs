@@ -19,6 +19,7 @@ mod dead_letter;
 mod group;
 mod live;
 mod map_stage;
+mod member_checkpoints;
 mod operator;
 mod parallel;
 mod part;
