@@ -1086,12 +1086,26 @@ impl Checkpointer {
         commit: Commit<'_>,
         sinks: &mut Sinks,
     ) -> Result<u64, super::PipelineError> {
+        self.take_required(shares, commit, sinks)
+    }
+
+    /// A checkpoint the run cannot go on without: its last one (where the
+    /// next run starts), the one of a fresh start before anything is sent
+    /// (what a restart reads the output back from), a member's before it
+    /// reads what it gained. Waits for the one in flight, takes one more
+    /// and waits for it. Returns how many completed.
+    pub(super) fn take_required(
+        &mut self,
+        shares: &[Share<'_>],
+        commit: Commit<'_>,
+        sinks: &mut Sinks,
+    ) -> Result<u64, super::PipelineError> {
         let before = self.complete(&mut *commit, sinks, true)?;
-        // The run's last checkpoint is where the next run starts. One that
-        // fails is taken again (after `min_pause`, at least 100 ms) as
-        // long as failures are tolerated (a storage just back, such as a
-        // restarted NameNode, may be slow at first); past that, the run
-        // fails (and may be restarted).
+        // One that fails is taken again (after `min_pause`, at least
+        // 100 ms) as long as failures are tolerated (a storage just back,
+        // such as a restarted NameNode, may be slow at first); past that,
+        // the run fails (and may be restarted) rather than go on without
+        // it.
         let last = loop {
             self.take(shares, sinks)?;
             let failed = self.failed;

@@ -245,18 +245,17 @@ fn session(
     let summary = &mut member.summary;
     // The member's newest checkpoint must hold what it owns before it
     // reads anything: whoever gets these partitions next restores from it.
+    // One that fails is taken again, and past `tolerable_failures` the
+    // run fails, having sent nothing.
     if !owned.is_empty() {
-        cp.take(&[Share::of(&part)], sinks)?;
-        summary.checkpoints += cp.complete(&mut |o| source.commit(o), sinks, true)?;
+        summary.checkpoints += cp.take_required(&[Share::of(&part)], &mut |o| source.commit(o), sinks)?;
     }
     let key_field = job.config.format.key.clone().unwrap_or_default();
     let source_name = source.name().to_string();
     let mut out = Collector::new(sinks, summary, on_emit, &source_name, &key_field, job);
     part.fire_restored(&mut out);
-    // Bounded: the partitions whose windows fired at their end, and those
-    // of them whose record waits for a checkpoint.
+    // Bounded: the partitions whose windows fired at their end.
     let mut fired_end: BTreeSet<i32> = BTreeSet::new();
-    let mut to_mark: Vec<i32> = Vec::new();
     let mut asked_finished: Option<Instant> = None;
     let mut ended = false;
     loop {
@@ -290,18 +289,16 @@ fn session(
                     part.operator.handle_watermark(Some(p), i64::MAX, &mut out);
                     fired_end.insert(p);
                 }
-                to_mark.extend(newly);
-                out.summary.checkpoints += cp.complete(&mut |o| source.commit(o), out.sinks, true)?;
-                cp.take(&[Share::of(&part)], out.sinks)?;
-                if cp.complete(&mut |o| source.commit(o), out.sinks, true)? > 0 {
-                    out.summary.checkpoints += 1;
-                    for p in to_mark.drain(..) {
-                        mark_finished(cp.storage(), group, p)?;
-                        tracing::info!("partition {p} read to its end; its windows fired");
-                    }
+                // Recorded finished only once a checkpoint holds that (one
+                // that fails is taken again).
+                out.summary.checkpoints +=
+                    cp.take_required(&[Share::of(&part)], &mut |o| source.commit(o), out.sinks)?;
+                for p in newly {
+                    mark_finished(cp.storage(), group, p)?;
+                    tracing::info!("partition {p} read to its end; its windows fired");
                 }
             }
-            let all_mine = to_mark.is_empty() && owned.iter().all(|p| fired_end.contains(p));
+            let all_mine = owned.iter().all(|p| fired_end.contains(p));
             if all_mine && asked_finished.is_none_or(|at| at.elapsed() >= FINISHED_EVERY) {
                 asked_finished = Some(Instant::now());
                 let topic: Vec<i32> = member.bounded.iter().flatten().map(|&(p, _)| p).collect();

@@ -442,8 +442,8 @@ impl Pipeline {
             // checkpoint of the empty start (the output topics' end
             // offsets), complete before anything is sent.
             if summary.restored.is_none() && sinks.reads_back() {
-                cp.take(&[Share::of(&part)], sinks)?;
-                summary.checkpoints += cp.complete(&mut |o| source.commit(o), sinks, true)?;
+                summary.checkpoints +=
+                    cp.take_required(&[Share::of(&part)], &mut |o| source.commit(o), sinks)?;
             }
         }
         let restored = summary.restored.is_some();

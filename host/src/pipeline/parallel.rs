@@ -83,10 +83,9 @@ pub(super) fn run(
             // sent.
             if summary.restored.is_none() && coordinator_sinks.reads_back() {
                 let views: Vec<Share<'_>> = parts.iter().map(|p| Share::of(p)).collect();
-                cp.take(&views, &mut coordinator_sinks)?;
                 let owners = slot_partitions(&parts);
                 let mut commit = commit_to(&mut sources, &owners);
-                summary.checkpoints += cp.complete(&mut commit, &mut coordinator_sinks, true)?;
+                summary.checkpoints += cp.take_required(&views, &mut commit, &mut coordinator_sinks)?;
             }
         }
         let board = &Board::new(workers);
