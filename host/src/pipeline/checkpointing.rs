@@ -1294,17 +1294,21 @@ mod tests {
     use crate::pipeline::MapStage;
 
     /// A storage whose writes take `delay`, and that refuses the next
-    /// `refusals` of them.
+    /// `refusals` of them. With `prunes`, the first `prunes` reads of a
+    /// partition file find that another member (`g/members/m`) wrote a
+    /// newer checkpoint and its retention removed the one being read.
     struct Faulty {
         inner: Box<dyn CheckpointStorage>,
         delay: Duration,
         refusals: std::sync::atomic::AtomicU32,
+        prunes: std::sync::atomic::AtomicU32,
     }
 
     impl Faulty {
         fn new(url: &str, delay: Duration, refusals: u32) -> Faulty {
             let inner = crate::checkpoint::open_storage(url).unwrap();
-            Faulty { inner, delay, refusals: std::sync::atomic::AtomicU32::new(refusals) }
+            let (refusals, prunes) = (refusals.into(), 0.into());
+            Faulty { inner, delay, refusals, prunes }
         }
     }
 
@@ -1320,35 +1324,6 @@ mod tests {
                     message: "refused by the test".into(),
                 });
             }
-            self.inner.write(path, bytes)
-        }
-        fn write_new(&self, path: &str, bytes: &[u8]) -> Result<bool, StorageError> {
-            self.inner.write_new(path, bytes)
-        }
-        fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
-            self.inner.read(path)
-        }
-        fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
-            self.inner.list(dir)
-        }
-        fn remove_dir(&self, dir: &str) -> Result<(), StorageError> {
-            self.inner.remove_dir(dir)
-        }
-        fn url(&self) -> &str {
-            self.inner.url()
-        }
-    }
-
-    /// A storage where another member writes a newer checkpoint, and its
-    /// retention removes the one read, each time a partition file is read
-    /// (the first `prunes` times).
-    struct Pruning {
-        inner: Box<dyn CheckpointStorage>,
-        prunes: std::sync::atomic::AtomicU32,
-    }
-
-    impl CheckpointStorage for Pruning {
-        fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
             self.inner.write(path, bytes)
         }
         fn write_new(&self, path: &str, bytes: &[u8]) -> Result<bool, StorageError> {
@@ -1384,10 +1359,10 @@ mod tests {
     fn a_checkpoint_removed_while_another_member_reads_it_gives_way_to_the_newer_one() {
         for prunes in [0u32, 1, 3, 1000] {
             let dir = tempfile::tempdir().unwrap();
-            let inner = crate::checkpoint::open_storage(&format!("file://{}", dir.path().display())).unwrap();
+            let storage = Faulty::new(&format!("file://{}", dir.path().display()), Duration::ZERO, 0);
+            storage.prunes.store(prunes, std::sync::atomic::Ordering::SeqCst);
             let files = [("partition-0".to_string(), b"state 1".to_vec())];
-            crate::checkpoint::write_complete(inner.as_ref(), "g/members/m", 1, 0, &files).unwrap();
-            let storage = Pruning { inner, prunes: std::sync::atomic::AtomicU32::new(prunes) };
+            crate::checkpoint::write_complete(storage.inner.as_ref(), "g/members/m", 1, 0, &files).unwrap();
             let found = group_checkpoints(&storage, "g");
             if prunes == 1000 {
                 let err = found.err().map(|e| format!("{e}: {:?}", std::error::Error::source(&e)));
