@@ -508,17 +508,17 @@ fn a_namenode_outage_during_a_hand_over_loses_and_repeats_nothing() {
 #[test]
 fn a_member_suspended_past_its_session_writes_nothing_for_the_partitions_it_lost() {
     let dir = tempfile::tempdir().unwrap();
-    suspend_one(dir.path(), &Place::DevBroker, SESSION_MS);
+    suspend_one(dir.path(), &Place::DevBroker);
 }
 
 /// Three members of the group on `place`; one is suspended with SIGSTOP
 /// until the others have taken its partitions over, then resumed. All end
 /// by themselves with exactly one process's output.
-fn suspend_one(dir: &Path, place: &Place, session_ms: u32) {
+fn suspend_one(dir: &Path, place: &Place) {
     // A long linger: the suspended member's producer holds records queued
     // and unsent when it stops.
     let Setup { _broker, brokers, group } =
-        setup(dir, place, "[sink.kafka]\n\"linger.ms\" = 1500\n", "300ms", session_ms, "");
+        setup(dir, place, "[sink.kafka]\n\"linger.ms\" = 1500\n", "300ms", SESSION_MS, "");
     let mut first = Member::start(dir, &group);
     first.wait_for("the first member owns every partition", |lines| {
         lines.iter().any(|(owned, _)| owned.len() == 6)

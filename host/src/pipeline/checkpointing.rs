@@ -312,9 +312,9 @@ pub(super) struct Checkpointer {
 }
 
 /// One source partition in a checkpoint.
-pub(super) struct PartitionEntry {
+struct PartitionEntry {
     partition: i32,
-    pub(super) next_offset: i64,
+    next_offset: i64,
     max_event_time: Option<i64>,
     /// What the partition's windows fire up to after a restore: what they
     /// had fired up to, or the watermark an idle move put past what its
@@ -333,7 +333,13 @@ fn encode_partition(e: &PartitionEntry) -> Vec<u8> {
     out
 }
 
-pub(super) fn decode_partition(partition: i32, bytes: &[u8]) -> Option<PartitionEntry> {
+/// The next offset of a partition record, read without copying its state.
+pub(super) fn decode_next_offset(bytes: &[u8]) -> Option<i64> {
+    let layout = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
+    (layout == LAYOUT).then_some(i64::from_le_bytes(bytes.get(4..12)?.try_into().ok()?))
+}
+
+fn decode_partition(partition: i32, bytes: &[u8]) -> Option<PartitionEntry> {
     let layout = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
     let next_offset = i64::from_le_bytes(bytes.get(4..12)?.try_into().ok()?);
     let max = i64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?);

@@ -33,7 +33,7 @@
 //! nothing, or was suspended so long that nothing it queued can still be
 //! delivered (see `kafka::lease`).
 
-use super::checkpointing::{OWNED_FILE, decode_partition};
+use super::checkpointing::{OWNED_FILE, decode_next_offset};
 use crate::checkpoint::{Checkpoint, CheckpointStorage, checkpoint_ids};
 use std::time::Duration;
 
@@ -67,7 +67,7 @@ fn standings<'a>(checkpoint: &'a Checkpoint, members: &str) -> Vec<(i32, Standin
         if let Some(p) = name.strip_prefix("partition-").and_then(|p| p.parse::<i32>().ok()) {
             // One that cannot be read holds its partition as far as can
             // be: it never gives way.
-            let offset = decode_partition(p, bytes).map_or(i64::MAX, |e| e.next_offset);
+            let offset = decode_next_offset(bytes).unwrap_or(i64::MAX);
             out.push((p, at(offset)));
         }
     }
