@@ -181,6 +181,9 @@ pub struct WindowOperator {
     /// Emptied state of expired panes and sessions, reused for new ones so
     /// that steady-state windowing does not allocate.
     pool: Vec<PaneState>,
+    /// Emptied session lists of dropped keys, for keys that come back (a
+    /// key whose sessions are far apart is dropped after each one).
+    session_lists: Vec<Vec<(Window, PaneState)>>,
     /// The windows due in the current round of firing.
     due: Vec<DueWindow>,
     /// The partitions a round of firing covers (reused).
@@ -319,6 +322,7 @@ impl WindowOperator {
             windows: Vec::new(),
             stats: OperatorStats::default(),
             pool: Vec::new(),
+            session_lists: Vec::new(),
             due: Vec::new(),
             advancing: Vec::new(),
             calls: CallBuffers::default(),
@@ -588,7 +592,10 @@ impl WindowOperator {
         function: &mut dyn WindowFunction,
     ) {
         let PartitionState { watermark, keys, timers, cleanups, refires } = state;
-        let key_state = keys.entry_ref(key).or_default();
+        let lists = &mut self.session_lists;
+        let key_state = keys
+            .entry_ref(key)
+            .or_insert_with(|| KeyState { sessions: lists.pop().unwrap_or_default(), ..KeyState::default() });
         let sessions = &mut key_state.sessions;
         let own = Window { start: ts, end: ts + gap };
         // Fast path, for events in time order: the event falls in the key's
@@ -689,7 +696,12 @@ impl WindowOperator {
                 schedule_cleanup(&mut state.cleanups, key_state, key, at);
             }
             None => {
-                state.keys.remove(key);
+                if let Some(gone) = state.keys.remove(key)
+                    && (1..=8).contains(&gone.sessions.capacity())
+                    && self.session_lists.len() < POOL_LIMIT
+                {
+                    self.session_lists.push(gone.sessions);
+                }
             }
         }
     }

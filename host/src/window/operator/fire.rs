@@ -76,6 +76,16 @@ impl WindowOperator {
                         .and_then(|k| k.sessions.iter().find(|(w, _)| w.start < end && end <= w.end))
                         .map(|(w, _)| w.end);
                     match grown {
+                        // Grown, and due all the same: fire it now (the
+                        // timers of merged sessions may fire it twice: the
+                        // round drops the copies once it is sorted).
+                        Some(current) if current != end && current.saturating_sub(1) <= state.watermark => {
+                            push_due(
+                                &mut due,
+                                &mut self.calls.runs,
+                                DueWindow { partition, key, end: current, refire: false, rank: 0 },
+                            )
+                        }
                         Some(current) if current != end => {
                             // Into the set (which dedupes the timers of merged
                             // sessions); this loop pops it when it is due.
@@ -121,6 +131,10 @@ impl WindowOperator {
         self.rank_due(&mut due);
         if !due[refires..].is_sorted_by_key(|d| (d.end, d.rank)) {
             due[refires..].sort_unstable_by_key(|d| (d.end, d.rank));
+        }
+        if let WindowSpec::Session { .. } = spec {
+            // One (partition, key, end) is one session: fired once.
+            dedup_sorted(&mut due, refires);
         }
         match self.reduce {
             Reduce::Apply => self.fire_windows(&due, function, out),
@@ -684,6 +698,20 @@ fn covers_span(due: &[DueWindow], windows: &[usize], size: i64) -> bool {
 
 /// Adds `d` to the round's due windows, numbering the runs of one
 /// (partition, key): `runs` gets the first window of each.
+/// Drops the windows of `due[from..]` (sorted by end and rank) equal in
+/// both to the one before.
+fn dedup_sorted(due: &mut Vec<DueWindow>, from: usize) {
+    let mut kept = from;
+    for i in from..due.len() {
+        if kept > from && due[kept - 1].end == due[i].end && due[kept - 1].rank == due[i].rank {
+            continue;
+        }
+        due.swap(kept, i);
+        kept += 1;
+    }
+    due.truncate(kept);
+}
+
 fn push_due(due: &mut Vec<DueWindow>, runs: &mut Vec<usize>, mut d: DueWindow) {
     match due.last() {
         Some(last) if last.partition == d.partition && last.key == d.key => d.rank = last.rank,
