@@ -21,6 +21,9 @@ pub struct JobIo {
     pub sinks: Sinks,
     /// The Kafka clusters in use.
     pub clusters: Vec<Cluster>,
+    /// The lease a member of a consumer group writes under
+    /// (`[source] scale_out` with Kafka sinks).
+    pub lease: Option<Lease>,
 }
 
 /// Connects to `brokers`, or starts the embedded broker, for clients with
@@ -69,6 +72,7 @@ pub fn open_with(
 ) -> Result<JobIo, PipelineError> {
     let mut embedded = embedded;
     let (source, mut clusters) = source_of(job, until_end, &mut embedded, config)?;
+    let mut lease = None;
     let sinks = match &job.sink {
         SinkSpec::File { path, dead_letter, late_output } => {
             // With checkpoints, files keep what they hold until the run
@@ -93,7 +97,7 @@ pub fn open_with(
             };
             // A member of a consumer group writes under a lease (see
             // `kafka::lease`), one for all its sinks.
-            let lease = member_lease(job);
+            lease = member_lease(job);
             let topic_sink = |t: &str| -> Result<Box<dyn Sink>, PipelineError> {
                 let delivery = delivery(&job.config.name, t, *exactly_once);
                 Ok(Box::new(kafka_sink(&cluster, t, partitions, &delivery, lease.as_ref())?))
@@ -107,7 +111,7 @@ pub fn open_with(
             sinks
         }
     };
-    Ok(JobIo { source, sinks, clusters })
+    Ok(JobIo { source, sinks, clusters, lease })
 }
 
 /// Opens the job's source alone (a shadow run reads the job's input but

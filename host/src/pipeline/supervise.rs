@@ -3,10 +3,12 @@
 //! followed, after the strategy's wait, by a new run of the job built
 //! afresh, which resumes from its newest checkpoint if it has them.
 
+use super::connect::JobIo;
 use super::{Emitted, Pipeline, PipelineError, RestartStrategy, RunOptions, RunSummary, connect};
 use crate::job::Job;
 use crate::kafka::Cluster;
 use crate::plugin::PluginEngine;
+use crate::sink::SinkError;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,26 @@ pub struct Restart<'a> {
 /// itself is wrong (it would fail the same way).
 fn retryable(error: &PipelineError) -> bool {
     !matches!(error, PipelineError::Load(_) | PipelineError::Schema { .. } | PipelineError::Job(_))
+}
+
+/// A member of a consumer group that failed after it lost its lease failed
+/// because it was suspended (a flush or a storage call that timed out
+/// while the process did not run, messages that expired meanwhile): that
+/// is the lost lease, after which it joins the group again, whatever else
+/// the error says (logged).
+fn blame_suspension(
+    result: Result<RunSummary, PipelineError>,
+    io: &JobIo,
+) -> Result<RunSummary, PipelineError> {
+    match (result, &io.lease) {
+        (Err(PipelineError::Sink(lost @ SinkError::LeaseLost { .. })), _) => Err(lost.into()),
+        (Err(error), Some(lease)) if !lease.holds() => {
+            tracing::warn!("{error}");
+            let topic = io.sinks.output.name().to_string();
+            Err(SinkError::LeaseLost { topic, suspended_after: lease.suspended_after() }.into())
+        }
+        (result, _) => result,
+    }
 }
 
 /// Runs `job` until its input ends (with `until_end`) or `options.stop` is
@@ -53,7 +75,8 @@ pub fn run_with_restarts(
         let call_times = options.metrics.as_ref().map(|m| m.plugin_calls());
         let result = Pipeline::build_timed(job.clone(), engine, call_times).and_then(|mut pipeline| {
             let mut io = connect::open(pipeline.job(), until_end, embedded.clone())?;
-            pipeline.run(io.source.as_mut(), &mut io.sinks, &options, on_emit)
+            let result = pipeline.run(io.source.as_mut(), &mut io.sinks, &options, on_emit);
+            blame_suspension(result, &io)
         });
         let error = match result {
             Ok(mut summary) => {
@@ -67,7 +90,7 @@ pub fn run_with_restarts(
         }
         // A member of a consumer group that lost its lease joins the group
         // again whatever the strategy: it did not fail, it was suspended.
-        let lease_lost = matches!(error, PipelineError::Sink(crate::sink::SinkError::LeaseLost { .. }));
+        let lease_lost = matches!(error, PipelineError::Sink(SinkError::LeaseLost { .. }));
         let delay = match lease_lost {
             true => Some(Duration::from_millis(500)),
             false => strategy.next_delay(started.elapsed()),

@@ -451,6 +451,10 @@ impl Sink for KafkaSink {
         let limit = self.delivery_timeout + self.cluster.config().request_timeout;
         let flushed = self.producer.flush(limit);
         self.unpolled = 0;
+        // A process suspended while it waited here finds its messages timed
+        // out, or the wait over: that is the lost lease, not a broker's
+        // failure.
+        self.check_lease()?;
         self.check_failures()?;
         flushed.map_err(|e| SinkError::FlushTimeout {
             topic: self.topic.clone(),
