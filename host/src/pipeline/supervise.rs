@@ -111,3 +111,55 @@ pub fn run_with_restarts(
         options.restore = super::RestoreFrom::Latest;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::Lease;
+    use crate::pipeline::Sinks;
+    use crate::sink::file::FileSink;
+    use crate::source::SourceError;
+    use crate::source::file::FileSource;
+
+    fn io(dir: &std::path::Path, lease: Option<Lease>) -> JobIo {
+        std::fs::write(dir.join("in.jsonl"), "").unwrap();
+        JobIo {
+            source: Box::new(FileSource::open(&dir.join("in.jsonl")).unwrap()),
+            sinks: Sinks {
+                output: Box::new(FileSink::create(&dir.join("out")).unwrap()),
+                dead_letter: None,
+                late: None,
+            },
+            clusters: Vec::new(),
+            lease,
+        }
+    }
+
+    fn timed_out() -> Result<RunSummary, PipelineError> {
+        let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+        Err(SourceError::ReadFile { path: "in.jsonl".into(), source }.into())
+    }
+
+    #[test]
+    fn a_member_that_fails_after_losing_its_lease_lost_its_lease_and_nothing_else_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = Lease::start(Duration::from_secs(10), Duration::from_secs(5));
+        let held = blame_suspension(timed_out(), &io(dir.path(), Some(lease.clone())));
+        assert!(matches!(held, Err(PipelineError::Source(_))), "a lease that holds blames nothing: {held:?}");
+        let alone = blame_suspension(timed_out(), &io(dir.path(), None));
+        assert!(matches!(alone, Err(PipelineError::Source(_))), "a run without a lease: {alone:?}");
+
+        lease.lose();
+        let lost = blame_suspension(timed_out(), &io(dir.path(), Some(lease.clone())));
+        match lost {
+            Err(PipelineError::Sink(SinkError::LeaseLost { topic, suspended_after })) => {
+                assert_eq!(topic, dir.path().join("out").display().to_string());
+                assert_eq!(suspended_after, Duration::from_secs(5));
+            }
+            other => panic!("the lost lease is to blame: {other:?}"),
+        }
+        let summary = RunSummary::default();
+        let fine = blame_suspension(Ok(summary), &io(dir.path(), Some(lease)));
+        assert!(fine.is_ok(), "a run that ended well stays so: {fine:?}");
+    }
+}
