@@ -396,7 +396,7 @@ impl Check<'_> {
         if let SinkSpec::Kafka { exactly_once: Some(ExactlyOnce::Transactions), .. } = sink {
             return Err(self.error(
                 "sink.exactly_once",
-                "\"transactions\" is not built for source.scale_out yet: use \"sequence\" (the default)",
+                "\"transactions\" is not built for source.scale_out (docs/SCALING.md says why): use \"sequence\" (the default)",
             ));
         }
         let _ = checkpoint;

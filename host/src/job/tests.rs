@@ -347,8 +347,8 @@ fn scale_out_refusals_name_the_field_and_what_to_do() {
                 "dead_letter = \"readings-dlq\"\n",
                 "dead_letter = \"readings-dlq\"\nexactly_once = \"transactions\"\n",
             ),
-            "sink.exactly_once: \"transactions\" is not built for source.scale_out yet: use \"sequence\" (the \
-             default)",
+            "sink.exactly_once: \"transactions\" is not built for source.scale_out (docs/SCALING.md says why): use \
+             \"sequence\" (the default)",
         ),
         (
             scale_out_with("cleanup_delay = \"1500ms\"\n"),
