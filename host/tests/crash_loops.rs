@@ -20,25 +20,7 @@ use weir::pipeline::summarize_checkpoint;
 /// 300 far behind (late, or within the allowed lateness), and a bad line
 /// every 4,000.
 fn write_input(path: &Path, n: usize) {
-    let mut rng = Lcg(17);
-    let mut text = String::with_capacity(n * 80);
-    for i in 0..n as i64 {
-        let device = 1 + rng.below(72);
-        let mut ts = 1_700_000_000_000 + 5 * i - rng.below(201) as i64;
-        if rng.below(300) == 0 {
-            ts -= 300 + rng.below(2_000) as i64;
-        }
-        let temp = 333.0 + rng.below(5_000) as f64 / 100.0;
-        text.push_str(&format!(
-            "{{\"device_id\": {device}, \"temperature\": {temp}, \"execution_time\": {ts}}}\n"
-        ));
-        if i % 4_000 == 17 {
-            text.push_str(&format!(
-                "{{\"device_id\": {device}, \"temperature\": \"hot\", \"execution_time\": 0}}\n"
-            ));
-        }
-    }
-    std::fs::write(path, text).unwrap();
+    support::write_readings(path, n, 17, 72, 4000);
 }
 
 /// How many parts the input of a Kafka loop comes in: one before each of

@@ -24,25 +24,7 @@ use support::{Child, Lcg, start_tansu, weir_command};
 /// 300 far behind (late, or within the allowed lateness), and a bad line
 /// every 2,000.
 fn write_input(path: &Path, n: usize) {
-    let mut rng = Lcg(23);
-    let mut text = String::with_capacity(n * 80);
-    for i in 0..n as i64 {
-        let device = 1 + rng.below(48);
-        let mut ts = 1_700_000_000_000 + 5 * i - rng.below(201) as i64;
-        if rng.below(300) == 0 {
-            ts -= 300 + rng.below(2_000) as i64;
-        }
-        let temp = 333.0 + rng.below(5_000) as f64 / 100.0;
-        text.push_str(&format!(
-            "{{\"device_id\": {device}, \"temperature\": {temp}, \"execution_time\": {ts}}}\n"
-        ));
-        if i % 2_000 == 17 {
-            text.push_str(&format!(
-                "{{\"device_id\": {device}, \"temperature\": \"hot\", \"execution_time\": 0}}\n"
-            ));
-        }
-    }
-    std::fs::write(path, text).unwrap();
+    support::write_readings(path, n, 23, 48, 2000);
 }
 
 /// A sliding-window job reading `readings` and writing `<name>-out`,

@@ -41,6 +41,33 @@ impl Lcg {
     }
 }
 
+/// Writes `n` readings to `path` as JSON lines, the same for the same
+/// `seed`: 5 ms apart, keyed by one of `devices`, up to 200 ms out of
+/// order, one in 300 far behind (late, or within the allowed lateness),
+/// and a bad line (a string temperature) after reading `k` of every
+/// `bad_every` for which `k % bad_every == 17`.
+pub fn write_readings(path: &Path, n: usize, seed: u64, devices: u64, bad_every: i64) {
+    let mut rng = Lcg(seed);
+    let mut text = String::with_capacity(n * 80);
+    for i in 0..n as i64 {
+        let device = 1 + rng.below(devices);
+        let mut ts = 1_700_000_000_000 + 5 * i - rng.below(201) as i64;
+        if rng.below(300) == 0 {
+            ts -= 300 + rng.below(2_000) as i64;
+        }
+        let temp = 333.0 + rng.below(5_000) as f64 / 100.0;
+        text.push_str(&format!(
+            "{{\"device_id\": {device}, \"temperature\": {temp}, \"execution_time\": {ts}}}\n"
+        ));
+        if i % bad_every == 17 {
+            text.push_str(&format!(
+                "{{\"device_id\": {device}, \"temperature\": \"hot\", \"execution_time\": 0}}\n"
+            ));
+        }
+    }
+    std::fs::write(path, text).unwrap();
+}
+
 /// A child process killed when the test ends, however it ends.
 pub struct Child(pub std::process::Child);
 
