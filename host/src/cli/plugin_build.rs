@@ -37,6 +37,15 @@ pub enum World {
 }
 
 impl World {
+    /// The world's name in the contract, as `--world` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Window => "window-function",
+            World::Aggregate => "aggregate-function",
+            World::Map => "map-function",
+        }
+    }
+
     fn kind(self) -> FunctionKind {
         match self {
             World::Window => FunctionKind::Window,

@@ -4,6 +4,7 @@
 //! settings all come from what this binary was built with, so the project
 //! matches the host that made it.
 
+use super::plugin_build::World;
 use anyhow::{Context, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -49,27 +50,6 @@ pub struct Args {
     /// The project's language.
     #[arg(long, default_value = "rust", value_parser = parse_lang)]
     lang: Lang,
-}
-
-/// The worlds of the contract.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum World {
-    #[value(name = "window-function")]
-    Window,
-    #[value(name = "aggregate-function")]
-    Aggregate,
-    #[value(name = "map-function")]
-    Map,
-}
-
-impl World {
-    fn name(self) -> &'static str {
-        match self {
-            World::Window => "window-function",
-            World::Aggregate => "aggregate-function",
-            World::Map => "map-function",
-        }
-    }
 }
 
 /// The languages a project can be made in.
