@@ -882,12 +882,13 @@ fn a_namenode_restart_fails_some_checkpoints_and_the_job_goes_on_with_exact_outp
     released.store(lines.len(), Ordering::SeqCst);
     let summary = runner.join().unwrap().unwrap_or_else(|e| panic!("the job failed: {e}"));
     assert!(summary.failed_checkpoints >= 2, "{summary:?}");
-    // The one before the outage, and the run's last one, written after the
-    // NameNode came back (taken again while failures are tolerated). The
-    // checkpoint past offset 6,000 seen above may count as failed here: on
-    // a loaded machine a NameNode just restarted can take longer than the
-    // 4 s timeout to take it, and the writer then finishes late.
-    assert!(summary.checkpoints >= 2, "{summary:?}");
+    // The run's last one, written after the NameNode came back (taken again
+    // while failures are tolerated), holds the end of the input. The ones
+    // seen in HDFS above may count as failed here: on a loaded machine
+    // HDFS (and a NameNode just restarted) can take longer than the 4 s
+    // timeout to take them, and their writers then finish late.
+    assert!(summary.checkpoints >= 1, "{summary:?}");
+    checkpointed(lines.len());
 
     // Every record mapped once, the bad line in the dead letters once.
     let mut expected: Vec<(i64, u64)> =
