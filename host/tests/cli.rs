@@ -3,32 +3,12 @@
 //! force from the same file.
 
 mod support;
-use support::{root, weir};
+use support::{readings_in, root, stdout_records, weir};
 
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn stdout_records(out: &Output) -> Vec<Value> {
-    assert!(out.status.success(), "weir failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
-}
-
-/// (device, event time, temperature) of every sample reading.
-fn readings(path: &Path) -> Vec<(i64, i64, f64)> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| {
-            Some((v["device_id"].as_i64()?, v["execution_time"].as_i64()?, v["temperature"].as_f64()?))
-        })
-        .collect()
-}
+use std::process::Command;
 
 const SAMPLE: &str = "examples/readings.jsonl";
 
@@ -74,7 +54,7 @@ fn tumbling_max_temperature_matches_brute_force() {
     ]);
     let records = stdout_records(&out);
     let mut expected = Expected::new();
-    for (device, ts, t) in readings(&root().join(SAMPLE)) {
+    for (device, ts, t) in readings_in(&root().join(SAMPLE)) {
         let start = ts / 1000 * 1000;
         add(&mut expected, (device, start, start + 1000), t);
     }
@@ -103,7 +83,7 @@ fn sliding_aggregate_matches_brute_force() {
         "sliding:2s/500ms",
     ]);
     let mut expected = Expected::new();
-    for (device, ts, t) in readings(&root().join(SAMPLE)) {
+    for (device, ts, t) in readings_in(&root().join(SAMPLE)) {
         // Every window [s, s + 2000) with s a multiple of 500 that holds ts.
         let mut s = ts / 500 * 500;
         while s > ts - 2000 {
@@ -137,7 +117,7 @@ fn session_percentile_matches_brute_force() {
         "p=0.5",
     ]);
     let mut by_device: BTreeMap<i64, Vec<(i64, f64)>> = BTreeMap::new();
-    for (device, ts, t) in readings(&root().join(SAMPLE)) {
+    for (device, ts, t) in readings_in(&root().join(SAMPLE)) {
         by_device.entry(device).or_default().push((ts, t));
     }
     let mut expected = Expected::new();
@@ -167,7 +147,7 @@ fn kelvin_to_celsius_converts_every_record_and_keeps_the_rest() {
     let out =
         weir(&["plugin", "test", "kelvin-to-celsius", "--input", SAMPLE, "--fields", "temperature:f64"]);
     let records = stdout_records(&out);
-    let input = readings(&root().join(SAMPLE));
+    let input = readings_in(&root().join(SAMPLE));
     assert_eq!(records.len(), input.len());
     for (r, (device, ts, kelvin)) in records.iter().zip(input) {
         assert_eq!(r["device_id"].as_i64(), Some(device));

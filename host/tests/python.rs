@@ -10,7 +10,7 @@
 //! be set up fails these tests, naming what is missing.
 
 mod support;
-use support::{root, weir, weir_command};
+use support::{readings_in, root, stdout_records, weir, weir_command};
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -85,11 +85,7 @@ fn engine() -> PluginEngine {
 
 /// The output records, sorted: a multiset to compare whole.
 fn records(out: &Output) -> Vec<String> {
-    assert!(out.status.success(), "weir failed: {}", String::from_utf8_lossy(&out.stderr));
-    let mut records: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line").to_string())
-        .collect();
+    let mut records: Vec<String> = stdout_records(out).iter().map(Value::to_string).collect();
     records.sort();
     records
 }
@@ -114,14 +110,7 @@ fn plugin_test(plugin: &str, window: &str) -> Output {
 
 /// (device, event time, temperature) of every sample reading.
 fn readings() -> Vec<(i64, i64, f64)> {
-    std::fs::read_to_string(root().join(SAMPLE))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| {
-            Some((v["device_id"].as_i64()?, v["execution_time"].as_i64()?, v["temperature"].as_f64()?))
-        })
-        .collect()
+    readings_in(&root().join(SAMPLE))
 }
 
 #[test]

@@ -68,6 +68,28 @@ pub fn write_readings(path: &Path, n: usize, seed: u64, devices: u64, bad_every:
     std::fs::write(path, text).unwrap();
 }
 
+/// The JSON lines a successful `weir` command printed, in order.
+pub fn stdout_records(out: &Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "weir failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+/// (device, event time, temperature) of every reading in the JSON-lines
+/// file at `path` (lines that are not readings left out).
+pub fn readings_in(path: &Path) -> Vec<(i64, i64, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            Some((v["device_id"].as_i64()?, v["execution_time"].as_i64()?, v["temperature"].as_f64()?))
+        })
+        .collect()
+}
+
 /// A child process killed when the test ends, however it ends.
 pub struct Child(pub std::process::Child);
 
