@@ -22,7 +22,12 @@ struct ScriptedSource {
     partitions: Vec<Vec<Vec<u8>>>,
     next: Vec<usize>,
     rng: Option<Lcg>,
+    /// Called before every `n`-th poll (the polls so far, `n`, the call).
+    between: Option<(usize, usize, Between)>,
 }
+
+/// What a [`ScriptedSource`] does between polls.
+type Between = Box<dyn FnMut() + Send>;
 
 impl Source for ScriptedSource {
     fn partitions(&self) -> Vec<i32> {
@@ -39,6 +44,12 @@ impl Source for ScriptedSource {
             (0..self.partitions.len()).filter(|&p| self.next[p] < self.partitions[p].len()).collect();
         if open.is_empty() {
             return Ok(Poll::End);
+        }
+        if let Some((polls, every, call)) = &mut self.between {
+            *polls += 1;
+            if *polls % *every == 0 {
+                call();
+            }
         }
         let count = match &mut self.rng {
             Some(rng) => 1 + rng.below(max.min(60) as u64) as usize,
@@ -194,6 +205,7 @@ fn run_with(
         partitions: partitions.to_vec(),
         next: vec![0; partitions.len()],
         rng: schedule.map(Lcg),
+        between: None,
     };
     let (output, late, dead) = (Capture::default(), Capture::default(), Capture::default());
     let mut sinks = Sinks {
@@ -512,13 +524,37 @@ retain = 100000
         dead = file("dead.jsonl"),
     );
     let job = Job::parse(&text, "replay.toml", std::path::Path::new("/")).unwrap();
+    // The first run's source waits, every 40 polls, for a checkpoint newer
+    // than the last one it saw to be complete in the storage (for at most
+    // 10 s), so that the run leaves many checkpoints however slow the
+    // machine is.
+    let paced = || -> Between {
+        let storage = crate::checkpoint::open_storage(&url).unwrap();
+        let mut seen = 0;
+        Box::new(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                let newest = crate::checkpoint::latest_complete(storage.as_ref(), "replay")
+                    .ok()
+                    .flatten()
+                    .map_or(0, |c| c.manifest.checkpoint);
+                if newest > seen {
+                    seen = newest;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
     let run = |restore: RestoreFrom, seed: u64| {
         let mut pipeline = Pipeline::build(job.clone(), engine()).unwrap();
         let mut io = connect::open(pipeline.job(), true, None).unwrap();
+        let between = matches!(restore, RestoreFrom::Nothing).then(|| (0, 40, paced()));
         let mut source = ScriptedSource {
             partitions: partitions.clone(),
             next: vec![0; partitions.len()],
             rng: Some(Lcg(seed)),
+            between,
         };
         let options = RunOptions { restore, ..RunOptions::default() };
         pipeline.run(&mut source, &mut io.sinks, &options, &mut |_| {}).unwrap()
