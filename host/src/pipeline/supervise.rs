@@ -40,8 +40,9 @@ fn blame_suspension(
     io: &JobIo,
 ) -> Result<RunSummary, PipelineError> {
     match (result, &io.lease) {
-        (Err(PipelineError::Sink(lost @ SinkError::LeaseLost { .. })), _) => Err(lost.into()),
-        (Err(error), Some(lease)) if !lease.holds() => {
+        (Err(error), Some(lease))
+            if !lease.holds() && !matches!(error, PipelineError::Sink(SinkError::LeaseLost { .. })) =>
+        {
             tracing::warn!("{error}");
             let topic = io.sinks.output.name().to_string();
             Err(SinkError::LeaseLost { topic, suspended_after: lease.suspended_after() }.into())
@@ -158,6 +159,12 @@ mod tests {
             }
             other => panic!("the lost lease is to blame: {other:?}"),
         }
+        let own = SinkError::LeaseLost { topic: "t".into(), suspended_after: Duration::from_secs(1) };
+        let kept = blame_suspension(Err(own.into()), &io(dir.path(), Some(lease.clone())));
+        assert!(
+            matches!(&kept, Err(PipelineError::Sink(SinkError::LeaseLost { topic, .. })) if topic == "t"),
+            "a lost lease the sink reported stays as it was: {kept:?}"
+        );
         let summary = RunSummary::default();
         let fine = blame_suspension(Ok(summary), &io(dir.path(), Some(lease)));
         assert!(fine.is_ok(), "a run that ended well stays so: {fine:?}");

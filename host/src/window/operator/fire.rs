@@ -696,8 +696,6 @@ fn covers_span(due: &[DueWindow], windows: &[usize], size: i64) -> bool {
     windows.windows(2).all(|w| due[w[1]].end - due[w[0]].end <= size)
 }
 
-/// Adds `d` to the round's due windows, numbering the runs of one
-/// (partition, key): `runs` gets the first window of each.
 /// Drops the windows of `due[from..]` (sorted by end and rank) equal in
 /// both to the one before.
 fn dedup_sorted(due: &mut Vec<DueWindow>, from: usize) {
@@ -712,6 +710,8 @@ fn dedup_sorted(due: &mut Vec<DueWindow>, from: usize) {
     due.truncate(kept);
 }
 
+/// Adds `d` to the round's due windows, numbering the runs of one
+/// (partition, key): `runs` gets the first window of each.
 fn push_due(due: &mut Vec<DueWindow>, runs: &mut Vec<usize>, mut d: DueWindow) {
     match due.last() {
         Some(last) if last.partition == d.partition && last.key == d.key => d.rank = last.rank,
